@@ -1,0 +1,70 @@
+"""nbserve: deploy, version and watch notebook models as BentoML services.
+
+    import nbserve
+    dep = nbserve.deploy(model, name="iris", sample=X_test)
+    dep.predict(X_test[:5]); dep.history(); dep.rollback()
+
+In a notebook: ``%load_ext nbserve`` then ``%deploy model --name iris --sample X_test``.
+Everything public is importable from here; modules with a leading underscore may change.
+Heavy imports (bentoml, pandas, httpx) are deferred until first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import _config  # noqa: F401  (privacy defaults before anything imports bentoml)
+from . import errors
+from .errors import (
+    AgentUnreachable,
+    DeployFailed,
+    DeploymentNotFound,
+    InvalidArgument,
+    ModelNotServable,
+    NbserveError,
+    SchemaMismatch,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "deploy",
+    "get",
+    "deployments",
+    "connect",
+    "Deployment",
+    "errors",
+    "NbserveError",
+    "InvalidArgument",
+    "ModelNotServable",
+    "SchemaMismatch",
+    "DeploymentNotFound",
+    "DeployFailed",
+    "AgentUnreachable",
+    "load_ipython_extension",
+]
+
+_LAZY = {"deploy", "get", "deployments", "connect", "Deployment"}
+
+if TYPE_CHECKING:
+    from ._api import Deployment, connect, deploy, deployments, get
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _api
+
+        return getattr(_api, name)
+    raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext nbserve``: registers the ``%deploy`` magic."""
+    from ._magic import register
+
+    register(ipython)

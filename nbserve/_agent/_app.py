@@ -1,0 +1,272 @@
+"""The agent's REST API: typed models, thin handlers, one error mapping.
+
+Handlers read the request, call the :class:`Manager`, and serialise; no logic lives
+here. Every ``NbserveError`` becomes its own HTTP status with a JSON body
+``{"error": {"type", "message", "hint", "details"}}``, in one place (the exception
+handlers below), so user mistakes are 4xx and only real faults are 5xx.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import errors
+from ._manager import DeploymentView, Manager
+from ._registry import EventRow, VersionRow
+from ._supervisor import log_tail
+
+log = logging.getLogger("nbserve.agent")
+
+API_VERSION = "v1"
+
+# -- models ---------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    type: str = Field(description="The nbserve exception class, e.g. DeploymentNotFound")
+    message: str
+    hint: str | None = None
+    details: dict[str, Any] = {}
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    pid: int
+    home: str
+    deployments: int
+
+
+class VersionOut(BaseModel):
+    deployment: str
+    number: int
+    created_at: str
+    created_by: str | None
+    bento_tag: str
+    status: Literal["starting", "live", "warm", "stopped", "failed"]
+    error: str | None
+    running: bool = Field(description="a serving process of this version is up")
+    upstream_url: str | None = Field(description="the version's own server, for debugging")
+    metadata: dict[str, Any] = Field(description="schema, model, provenance, description")
+
+
+class DeploymentOut(BaseModel):
+    name: str
+    url: str | None = Field(description="the stable URL: a BentoML-compatible service base URL")
+    status: Literal["serving", "starting", "restarting", "failed", "stopped"]
+    live_version: int | None
+    latest_version: int | None
+    created_at: str
+    keep_warm: int
+    versions: list[VersionOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    ts: str
+    deployment: str | None
+    version: int | None
+    kind: str
+    message: str
+    actor: str | None
+    data: dict[str, Any]
+
+
+class DeployRequest(BaseModel):
+    archive_path: str = Field(
+        description="Path of an exported Bento archive on the agent's host (local agents)"
+    )
+    stable_port: int | None = Field(default=None, ge=1024, le=65535)
+    remove_archive: bool = False
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class RollbackRequest(BaseModel):
+    to: int | None = Field(default=None, ge=1, description="version number; default: the previous")
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class ActorRequest(BaseModel):
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class LogsOut(BaseModel):
+    deployment: str
+    version: int
+    path: str
+    text: str
+
+
+# -- serialisation --------------------------------------------------------------------
+
+
+def version_out(view_or_none: DeploymentView | None, v: VersionRow) -> VersionOut:
+    proc = view_or_none.running.get(v.number) if view_or_none else None
+    return VersionOut(
+        deployment=v.deployment, number=v.number, created_at=v.created_at, created_by=v.created_by,
+        bento_tag=v.bento_tag, status=v.status, error=v.error,  # type: ignore[arg-type]
+        running=proc is not None, upstream_url=proc.url if proc else None, metadata=v.metadata,
+    )
+
+
+def deployment_out(view: DeploymentView) -> DeploymentOut:
+    return DeploymentOut(
+        name=view.row.name, url=view.url, status=view.status,  # type: ignore[arg-type]
+        live_version=view.row.live_version,
+        latest_version=view.versions[-1].number if view.versions else None,
+        created_at=view.row.created_at, keep_warm=view.row.keep_warm,
+        versions=[version_out(view, v) for v in view.versions],
+    )
+
+
+def event_out(e: EventRow) -> EventOut:
+    return EventOut(**e.__dict__)
+
+
+# -- the app --------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 422, 500)
+}
+
+
+def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> FastAPI:
+    """The FastAPI app for one agent. ``token`` guards every route but ``/v1/health``."""
+    from .. import __version__
+
+    app = FastAPI(
+        title="nbserve agent",
+        version=__version__,
+        description="Deployments, immutable numbered versions and events of one nbserve host. "
+        "Every route except /v1/health needs `Authorization: Bearer <token>`.",
+        responses=_ERRORS,
+    )
+
+    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
+        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+            raise errors.AuthenticationFailed(
+                "missing or wrong agent token",
+                hint="send `Authorization: Bearer <token>`; the local token is in NBSERVE_HOME/token",
+            )
+        return "local"
+
+    @app.exception_handler(errors.NbserveError)
+    async def _nbserve_error(_request: Request, exc: errors.NbserveError) -> JSONResponse:
+        return JSONResponse(exc.to_payload(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        err = errors.InvalidArgument(f"invalid request: {problems}", hint="see /docs for the schema")
+        return JSONResponse(err.to_payload(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = errors.NotFound(str(exc.detail)) if exc.status_code == 404 else errors.InvalidArgument(str(exc.detail))
+        return JSONResponse(err.to_payload(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        err = errors.AgentError(
+            f"internal error in the agent: {type(exc).__name__}: {exc}",
+            hint=f"see the agent log at {manager.home.agent_log}",
+        )
+        return JSONResponse(err.to_payload(), status_code=500)
+
+    auth = [Depends(authorize)]
+
+    @app.get("/v1/health", response_model=Health, tags=["agent"])
+    async def health() -> Health:
+        return Health(status="ok", version=__version__, pid=os.getpid(), home=str(manager.home.root),
+                      deployments=len(manager.registry.list_deployments()))
+
+    @app.post("/v1/agent/shutdown", status_code=202, dependencies=auth, tags=["agent"])
+    async def shutdown() -> dict[str, str]:
+        if on_shutdown is not None:
+            on_shutdown()
+        return {"status": "stopping"}
+
+    @app.get("/v1/deployments", response_model=list[DeploymentOut], dependencies=auth, tags=["deployments"])
+    async def list_deployments() -> list[DeploymentOut]:
+        return [deployment_out(v) for v in manager.views()]
+
+    @app.get("/v1/deployments/{name}", response_model=DeploymentOut, dependencies=auth, tags=["deployments"])
+    async def get_deployment(name: str) -> DeploymentOut:
+        return deployment_out(manager.view(name))
+
+    @app.post("/v1/deployments/{name}/versions", response_model=VersionOut, status_code=202,
+              dependencies=auth, tags=["deployments"])
+    async def create_version(name: str, body: DeployRequest) -> VersionOut:
+        version = await manager.deploy(
+            name, Path(body.archive_path), actor=body.actor, stable_port=body.stable_port,
+            remove_archive=body.remove_archive,
+        )
+        return version_out(manager.view(name), version)
+
+    @app.get("/v1/deployments/{name}/versions/{number}", response_model=VersionOut,
+             dependencies=auth, tags=["deployments"])
+    async def get_version(name: str, number: int) -> VersionOut:
+        return version_out(manager.view(name), manager.get_version(name, number))
+
+    @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, dependencies=auth,
+              tags=["deployments"])
+    async def rollback(name: str, body: RollbackRequest) -> DeploymentOut:
+        await manager.rollback(name, body.to, actor=body.actor)
+        return deployment_out(manager.view(name))
+
+    @app.post("/v1/deployments/{name}/stop", response_model=DeploymentOut, dependencies=auth,
+              tags=["deployments"])
+    async def stop(name: str, body: ActorRequest | None = None) -> DeploymentOut:
+        await manager.stop(name, actor=body.actor if body else None)
+        return deployment_out(manager.view(name))
+
+    @app.post("/v1/deployments/{name}/start", response_model=DeploymentOut, dependencies=auth,
+              tags=["deployments"])
+    async def start(name: str, body: ActorRequest | None = None) -> DeploymentOut:
+        await manager.start(name, actor=body.actor if body else None)
+        return deployment_out(manager.view(name))
+
+    @app.get("/v1/deployments/{name}/events", response_model=list[EventOut], dependencies=auth,
+             tags=["deployments"])
+    async def deployment_events(name: str, limit: int = Query(200, ge=1, le=10_000),
+                                after: int = Query(0, ge=0)) -> list[EventOut]:
+        manager.get_row(name)
+        return [event_out(e) for e in manager.registry.events(name, limit=limit, after_id=after)]
+
+    @app.get("/v1/events", response_model=list[EventOut], dependencies=auth, tags=["agent"])
+    async def all_events(limit: int = Query(200, ge=1, le=10_000), after: int = Query(0, ge=0)) -> list[EventOut]:
+        return [event_out(e) for e in manager.registry.events(None, limit=limit, after_id=after)]
+
+    @app.get("/v1/deployments/{name}/logs", response_model=LogsOut, dependencies=auth,
+             tags=["deployments"])
+    async def logs(name: str, version: int | None = Query(None, ge=1),
+                   lines: int = Query(200, ge=1, le=10_000)) -> LogsOut:
+        row = manager.get_row(name)
+        versions = manager.registry.list_versions(name)
+        number = version or row.live_version or (versions[-1].number if versions else None)
+        if number is None:
+            raise errors.VersionNotFound(f"{name} has no versions yet")
+        v = manager.get_version(name, number)
+        path = manager.home.version_log(name, v.number)
+        return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
+
+    return app

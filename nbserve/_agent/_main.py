@@ -1,0 +1,154 @@
+"""Run the agent: one process per ``NBSERVE_HOME``, holding its lock for life.
+
+Start-up order matters: take the lock (a second agent exits at once), make the token,
+open the registry, restore what was serving, then listen and write ``agent.json`` last,
+so a client that sees ``agent.json`` finds an agent ready to answer. On SIGTERM/SIGINT or
+``POST /v1/agent/shutdown`` every serving process is stopped before the agent exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from .._config import Home
+
+log = logging.getLogger("nbserve.agent")
+
+
+class AgentAlreadyRunning(RuntimeError):
+    pass
+
+
+def read_or_create_token(home: Home) -> str:
+    path = home.token_file
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token)
+    return token
+
+
+def take_lock(home: Home) -> IO[str]:
+    handle = home.lock_file.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise AgentAlreadyRunning(f"another agent holds {home.lock_file}") from None
+    return handle
+
+
+def write_agent_file(home: Home, host: str, port: int) -> None:
+    info = {
+        "pid": os.getpid(),
+        "host": host,
+        "port": port,
+        "url": f"http://{host}:{port}",
+        "started_at": time.time(),
+    }
+    tmp = home.agent_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, home.agent_file)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(home: Home, host: str = "127.0.0.1", port: int = 0) -> None:
+    import uvicorn
+
+    from ._app import create_app
+    from ._manager import Manager
+    from ._registry import Registry
+
+    lock = take_lock(home)
+    try:
+        token = read_or_create_token(home)
+        registry = Registry(home.registry)
+        manager = Manager(home, registry)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        sock = _bind(host, port)
+        bound_port = sock.getsockname()[1]
+        app = create_app(manager, token, on_shutdown=stop.set)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        registry.add_event("agent_started", f"agent pid {os.getpid()} on {host}:{bound_port}")
+        await manager.restore()
+        server_task = loop.create_task(server.serve(sockets=[sock]))
+        while not server.started and not server_task.done():
+            await asyncio.sleep(0.01)
+        write_agent_file(home, host, bound_port)
+        log.info("agent listening on %s:%s (home %s)", host, bound_port, home.root)
+
+        stop_task = loop.create_task(stop.wait())
+        await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("agent stopping")
+        home.agent_file.unlink(missing_ok=True)
+        await manager.close()
+        registry.add_event("agent_stopped", f"agent pid {os.getpid()} stopped")
+        server.should_exit = True
+        await asyncio.wait({server_task}, timeout=5)
+        registry.close()
+    finally:
+        if _owns_agent_file(home):
+            home.agent_file.unlink(missing_ok=True)
+        lock.close()
+
+
+def _owns_agent_file(home: Home) -> bool:
+    try:
+        return json.loads(home.agent_file.read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError):
+        return False
+
+
+def run(home: Home, host: str = "127.0.0.1", port: int = 0) -> int:
+    """Blocking entry point of ``nbserve agent run``; returns the exit code."""
+    home.ensure()
+    os.environ["BENTOML_HOME"] = str(home.bentoml_home)  # before bentoml is imported
+    logging.basicConfig(
+        level=os.environ.get("NBSERVE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    try:
+        runner(serve(home, host, port))
+    except AgentAlreadyRunning as exc:
+        print(f"nbserve agent: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(Home.resolve(Path(sys.argv[1]) if len(sys.argv) > 1 else None)))

@@ -1,0 +1,457 @@
+"""The agent's service layer: deploy, roll back, stop, start, restore.
+
+Every change to a deployment goes through here, one at a time per deployment (a lock
+each). The rule that makes deploys atomic: the stable URL moves to a version only after
+its Bento imported, its server started and ``/readyz`` answered; until then the
+previous version serves, and a failure leaves it serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._config import Home
+from .._names import check_name
+from ..errors import (
+    Conflict,
+    DeployFailed,
+    DeploymentNotFound,
+    InvalidArgument,
+    NbserveError,
+    VersionNotFound,
+)
+from ._proxy import StableEndpoint, Upstream
+from ._registry import DeploymentRow, Registry, VersionRow
+from ._supervisor import ServingProcess, Supervisor, free_port
+
+log = logging.getLogger("nbserve.agent")
+
+RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class DeploymentView:
+    """A deployment as the API shows it: registry row plus live process state."""
+
+    row: DeploymentRow
+    status: str
+    url: str | None
+    versions: list[VersionRow]
+    running: dict[int, ServingProcess]
+
+
+class Manager:
+    def __init__(self, home: Home, registry: Registry, *, stable_host: str = "127.0.0.1") -> None:
+        self.home = home
+        self.registry = registry
+        self.stable_host = stable_host
+        self.supervisor = Supervisor(home, registry, on_exit=self._on_process_exit)
+        self.endpoints: dict[str, StableEndpoint] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._restarts: dict[tuple[str, int], int] = {}
+        self._closing = False
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_row(self, name: str) -> DeploymentRow:
+        row = self.registry.get_deployment(name)
+        if row is None:
+            known = [d.name for d in self.registry.list_deployments()]
+            raise DeploymentNotFound(
+                f"no deployment named {name!r}",
+                hint=f"known deployments: {', '.join(known)}" if known else "nothing is deployed yet",
+            )
+        return row
+
+    def view(self, name: str) -> DeploymentView:
+        row = self.get_row(name)
+        versions = self.registry.list_versions(name)
+        running = {
+            v: p for (d, v), p in self.supervisor.processes.items() if d == name and p.alive()
+        }
+        return DeploymentView(row, self._status(row, versions, running), self.stable_url(row), versions, running)
+
+    def views(self) -> list[DeploymentView]:
+        return [self.view(row.name) for row in self.registry.list_deployments()]
+
+    def stable_url(self, row: DeploymentRow) -> str | None:
+        return f"http://{self.stable_host}:{row.stable_port}" if row.stable_port else None
+
+    @staticmethod
+    def _status(row: DeploymentRow, versions: list[VersionRow], running: dict[int, ServingProcess]) -> str:
+        if row.state == "stopped":
+            return "stopped"
+        if row.live_version is not None and row.live_version in running:
+            return "serving"
+        if any(v.status == "starting" for v in versions):
+            return "starting"
+        if row.live_version is not None:
+            return "restarting"
+        return "failed" if versions and versions[-1].status == "failed" else "starting"
+
+    def get_version(self, name: str, number: int) -> VersionRow:
+        self.get_row(name)
+        found = self.registry.get_version(name, number)
+        if found is None:
+            raise VersionNotFound(
+                f"{name} has no version {number}",
+                hint=f"versions: {', '.join(str(v.number) for v in self.registry.list_versions(name))}",
+            )
+        return found
+
+    # -- deploy ---------------------------------------------------------------------
+
+    async def deploy(
+        self,
+        name: str,
+        archive: Path,
+        *,
+        actor: str | None,
+        stable_port: int | None = None,
+        remove_archive: bool = False,
+    ) -> VersionRow:
+        """Import a Bento archive and register it as the next version; roll it out in the
+        background. Bad archives fail here, before any version exists."""
+        check_name(name)
+        if self._closing:
+            raise Conflict("the agent is shutting down", hint="try again in a moment")
+        bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.home)
+        if remove_archive:
+            archive.unlink(missing_ok=True)
+        row = self.registry.get_deployment(name)
+        if row is None:
+            row = self._create(name, stable_port)
+        elif stable_port and stable_port != row.stable_port:
+            raise Conflict(
+                f"{name} already serves on port {row.stable_port}",
+                hint="leave out --port, or stop and delete the deployment first",
+            )
+        version = self.registry.add_version(name, bento_tag, metadata, actor)
+        self.registry.add_event(
+            "version_registered", f"v{version.number} registered from {bento_tag}",
+            deployment=name, version=version.number, actor=actor,
+        )
+        self._spawn(self._roll_out(name, version.number, actor))
+        return version
+
+    def _create(self, name: str, stable_port: int | None) -> DeploymentRow:
+        port = stable_port or free_port(self.stable_host)
+        taken = {d.stable_port for d in self.registry.list_deployments()}
+        if port in taken:
+            raise Conflict(f"port {port} is already the stable port of another deployment")
+        row = self.registry.create_deployment(name, port)
+        self.registry.add_event("deployment_created", f"stable URL {self.stable_url(row)}", deployment=name)
+        return row
+
+    async def _roll_out(self, name: str, number: int, actor: str | None) -> None:
+        async with self._lock(name):
+            version = self.registry.get_version(name, number)
+            assert version is not None
+            try:
+                endpoint = await self._endpoint(self.get_row(name))
+                proc = await self.supervisor.start(name, number, version.bento_tag)
+            except NbserveError as exc:
+                self._fail(name, number, exc, actor)
+                return
+            except Exception as exc:  # noqa: BLE001 - anything else is still a failed deploy
+                log.exception("roll-out of %s v%s failed", name, number)
+                self._fail(name, number, DeployFailed(f"{type(exc).__name__}: {exc}"), actor)
+                return
+            row = self.get_row(name)
+            previous = row.live_version
+            self._switch(endpoint, proc)
+            self.registry.update_deployment(name, live_version=number, state="serving")
+            self.registry.set_version_status(name, number, "live")
+            if previous is not None and previous != number:
+                self.registry.set_version_status(name, previous, "warm" if (name, previous) in self.supervisor.processes else "stopped")
+            self.registry.add_event(
+                "deployed",
+                f"v{number} is live" + (f" (was v{previous})" if previous else ""),
+                deployment=name, version=number, actor=actor,
+                data={"previous": previous, "ready_seconds": proc.ready_seconds},
+            )
+            await self._reap(name)
+
+    def _fail(self, name: str, number: int, exc: NbserveError, actor: str | None) -> None:
+        self.registry.set_version_status(name, number, "failed", error=str(exc))
+        live = self.get_row(name).live_version
+        self.registry.add_event(
+            "deploy_failed",
+            f"v{number} did not go live: {exc.message}"
+            + (f"; v{live} keeps serving" if live else ""),
+            deployment=name, version=number, actor=actor, data=exc.details,
+        )
+
+    def _switch(self, endpoint: StableEndpoint, proc: ServingProcess) -> None:
+        endpoint.set_upstream(Upstream("127.0.0.1", proc.port, str(proc.version)))
+
+    async def _endpoint(self, row: DeploymentRow) -> StableEndpoint:
+        endpoint = self.endpoints.get(row.name)
+        if endpoint is None:
+            endpoint = StableEndpoint(row.name)
+            try:
+                await endpoint.start(self.stable_host, row.stable_port or 0)
+            except OSError as exc:
+                raise Conflict(
+                    f"cannot listen on the stable port {row.stable_port} of {row.name}: {exc.strerror}",
+                    hint="another program holds the port; stop it, then run `nbserve agent stop` "
+                    "and deploy again",
+                ) from None
+            self.endpoints[row.name] = endpoint
+        return endpoint
+
+    async def _reap(self, name: str) -> None:
+        """Keep the live version and the ``keep_warm`` most recent others; stop the rest."""
+        row = self.get_row(name)
+        others = sorted(
+            (v for (d, v) in self.supervisor.processes if d == name and v != row.live_version),
+            reverse=True,
+        )
+        for number in others[row.keep_warm:]:
+            await self._retire(name, number, "stopped")
+
+    async def _retire(self, name: str, number: int, status: str) -> None:
+        proc = self.supervisor.processes.get((name, number))
+        if proc is None:
+            return
+        endpoint = self.endpoints.get(name)
+        upstream = Upstream("127.0.0.1", proc.port, str(number))
+        if endpoint is not None:
+            await endpoint.drain(upstream, timeout=30.0)  # let its last requests finish
+            endpoint.close_idle(upstream)
+        await self.supervisor.stop(proc)
+        self.registry.set_version_status(name, number, status)
+
+    # -- rollback / stop / start ----------------------------------------------------
+
+    async def rollback(self, name: str, to: int | None, *, actor: str | None) -> VersionRow:
+        async with self._lock(name):
+            row = self.get_row(name)
+            target = self._rollback_target(name, row, to)
+            endpoint = await self._endpoint(row)
+            proc = self.supervisor.processes.get((name, target.number))
+            cold = proc is None or not proc.alive()
+            if cold:
+                self.registry.add_event(
+                    "restarting", f"v{target.number} is not running; starting it from its Bento",
+                    deployment=name, version=target.number, actor=actor,
+                )
+                proc = await self.supervisor.start(name, target.number, target.bento_tag)
+            assert proc is not None
+            previous = row.live_version
+            self._switch(endpoint, proc)
+            self.registry.update_deployment(name, live_version=target.number, state="serving")
+            self.registry.set_version_status(name, target.number, "live")
+            if previous is not None and previous != target.number:
+                self.registry.set_version_status(
+                    name, previous, "warm" if (name, previous) in self.supervisor.processes else "stopped"
+                )
+            self.registry.add_event(
+                "rollback",
+                f"rolled back from v{previous} to v{target.number}" + (" (cold start)" if cold else ""),
+                deployment=name, version=target.number, actor=actor,
+                data={"previous": previous, "cold": cold},
+            )
+            await self._reap(name)
+            found = self.registry.get_version(name, target.number)
+            assert found is not None
+            return found
+
+    def _rollback_target(self, name: str, row: DeploymentRow, to: int | None) -> VersionRow:
+        versions = self.registry.list_versions(name)
+        if to is not None:
+            target = next((v for v in versions if v.number == to), None)
+            if target is None:
+                raise VersionNotFound(
+                    f"{name} has no version {to}",
+                    hint=f"versions: {', '.join(str(v.number) for v in versions)}",
+                )
+            if target.status in ("failed", "starting"):
+                raise VersionNotFound(
+                    f"v{to} of {name} never went live ({target.status}), so it cannot take traffic",
+                    hint="roll back to a version that served before; see `nbserve history " + name + "`",
+                )
+            return target
+        live = row.live_version or 0
+        candidates = [v for v in versions if v.number < live and v.status not in ("failed", "starting")]
+        if not candidates:
+            raise VersionNotFound(
+                f"{name} has no earlier version to roll back to (live: v{live})",
+                hint="pass --to N to pick a version; see `nbserve history " + name + "`",
+            )
+        return candidates[-1]
+
+    async def stop(self, name: str, *, actor: str | None) -> None:
+        async with self._lock(name):
+            row = self.get_row(name)
+            endpoint = self.endpoints.get(name)
+            if endpoint is not None:
+                endpoint.set_upstream(None)
+            for (d, number) in list(self.supervisor.processes):
+                if d == name:
+                    await self._retire(name, number, "stopped")
+            for version in self.registry.list_versions(name):
+                if version.status in ("live", "warm"):
+                    self.registry.set_version_status(name, version.number, "stopped")
+            self.registry.update_deployment(name, state="stopped")
+            self.registry.add_event(
+                "stopped", "all serving processes stopped; the stable URL answers 503",
+                deployment=name, version=row.live_version, actor=actor,
+            )
+
+    async def start(self, name: str, *, actor: str | None) -> None:
+        async with self._lock(name):
+            row = self.get_row(name)
+            if row.live_version is None:
+                raise VersionNotFound(f"{name} has no version that served", hint="deploy a model first")
+            version = self.get_version(name, row.live_version)
+            endpoint = await self._endpoint(row)
+            proc = await self.supervisor.start(name, version.number, version.bento_tag)
+            self._switch(endpoint, proc)
+            self.registry.update_deployment(name, state="serving")
+            self.registry.set_version_status(name, version.number, "live")
+            self.registry.add_event(
+                "started", f"v{version.number} is serving again",
+                deployment=name, version=version.number, actor=actor,
+            )
+
+    # -- restore and crash handling -------------------------------------------------
+
+    async def restore(self) -> None:
+        """After the agent (re)starts: adopt or restart what was serving, kill strays."""
+        rows_by_root: dict[tuple[str, int], list[Any]] = {}
+        for proc_row in self.registry.processes():
+            rows_by_root.setdefault((proc_row.deployment, proc_row.version), []).append(proc_row)
+        for row in self.registry.list_deployments():
+            wanted = {v.number: v for v in self.registry.list_versions(row.name) if v.status in ("live", "warm")}
+            if row.state == "serving" and row.live_version is not None:
+                wanted.setdefault(row.live_version, self.get_version(row.name, row.live_version))
+            else:
+                wanted = {}
+            for number, version in wanted.items():
+                recorded = rows_by_root.pop((row.name, number), [])
+                proc = await self.supervisor.adopt(recorded, version.bento_tag) if recorded else None
+                if proc is None and recorded:
+                    self.supervisor.kill_recorded(recorded)
+                if proc is not None:
+                    self.registry.add_event("adopted", f"v{number} was still serving; adopted it",
+                                            deployment=row.name, version=number)
+                    if number == row.live_version:
+                        self._switch(await self._endpoint(row), proc)
+                elif number == row.live_version:
+                    self._spawn(self._restart(row.name, number, reason="agent restarted"))
+                else:
+                    self.registry.set_version_status(row.name, number, "stopped")
+            if row.state == "stopped" or row.live_version is None:
+                await self._endpoint(row)  # the URL answers 503 with a reason, not "refused"
+        for stray in rows_by_root.values():
+            self.supervisor.kill_recorded(stray)
+
+    async def _restart(self, name: str, number: int, *, reason: str) -> None:
+        async with self._lock(name):
+            row = self.get_row(name)
+            if row.state != "serving" or self._closing:
+                return
+            version = self.get_version(name, number)
+            endpoint = await self._endpoint(row)
+            try:
+                proc = await self.supervisor.start(name, number, version.bento_tag)
+            except NbserveError as exc:
+                self.registry.add_event("restart_failed", f"v{number} did not restart: {exc.message}",
+                                        deployment=name, version=number, data=exc.details)
+                raise
+            if self.get_row(name).live_version == number:
+                self._switch(endpoint, proc)
+            self.registry.add_event("restarted", f"v{number} restarted ({reason})",
+                                    deployment=name, version=number,
+                                    data={"ready_seconds": proc.ready_seconds})
+
+    def _on_process_exit(self, proc: ServingProcess) -> None:
+        if self._closing or proc.stopping:
+            return
+        name, number = proc.deployment, proc.version
+        code = proc.popen.returncode if proc.popen is not None else None
+        self.registry.add_event(
+            "process_exited", f"the server of v{number} exited (code {code}); restarting it",
+            deployment=name, version=number, data={"returncode": code, "log": str(proc.log_path)},
+        )
+        row = self.registry.get_deployment(name)
+        if row is None or row.state != "serving":
+            return
+        if row.live_version != number:
+            self.registry.set_version_status(name, number, "stopped")
+            return
+        attempt = self._restarts.get((name, number), 0)
+        self._restarts[(name, number)] = attempt + 1
+        delay = RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)]
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            try:
+                await self._restart(name, number, reason=f"exited with code {code}")
+                self._restarts.pop((name, number), None)
+            except NbserveError:
+                pass  # the next exit report (or none) decides; the event says why
+
+        self._spawn(later())
+
+    async def close(self) -> None:
+        """Stop every serving process and listener: nothing outlives the agent."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await self.supervisor.stop_all()
+        for endpoint in self.endpoints.values():
+            await endpoint.close()
+
+
+def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
+    """Import into the agent's store; return the tag and the bundle's metadata."""
+    import json
+
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    from .._service_template import BUNDLE_FILE
+
+    if not archive.is_file():
+        raise InvalidArgument(f"no Bento archive at {archive}")
+    try:
+        bento = bentoml.import_bento(str(archive))
+    except BentoMLException as exc:
+        if "already exists" in str(exc):
+            tag = str(exc).split("'")[1] if "'" in str(exc) else None
+            if tag:
+                bento = bentoml.get(tag)
+            else:  # pragma: no cover
+                raise InvalidArgument(f"the Bento archive could not be imported: {exc}") from None
+        else:
+            raise InvalidArgument(f"the Bento archive could not be imported: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways
+        raise InvalidArgument(
+            f"the Bento archive could not be imported: {type(exc).__name__}: {exc}",
+            hint="rebuild it with nbserve.deploy(); the archive may be truncated",
+        ) from None
+    bundle_path = Path(bento.path) / "src" / BUNDLE_FILE
+    if not bundle_path.is_file():
+        raise InvalidArgument(
+            f"{bento.tag} is not an nbserve bundle (no {BUNDLE_FILE})",
+            hint="deploy models with nbserve.deploy() or %deploy",
+        )
+    metadata = json.loads(bundle_path.read_text())
+    return str(bento.tag), metadata
+

@@ -1,0 +1,321 @@
+"""The agent's registry: deployments, immutable numbered versions, processes, events.
+
+One SQLite file under ``NBSERVE_HOME``, written only by the agent. Versions are immutable
+and events append-only; triggers enforce both, so no code path can quietly rewrite
+history. WAL mode keeps readers (the CLI's ``--offline`` views, backups) off the writer.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS deployments (
+    name          TEXT PRIMARY KEY,
+    created_at    TEXT NOT NULL,
+    stable_port   INTEGER UNIQUE,
+    live_version  INTEGER,
+    state         TEXT NOT NULL CHECK (state IN ('serving', 'stopped')),
+    keep_warm     INTEGER NOT NULL DEFAULT 1,
+    config        TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS versions (
+    deployment  TEXT NOT NULL REFERENCES deployments(name),
+    number      INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    created_by  TEXT,
+    bento_tag   TEXT NOT NULL,
+    metadata    TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('starting', 'live', 'warm', 'stopped', 'failed')),
+    error       TEXT,
+    PRIMARY KEY (deployment, number)
+);
+
+CREATE TRIGGER IF NOT EXISTS versions_are_immutable
+BEFORE UPDATE OF deployment, number, created_at, created_by, bento_tag, metadata ON versions
+BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+
+CREATE TABLE IF NOT EXISTS processes (
+    pid          INTEGER NOT NULL,
+    create_time  REAL NOT NULL,
+    deployment   TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    port         INTEGER NOT NULL,
+    root_pid     INTEGER NOT NULL,
+    PRIMARY KEY (pid, create_time)
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts          TEXT NOT NULL,
+    deployment  TEXT,
+    version     INTEGER,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    actor       TEXT,
+    data        TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_by_deployment ON events (deployment, id);
+
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+"""
+
+
+def utcnow() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    name: str
+    created_at: str
+    stable_port: int | None
+    live_version: int | None
+    state: str
+    keep_warm: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    deployment: str
+    number: int
+    created_at: str
+    created_by: str | None
+    bento_tag: str
+    metadata: dict[str, Any]
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    pid: int
+    create_time: float
+    deployment: str
+    version: int
+    port: int
+    root_pid: int
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    ts: str
+    deployment: str | None
+    version: int | None
+    kind: str
+    message: str
+    actor: str | None
+    data: dict[str, Any]
+
+
+class Registry:
+    """Typed access to the SQLite file. Thread-safe; every method is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        # executescript commits on its own, so it runs outside transaction(); every
+        # statement in it is idempotent.
+        self._db.executescript(_SCHEMA)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- deployments --------------------------------------------------------------
+
+    def get_deployment(self, name: str) -> DeploymentRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM deployments WHERE name = ?", (name,)).fetchone()
+        return _deployment(row) if row else None
+
+    def list_deployments(self) -> list[DeploymentRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM deployments ORDER BY name").fetchall()
+        return [_deployment(r) for r in rows]
+
+    def create_deployment(self, name: str, stable_port: int, keep_warm: int = 1) -> DeploymentRow:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO deployments (name, created_at, stable_port, state, keep_warm)"
+                " VALUES (?, ?, ?, 'serving', ?)",
+                (name, utcnow(), stable_port, keep_warm),
+            )
+        found = self.get_deployment(name)
+        assert found is not None
+        return found
+
+    def update_deployment(self, name: str, **fields: Any) -> None:
+        allowed = {"live_version", "state", "keep_warm", "config", "stable_port"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if "config" in fields:
+            fields["config"] = json.dumps(fields["config"])
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        with self.transaction() as db:
+            db.execute(f"UPDATE deployments SET {assignments} WHERE name = ?", (*fields.values(), name))
+
+    # -- versions -----------------------------------------------------------------
+
+    def add_version(
+        self, deployment: str, bento_tag: str, metadata: dict[str, Any], created_by: str | None
+    ) -> VersionRow:
+        """Register the next numbered version (status ``starting``)."""
+        with self.transaction() as db:
+            (number,) = db.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE deployment = ?",
+                (deployment,),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO versions (deployment, number, created_at, created_by, bento_tag,"
+                " metadata, status) VALUES (?, ?, ?, ?, ?, ?, 'starting')",
+                (deployment, number, utcnow(), created_by, bento_tag, json.dumps(metadata, default=str)),
+            )
+        found = self.get_version(deployment, number)
+        assert found is not None
+        return found
+
+    def get_version(self, deployment: str, number: int) -> VersionRow | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM versions WHERE deployment = ? AND number = ?", (deployment, number)
+            ).fetchone()
+        return _version(row) if row else None
+
+    def list_versions(self, deployment: str) -> list[VersionRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM versions WHERE deployment = ? ORDER BY number", (deployment,)
+            ).fetchall()
+        return [_version(r) for r in rows]
+
+    def set_version_status(
+        self, deployment: str, number: int, status: str, error: str | None = None
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE versions SET status = ?, error = COALESCE(?, error)"
+                " WHERE deployment = ? AND number = ?",
+                (status, error, deployment, number),
+            )
+
+    # -- processes ----------------------------------------------------------------
+
+    def record_processes(
+        self, deployment: str, version: int, port: int, root_pid: int, procs: list[tuple[int, float]]
+    ) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO processes (pid, create_time, deployment, version, port, root_pid)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(pid, ctime, deployment, version, port, root_pid) for pid, ctime in procs],
+            )
+
+    def processes(self, deployment: str | None = None, version: int | None = None) -> list[ProcessRow]:
+        query, args = "SELECT * FROM processes WHERE 1=1", []
+        if deployment is not None:
+            query += " AND deployment = ?"
+            args.append(deployment)
+        if version is not None:
+            query += " AND version = ?"
+            args.append(version)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [ProcessRow(**dict(r)) for r in rows]
+
+    def forget_processes(self, root_pid: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM processes WHERE root_pid = ?", (root_pid,))
+
+    # -- events -------------------------------------------------------------------
+
+    def add_event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        deployment: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> EventRow:
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO events (ts, deployment, version, kind, message, actor, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (utcnow(), deployment, version, kind, message, actor, json.dumps(data or {}, default=str)),
+            )
+            row = db.execute("SELECT * FROM events WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return _event(row)
+
+    def events(self, deployment: str | None = None, limit: int = 200, after_id: int = 0) -> list[EventRow]:
+        query = "SELECT * FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if deployment is not None:
+            query += " AND deployment = ?"
+            args.append(deployment)
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [_event(r) for r in reversed(rows)]
+
+
+def _deployment(row: sqlite3.Row) -> DeploymentRow:
+    data = dict(row)
+    data["config"] = json.loads(data["config"] or "{}")
+    return DeploymentRow(**data)
+
+
+def _version(row: sqlite3.Row) -> VersionRow:
+    data = dict(row)
+    data["metadata"] = json.loads(data["metadata"])
+    return VersionRow(**data)
+
+
+def _event(row: sqlite3.Row) -> EventRow:
+    data = dict(row)
+    data["data"] = json.loads(data["data"] or "{}")
+    return EventRow(**data)

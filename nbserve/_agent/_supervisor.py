@@ -1,0 +1,351 @@
+"""Start, watch and stop ``bentoml serve`` processes, leaving no orphan behind.
+
+BentoML's server is a process manager (circus) whose workers run in sessions of their
+own: killing the parent alone leaves workers holding the port. So each server starts in
+a new session, every PID of its tree (children of children too) is recorded in the
+registry with its creation time, and stopping means stopping that whole recorded tree,
+then checking. The creation time guards against killing a recycled PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from .._config import Home, private_env
+from ..errors import DeployFailed
+from ._registry import ProcessRow, Registry
+
+log = logging.getLogger("nbserve.agent")
+
+READY_TIMEOUT = float(os.environ.get("NBSERVE_READY_TIMEOUT", "180"))
+STOP_GRACE = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServingProcess:
+    """One running ``bentoml serve`` of one version."""
+
+    deployment: str
+    version: int
+    bento_tag: str
+    port: int
+    root: psutil.Process
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = field(default_factory=time.time)
+    ready_seconds: float | None = None
+    stopping: bool = False
+    known: dict[int, psutil.Process] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.root.pid
+
+    def alive(self) -> bool:
+        try:
+            return self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def refresh_tree(self) -> list[psutil.Process]:
+        """Add any new descendants to the known set; return the ones not seen before."""
+        new = []
+        procs = [self.root]
+        try:
+            procs += self.root.children(recursive=True)
+        except psutil.Error:
+            pass
+        for proc in procs:
+            if proc.pid not in self.known:
+                self.known[proc.pid] = proc
+                new.append(proc)
+        return new
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for proc in list(self.known.values()):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+
+def _ctime(proc: psutil.Process) -> float:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return 0.0
+
+
+def kill_tree(procs: list[psutil.Process], grace: float = STOP_GRACE) -> list[int]:
+    """SIGTERM every process (and its process group), wait, then SIGKILL what is left.
+
+    Returns the PIDs that were still alive after SIGKILL (should be none).
+    """
+    live = [p for p in procs if _is_running(p)]
+    for proc in live:
+        _signal(proc, signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(live, timeout=grace)
+    for proc in alive:
+        _signal(proc, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # workers lead their own sessions
+        except (ProcessLookupError, PermissionError):
+            pass
+    _gone, alive = psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
+def _is_running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.Error:
+        pass
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def summarize_failure(tail: str) -> str:
+    """The lines of a server log that say what went wrong, without the traceback frames."""
+    lines = [line for line in tail.splitlines() if line.strip()]
+    interesting = [
+        line.strip()
+        for line in lines
+        if any(key in line for key in ("Error", "Exception", "error:", "Traceback", "No module"))
+        and not line.lstrip().startswith("File ")
+        and "Traceback" not in line
+    ]
+    picked = interesting[-3:] or lines[-3:]
+    return " | ".join(picked)[:800]
+
+
+class Supervisor:
+    """Owns every serving process the agent starts."""
+
+    def __init__(
+        self,
+        home: Home,
+        registry: Registry,
+        on_exit: Callable[[ServingProcess], None] | None = None,
+    ) -> None:
+        self.home = home
+        self.registry = registry
+        self.on_exit = on_exit
+        self.processes: dict[tuple[str, int], ServingProcess] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+
+    # -- start ----------------------------------------------------------------------
+
+    async def start(self, deployment: str, version: int, bento_tag: str) -> ServingProcess:
+        """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``."""
+        key = (deployment, version)
+        existing = self.processes.get(key)
+        if existing and existing.alive():
+            return existing
+        log_path = self.home.version_log(deployment, version)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        with log_path.open("ab") as handle:
+            handle.write(f"\n--- nbserve: starting {bento_tag} on port {port} at {time.ctime()}\n".encode())
+        with log_path.open("ab") as log_file:
+            # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
+            # and asyncio's child watcher would then wait for an exit it never sees.
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", bento_tag,
+                 "--host", "127.0.0.1", "--port", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=private_env({
+                    "BENTOML_HOME": str(self.home.bentoml_home),
+                    "PYTHONUNBUFFERED": "1",
+                }),
+                cwd=str(self.home.root),
+                start_new_session=True,
+            )
+        proc = ServingProcess(
+            deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen
+        )
+        self.processes[key] = proc
+        self._record(proc)
+        try:
+            await self._wait_ready(proc)
+        except BaseException:
+            await self.stop(proc)
+            raise
+        self._record(proc)
+        self._ensure_watching()
+        return proc
+
+    async def _wait_ready(self, proc: ServingProcess) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        started = time.monotonic()
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if not proc.alive():
+                    tail = log_tail(proc.log_path)
+                    raise DeployFailed(
+                        f"the server for {proc.deployment} v{proc.version} exited before it was "
+                        f"ready: {summarize_failure(tail)}",
+                        hint=f"full log: {proc.log_path}",
+                        log_path=str(proc.log_path),
+                    )
+                self._record(proc)
+                try:
+                    response = await client.get(f"{proc.url}/readyz")
+                    if response.status_code == 200:
+                        proc.ready_seconds = time.monotonic() - started
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise DeployFailed(
+            f"the server for {proc.deployment} v{proc.version} was not ready after "
+            f"{READY_TIMEOUT:.0f} s: {summarize_failure(log_tail(proc.log_path))}",
+            hint=f"full log: {proc.log_path}; raise NBSERVE_READY_TIMEOUT for slow models",
+            log_path=str(proc.log_path),
+        )
+
+    def _record(self, proc: ServingProcess) -> None:
+        new = proc.refresh_tree()
+        if new:
+            self.registry.record_processes(
+                proc.deployment, proc.version, proc.port, proc.pid, [(p.pid, _ctime(p)) for p in new]
+            )
+
+    # -- adopt (after an agent restart) ----------------------------------------------
+
+    async def adopt(self, rows: list[ProcessRow], bento_tag: str) -> ServingProcess | None:
+        """Take over a server a previous agent left running, if it is whole and ready."""
+        roots = [r for r in rows if r.pid == r.root_pid]
+        if not roots:
+            return None
+        root_row = roots[0]
+        try:
+            root = psutil.Process(root_row.pid)
+            if abs(root.create_time() - root_row.create_time) > 0.01:
+                return None
+        except psutil.Error:
+            return None
+        proc = ServingProcess(
+            root_row.deployment, root_row.version, bento_tag, root_row.port, root,
+            self.home.version_log(root_row.deployment, root_row.version),
+        )
+        for row in rows:
+            found = _matching(row)
+            if found is not None:
+                proc.known[row.pid] = found
+        proc.refresh_tree()
+        try:
+            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+                ready = (await client.get(f"{proc.url}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        if not ready:
+            return None
+        self.processes[(proc.deployment, proc.version)] = proc
+        self._record(proc)
+        self._ensure_watching()
+        return proc
+
+    def kill_recorded(self, rows: list[ProcessRow]) -> int:
+        """Stop recorded processes nobody owns any more (a crashed agent's)."""
+        procs = [p for p in (_matching(r) for r in rows) if p is not None]
+        kill_tree(procs, grace=3.0)
+        for root in {r.root_pid for r in rows}:
+            self.registry.forget_processes(root)
+        return len(procs)
+
+    # -- stop -----------------------------------------------------------------------
+
+    async def stop(self, proc: ServingProcess) -> None:
+        proc.stopping = True
+        proc.refresh_tree()
+        procs = list(proc.known.values())
+        leftover = await asyncio.to_thread(kill_tree, procs)
+        if leftover:
+            log.error("processes %s of %s v%s survived SIGKILL", leftover, proc.deployment, proc.version)
+        self.registry.forget_processes(proc.pid)
+        if self.processes.get((proc.deployment, proc.version)) is proc:
+            del self.processes[(proc.deployment, proc.version)]
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(p) for p in list(self.processes.values())))
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+
+    # -- watch ----------------------------------------------------------------------
+
+    def _ensure_watching(self) -> None:
+        if self._watch_task is None or self._watch_task.done():
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Record new worker PIDs and report servers that died on their own."""
+        while True:
+            await asyncio.sleep(1.0)
+            for proc in list(self.processes.values()):
+                if proc.stopping:
+                    continue
+                if proc.alive():
+                    self._record(proc)
+                    continue
+                if proc.popen is not None:
+                    proc.popen.poll()  # reap it and keep its exit code
+                await self.stop(proc)  # the workers may outlive their parent
+                if self.on_exit is not None:
+                    try:
+                        self.on_exit(proc)
+                    except Exception:  # noqa: BLE001
+                        log.exception("exit handler failed")
+
+
+def _matching(row: ProcessRow) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(row.pid)
+        if abs(proc.create_time() - row.create_time) > 0.01:
+            return None
+        return proc
+    except psutil.Error:
+        return None

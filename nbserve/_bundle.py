@@ -1,0 +1,494 @@
+"""Turn a notebook's model into a BentoML bundle: model, service, schema, sample, provenance.
+
+Everything here runs in the user's process (the kernel), because that is where the model
+object lives. The result is a Bento exported to one archive, which the agent imports:
+the same hand-off for a local agent and a remote one.
+
+Flavors (how a kind of model is saved and loaded) form a registry, filled in order of
+specificity; a new framework is one :class:`Flavor` plus :func:`register_flavor`, or an
+entry point in the ``nbserve.flavors`` group.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import getpass
+import hashlib
+import importlib.metadata as _metadata
+import json
+import os
+import pickletools
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _config  # noqa: F401  (privacy env before bentoml)
+from ._service_template import (
+    BUNDLE_FILE,
+    REFERENCE_FILE,
+    SERVICE_FILE,
+    render_bundle_file,
+    render_service,
+    service_class_name,
+)
+from .errors import BundleError, InvalidArgument, ModelNotServable
+
+__all__ = ["Flavor", "register_flavor", "flavor_for", "Bundle", "build_bundle"]
+
+REFERENCE_ROWS = 10_000
+PREDICTION_COLUMN = "__prediction__"
+
+# -- flavors --------------------------------------------------------------------------
+
+
+def _module_of(model: Any) -> str:
+    return type(model).__module__ or ""
+
+
+def _isinstance_by_name(model: Any, module: str, qualname: str) -> bool:
+    """isinstance without importing a framework the user never imported."""
+    mod = sys.modules.get(module)
+    cls = getattr(mod, qualname, None) if mod is not None else None
+    return isinstance(cls, type) and isinstance(model, cls)
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How one kind of model is saved into and loaded from BentoML."""
+
+    name: str
+    bentoml_module: str  # has save_model / load_model
+    matches: Callable[[Any], bool]
+    predict_expr: str = "self.model.predict(frame)"
+    needs_predict: bool = True
+
+    def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
+        import importlib
+
+        module = importlib.import_module(self.bentoml_module)
+        saved = module.save_model(name, model, metadata=metadata)
+        return str(saved.tag)
+
+
+_FLAVORS: list[Flavor] = []
+
+
+def register_flavor(flavor: Flavor, *, first: bool = False) -> None:
+    """Add a flavor; ``first=True`` puts it ahead of the built-in ones."""
+    _FLAVORS.insert(0, flavor) if first else _FLAVORS.append(flavor)
+
+
+register_flavor(
+    Flavor(
+        "xgboost",
+        "bentoml.xgboost",
+        lambda m: _module_of(m).startswith("xgboost")
+        and (_isinstance_by_name(m, "xgboost", "XGBModel") or _isinstance_by_name(m, "xgboost", "Booster")),
+    )
+)
+register_flavor(
+    # LightGBM's BentoML flavor takes Boosters; its sklearn-API estimators go to sklearn.
+    Flavor("lightgbm", "bentoml.lightgbm", lambda m: _isinstance_by_name(m, "lightgbm", "Booster"))
+)
+register_flavor(
+    Flavor(
+        "sklearn",
+        "bentoml.sklearn",
+        lambda m: _isinstance_by_name(m, "sklearn.base", "BaseEstimator"),
+    )
+)
+register_flavor(
+    Flavor(
+        "pytorch",
+        "bentoml.pytorch",
+        lambda m: _isinstance_by_name(m, "torch.nn", "Module"),
+        predict_expr=(
+            "self.model(__import__('torch').as_tensor(np.asarray(frame, dtype='float32')))"
+            ".detach().cpu().numpy()"
+        ),
+        needs_predict=False,
+    )
+)
+register_flavor(Flavor("picklable", "bentoml.picklable_model", lambda m: True))
+
+_entry_points_loaded = False
+
+
+def _load_entry_point_flavors() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in _metadata.entry_points(group="nbserve.flavors"):
+        flavor = ep.load()
+        register_flavor(flavor() if callable(flavor) and not isinstance(flavor, Flavor) else flavor, first=True)
+
+
+def flavor_for(model: Any) -> Flavor:
+    """The first registered flavor that takes this model; checks it can predict."""
+    _load_entry_point_flavors()
+    for flavor in _FLAVORS:
+        if flavor.matches(model):
+            if flavor.needs_predict and not callable(getattr(model, "predict", None)):
+                raise ModelNotServable(
+                    f"{type(model).__name__} has no predict() method, so it cannot be served",
+                    hint="deploy a fitted estimator, or wrap the object in a class with "
+                    "predict(self, X) that returns one prediction per row",
+                )
+            return flavor
+    raise ModelNotServable(f"no flavor can save a {type(model).__name__}")  # pragma: no cover
+
+
+# -- schema and reference sample ------------------------------------------------------
+
+
+def _column_kind(dtype: Any) -> str:
+    import pandas as pd
+
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    kind = getattr(dtype, "kind", "O")
+    return {"b": "bool", "i": "int", "u": "int", "f": "float", "M": "datetime"}.get(kind, "string")
+
+
+def sample_frame(sample: Any) -> tuple["Any", bool]:
+    """The sample as a DataFrame, and whether the model takes positional arrays."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(sample, pd.Series):
+        sample = sample.to_frame()
+    if isinstance(sample, pd.DataFrame):
+        if sample.shape[1] == 0:
+            raise InvalidArgument("the sample has no columns")
+        if len(sample) == 0:
+            raise InvalidArgument("the sample has no rows", hint="pass a few rows of your test data")
+        frame = sample.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        if frame.columns.duplicated().any():
+            raise InvalidArgument("the sample has duplicate column names")
+        return frame.reset_index(drop=True), False
+    if isinstance(sample, (list, tuple)):
+        sample = np.asarray(sample)
+    if isinstance(sample, np.ndarray):
+        if sample.ndim != 2 or sample.shape[0] == 0:
+            raise InvalidArgument(
+                f"the sample must be 2-D with at least one row, got shape {sample.shape}",
+                hint="pass X_test (rows x features), not a single row or a label vector",
+            )
+        names = [f"x{i}" for i in range(sample.shape[1])]
+        return pd.DataFrame(sample, columns=names), True
+    raise InvalidArgument(
+        f"the sample must be a pandas DataFrame or a 2-D array, got {type(sample).__name__}",
+        hint="pass a few rows of the data the model predicts on, e.g. --sample X_test",
+    )
+
+
+def infer_schema(frame: Any, positional: bool) -> dict[str, Any]:
+    columns = []
+    for name in frame.columns:
+        dtype = frame[name].dtype
+        kind = _column_kind(dtype)
+        column = {"name": name, "dtype": str(dtype), "kind": kind}
+        if kind == "category":
+            column["categories"] = [str(c) for c in dtype.categories]
+        columns.append(column)
+    return {"columns": columns, "positional": positional}
+
+
+# -- dependencies ---------------------------------------------------------------------
+
+_ALWAYS = ("numpy", "pandas")
+_NEVER = {"bentoml", "nbserve", "__main__", "builtins", "copyreg", "_codecs"}
+
+
+def _pickled_modules(model: Any) -> set[str]:
+    """Top-level modules a pickle of the model refers to: the classes it really uses.
+
+    cloudpickle pickles notebook-defined classes by value; the modules their code
+    imports show up as ``subimport('name')`` calls, which are caught too.
+    """
+    import cloudpickle
+
+    data = cloudpickle.dumps(model)
+    memo: dict[int, Any] = {}
+    pushed: list[Any] = [None, None]
+    modules: set[str] = set()
+    subimport_next = False
+    for opcode, arg, _pos in pickletools.genops(data):
+        name = opcode.name
+        if name == "GLOBAL":
+            module, _, attr = str(arg).partition(" ")
+            modules.add(module)
+            pushed.append(None)
+        elif name == "STACK_GLOBAL":
+            module, attr = pushed[-2], pushed[-1]
+            if isinstance(module, str):
+                modules.add(module)
+                subimport_next = attr in ("subimport", "dynamic_subimport")
+            pushed.append(None)
+        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+            if subimport_next:
+                modules.add(str(arg))
+                subimport_next = False
+            pushed.append(arg)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1]
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = pushed[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(int(arg)))
+        elif opcode.stack_after:
+            pushed.append(None)
+        del pushed[:-2]
+    return {m.split(".")[0] for m in modules if m}
+
+
+def pinned_requirements(model: Any, extra_modules: Iterable[str] = ()) -> list[str]:
+    """``dist==version`` for each installed distribution the model needs, nothing more."""
+    modules = _pickled_modules(model) | set(_ALWAYS) | set(extra_modules)
+    stdlib = set(sys.stdlib_module_names)
+    by_module = _metadata.packages_distributions()
+    pins: dict[str, str] = {}
+    for module in sorted(modules - stdlib - _NEVER):
+        for dist in by_module.get(module, []):
+            if dist.lower() in _NEVER:
+                continue
+            try:
+                pins[dist.lower()] = f"{dist}=={_metadata.version(dist)}"
+            except _metadata.PackageNotFoundError:
+                continue
+    return sorted(pins.values(), key=str.lower)
+
+
+# -- provenance -----------------------------------------------------------------------
+
+
+def _git_commit(directory: Path) -> dict[str, Any] | None:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "dirty": bool(dirty)} if head else None
+
+
+def current_cell() -> tuple[str | None, int | None, str | None]:
+    """(notebook path, execution count, cell source) of the running cell, if in IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None, None, None
+    shell = get_ipython()
+    if shell is None:
+        return None, None, None
+    notebook = (
+        shell.user_ns.get("__vsc_ipynb_file__")
+        or os.environ.get("NBSERVE_NOTEBOOK_PATH")
+        or os.environ.get("JPY_SESSION_NAME")
+        or shell.user_ns.get("__session__")
+    )
+    history = shell.user_ns.get("_ih") or [None]
+    return (str(notebook) if notebook else None, shell.execution_count, history[-1])
+
+
+def provenance(packages: list[str], *, notebook: str | None = None) -> dict[str, Any]:
+    nb_path, execution_count, cell_source = current_cell()
+    notebook = notebook or nb_path
+    where = Path(notebook).resolve().parent if notebook else Path.cwd()
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        user = str(os.getuid())
+    return {
+        "notebook": notebook,
+        "cell_execution_count": execution_count,
+        "cell_sha256": hashlib.sha256(cell_source.encode()).hexdigest() if cell_source else None,
+        "cell_source": cell_source[:4000] if cell_source else None,
+        "user": user,
+        "host": socket.gethostname(),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "packages": packages,
+        "git": _git_commit(where),
+        "cwd": str(Path.cwd()),
+    }
+
+
+# -- the bundle -----------------------------------------------------------------------
+
+
+@dataclass
+class Bundle:
+    """A built Bento and what the agent needs to know about it."""
+
+    name: str
+    bento_tag: str
+    model_tag: str
+    flavor: str
+    archive: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.archive.parent, ignore_errors=True)
+
+
+def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor) -> Any:
+    """The model's own predictions on the sample: proof it can predict what it will serve."""
+    import numpy as np
+
+    data = frame.to_numpy() if positional else frame
+    try:
+        if flavor.name == "pytorch":
+            import torch
+
+            result = model(torch.as_tensor(np.asarray(data, dtype="float32"))).detach().cpu().numpy()
+        else:
+            result = model.predict(data)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code
+        raise ModelNotServable(
+            f"model.predict failed on the sample: {type(exc).__name__}: {exc}",
+            hint="the sample must have the columns and types the model was trained on",
+        ) from None
+    result = np.asarray(result)
+    if result.ndim == 0 or len(result) != len(frame):
+        raise ModelNotServable(
+            f"model.predict returned {result.shape} for {len(frame)} sample rows",
+            hint="predict must return one prediction per row",
+        )
+    return result
+
+
+def build_bundle(
+    model: Any,
+    *,
+    name: str,
+    sample: Any,
+    description: str | None = None,
+    notebook: str | None = None,
+    reference_rows: int = REFERENCE_ROWS,
+    on_step: Callable[[str, str | None], None] = lambda step, detail: None,
+) -> Bundle:
+    """Save ``model`` with BentoML and build its Bento; return the exported archive.
+
+    Raises ``ModelNotServable`` before anything is written if the model cannot predict
+    its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
+    """
+    flavor = flavor_for(model)
+    frame, positional = sample_frame(sample)
+    if len(frame) > reference_rows:
+        frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
+    schema = infer_schema(frame, positional)
+    predictions = _predict_column(model, frame, positional, flavor)
+
+    packages = pinned_requirements(model, ["torch"] if flavor.name == "pytorch" else ())
+    on_step("dependencies", ", ".join(packages))
+    prov = provenance(packages, notebook=notebook)
+    model_info = {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "flavor": flavor.name,
+        "params": _model_params(model),
+    }
+
+    import bentoml  # deferred: importing bentoml costs ~1 s
+
+    on_step("saving", f"{model_info['class']} with {flavor.bentoml_module}")
+    try:
+        model_tag = flavor.save(name, model, {"nbserve_deployment": name})
+    except Exception as exc:  # noqa: BLE001
+        raise BundleError(
+            f"BentoML could not save the model: {_short(exc)}",
+            hint="check the model pickles (no open files, locks or lambdas in its attributes)",
+        ) from None
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"nbserve-{name}-"))
+    try:
+        ctx = workdir / "ctx"
+        ctx.mkdir()
+        (ctx / SERVICE_FILE).write_text(
+            render_service(
+                deployment=name,
+                model_tag=model_tag,
+                loader_module=flavor.bentoml_module,
+                predict_expr=flavor.predict_expr,
+                has_predict_proba=callable(getattr(model, "predict_proba", None)),
+            )
+        )
+        reference = frame.copy()
+        if predictions.ndim == 1:
+            reference[PREDICTION_COLUMN] = predictions
+        reference.to_parquet(ctx / REFERENCE_FILE, index=False)
+        bundle_meta = {
+            "deployment": name,
+            "schema": schema,
+            "model": model_info,
+            "model_tag": model_tag,
+            "provenance": prov,
+            "description": description,
+            "reference_rows": len(frame),
+            "nbserve_version": _version(),
+        }
+        (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
+
+        on_step("building", f"Bento with {len(packages)} pinned packages")
+        try:
+            bento = bentoml.build(
+                f"service:{service_class_name(name)}",
+                name=name,
+                build_ctx=str(ctx),
+                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE],
+                models=[model_tag],
+                description=description,
+                labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},
+                python={"packages": packages, "lock_packages": False},
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise BundleError(f"bentoml build failed: {_short(exc)}") from None
+        archive = workdir / f"{name}.bento"
+        bentoml.export_bento(str(bento.tag), str(archive))
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(workdir / "ctx", ignore_errors=True)
+    bundle_meta["bento_tag"] = str(bento.tag)
+    bundle_meta["sample_row"] = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
+    return Bundle(name, str(bento.tag), model_tag, flavor.name, archive, bundle_meta)
+
+
+def _model_params(model: Any) -> dict[str, Any]:
+    get_params = getattr(model, "get_params", None)
+    if not callable(get_params):
+        return {}
+    try:
+        params = get_params(deep=False)
+    except Exception:  # noqa: BLE001
+        return {}
+    return {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)[:200] for k, v in params.items()}
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = " ".join(lines[-6:]) if len(lines) > 6 else " ".join(lines)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _version() -> str:
+    try:
+        return _metadata.version("nbserve")
+    except _metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        return "0+unknown"

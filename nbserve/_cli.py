@@ -1,0 +1,171 @@
+"""The ``nbserve`` command: a thin mapping of subcommands onto the Python API.
+
+nbserve errors print as ``error: ...`` plus a hint and exit 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import NbserveError
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ._api import deployments
+
+    rows = [
+        {"name": d.name, "status": d.status, "version": d.version, "versions": len(d.versions), "url": d.url}
+        for d in deployments(target=args.target)
+    ]
+    print(_table(rows, ["name", "status", "version", "versions", "url"]))
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    frame = get(args.name, target=args.target).history()
+    if frame.empty:
+        print("(no versions)")
+        return 0
+    columns = ["status", "live", "created_at", "created_by", "model", "notebook", "cell", "error"]
+    print(frame[[c for c in columns if c in frame]].to_string())
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).rollback(to=args.to)
+    print(f"{dep.name}: v{dep.version} is live at {dep.url}")
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).stop()
+    print(f"{dep.name}: stopped (the stable URL {dep.url} answers 503 until `nbserve start {dep.name}`)")
+    return 0
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).start()
+    print(f"{dep.name}: v{dep.version} is serving at {dep.url}")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    print(get(args.name, target=args.target).logs(version=args.version, lines=args.lines))
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from ._api import connect
+
+    client = connect(args.target)
+    path = f"/v1/deployments/{args.name}/events" if args.name else "/v1/events"
+    events = client.get(path, params={"limit": args.limit})
+    print(_table(events, ["id", "ts", "deployment", "version", "kind", "message"]))
+    return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from ._config import Home
+    from ._local import find_agent, start_agent, stop_agent
+
+    home = Home.resolve(args.home)
+    if args.action == "run":
+        from ._agent._main import run
+
+        return run(home, host=args.host, port=args.port)
+    if args.action == "start":
+        info = start_agent(home)
+        print(f"agent running: pid {info.pid} at {info.url} (home {home.root})")
+        return 0
+    if args.action == "stop":
+        stopped = stop_agent(home)
+        print("agent stopped" if stopped else "no agent was running")
+        return 0
+    info = find_agent(home)
+    if info is None:
+        print(f"no agent running (home {home.root})")
+        return 1
+    print(json.dumps({"pid": info.pid, "url": info.url, "home": str(home.root)}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbserve", description="Deploy, version and watch notebook models (BentoML)."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Any, help_text: str, *, named: bool | None = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if named:
+            p.add_argument("name", help="deployment name")
+        elif named is None:
+            p.add_argument("name", nargs="?", help="deployment name (default: all)")
+        p.add_argument("--target", default=None, help="agent to talk to (default: local)")
+        p.set_defaults(func=func)
+        return p
+
+    add("list", _cmd_list, "list deployments", named=False)
+    add("history", _cmd_history, "versions of a deployment")
+    rollback = add("rollback", _cmd_rollback, "point the stable URL at an earlier version")
+    rollback.add_argument("--to", type=int, default=None, help="version number (default: the previous)")
+    add("stop", _cmd_stop, "stop a deployment's serving processes")
+    add("start", _cmd_start, "start a stopped deployment again")
+    logs = add("logs", _cmd_logs, "server log of a version")
+    logs.add_argument("--version", type=int, default=None, help="version (default: live)")
+    logs.add_argument("--lines", type=int, default=200)
+    events = add("events", _cmd_events, "what happened, newest last", named=None)
+    events.add_argument("--limit", type=int, default=50)
+
+    agent = sub.add_parser("agent", help="run or control the local agent")
+    agent.add_argument("action", choices=["run", "start", "stop", "status"],
+                       help="run: in the foreground; start: in the background")
+    agent.add_argument("--home", default=None, help="NBSERVE_HOME (default: ~/.nbserve)")
+    agent.add_argument("--host", default="127.0.0.1", help="address to listen on (run only)")
+    agent.add_argument("--port", type=int, default=0, help="port (run only; default: any free)")
+    agent.set_defaults(func=_cmd_agent)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"nbserve {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NbserveError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

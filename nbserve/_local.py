@@ -1,0 +1,107 @@
+"""The local agent, started on demand: find it, or start it detached and wait for it.
+
+The agent runs in its own session, so it outlives the kernel (or terminal) that started
+it. Two kernels racing to start it are safe: the agent takes a file lock, the loser
+exits, and both clients then find the winner through ``agent.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+import psutil
+
+from ._config import Home, private_env
+from .errors import AgentStartFailed
+
+START_TIMEOUT = float(os.environ.get("NBSERVE_AGENT_START_TIMEOUT", "60"))
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    url: str
+    pid: int
+    token: str
+
+
+def find_agent(home: Home) -> AgentInfo | None:
+    """The running agent of this home, if one answers its health check."""
+    try:
+        info = json.loads(home.agent_file.read_text())
+        token = home.token_file.read_text().strip()
+    except (OSError, ValueError):
+        return None
+    pid = int(info.get("pid", 0))
+    if not pid or not psutil.pid_exists(pid):
+        return None
+    try:
+        response = httpx.get(f"{info['url']}/v1/health", timeout=2.0, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200 or response.json().get("pid") != pid:
+        return None
+    return AgentInfo(info["url"], pid, token)
+
+
+def start_agent(home: Home) -> AgentInfo:
+    """Start the local agent in the background (if none runs) and wait until it answers."""
+    found = find_agent(home)
+    if found:
+        return found
+    home.ensure()
+    home.agent_log.parent.mkdir(parents=True, exist_ok=True)
+    with home.agent_log.open("ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbserve", "agent", "run", "--home", str(home.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=private_env(),
+            cwd=str(home.root),
+            start_new_session=True,  # outlive the kernel that started it
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        found = find_agent(home)
+        if found:
+            return found
+        code = proc.poll()
+        if code is not None and code != 3:  # 3: another agent won the race; wait for it
+            raise AgentStartFailed(
+                f"the nbserve agent exited with code {code} while starting",
+                hint=f"see {home.agent_log}",
+            )
+        time.sleep(0.05)
+    raise AgentStartFailed(
+        f"the nbserve agent did not answer within {START_TIMEOUT:.0f} s",
+        hint=f"see {home.agent_log}",
+    )
+
+
+def stop_agent(home: Home, timeout: float = 60.0) -> bool:
+    """Ask the agent to stop every serving process and exit; False if none was running."""
+    found = find_agent(home)
+    if found is None:
+        return False
+    try:
+        httpx.post(
+            f"{found.url}/v1/agent/shutdown",
+            headers={"Authorization": f"Bearer {found.token}"},
+            timeout=5.0,
+            trust_env=False,
+        )
+    except httpx.HTTPError:
+        pass
+    try:
+        psutil.Process(found.pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        psutil.Process(found.pid).terminate()
+    return True

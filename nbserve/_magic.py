@@ -1,0 +1,132 @@
+"""``%deploy``: the notebook front, a thin mapping of flags onto the Python API.
+
+Bad arguments raise IPython's ``UsageError`` with the usage text; nbserve errors are
+shown as their message and hint (no traceback), with the previous version still serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from .errors import NbserveError
+
+USAGE = """\
+%deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N]
+%deploy --list
+%deploy --history NAME
+%deploy --rollback NAME [--to N]
+%deploy --stop NAME | --start NAME
+%deploy --logs NAME [--version N]
+%deploy --help
+
+MODEL and SAMPLE are names (or expressions) in the notebook's namespace.
+Deploying an existing NAME again makes its next version."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # never sys.exit() inside a kernel
+        raise UsageError(f"{message}\n\n{USAGE}")
+
+    def print_help(self, file: Any = None) -> None:
+        raise _HelpRequested
+
+
+class _HelpRequested(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="%deploy", usage=USAGE, add_help=True)
+    p.add_argument("model", nargs="?", help="the model variable")
+    p.add_argument("--name", "-n")
+    p.add_argument("--sample", "-s")
+    p.add_argument("--description", "-d")
+    p.add_argument("--port", type=int)
+    p.add_argument("--target")
+    p.add_argument("--to", type=int)
+    p.add_argument("--version", type=int)
+    actions = p.add_mutually_exclusive_group()
+    actions.add_argument("--list", action="store_true")
+    actions.add_argument("--history", metavar="NAME")
+    actions.add_argument("--rollback", metavar="NAME")
+    actions.add_argument("--stop", metavar="NAME")
+    actions.add_argument("--start", metavar="NAME")
+    actions.add_argument("--logs", metavar="NAME")
+    return p
+
+
+@magics_class
+class DeployMagics(Magics):
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Deploy a model from this notebook; see ``%deploy --help``."""
+        try:
+            args = build_parser().parse_args(shlex.split(line))
+        except _HelpRequested:
+            print(USAGE)
+            return None
+        except ValueError as exc:  # shlex: unbalanced quotes
+            raise UsageError(f"{exc}\n\n{USAGE}") from None
+        try:
+            return self._run(args)
+        except NbserveError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _run(self, args: argparse.Namespace) -> Any:
+        from . import _api
+
+        target = args.target
+        if args.list:
+            return _deployments_frame(_api.deployments(target=target))
+        if args.history:
+            return _api.get(args.history, target=target).history()
+        if args.rollback:
+            return _api.get(args.rollback, target=target).rollback(to=args.to)
+        if args.stop:
+            return _api.get(args.stop, target=target).stop()
+        if args.start:
+            return _api.get(args.start, target=target).start()
+        if args.logs:
+            print(_api.get(args.logs, target=target).logs(version=args.version))
+            return None
+        if not args.model:
+            raise UsageError(f"name the model to deploy\n\n{USAGE}")
+        if not args.name:
+            raise UsageError(f"--name is required to deploy\n\n{USAGE}")
+        if not args.sample:
+            raise UsageError(
+                f"--sample is required: a few input rows fix the schema and the drift reference\n\n{USAGE}"
+            )
+        model = self._lookup(args.model, "MODEL")
+        sample = self._lookup(args.sample, "--sample")
+        return _api.deploy(
+            model, args.name, sample, description=args.description, port=args.port, target=target
+        )
+
+    def _lookup(self, expression: str, what: str) -> Any:
+        try:
+            return self.shell.ev(expression)
+        except Exception as exc:  # noqa: BLE001 - any failure to evaluate the user's expression
+            raise UsageError(
+                f"{what} {expression!r} is not defined in the notebook ({type(exc).__name__}: {exc})"
+                f"\n\n{USAGE}"
+            ) from None
+
+
+def _deployments_frame(deps: list[Any]) -> Any:
+    import pandas as pd
+
+    rows = [
+        {"name": d.name, "status": d.status, "version": d.version, "versions": len(d.versions), "url": d.url}
+        for d in deps
+    ]
+    return pd.DataFrame(rows, columns=["name", "status", "version", "versions", "url"])
+
+
+def register(ipython: Any) -> None:
+    ipython.register_magics(DeployMagics)

@@ -1,0 +1,20 @@
+"""The naming rule for deployments, shared by the client (early errors) and the agent."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidArgument
+
+NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it can name a deployment (and its Bento); else ``InvalidArgument``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidArgument(
+            f"invalid deployment name {name!r}",
+            hint="use 1-63 lowercase letters, digits, '-' or '_', starting and ending "
+            "with a letter or digit, e.g. 'iris' or 'churn-model'",
+        )
+    return name

@@ -1,0 +1,180 @@
+"""The BentoML service module nbserve writes into every Bento.
+
+BentoML serves classes from importable ``.py`` files, never from notebook cells, so each
+version gets this module rendered with its own model tag and flavor. The module is
+self-contained (it needs bentoml, numpy and pandas, not nbserve) so the Bento can be
+containerized and served anywhere. Its input schema lives beside it in
+``nbserve_bundle.json``; requests that do not match get a 422 naming the columns.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+
+BUNDLE_FILE = "nbserve_bundle.json"
+REFERENCE_FILE = "reference.parquet"
+SERVICE_FILE = "service.py"
+
+_TEMPLATE = string.Template(
+    '''\
+"""BentoML service for nbserve deployment ${deployment}: generated, do not edit."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import typing as t
+
+import bentoml
+import numpy as np
+import pandas as pd
+from bentoml.validators import DataframeSchema
+from starlette.responses import JSONResponse
+
+_BUNDLE = json.loads((pathlib.Path(__file__).parent / "${bundle_file}").read_text())
+_COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
+_NAMES = [c["name"] for c in _COLUMNS]
+_POSITIONAL = bool(_BUNDLE["schema"].get("positional"))
+_NUMERIC = {"int", "float", "bool"}
+
+
+def _unprocessable(message: str, **detail: t.Any) -> JSONResponse:
+    return JSONResponse({"error": message, **detail}, status_code=422)
+
+
+def _conform(data: pd.DataFrame) -> pd.DataFrame | JSONResponse:
+    """Check a request against the deploy-time schema; reorder and cast its columns."""
+    if len(data) == 0:
+        return _unprocessable("the request has no rows", expected_columns=_NAMES)
+    if _POSITIONAL and list(data.columns) == list(range(len(_NAMES))):
+        data = data.set_axis(_NAMES, axis=1)
+    got = [str(c) for c in data.columns]
+    missing = [n for n in _NAMES if n not in got]
+    unexpected = [g for g in got if g not in _NAMES]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing columns: " + ", ".join(missing))
+        if unexpected:
+            parts.append("unexpected columns: " + ", ".join(unexpected))
+        return _unprocessable(
+            "; ".join(parts),
+            missing_columns=missing,
+            unexpected_columns=unexpected,
+            expected_columns={c["name"]: c["dtype"] for c in _COLUMNS},
+        )
+    data = data.set_axis(got, axis=1)[_NAMES]
+    type_errors: dict[str, dict[str, t.Any]] = {}
+    out = {}
+    for col in _COLUMNS:
+        name, kind, dtype = col["name"], col["kind"], col["dtype"]
+        values = data[name]
+        present = values.notna()
+        if kind in _NUMERIC:
+            if kind == "bool":
+                converted = values.map(
+                    lambda v: v if isinstance(v, (bool, np.bool_)) or v is None else
+                    (bool(v) if v in (0, 1) else np.nan)
+                )
+            else:
+                converted = pd.to_numeric(values, errors="coerce")
+            bad = present & converted.isna()
+            if kind == "int" and not bad.any():
+                bad = present & (converted.fillna(0) % 1 != 0)
+            if bad.any():
+                type_errors[name] = {"expected": dtype, "got": repr(values[bad].iloc[0])}
+                continue
+            if not converted.isna().any():
+                converted = converted.astype(dtype)
+            out[name] = converted
+        elif kind == "datetime":
+            converted = pd.to_datetime(values, errors="coerce")
+            bad = present & converted.isna()
+            if bad.any():
+                type_errors[name] = {"expected": dtype, "got": repr(values[bad].iloc[0])}
+                continue
+            out[name] = converted
+        else:
+            bad = present & ~values.map(lambda v: isinstance(v, str))
+            if bad.any():
+                type_errors[name] = {"expected": "string", "got": repr(values[bad].iloc[0])}
+                continue
+            out[name] = values.astype(dtype) if kind == "category" else values
+    if type_errors:
+        return _unprocessable(
+            "wrong value types in columns: " + ", ".join(type_errors),
+            type_errors=type_errors,
+        )
+    frame = pd.DataFrame(out, index=data.index)
+    return frame.to_numpy() if _POSITIONAL else frame
+
+
+def _jsonable(result: t.Any) -> t.Any:
+    if isinstance(result, (pd.DataFrame, pd.Series)):
+        result = result.to_numpy()
+    return np.asarray(result)
+
+
+@bentoml.service(name=${service_name}, traffic={"timeout": 300})
+class ${class_name}:
+    model_ref = bentoml.models.BentoModel(${model_tag})
+
+    def __init__(self) -> None:
+        import ${loader_module}
+
+        self.model = ${loader_module}.load_model(self.model_ref)
+
+    @bentoml.api
+    def predict(
+        self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
+    ) -> np.ndarray:
+        frame = _conform(data)
+        if isinstance(frame, JSONResponse):
+            return frame  # type: ignore[return-value]
+        return _jsonable(${predict_expr})
+${extra_apis}'''
+)
+
+_PREDICT_PROBA_API = '''
+    @bentoml.api
+    def predict_proba(
+        self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
+    ) -> np.ndarray:
+        frame = _conform(data)
+        if isinstance(frame, JSONResponse):
+            return frame  # type: ignore[return-value]
+        return _jsonable(self.model.predict_proba(frame))
+'''
+
+
+def service_class_name(deployment: str) -> str:
+    """The Python class name of a deployment's service: ``churn-v2`` -> ``ChurnV2Service``."""
+    parts = deployment.replace("-", "_").split("_")
+    return "".join(p.capitalize() for p in parts if p) + "Service"
+
+
+def render_service(
+    *,
+    deployment: str,
+    model_tag: str,
+    loader_module: str,
+    predict_expr: str,
+    has_predict_proba: bool,
+) -> str:
+    """The source of ``service.py`` for one version."""
+    return _TEMPLATE.substitute(
+        # Values that land in Python literals are repr()'d, so no name can break the module.
+        deployment=repr(deployment),
+        bundle_file=BUNDLE_FILE,
+        service_name=repr(deployment),
+        class_name=service_class_name(deployment),
+        model_tag=repr(model_tag),
+        loader_module=loader_module,
+        predict_expr=predict_expr,
+        extra_apis=_PREDICT_PROBA_API if has_predict_proba else "",
+    )
+
+
+def render_bundle_file(bundle: dict) -> str:
+    return json.dumps(bundle, indent=2, sort_keys=True, default=str)
