@@ -30,7 +30,9 @@ import bentoml
 import numpy as np
 import pandas as pd
 from bentoml.validators import DataframeSchema
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Route
 
 _BUNDLE = json.loads((pathlib.Path(__file__).parent / "${bundle_file}").read_text())
 _COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
@@ -116,7 +118,18 @@ def _jsonable(result: t.Any) -> t.Any:
     return np.asarray(result)
 
 
-@bentoml.service(name=${service_name}, traffic={"timeout": 300})
+# BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.
+_DOCS = Starlette(routes=[Route("/", lambda request: RedirectResponse(url="/"))])
+
+
+# No access log: nbserve's stable URL records every request, and a log line per
+# request costs CPU and grows the log without bound.
+@bentoml.service(
+    name=${service_name},
+    traffic={"timeout": 300},
+    logging={"access": {"enabled": False}},
+)
+@bentoml.asgi_app(_DOCS, path="/docs")
 class ${class_name}:
     model_ref = bentoml.models.BentoModel(${model_tag})
 

@@ -156,7 +156,7 @@ def summarize_failure(tail: str) -> str:
         and not line.lstrip().startswith("File ")
         and "Traceback" not in line
     ]
-    picked = interesting[-3:] or lines[-3:]
+    picked = list(dict.fromkeys(interesting[-6:] or lines[-3:]))[-3:]  # crash loops repeat
     return " | ".join(picked)[:800]
 
 
@@ -212,22 +212,27 @@ class Supervisor:
         try:
             await self._wait_ready(proc)
         except BaseException:
-            await self.stop(proc)
+            await self.stop(proc, grace=1.0)  # it never served: nothing to drain
             raise
         self._record(proc)
         self._ensure_watching()
         return proc
 
     async def _wait_ready(self, proc: ServingProcess) -> None:
+        """Poll ``/readyz``. Fail fast when the server, or any of its workers, dies first:
+        circus respawns a worker that cannot load its model forever, so waiting for the
+        parent to exit would wait out the whole timeout."""
         deadline = time.monotonic() + READY_TIMEOUT
         started = time.monotonic()
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        # /readyz hangs while no worker is up (circus holds the socket): short probes.
+        async with httpx.AsyncClient(timeout=0.5, trust_env=False) as client:
             while time.monotonic() < deadline:
-                if not proc.alive():
-                    tail = log_tail(proc.log_path)
+                died = [p for p in proc.known.values() if p.pid != proc.pid and not _is_running(p)]
+                if not proc.alive() or died:
+                    what = "server" if not proc.alive() else "worker"
                     raise DeployFailed(
-                        f"the server for {proc.deployment} v{proc.version} exited before it was "
-                        f"ready: {summarize_failure(tail)}",
+                        f"the {what} for {proc.deployment} v{proc.version} exited before it was "
+                        f"ready: {summarize_failure(log_tail(proc.log_path))}",
                         hint=f"full log: {proc.log_path}",
                         log_path=str(proc.log_path),
                     )
@@ -299,11 +304,12 @@ class Supervisor:
 
     # -- stop -----------------------------------------------------------------------
 
-    async def stop(self, proc: ServingProcess) -> None:
-        proc.stopping = True
+    async def stop(self, proc: ServingProcess, *, expected: bool = True, grace: float = STOP_GRACE) -> None:
+        """Stop the whole recorded tree. ``expected=False``: cleaning up after a crash."""
+        proc.stopping = proc.stopping or expected
         proc.refresh_tree()
         procs = list(proc.known.values())
-        leftover = await asyncio.to_thread(kill_tree, procs)
+        leftover = await asyncio.to_thread(kill_tree, procs, grace)
         if leftover:
             log.error("processes %s of %s v%s survived SIGKILL", leftover, proc.deployment, proc.version)
         self.registry.forget_processes(proc.pid)
@@ -333,7 +339,7 @@ class Supervisor:
                     continue
                 if proc.popen is not None:
                     proc.popen.poll()  # reap it and keep its exit code
-                await self.stop(proc)  # the workers may outlive their parent
+                await self.stop(proc, expected=False, grace=1.0)  # workers may outlive the parent
                 if self.on_exit is not None:
                     try:
                         self.on_exit(proc)
