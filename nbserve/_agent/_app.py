@@ -61,6 +61,7 @@ class VersionOut(BaseModel):
     status: Literal["starting", "live", "warm", "stopped", "failed"]
     error: str | None
     running: bool = Field(description="a serving process of this version is up")
+    ready: bool = Field(description="that process passed its health check and can take traffic")
     upstream_url: str | None = Field(description="the version's own server, for debugging")
     metadata: dict[str, Any] = Field(description="schema, model, provenance, description")
 
@@ -120,7 +121,8 @@ def version_out(view_or_none: DeploymentView | None, v: VersionRow) -> VersionOu
     return VersionOut(
         deployment=v.deployment, number=v.number, created_at=v.created_at, created_by=v.created_by,
         bento_tag=v.bento_tag, status=v.status, error=v.error,  # type: ignore[arg-type]
-        running=proc is not None, upstream_url=proc.url if proc else None, metadata=v.metadata,
+        running=proc is not None, ready=bool(proc and proc.ready),
+        upstream_url=proc.url if proc else None, metadata=v.metadata,
     )
 
 

@@ -83,7 +83,8 @@ class Manager:
         running = {
             v: p for (d, v), p in self.supervisor.processes.items() if d == name and p.alive()
         }
-        return DeploymentView(row, self._status(row, versions, running), self.stable_url(row), versions, running)
+        ready = {v for v, p in running.items() if p.ready}
+        return DeploymentView(row, self._status(row, versions, ready), self.stable_url(row), versions, running)
 
     def views(self) -> list[DeploymentView]:
         return [self.view(row.name) for row in self.registry.list_deployments()]
@@ -92,10 +93,10 @@ class Manager:
         return f"http://{self.stable_host}:{row.stable_port}" if row.stable_port else None
 
     @staticmethod
-    def _status(row: DeploymentRow, versions: list[VersionRow], running: dict[int, ServingProcess]) -> str:
+    def _status(row: DeploymentRow, versions: list[VersionRow], ready: set[int]) -> str:
         if row.state == "stopped":
             return "stopped"
-        if row.live_version is not None and row.live_version in running:
+        if row.live_version is not None and row.live_version in ready:
             return "serving"
         if any(v.status == "starting" for v in versions):
             return "starting"

@@ -64,6 +64,11 @@ class ServingProcess:
     def pid(self) -> int:
         return self.root.pid
 
+    @property
+    def ready(self) -> bool:
+        """It answered /readyz (or was adopted ready) and may take traffic."""
+        return self.ready_seconds is not None
+
     def alive(self) -> bool:
         try:
             return self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE
@@ -289,6 +294,7 @@ class Supervisor:
             ready = False
         if not ready:
             return None
+        proc.ready_seconds = 0.0
         self.processes[(proc.deployment, proc.version)] = proc
         self._record(proc)
         self._ensure_watching()

@@ -1,0 +1,131 @@
+"""Deployments outlive kernels and agents; nothing nbserve starts is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+import nbserve
+from nbserve._local import find_agent, start_agent, stop_agent
+
+from .conftest import _forget_clients, home_processes
+
+pytestmark = pytest.mark.slow
+
+
+def _serving_pids(home) -> set[int]:
+    return {p.pid for p in home_processes(home) if "--home" not in " ".join(p.cmdline())}
+
+
+def test_agent_restart_restores_what_was_serving(fresh_home, iris, forest, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, "iris", X_test, progress=False)
+    dep = nbserve.deploy(tree, "iris", X_test, progress=False)
+    url = dep.url
+    assert stop_agent(fresh_home)
+    assert home_processes(fresh_home) == [], "agent stop must stop every serving process"
+    with pytest.raises(httpx.ConnectError):  # the stable URL went down with its agent
+        httpx.get(f"{url}/readyz", trust_env=False)
+
+    _forget_clients()
+    again = nbserve.get("iris")  # starts the agent on demand, which restores v2
+    deadline = time.monotonic() + 60
+    while again.refresh().status != "serving" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert again.url == url and again.version == 2
+    np.testing.assert_array_equal(again.predict(X_test), tree.predict(X_test))
+    assert list(again.history().index) == [1, 2]
+    assert "restarted" in set(again.events()["kind"])
+
+
+def test_a_killed_agent_leaves_servers_that_the_next_agent_adopts(fresh_home, iris, forest):
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "iris", X_test, progress=False)
+    agent = find_agent(fresh_home)
+    assert agent is not None
+    before = _serving_pids(fresh_home)
+    assert before
+    os.kill(agent.pid, signal.SIGKILL)
+    try:
+        psutil.Process(agent.pid).wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+
+    _forget_clients()
+    start_agent(fresh_home)
+    again = nbserve.get("iris")
+    assert again.status == "serving" and again.url == dep.url
+    assert _serving_pids(fresh_home) == before, "the running server should be adopted, not restarted"
+    assert "adopted" in set(again.events()["kind"])
+    np.testing.assert_array_equal(again.predict(X_test), forest.predict(X_test))
+    # fresh_home's teardown stops the agent and fails if any adopted process survives
+
+
+def test_deployments_outlive_a_dead_kernel(fresh_home, iris, forest):
+    """A real IPython kernel deploys with %deploy and is killed; a new kernel sees it."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = dict(os.environ, NBSERVE_HOME=str(fresh_home.root))
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    try:
+        code = textwrap.dedent(
+            """
+            %load_ext nbserve
+            from sklearn.datasets import load_iris
+            from sklearn.ensemble import RandomForestClassifier
+            X, y = load_iris(return_X_y=True, as_frame=True)
+            X.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+            dep = %deploy model --name kernel-made --sample X
+            print("URL", dep.url)
+            """
+        )
+        reply = kc.execute_interactive(code, timeout=180, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        km.shutdown_kernel(now=True)  # the kernel dies; the agent is in its own session
+        kc.stop_channels()
+    _forget_clients()
+    dep = nbserve.get("kernel-made")
+    assert dep.status == "serving"
+    assert dep.history().loc[1, "cell"] is not None
+    r = httpx.post(f"{dep.url}/predict", json={"data": [dict(zip(
+        ["sepal_length", "sepal_width", "petal_length", "petal_width"], [5.1, 3.5, 1.4, 0.2]))]},
+        trust_env=False)
+    assert r.status_code == 200 and r.json() == [0]
+
+
+def test_two_clients_racing_start_one_agent(fresh_home):
+    script = "from nbserve._local import start_agent; from nbserve._config import Home; " \
+             "print(start_agent(Home.resolve()).pid)"
+    env = dict(os.environ, NBSERVE_HOME=str(fresh_home.root))
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    pids = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(pids) == 1, pids
+    agents = [p for p in home_processes(fresh_home) if "--home" in " ".join(p.cmdline())]
+    assert [str(a.pid) for a in agents] == list(pids)
+
+
+def test_agent_file_and_token_are_private(fresh_home):
+    start_agent(fresh_home)
+    assert oct(fresh_home.token_file.stat().st_mode & 0o777) == "0o600"
+    info = json.loads(fresh_home.agent_file.read_text())
+    assert info["url"].startswith("http://127.0.0.1:")
+    # the REST API refuses requests without the token, with a JSON error
+    r = httpx.get(f"{info['url']}/v1/deployments", trust_env=False)
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "AuthenticationFailed"
+    spec = httpx.get(f"{info['url']}/openapi.json", trust_env=False).json()
+    assert "/v1/deployments/{name}/rollback" in spec["paths"]
