@@ -232,7 +232,13 @@ class Manager:
         endpoint = self.endpoints.get(name)
         upstream = Upstream("127.0.0.1", proc.port, str(number))
         if endpoint is not None:
-            await endpoint.drain(upstream, timeout=30.0)  # let its last requests finish
+            drained = await endpoint.drain(upstream, timeout=30.0)  # let its last requests finish
+            if not drained:
+                self.registry.add_event(
+                    "drain_timeout",
+                    f"v{number} still had {endpoint.inflight(upstream)} requests after 30 s; stopping it anyway",
+                    deployment=name, version=number,
+                )
             endpoint.close_idle(upstream)
         await self.supervisor.stop(proc)
         self.registry.set_version_status(name, number, status)
