@@ -34,6 +34,7 @@ from ._service_template import (
     BUNDLE_FILE,
     REFERENCE_FILE,
     SERVICE_FILE,
+    SERVICE_MODULE,
     render_bundle_file,
     render_service,
     service_class_name,
@@ -444,9 +445,12 @@ def build_bundle(
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
 
         on_step("building", f"Bento with {len(packages)} pinned packages")
+        # bentoml.build imports the module; a previous build's copy in sys.modules
+        # would be found instead of this one.
+        sys.modules.pop(SERVICE_MODULE, None)
         try:
             bento = bentoml.build(
-                f"service:{service_class_name(name)}",
+                f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
                 include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE],
@@ -457,6 +461,8 @@ def build_bundle(
             )
         except Exception as exc:  # noqa: BLE001
             raise BundleError(f"bentoml build failed: {_short(exc)}") from None
+        finally:
+            sys.modules.pop(SERVICE_MODULE, None)
         archive = workdir / f"{name}.bento"
         bentoml.export_bento(str(bento.tag), str(archive))
     except BaseException:

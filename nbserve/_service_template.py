@@ -14,7 +14,8 @@ import string
 
 BUNDLE_FILE = "nbserve_bundle.json"
 REFERENCE_FILE = "reference.parquet"
-SERVICE_FILE = "service.py"
+SERVICE_MODULE = "nbserve_service"  # distinctive: never shadows a user's own service.py
+SERVICE_FILE = f"{SERVICE_MODULE}.py"
 
 _TEMPLATE = string.Template(
     '''\
@@ -175,7 +176,7 @@ def render_service(
     predict_expr: str,
     has_predict_proba: bool,
 ) -> str:
-    """The source of ``service.py`` for one version."""
+    """The source of the service module for one version."""
     return _TEMPLATE.substitute(
         # Values that land in Python literals are repr()'d, so no name can break the module.
         deployment=repr(deployment),

@@ -1,0 +1,181 @@
+"""Bundling without a server: flavors, schema, dependencies, provenance, errors."""
+
+from __future__ import annotations
+
+import ast
+import sqlite3
+import tarfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbserve import errors
+from nbserve._agent._registry import Registry
+from nbserve._bundle import (
+    build_bundle,
+    flavor_for,
+    infer_schema,
+    pinned_requirements,
+    sample_frame,
+)
+from nbserve._service_template import render_service
+
+
+def test_flavors_follow_the_model_class(forest):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    assert flavor_for(forest).name == "sklearn"
+    assert flavor_for(make_pipeline(StandardScaler(), forest)).name == "sklearn"
+
+    class Custom:
+        def predict(self, X):
+            return np.zeros(len(X))
+
+    assert flavor_for(Custom()).name == "picklable"
+
+
+def test_an_object_without_predict_is_not_servable():
+    with pytest.raises(errors.ModelNotServable, match="has no predict") as info:
+        flavor_for({"weights": [1, 2]})
+    assert info.value.hint and "predict" in info.value.hint
+    assert info.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ("not data", "must be a pandas DataFrame or a 2-D array"),
+        (np.array([1.0, 2.0]), "must be 2-D"),
+        (pd.DataFrame(), "no columns"),
+        (pd.DataFrame({"a": []}), "no rows"),
+    ],
+)
+def test_bad_samples_are_rejected_with_a_hint(sample, message):
+    with pytest.raises(errors.InvalidArgument, match=message):
+        sample_frame(sample)
+
+
+def test_schema_keeps_names_and_kinds():
+    frame = pd.DataFrame({
+        "age": [31, 42], "income": [1.5, 2.5], "member": [True, False],
+        "plan": pd.Categorical(["a", "b"]), "city": ["x", "y"],
+        "joined": pd.to_datetime(["2024-01-01", "2024-02-01"]),
+    })
+    schema = infer_schema(*sample_frame(frame))
+    kinds = {c["name"]: c["kind"] for c in schema["columns"]}
+    assert kinds == {"age": "int", "income": "float", "member": "bool", "plan": "category",
+                     "city": "string", "joined": "datetime"}
+    assert schema["columns"][3]["categories"] == ["a", "b"]
+    assert schema["positional"] is False
+
+
+def test_arrays_get_positional_column_names():
+    frame, positional = sample_frame(np.ones((3, 2)))
+    assert positional and list(frame.columns) == ["x0", "x1"]
+
+
+def test_dependencies_are_what_the_model_imports_pinned_to_installed_versions(forest):
+    import sklearn
+
+    pins = pinned_requirements(forest)
+    assert f"scikit-learn=={sklearn.__version__}" in pins
+    assert any(p.startswith("numpy==") for p in pins) and any(p.startswith("pandas==") for p in pins)
+    # not a pip freeze: none of the kernel's unrelated packages
+    names = {p.split("==")[0].lower() for p in pins}
+    assert names <= {"scikit-learn", "numpy", "pandas", "scipy", "joblib", "threadpoolctl"}, names
+    assert not {"jupyterlab", "matplotlib", "httpx", "bentoml"} & names
+
+
+def test_notebook_classes_carry_the_modules_their_code_uses():
+    import scipy.special
+
+    class Squash:  # defined here, like a class in a notebook cell
+        def predict(self, X):
+            return scipy.special.expit(np.asarray(X).sum(axis=1))
+
+    Squash.__module__ = "__main__"  # cloudpickle pickles __main__ classes by value
+    pins = {p.split("==")[0].lower() for p in pinned_requirements(Squash())}
+    assert "scipy" in pins
+
+
+def test_a_model_that_cannot_predict_its_sample_is_refused_before_saving(forest, iris):
+    _, X_test, _, _ = iris
+    with pytest.raises(errors.ModelNotServable, match="predict failed on the sample"):
+        build_bundle(forest, name="bad", sample=X_test.drop(columns=["petal_width"]))
+
+
+def test_rendered_service_is_valid_python_with_names_quoted():
+    source = render_service(
+        deployment="a-b_c", model_tag="a-b_c:xyz", loader_module="bentoml.sklearn",
+        predict_expr="self.model.predict(frame)", has_predict_proba=True,
+    )
+    tree = ast.parse(source)
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["ABCService"]
+    assert "'a-b_c:xyz'" in source and "def predict_proba" in source
+
+
+def test_build_bundle_writes_an_offline_bento(forest, iris):
+    _, X_test, _, _ = iris
+    steps = []
+    bundle = build_bundle(forest, name="unit-iris", sample=X_test, description="unit",
+                          on_step=lambda key, detail: steps.append(key))
+    try:
+        assert [s for s in steps] == ["dependencies", "saving", "building"]
+        assert bundle.archive.is_file() and bundle.flavor == "sklearn"
+        with tarfile.open(bundle.archive) as archive:
+            names = archive.getnames()
+            requirements = archive.extractfile(
+                next(n for n in names if n.endswith("env/python/requirements.txt"))
+            ).read().decode().split()
+        assert any(n.endswith("src/nbserve_service.py") for n in names)
+        assert any(n.endswith("src/reference.parquet") for n in names)
+        assert any(n.endswith("src/nbserve_bundle.json") for n in names)
+        # unlocked: exactly our pins (+ bentoml itself), no resolved transitive packages
+        assert sorted(requirements) == sorted(pinned_requirements(forest) + [f"bentoml=={bentoml_version()}"])
+        meta = bundle.metadata
+        assert meta["reference_rows"] == len(X_test)
+        assert meta["provenance"]["packages"] == pinned_requirements(forest)
+        assert meta["sample_row"] == X_test.iloc[0].to_dict()
+    finally:
+        bundle.cleanup()
+    assert not bundle.archive.exists()
+
+
+def bentoml_version() -> str:
+    from importlib.metadata import version
+
+    return version("bentoml")
+
+
+def test_registry_versions_are_immutable_and_events_append_only(tmp_path):
+    registry = Registry(tmp_path / "r.sqlite")
+    registry.create_deployment("iris", 40000)
+    v1 = registry.add_version("iris", "iris:a", {"k": 1}, "me")
+    v2 = registry.add_version("iris", "iris:b", {"k": 2}, "me")
+    assert (v1.number, v2.number) == (1, 2)
+    registry.set_version_status("iris", 1, "live")  # runtime state may change...
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):  # ...what was deployed may not
+        registry._db.execute("UPDATE versions SET bento_tag = 'x' WHERE number = 1")
+    event = registry.add_event("deployed", "v1 is live", deployment="iris", version=1)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        registry._db.execute("DELETE FROM events WHERE id = ?", (event.id,))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        registry._db.execute("UPDATE events SET message = 'x'")
+    registry.close()
+    reopened = Registry(tmp_path / "r.sqlite")  # survives a restart
+    assert [v.number for v in reopened.list_versions("iris")] == [1, 2]
+    assert reopened.get_version("iris", 1).status == "live"
+
+
+def test_errors_round_trip_through_json():
+    err = errors.DeploymentNotFound("no deployment named 'x'", hint="deploy first", known=["a"])
+    again = errors.error_from_payload(err.status, err.to_payload())
+    assert type(again) is errors.DeploymentNotFound and again.status == 404
+    assert again.message == err.message and again.hint == err.hint and again.details == {"known": ["a"]}
+    odd = errors.error_from_payload(502, "<html>bad gateway</html>")
+    assert isinstance(odd, errors.AgentError)
+    assert all(issubclass(getattr(errors, name), errors.NbserveError)
+               for name in errors.__all__ if name[0].isupper())

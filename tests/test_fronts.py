@@ -1,0 +1,187 @@
+"""The thin fronts (%deploy, the nbserve CLI) and more kinds of model, on one real agent."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+
+import nbserve
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shell(module_home):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "nbserve")
+    yield ip
+    InteractiveShell.clear_instance()
+
+
+def cli(*args: str, home) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, NBSERVE_HOME=str(home.root))
+    return subprocess.run([sys.executable, "-m", "nbserve", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+# -- %deploy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("model", "--name is required"),
+        ("model --name iris", "--sample is required"),
+        ("--name iris --sample X", "name the model to deploy"),
+        ("nothere --name iris --sample X", "'nothere' is not defined"),
+        ("--list --history iris", "not allowed with argument"),
+        ("--rollback iris --to notanumber", "invalid int value"),
+        ("'unbalanced", "No closing quotation"),
+    ],
+)
+def test_bad_magic_arguments_raise_usage_error_with_the_usage(shell, line, message):
+    shell.user_ns.update(model=object(), X=None)
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("deploy", line)
+    assert message in str(info.value)
+    assert "%deploy MODEL --name NAME --sample SAMPLE" in str(info.value) or "hint" not in str(info.value)
+
+
+def test_magic_help_prints_the_usage(shell, capsys):
+    shell.run_line_magic("deploy", "--help")
+    assert "%deploy --rollback NAME [--to N]" in capsys.readouterr().out
+
+
+def test_nbserve_errors_become_usage_errors_not_tracebacks(shell, iris):
+    _, X_test, _, _ = iris
+    shell.user_ns.update(weights={"a": 1}, X=X_test)
+    with pytest.raises(UsageError, match="has no predict"):
+        shell.run_line_magic("deploy", "weights --name magic-iris --sample X")
+    with pytest.raises(UsageError, match="no deployment named 'ghost'"):
+        shell.run_line_magic("deploy", "--history ghost")
+
+
+def test_magic_deploys_lists_rolls_back_and_stops(shell, iris, forest, tree):
+    _, X_test, _, _ = iris
+    shell.user_ns.update(model=forest, other=tree, X_test=X_test)
+    dep = shell.run_line_magic("deploy", "model --name magic-iris --sample X_test --description 'first'")
+    assert isinstance(dep, nbserve.Deployment) and dep.version == 1
+    html = dep._repr_html_()
+    assert dep.url in html and "curl -X POST" in html and "SyncHTTPClient" in html
+    shell.run_line_magic("deploy", "other --name magic-iris --sample X_test[:20]")
+    listing = shell.run_line_magic("deploy", "--list")
+    assert isinstance(listing, pd.DataFrame)
+    row = listing.set_index("name").loc["magic-iris"]
+    assert row["version"] == 2 and row["status"] == "serving"
+    history = shell.run_line_magic("deploy", "--history magic-iris")
+    assert list(history.index) == [1, 2] and history.loc[1, "description"] == "first"
+    rolled = shell.run_line_magic("deploy", "--rollback magic-iris")
+    assert rolled.version == 1
+    np.testing.assert_array_equal(rolled.predict(X_test), forest.predict(X_test))
+    assert shell.run_line_magic("deploy", "--rollback magic-iris --to 2").version == 2
+    stopped = shell.run_line_magic("deploy", "--stop magic-iris")
+    assert stopped.status == "stopped"
+    assert shell.run_line_magic("deploy", "--start magic-iris").status == "serving"
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_cli_lists_shows_history_rolls_back_and_shows_logs(module_home, iris, forest, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, "cli-iris", X_test, progress=False)
+    nbserve.deploy(tree, "cli-iris", X_test, progress=False)
+
+    listing = cli("list", home=module_home)
+    assert listing.returncode == 0
+    assert "cli-iris" in listing.stdout and "serving" in listing.stdout
+
+    history = cli("history", "cli-iris", home=module_home)
+    assert history.returncode == 0 and "DecisionTreeClassifier" in history.stdout
+
+    rolled = cli("rollback", "cli-iris", "--to", "1", home=module_home)
+    assert rolled.returncode == 0 and "v1 is live" in rolled.stdout
+    assert nbserve.get("cli-iris").version == 1
+
+    logs = cli("logs", "cli-iris", "--version", "1", home=module_home)
+    assert logs.returncode == 0 and "Starting production HTTP BentoServer" in logs.stdout
+
+    events = cli("events", "cli-iris", home=module_home)
+    assert "rollback" in events.stdout
+
+    status = cli("agent", "status", home=module_home)
+    assert status.returncode == 0 and '"pid"' in status.stdout
+
+
+def test_cli_errors_are_one_line_with_a_hint_and_exit_1(module_home):
+    result = cli("rollback", "ghost", home=module_home)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no deployment named 'ghost'")
+    assert "Traceback" not in result.stderr
+    bad = cli("rollback", home=module_home)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+# -- more kinds of model ---------------------------------------------------------------
+
+
+def test_a_pipeline_with_categorical_preprocessing(module_home):
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "tenure": rng.integers(1, 72, 300),
+        "charges": rng.normal(70, 20, 300).round(2),
+        "contract": rng.choice(["monthly", "yearly", "two-year"], 300),
+    })
+    churned = ((frame["contract"] == "monthly") & (frame["tenure"] < 24)).astype(int)
+    model = make_pipeline(
+        make_column_transformer((OneHotEncoder(), ["contract"]), (StandardScaler(), ["tenure", "charges"])),
+        LogisticRegression(),
+    ).fit(frame, churned)
+    dep = nbserve.deploy(model, "churn", frame.head(50), progress=False)
+    np.testing.assert_array_equal(dep.predict(frame.tail(40)), model.predict(frame.tail(40)))
+    # a number where a string belongs is a 422 that names the column
+    bad = httpx.post(f"{dep.url}/predict", json={"data": [{"tenure": 3, "charges": 50.0, "contract": 7}]},
+                     trust_env=False)
+    assert bad.status_code == 422 and "contract" in bad.json()["type_errors"]
+    # ints sent as whole floats are accepted for an int column; 2.5 is not
+    ok = httpx.post(f"{dep.url}/predict", json={"data": [{"tenure": 3.0, "charges": 50, "contract": "monthly"}]},
+                    trust_env=False)
+    assert ok.status_code == 200
+    frac = httpx.post(f"{dep.url}/predict", json={"data": [{"tenure": 2.5, "charges": 50, "contract": "monthly"}]},
+                      trust_env=False)
+    assert frac.status_code == 422 and "tenure" in frac.json()["type_errors"]
+
+
+def test_a_notebook_defined_class_and_positional_arrays(module_home):
+    class Threshold:  # a class from a notebook cell: served through bentoml.picklable_model
+        def __init__(self, cut: float) -> None:
+            self.cut = cut
+
+        def predict(self, X):
+            return (np.asarray(X)[:, 0] > self.cut).astype(int)
+
+    Threshold.__module__ = "__main__"
+    X = np.array([[0.1, 5.0], [0.9, 1.0], [0.5, 2.0]])
+    dep = nbserve.deploy(Threshold(0.4), "threshold", X, progress=False)
+    assert dep.schema["positional"] is True
+    np.testing.assert_array_equal(dep.predict(X), [0, 1, 1])
+    # lists of lists work for positional models; so do records with the x0.. names
+    r = httpx.post(f"{dep.url}/predict", json={"data": [[0.7, 1.0]]}, trust_env=False)
+    assert r.status_code == 200 and r.json() == [1]
+    r = httpx.post(f"{dep.url}/predict", json={"data": [{"x0": 0.2, "x1": 1.0}]}, trust_env=False)
+    assert r.status_code == 200 and r.json() == [0]
