@@ -1,0 +1,42 @@
+"""The example notebooks run, top to bottom, with papermill against a real agent."""
+
+from __future__ import annotations
+
+import pytest
+
+import nbserve
+
+from .conftest import repo_root
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs(nb) -> str:
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text.append(out.get("text", "") or str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(text)
+
+
+def test_quickstart_notebook(fresh_home, tmp_path):
+    import papermill
+
+    executed = papermill.execute_notebook(
+        str(repo_root() / "notebooks" / "01-quickstart.ipynb"),
+        str(tmp_path / "01-quickstart.out.ipynb"),
+        parameters={"n_estimators": 10, "deployment_name": "nb-iris"},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = _outputs(executed)
+    assert "served prediction:" in text and "latency over 200 requests: p50" in text
+    # the deploy cell rendered the rich result (stable URL, curl and Python examples)
+    html = [o["data"]["text/html"] for c in executed.cells for o in c.get("outputs", [])
+            if "text/html" in o.get("data", {}) and "nbserve-deployment" in o["data"]["text/html"]]
+    assert html and "curl -X POST" in html[0]
+    # the kernel is gone; the deployment is not, and its provenance names the notebook run
+    dep = nbserve.get("nb-iris")
+    assert dep.status == "serving" and dep.version == 1 and len(dep.versions) == 2
+    assert dep.history().loc[2, "description"] == "5 trees"
