@@ -272,3 +272,19 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
 
     return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The agent's OpenAPI document, without running an agent (for docs/openapi.json)."""
+    import tempfile
+
+    from .._config import Home
+    from ._registry import Registry
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Home(Path(tmp))
+        registry = Registry(home.root / "registry.sqlite")
+        try:
+            return create_app(Manager(home, registry), token="unused").openapi()
+        finally:
+            registry.close()
