@@ -279,10 +279,14 @@ def deploy(
     try:
         show.step("checking")
         client = connect(target)
-        bundle = build_bundle(
-            model, name=name, sample=sample, description=description, notebook=notebook,
-            on_step=lambda key, detail: show.step(key, detail),
-        )
+        try:
+            bundle = build_bundle(
+                model, name=name, sample=sample, description=description, notebook=notebook,
+                on_step=lambda key, detail: show.step(key, detail),
+            )
+        except NbserveError as exc:
+            _report(client, name, f"the bundle was not built: {exc.message}")
+            raise
         try:
             show.step("uploading", bundle.bento_tag)
             version = client.post(
@@ -302,6 +306,15 @@ def deploy(
     except NbserveError as exc:
         show.finish(False, exc.message)
         raise
+
+
+def _report(client: AgentClient, name: str, message: str) -> None:
+    """Record a client-side failure in the agent's history; never hide the real error."""
+    try:
+        client.post(f"/v1/deployments/{name}/events",
+                    json={"kind": "build_failed", "message": message[:4000], "actor": _actor()})
+    except NbserveError:
+        pass
 
 
 def get(name: str, *, target: str | None = None) -> Deployment:

@@ -193,6 +193,8 @@ def test_model_without_predict_is_refused_before_anything_is_built(dep, iris):
     with pytest.raises(errors.ModelNotServable, match="no predict"):
         nbserve.deploy(object(), "iris", X_test, progress=False)
     assert len(dep.refresh().versions) == before
+    last = dep.events().iloc[-1]
+    assert last["kind"] == "build_failed" and "no predict" in last["message"]
 
 
 def test_failed_start_leaves_the_previous_version_serving(dep, iris, tmp_path, monkeypatch):
@@ -214,6 +216,18 @@ def test_failed_start_leaves_the_previous_version_serving(dep, iris, tmp_path, m
     failed = dep.history().iloc[-1]
     assert failed["status"] == "failed" and "only_here" in failed["error"]
     assert "deploy_failed" in set(dep.events()["kind"])
+
+
+def test_rollback_to_a_reaped_version_restarts_it_from_its_bento(dep, iris, forest, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, "iris", X_test, description="third", progress=False)
+    dep.refresh()
+    statuses = {v["number"]: v["status"] for v in dep.versions}
+    assert statuses[1] == "stopped", statuses  # keep_warm=1 keeps only the previous live one
+    dep.rollback(to=1)
+    assert dep.version == 1 and dep.status == "serving"
+    assert dep.events().iloc[-1]["message"].endswith("(cold start)")
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
 
 
 def test_stop_answers_503_and_start_serves_again(dep, iris):

@@ -185,3 +185,20 @@ def test_a_notebook_defined_class_and_positional_arrays(module_home):
     assert r.status_code == 200 and r.json() == [1]
     r = httpx.post(f"{dep.url}/predict", json={"data": [{"x0": 0.2, "x1": 1.0}]}, trust_env=False)
     assert r.status_code == 200 and r.json() == [0]
+
+
+def test_lightgbm_booster_and_sklearn_api_models(module_home, iris):
+    import lightgbm as lgb
+
+    X_train, X_test, y_train, _ = iris
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+                        lgb.Dataset(X_train, y_train), num_boost_round=5)
+    dep = nbserve.deploy(booster, "lgb-booster", X_test, progress=False)
+    assert dep.versions[-1]["metadata"]["model"]["flavor"] == "lightgbm"
+    np.testing.assert_allclose(dep.predict(X_test), booster.predict(X_test), rtol=1e-6)
+
+    classifier = lgb.LGBMClassifier(n_estimators=5, verbose=-1, n_jobs=1).fit(X_train, y_train)
+    dep = nbserve.deploy(classifier, "lgb-sklearn", X_test, progress=False)
+    assert dep.versions[-1]["metadata"]["model"]["flavor"] == "sklearn"
+    assert any(p.startswith("lightgbm==") for p in dep.versions[-1]["metadata"]["provenance"]["packages"])
+    np.testing.assert_array_equal(dep.predict(X_test), classifier.predict(X_test))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
+from .._names import check_name
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
 from ._supervisor import log_tail
@@ -103,6 +104,14 @@ class RollbackRequest(BaseModel):
 
 
 class ActorRequest(BaseModel):
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class ReportRequest(BaseModel):
+    """A failure the client saw before the agent was involved (e.g. the Bento build)."""
+
+    kind: Literal["build_failed"]
+    message: str = Field(max_length=4000)
     actor: str | None = Field(default=None, max_length=200)
 
 
@@ -253,6 +262,12 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
                                 after: int = Query(0, ge=0)) -> list[EventOut]:
         manager.get_row(name)
         return [event_out(e) for e in manager.registry.events(name, limit=limit, after_id=after)]
+
+    @app.post("/v1/deployments/{name}/events", response_model=EventOut, status_code=201,
+              dependencies=auth, tags=["deployments"])
+    async def report_event(name: str, body: ReportRequest) -> EventOut:
+        check_name(name)
+        return event_out(manager.registry.add_event(body.kind, body.message, deployment=name, actor=body.actor))
 
     @app.get("/v1/events", response_model=list[EventOut], dependencies=auth, tags=["agent"])
     async def all_events(limit: int = Query(200, ge=1, le=10_000), after: int = Query(0, ge=0)) -> list[EventOut]:

@@ -229,6 +229,9 @@ class Manager:
         proc = self.supervisor.processes.get((name, number))
         if proc is None:
             return
+        # Marked first: from now on it is no instant-rollback target. A rollback to it
+        # waits for the deployment lock, which is held until it has stopped.
+        self.registry.set_version_status(name, number, status)
         endpoint = self.endpoints.get(name)
         upstream = Upstream("127.0.0.1", proc.port, str(number))
         if endpoint is not None:
@@ -241,7 +244,6 @@ class Manager:
                 )
             endpoint.close_idle(upstream)
         await self.supervisor.stop(proc)
-        self.registry.set_version_status(name, number, status)
 
     # -- rollback / stop / start ----------------------------------------------------
 
