@@ -139,14 +139,17 @@ class ${class_name}:
 
         self.model = ${loader_module}.load_model(self.model_ref)
 
+    def _answer(self, data: pd.DataFrame, predict: t.Callable[[t.Any], t.Any]) -> t.Any:
+        frame = _conform(data)
+        if isinstance(frame, JSONResponse):
+            return frame
+        return _jsonable(predict(frame))
+
     @bentoml.api
     def predict(
         self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
     ) -> np.ndarray:
-        frame = _conform(data)
-        if isinstance(frame, JSONResponse):
-            return frame  # type: ignore[return-value]
-        return _jsonable(${predict_expr})
+        return self._answer(data, lambda frame: ${predict_expr})
 ${extra_apis}'''
 )
 
@@ -155,10 +158,7 @@ _PREDICT_PROBA_API = '''
     def predict_proba(
         self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
     ) -> np.ndarray:
-        frame = _conform(data)
-        if isinstance(frame, JSONResponse):
-            return frame  # type: ignore[return-value]
-        return _jsonable(self.model.predict_proba(frame))
+        return self._answer(data, self.model.predict_proba)
 '''
 
 
