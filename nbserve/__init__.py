@@ -34,6 +34,7 @@ __all__ = [
     "deployments",
     "connect",
     "Deployment",
+    "DriftConfig",
     "errors",
     "NbserveError",
     "InvalidArgument",
@@ -49,6 +50,7 @@ _LAZY = {"deploy", "get", "deployments", "connect", "Deployment"}
 
 if TYPE_CHECKING:
     from ._api import Deployment, connect, deploy, deployments, get
+    from ._drift import DriftConfig
 
 
 def __getattr__(name: str) -> Any:
@@ -56,6 +58,10 @@ def __getattr__(name: str) -> Any:
         from . import _api
 
         return getattr(_api, name)
+    if name == "DriftConfig":
+        from ._drift import DriftConfig
+
+        return DriftConfig
     raise AttributeError(f"module 'nbserve' has no attribute {name!r}")
 
 

@@ -218,6 +218,170 @@ class Deployment:
         raise DeployFailed(f"v{number} was not live after {timeout:.0f} s",
                            hint=f"see `nbserve logs {self.name} --version {number}`")
 
+    # -- monitoring -----------------------------------------------------------------
+
+    def summary(self, window: str = "5m") -> dict[str, Any]:
+        """Requests, rps, p50/p99 (ms), error rate over ``window``, a 30-minute request-rate
+        sparkline, and the drift flag of the live version's recent traffic."""
+        return self._client.get(f"/v1/deployments/{self.name}/summary", params={"window": window})
+
+    def latency(
+        self, window: str = "1h", *, by_version: bool = False, since_version: int | None = None,
+        version: int | None = None,
+    ) -> "pd.DataFrame":
+        """Per minute: requests, errors, error rate, rps, rows, p50/p90/p99/mean in ms.
+
+        ``window`` is e.g. ``"5m"``, ``"1h"``, ``"1d"``; ``since_version=3`` starts at
+        version 3's creation instead; ``by_version=True`` splits each minute by version.
+        """
+        import pandas as pd
+
+        params: dict[str, Any] = {"window": window, "by_version": by_version}
+        if since_version is not None:
+            params["since_version"] = since_version
+        if version is not None:
+            params["version"] = version
+        rows = self._client.get(f"/v1/deployments/{self.name}/latency", params=params)
+        columns = ["time", *(["version"] if by_version else []), "requests", "errors", "client_errors",
+                   "error_rate", "rps", "rows", "p50_ms", "p90_ms", "p99_ms", "mean_ms"]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+        return frame
+
+    def traffic(self, window: str = "1h", *, version: int | None = None, limit: int = 10_000) -> "pd.DataFrame":
+        """Sampled requests of the stable URL, one row per payload row: ``ts``, ``version``,
+        ``request_id``, the input columns, ``prediction``, ``status``, ``latency_ms``."""
+        params: dict[str, Any] = {"window": window, "limit": limit}
+        if version is not None:
+            params["version"] = version
+        frame = _split_frame(self._client.get(f"/v1/deployments/{self.name}/traffic", params=params))
+        if "ts" in frame:
+            import pandas as pd
+
+            frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+        return frame
+
+    def reference(self, version: int | None = None) -> "pd.DataFrame":
+        """The reference sample saved at deploy time (inputs and the model's ``prediction``)."""
+        import io
+
+        import pandas as pd
+
+        number = version or self.version
+        key = (self._client.base_url, self.name, number)
+        cached = _references.get(key)
+        if cached is None:
+            params = {"version": number} if number else {}
+            data, _headers = self._client.get_bytes(f"/v1/deployments/{self.name}/reference", params=params)
+            cached = _references[key] = pd.read_parquet(io.BytesIO(data))
+            if "__prediction__" in cached.columns and "prediction" not in cached.columns:
+                cached.rename(columns={"__prediction__": "prediction"}, inplace=True)
+        return cached.copy()
+
+    def drift(
+        self, current: Any = None, *, window: str = "1h", version: int | None = None,
+        exact: bool | None = None, **settings: Any,
+    ) -> "pd.DataFrame":
+        """Per-feature drift against the version's reference sample.
+
+        With ``current`` (a DataFrame), drift of that data, computed here against the
+        reference (fetched once, then cached with its profile). Without it, drift of the
+        sampled traffic of the last ``window``, computed by the agent. ``settings`` are
+        :class:`nbserve.DriftConfig` fields (methods, thresholds, drift share).
+        The frame's ``attrs`` hold ``dataset_drift`` and ``drift_share``.
+        """
+        import pandas as pd
+
+        from ._drift import DriftConfig, drift_report
+
+        if current is None:
+            if settings or exact is not None:
+                raise InvalidArgument(
+                    "settings and exact apply to a DataFrame you pass",
+                    hint="for traffic drift, change the deployment's settings: dep.configure(drift={...})",
+                )
+            params: dict[str, Any] = {"window": window}
+            if version is not None:
+                params["version"] = version
+            payload = self._client.get(f"/v1/deployments/{self.name}/drift", params=params)
+            frame = pd.DataFrame(payload.pop("features"))
+            frame.attrs.update(payload)
+            return frame
+        if not isinstance(current, pd.DataFrame):
+            raise InvalidArgument(
+                f"current must be a pandas DataFrame, got {type(current).__name__}",
+                hint="pass the rows to compare with the reference, e.g. dep.drift(X_new)",
+            )
+        try:
+            config = DriftConfig(**settings)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"invalid drift settings: {exc}", hint="see help(nbserve.DriftConfig)") from None
+        reference = self.reference(version)
+        common = [c for c in current.columns if c in reference.columns]
+        if not common:
+            raise SchemaMismatch(
+                "none of the columns of current are in the reference sample",
+                hint=f"reference columns: {list(reference.columns)}",
+            )
+        if exact is None:
+            exact = len(current) <= 200_000
+        if exact:
+            report = drift_report(reference, current[common], config=config, exact=True)
+        else:
+            key = (self._client.base_url, self.name, version or self.version)
+            profile = _profiles.get(key)
+            if profile is None:
+                from ._drift import ReferenceProfile
+
+                profile = _profiles[key] = ReferenceProfile.build(reference)
+            report = drift_report(profile, current[common], config=config)
+        report.attrs["version"] = version or self.version
+        return report
+
+    def resources(self, window: str = "1h") -> "pd.DataFrame":
+        """CPU (% of one core) and memory of each version's serving processes over time."""
+        import pandas as pd
+
+        frame = _split_frame(self._client.get(f"/v1/deployments/{self.name}/resources",
+                                              params={"window": window}))
+        if not frame.empty:
+            frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+            frame["rss_mb"] = frame["rss_bytes"] / 2**20
+        return frame
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        """Change monitoring settings: ``capture``, ``sample_rate``, ``sample_budget_per_minute``,
+        ``drift`` (DriftConfig fields), ``drift_window``. Returns the whole config."""
+        return self._client.request("PATCH", f"/v1/deployments/{self.name}/config",
+                                    json={"settings": settings, "actor": _actor()})
+
+    def plot_latency(self, window: str = "1h") -> Any:
+        """p50/p90/p99 per minute with version changes marked (a matplotlib Figure)."""
+        from ._plots import plot_latency
+
+        return plot_latency(self.latency(window), self.events(), title=f"{self.name}: latency, last {window}")
+
+    def plot_drift(self, current: Any = None, *, window: str = "1h", top: int = 3) -> Any:
+        """Per-feature drift scores against thresholds, and reference vs current histograms
+        of the ``top`` worst features (a matplotlib Figure)."""
+        from ._plots import plot_drift
+
+        report = self.drift(current, window=window)
+        data = current if current is not None else self.traffic(window, version=self.version)
+        return plot_drift(report, self.reference(), data, top=top, title=f"{self.name}: drift")
+
+    def plot_history(self) -> Any:
+        """The version timeline: when each version went live, who made it, and why."""
+        from ._plots import plot_history
+
+        return plot_history(self.history(), self.events(), title=f"{self.name}: versions")
+
+    def dashboard(self, *, refresh: float = 3.0, window: str = "15m") -> Any:
+        """A live ipywidgets dashboard; refreshes in the background until closed."""
+        from ._dashboard import Dashboard
+
+        return Dashboard(self, refresh=refresh, window=window)
+
     # -- display --------------------------------------------------------------------
 
     def _repr_html_(self) -> str:
@@ -225,6 +389,16 @@ class Deployment:
 
     def __repr__(self) -> str:
         return deployment_text(self._data)
+
+
+_references: dict[tuple[str, str, int | None], Any] = {}  # reference samples are immutable
+_profiles: dict[tuple[str, str, int | None], Any] = {}
+
+
+def _split_frame(payload: dict[str, Any]) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame(payload.get("data", []), columns=payload.get("columns", []))
 
 
 def _records_json(data: Any) -> str:

@@ -51,6 +51,11 @@ class Home:
         return self.root / "agent.json"
 
     @property
+    def metrics(self) -> Path:
+        """Latency panes, sampled requests and process resources: the monitor's own file."""
+        return self.root / "metrics.sqlite"
+
+    @property
     def token_file(self) -> Path:
         return self.root / "token"
 

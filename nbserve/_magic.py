@@ -22,6 +22,7 @@ USAGE = """\
 %deploy --rollback NAME [--to N]
 %deploy --stop NAME | --start NAME
 %deploy --logs NAME [--version N]
+%deploy --watch NAME [--window 15m]
 %deploy --help
 
 MODEL and SAMPLE are names (or expressions) in the notebook's namespace.
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--stop", metavar="NAME")
     actions.add_argument("--start", metavar="NAME")
     actions.add_argument("--logs", metavar="NAME")
+    actions.add_argument("--watch", metavar="NAME")
+    p.add_argument("--window", default="15m")
     return p
 
 
@@ -91,6 +94,8 @@ class DeployMagics(Magics):
             return _api.get(args.stop, target=target).stop()
         if args.start:
             return _api.get(args.start, target=target).start()
+        if args.watch:
+            return _api.get(args.watch, target=target).dashboard(window=args.window)
         if args.logs:
             print(_api.get(args.logs, target=target).logs(version=args.version))
             return None

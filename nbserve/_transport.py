@@ -62,6 +62,18 @@ class AgentClient:
             raise error_from_payload(response.status_code, payload)
         return payload
 
+    def get_bytes(self, path: str, **kwargs: Any) -> tuple[bytes, dict[str, str]]:
+        """A binary answer (e.g. Parquet) and its headers; errors mapped as for JSON."""
+        with _map_transport_errors(self.base_url):
+            response = self._http.request("GET", path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = response.text
+            raise error_from_payload(response.status_code, payload)
+        return response.content, dict(response.headers)
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
 

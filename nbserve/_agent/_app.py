@@ -8,21 +8,25 @@ handlers below), so user mistakes are 4xx and only real faults are 5xx.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
 from .._names import check_name
+from .._windows import parse_window
+from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
 from ._supervisor import log_tail
@@ -112,6 +116,61 @@ class ReportRequest(BaseModel):
 
     kind: Literal["build_failed"]
     message: str = Field(max_length=4000)
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class LatencyRow(BaseModel):
+    time: int = Field(description="start of the minute, unix seconds (UTC)")
+    version: int | None = Field(default=None, description="with by_version=true; 0: no version served")
+    requests: int
+    errors: int = Field(description="5xx answers")
+    client_errors: int = Field(description="4xx answers (e.g. 422 schema mismatches)")
+    error_rate: float | None = Field(description="errors / requests")
+    rps: float
+    rows: int = Field(description="payload rows")
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+
+
+class DriftFlag(BaseModel):
+    drifted: bool | None = Field(description="dataset drift over the drift window; null: too little traffic")
+    share: float | None
+    features: int
+    rows: int
+
+
+class SummaryOut(BaseModel):
+    window_seconds: float
+    requests: int
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    error_rate: float | None
+    sparkline: list[float] = Field(description="request rate per minute, last 30 minutes, oldest first")
+    drift: DriftFlag
+
+
+class TableOut(BaseModel):
+    """A pandas DataFrame in ``orient="split"`` form (without the index)."""
+
+    columns: list[str]
+    data: list[list[Any]]
+
+
+class DriftOut(BaseModel):
+    version: int | None = None
+    features: list[dict[str, Any]] = Field(description="one row per feature: method, score, threshold, drifted, ...")
+    dataset_drift: bool
+    drift_share: float
+    drifted_features: int
+    n_reference: int
+    n_current: int
+
+
+class ConfigUpdate(BaseModel):
+    settings: dict[str, Any] = Field(description="capture, sample_rate, sample_budget_per_minute, drift, drift_window")
     actor: str | None = Field(default=None, max_length=200)
 
 
@@ -286,7 +345,83 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
 
+    # -- monitoring ---------------------------------------------------------------------
+
+    @app.get("/v1/deployments/{name}/latency", response_model=list[LatencyRow], dependencies=auth,
+             tags=["monitoring"])
+    async def latency(name: str, window: str = "1h", by_version: bool = False,
+                      since_version: int | None = Query(None, ge=1),
+                      version: int | None = Query(None, ge=0)) -> list[LatencyRow]:
+        rows = await asyncio.to_thread(manager.latency, name, window, by_version=by_version,
+                                       since_version=since_version, version=version)
+        return [LatencyRow(**r) for r in rows]
+
+    @app.get("/v1/deployments/{name}/summary", response_model=SummaryOut, dependencies=auth,
+             tags=["monitoring"])
+    async def deployment_summary(name: str, window: str = "5m") -> SummaryOut:
+        return SummaryOut(**await asyncio.to_thread(manager.summary, name, window))
+
+    @app.get("/v1/deployments/{name}/traffic", response_model=TableOut, dependencies=auth,
+             tags=["monitoring"])
+    async def traffic(name: str, window: str = "1h", version: int | None = Query(None, ge=0),
+                      limit: int = Query(10_000, ge=1, le=1_000_000)) -> Response:
+        frame = await asyncio.to_thread(manager.traffic, name, window, version=version, limit=limit)
+        return _frame_response(frame)
+
+    @app.get("/v1/deployments/{name}/drift", response_model=DriftOut, dependencies=auth,
+             tags=["monitoring"])
+    async def drift(name: str, window: str = "1h", version: int | None = Query(None, ge=1)) -> DriftOut:
+        report = await asyncio.to_thread(manager.drift, name, window, version=version)
+        return DriftOut(version=version or manager.get_row(name).live_version, **report_payload(report))
+
+    @app.get("/v1/deployments/{name}/reference", dependencies=auth, tags=["monitoring"],
+             responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
+    async def reference(name: str, version: int | None = Query(None, ge=1)) -> Response:
+        """The version's reference sample (inputs and the model's predictions) as Parquet."""
+        number, bento_path = await asyncio.to_thread(manager.reference_path, name, version)
+        from .._service_template import REFERENCE_FILE
+
+        data = (bento_path / "src" / REFERENCE_FILE).read_bytes()
+        return Response(data, media_type="application/vnd.apache.parquet",
+                        headers={"x-nbserve-version": str(number)})
+
+    @app.get("/v1/deployments/{name}/resources", response_model=TableOut, dependencies=auth,
+             tags=["monitoring"])
+    async def resources(name: str, window: str = "1h") -> TableOut:
+        manager.get_row(name)
+        since = time.time() - parse_window(window)
+        rows = await asyncio.to_thread(manager.monitor.resources, name, since)
+        return TableOut(columns=["ts", "version", "cpu_percent", "rss_bytes", "processes"],
+                        data=[list(r) for r in rows])
+
+    @app.get("/v1/deployments/{name}/config", dependencies=auth, tags=["monitoring"])
+    async def get_config(name: str) -> dict[str, Any]:
+        return manager.config(name)
+
+    @app.patch("/v1/deployments/{name}/config", dependencies=auth, tags=["monitoring"])
+    async def set_config(name: str, body: ConfigUpdate) -> dict[str, Any]:
+        return manager.configure(name, body.settings, actor=body.actor)
+
+    @app.get("/v1/monitor", dependencies=auth, tags=["monitoring"])
+    async def monitor_state() -> dict[str, Any]:
+        """Rows and bytes the monitor keeps, requests waiting for capture, and dropped ones."""
+        return await asyncio.to_thread(manager.monitor.storage)
+
+    @app.get("/metrics", dependencies=auth, tags=["monitoring"],
+             responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        """Prometheus text format: requests, latency histograms, rows, process resources."""
+        from ._prometheus import render
+
+        body, content_type = render(manager)
+        return Response(body, media_type=content_type)
+
     return app
+
+
+def _frame_response(frame: Any) -> Response:
+    body = frame.to_json(orient="split", index=False, date_format="iso", date_unit="ms")
+    return Response(body, media_type="application/json")
 
 
 def openapi_document() -> dict[str, Any]:
@@ -300,6 +435,10 @@ def openapi_document() -> dict[str, Any]:
         home = Home(Path(tmp))
         registry = Registry(home.root / "registry.sqlite")
         try:
-            return create_app(Manager(home, registry), token="unused").openapi()
+            manager = Manager(home, registry)
+            try:
+                return create_app(manager, token="unused").openapi()
+            finally:
+                manager.monitor.close()
         finally:
             registry.close()

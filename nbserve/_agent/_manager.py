@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from ..errors import (
     NbserveError,
     VersionNotFound,
 )
+from .._windows import parse_window
+from ._insights import MIN_DRIFT_ROWS, ProfileCache, feature_columns, latency_rows, summary, traffic_frame
+from ._monitor import Monitor
 from ._proxy import StableEndpoint, Upstream
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
@@ -31,6 +35,16 @@ from ._supervisor import ServingProcess, Supervisor, free_port
 log = logging.getLogger("nbserve.agent")
 
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+# What a deployment's config holds unless set (``dep.configure(...)``).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "capture": True,  # record latency and status of every request through the stable URL
+    "sample_rate": 1.0,  # share of requests whose inputs and outputs may be kept ...
+    "sample_budget_per_minute": 600,  # ... up to this many a minute
+    "drift": {},  # nbserve._drift.DriftConfig fields: methods, thresholds, drift share
+    "drift_window": "1h",  # the traffic the summary's drift flag looks at
+}
+DRIFT_SUMMARY_SECONDS = 30.0  # the summary's drift flag is recomputed at most this often
 
 
 @dataclass
@@ -55,6 +69,9 @@ class Manager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts: dict[tuple[str, int], int] = {}
         self._closing = False
+        self.monitor = Monitor(home.metrics, processes=lambda: list(self.supervisor.processes.values()))
+        self.profiles = ProfileCache()
+        self._drift_flags: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -172,13 +189,7 @@ class Manager:
                 log.exception("roll-out of %s v%s failed", name, number)
                 self._fail(name, number, DeployFailed(f"{type(exc).__name__}: {exc}"), actor)
                 return
-            row = self.get_row(name)
-            previous = row.live_version
-            self._switch(endpoint, proc)
-            self.registry.update_deployment(name, live_version=number, state="serving")
-            self.registry.set_version_status(name, number, "live")
-            if previous is not None and previous != number:
-                self.registry.set_version_status(name, previous, "warm" if (name, previous) in self.supervisor.processes else "stopped")
+            previous = self._make_live(name, endpoint, proc)
             self.registry.add_event(
                 "deployed",
                 f"v{number} is live" + (f" (was v{previous})" if previous else ""),
@@ -200,10 +211,23 @@ class Manager:
     def _switch(self, endpoint: StableEndpoint, proc: ServingProcess) -> None:
         endpoint.set_upstream(Upstream("127.0.0.1", proc.port, str(proc.version)))
 
+    def _make_live(self, name: str, endpoint: StableEndpoint, proc: ServingProcess) -> int | None:
+        """Point the stable URL at a ready server and record it; return the previous live
+        version, which stays warm if its server is still running."""
+        previous = self.get_row(name).live_version
+        self._switch(endpoint, proc)
+        self.registry.update_deployment(name, live_version=proc.version, state="serving")
+        self.registry.set_version_status(name, proc.version, "live")
+        if previous is not None and previous != proc.version:
+            running = (name, previous) in self.supervisor.processes
+            self.registry.set_version_status(name, previous, "warm" if running else "stopped")
+        return previous
+
     async def _endpoint(self, row: DeploymentRow) -> StableEndpoint:
         endpoint = self.endpoints.get(row.name)
         if endpoint is None:
             endpoint = StableEndpoint(row.name)
+            self._apply_capture(endpoint, self.config(row.name))
             try:
                 await endpoint.start(self.stable_host, row.stable_port or 0)
             except OSError as exc:
@@ -261,14 +285,7 @@ class Manager:
                 )
                 proc = await self.supervisor.start(name, target.number, target.bento_tag)
             assert proc is not None
-            previous = row.live_version
-            self._switch(endpoint, proc)
-            self.registry.update_deployment(name, live_version=target.number, state="serving")
-            self.registry.set_version_status(name, target.number, "live")
-            if previous is not None and previous != target.number:
-                self.registry.set_version_status(
-                    name, previous, "warm" if (name, previous) in self.supervisor.processes else "stopped"
-                )
+            previous = self._make_live(name, endpoint, proc)
             self.registry.add_event(
                 "rollback",
                 f"rolled back from v{previous} to v{target.number}" + (" (cold start)" if cold else ""),
@@ -330,9 +347,7 @@ class Manager:
             version = self.get_version(name, row.live_version)
             endpoint = await self._endpoint(row)
             proc = await self.supervisor.start(name, version.number, version.bento_tag)
-            self._switch(endpoint, proc)
-            self.registry.update_deployment(name, state="serving")
-            self.registry.set_version_status(name, version.number, "live")
+            self._make_live(name, endpoint, proc)
             self.registry.add_event(
                 "started", f"v{version.number} is serving again",
                 deployment=name, version=version.number, actor=actor,
@@ -426,6 +441,127 @@ class Manager:
         await self.supervisor.stop_all()
         for endpoint in self.endpoints.values():
             await endpoint.close()
+        await asyncio.to_thread(self.monitor.close)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def config(self, name: str) -> dict[str, Any]:
+        return {**DEFAULT_CONFIG, **self.get_row(name).config}
+
+    def configure(self, name: str, changes: dict[str, Any], *, actor: str | None) -> dict[str, Any]:
+        """Change a deployment's monitoring settings; validated before anything is stored."""
+        unknown = set(changes) - set(DEFAULT_CONFIG)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown setting(s): {', '.join(sorted(unknown))}",
+                hint=f"settings: {', '.join(DEFAULT_CONFIG)}",
+            )
+        merged = {**self.config(name), **changes}
+        _validate_config(merged)
+        before = self.get_row(name).config
+        stored = {k: v for k, v in merged.items() if v != DEFAULT_CONFIG[k]}
+        self.registry.update_deployment(name, config=stored)
+        endpoint = self.endpoints.get(name)
+        if endpoint is not None:
+            self._apply_capture(endpoint, merged)
+        self._drift_flags.pop(name, None)
+        self.registry.add_event(
+            "configured", "settings changed: " + ", ".join(f"{k}={changes[k]!r}" for k in sorted(changes)),
+            deployment=name, actor=actor, data={"before": before, "after": stored},
+        )
+        return merged
+
+    def _apply_capture(self, endpoint: StableEndpoint, config: dict[str, Any]) -> None:
+        if config["capture"]:
+            endpoint.set_monitoring(
+                self.monitor.observer_for(endpoint.name),
+                self.monitor.sampler_for(
+                    endpoint.name, config["sample_rate"], config["sample_budget_per_minute"]
+                ),
+            )
+        else:
+            endpoint.set_monitoring(None, None)
+
+    # -- monitoring reads ---------------------------------------------------------------
+
+    def _since(self, name: str, window: str | float | None, since_version: int | None) -> float:
+        if since_version is not None:
+            from datetime import datetime
+
+            created = self.get_version(name, since_version).created_at
+            return datetime.fromisoformat(created).timestamp()
+        return time.time() - parse_window(window or "1h")
+
+    def latency(self, name: str, window: str | float | None = "1h", *, by_version: bool = False,
+                since_version: int | None = None, version: int | None = None) -> list[dict[str, Any]]:
+        self.get_row(name)
+        panes = self.monitor.panes(name, self._since(name, window, since_version), version=version)
+        return latency_rows(panes, by_version=by_version)
+
+    def summary(self, name: str, window: str | float = "5m") -> dict[str, Any]:
+        self.get_row(name)
+        seconds = parse_window(window)
+        panes = self.monitor.panes(name, time.time() - max(seconds, 30 * 60))
+        out = summary(panes, window=seconds)
+        out["drift"] = self._drift_flag(name)
+        return out
+
+    def _drift_flag(self, name: str) -> dict[str, Any]:
+        cached = self._drift_flags.get(name)
+        if cached is not None and time.monotonic() - cached[0] < DRIFT_SUMMARY_SECONDS:
+            return cached[1]
+        flag: dict[str, Any] = {"drifted": None, "share": None, "features": 0, "rows": 0}
+        try:
+            report = self.drift(name, self.config(name)["drift_window"])
+            flag = {"drifted": report.attrs.get("dataset_drift"), "share": report.attrs.get("drift_share"),
+                    "features": report.attrs.get("features", 0), "rows": report.attrs.get("n_current", 0)}
+        except NbserveError:
+            pass  # too little traffic yet, or no live version: the flag stays unknown
+        self._drift_flags[name] = (time.monotonic(), flag)
+        return flag
+
+    def traffic(self, name: str, window: str | float = "1h", *, version: int | None = None,
+                limit: int = 10_000) -> Any:
+        self.get_row(name)
+        samples = self.monitor.samples(name, time.time() - parse_window(window), version=version, limit=limit)
+        schema = self._schema(name, version)
+        return traffic_frame(samples, schema)
+
+    def _schema(self, name: str, version: int | None) -> dict[str, Any]:
+        number = version or self.get_row(name).live_version
+        if number is None:
+            versions = self.registry.list_versions(name)
+            number = versions[-1].number if versions else None
+        return self.get_version(name, number).metadata.get("schema", {}) if number else {}
+
+    def reference_path(self, name: str, version: int | None = None) -> tuple[int, Path]:
+        """The version (default: live) and the path of its Bento in the agent's store."""
+        import bentoml
+
+        row = self.get_row(name)
+        number = version or row.live_version
+        if number is None:
+            raise VersionNotFound(f"{name} has no live version", hint="pass version=N")
+        v = self.get_version(name, number)
+        return number, Path(bentoml.get(v.bento_tag).path)
+
+    def drift(self, name: str, window: str | float = "1h", *, version: int | None = None) -> Any:
+        """Drift of the sampled traffic of one version (default: live) against its reference."""
+        from .._drift import DriftConfig, drift_report
+
+        number, bento_path = self.reference_path(name, version)
+        current = self.traffic(name, window, version=number)
+        current = current[current["status"] < 400] if "status" in current else current
+        if len(current) < MIN_DRIFT_ROWS:
+            raise InvalidArgument(
+                f"only {len(current)} sampled rows of v{number} of {name} in the last {window}; "
+                f"drift needs at least {MIN_DRIFT_ROWS}",
+                hint="send more traffic, widen the window, or pass a DataFrame: dep.drift(df)",
+                rows=len(current),
+            )
+        profile = self.profiles.get((name, number), bento_path)
+        config = DriftConfig(**self.config(name)["drift"])
+        return drift_report(profile, current[feature_columns(current)], config=config)
 
 
 def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
@@ -464,3 +600,23 @@ def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
     metadata = json.loads(bundle_path.read_text())
     return str(bento.tag), metadata
 
+
+
+def _validate_config(config: dict[str, Any]) -> None:
+    if not isinstance(config["capture"], bool):
+        raise InvalidArgument("capture must be true or false")
+    rate = config["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise InvalidArgument(f"sample_rate must be a number from 0 to 1, got {rate!r}")
+    budget = config["sample_budget_per_minute"]
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 1_000_000:
+        raise InvalidArgument(f"sample_budget_per_minute must be a whole number >= 0, got {budget!r}")
+    parse_window(config["drift_window"])
+    if not isinstance(config["drift"], dict):
+        raise InvalidArgument("drift must be a mapping of DriftConfig fields")
+    from .._drift import DriftConfig
+
+    try:
+        DriftConfig(**config["drift"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"invalid drift settings: {exc}", hint="see help(nbserve.DriftConfig)") from None

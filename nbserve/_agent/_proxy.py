@@ -81,6 +81,7 @@ _MAX_PIPELINE = 16  # queued requests per client before we stop reading from it
 _MAX_IDLE_PER_UPSTREAM = 128
 _MAX_RESPONSE_HEAD = 1 << 20  # bytes of response head buffered before giving up on the upstream
 _SMALL_BODY = 16 * 1024  # below this, head and body are joined into one write
+_MAX_CAPTURE_PARTS = 64  # response chunks kept for a sampled request (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class RequestRecord:
     started_ns: int  # time.perf_counter_ns() when the request head was parsed
     elapsed_ns: int  # until the last response byte was handed to the client transport
     request_bytes: int  # request body bytes (after de-chunking)
+    body: bytes  # the request body (a reference, not a copy)
+    response: bytes | None  # the response body, only for requests the sampler picked
 
 
 class _Request:
@@ -126,6 +129,7 @@ class _Request:
         "keep_alive",
         "method",
         "responded",
+        "response",
         "started_ns",
         "url",
         "xff",
@@ -152,6 +156,7 @@ class _Request:
         self.body = b""
         self.error: tuple[int, str, str] | None = None
         self.responded = False
+        self.response: list[bytes] | None = None  # response body parts, when sampled
 
 
 class _UpstreamConnection(asyncio.Protocol):
@@ -163,6 +168,7 @@ class _UpstreamConnection(asyncio.Protocol):
     """
 
     __slots__ = (
+        "capture",
         "client",
         "closed",
         "complete",
@@ -201,6 +207,7 @@ class _UpstreamConnection(asyncio.Protocol):
         # Response head bytes held back until the head is complete.
         self.pending: list[bytes] | None = None
         self.received = False
+        self.capture: list[bytes] | None = None  # where the response body goes, when sampled
 
     # -- exchange ------------------------------------------------------------
 
@@ -212,6 +219,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.keep_alive = True
         self.interim = 0
         self.pending = None
+        self.capture = req.response
         if client._write_paused:
             self.pause_reading()
         body = req.body
@@ -253,6 +261,11 @@ class _UpstreamConnection(asyncio.Protocol):
             # body; the message ends here (the parser is replaced on release).
             self.complete = True
             self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        capture = self.capture
+        if capture is not None and self.final and len(capture) < _MAX_CAPTURE_PARTS:
+            capture.append(body)
 
     def on_message_complete(self) -> None:
         if self.final and not self.complete:
@@ -663,6 +676,8 @@ class _ClientConnection(asyncio.Protocol):
                     "Deploy a version of it, or roll back to a previous one, then retry.",
                 )
                 continue
+            if ep._sampler is not None and ep._sampler():
+                req.response = []
             self._busy = True
             self._req = req
             self._pool = pool
@@ -892,6 +907,7 @@ class StableEndpoint:
         upstream: Upstream | None = None,
         *,
         observer: Callable[[RequestRecord], None] | None = None,
+        sampler: Callable[[], bool] | None = None,
         max_body_bytes: int = 64 * 1024 * 1024,
         upstream_timeout: float = 300.0,
         idle_timeout: float = 60.0,
@@ -911,6 +927,7 @@ class StableEndpoint:
         """
         self.name = name
         self._observer = observer
+        self._sampler = sampler
         self._max_body_bytes = max_body_bytes
         self._upstream_timeout = upstream_timeout
         self._idle_timeout = idle_timeout
@@ -942,6 +959,13 @@ class StableEndpoint:
         self.set_upstream(upstream)
 
     # -- public interface ----------------------------------------------------------------
+
+    def set_monitoring(
+        self, observer: Callable[[RequestRecord], None] | None, sampler: Callable[[], bool] | None
+    ) -> None:
+        """Who sees each finished request, and who picks the ones whose bodies are kept."""
+        self._observer = observer
+        self._sampler = sampler
 
     @property
     def upstream(self) -> Upstream | None:
@@ -1064,6 +1088,8 @@ class StableEndpoint:
                 req.started_ns,
                 _now_ns() - req.started_ns,
                 req.body_len,
+                req.body,
+                None if req.response is None else b"".join(req.response),
             )
             self._observer(record)
         except Exception:
