@@ -1,0 +1,224 @@
+/**
+ * The only module that talks to the server: the nbserve server extension's REST routes
+ * under `<base>/nbserve/api`. Requests go through `ServerConnection.makeRequest`, which
+ * adds Jupyter's token and XSRF header; the agent's own token never reaches the page.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export interface IVersionBrief {
+  number: number;
+  status: string;
+}
+
+export interface IDriftSummary {
+  drifted: boolean | null;
+  share: number | null;
+  features: number;
+}
+
+export interface ISummary {
+  requests: number;
+  rps: number;
+  p50_ms: number | null;
+  p99_ms: number | null;
+  error_rate: number | null;
+  sparkline: number[];
+  drift: IDriftSummary | null;
+}
+
+export interface IDeploymentState {
+  name: string;
+  status: string;
+  version: number | null;
+  url: string | null;
+  versions: IVersionBrief[];
+}
+
+export interface IDeploymentBrief extends IDeploymentState {
+  summary: ISummary | null;
+}
+
+export interface IHistoryRow {
+  version: number;
+  status: string;
+  live: boolean;
+  created_at: string | null;
+  created_by: string | null;
+  model: string | null;
+  notebook: string | null;
+  cell: number | null;
+  cell_sha256: string | null;
+  description: string | null;
+  bento: string | null;
+  error: string | null;
+}
+
+export interface IEvent {
+  id?: number;
+  ts: string;
+  kind: string;
+  version?: number | null;
+  message?: string | null;
+  actor?: string | null;
+  [key: string]: unknown;
+}
+
+export interface IDeploymentDetail extends IDeploymentState {
+  history: IHistoryRow[];
+  events: IEvent[];
+}
+
+export interface ILogs {
+  version: number | null;
+  text: string;
+}
+
+export interface ILatencyPoint {
+  time: string;
+  requests: number;
+  errors: number;
+  error_rate: number | null;
+  rps: number;
+  p50_ms: number | null;
+  p90_ms: number | null;
+  p99_ms: number | null;
+  mean_ms: number | null;
+}
+
+export interface IDriftFeature {
+  feature: string;
+  kind: string;
+  method: string;
+  score: number | null;
+  threshold: number | null;
+  drifted: boolean | null;
+  [key: string]: unknown;
+}
+
+export interface IMetrics {
+  window: string;
+  summary: ISummary | null;
+  latency: ILatencyPoint[] | null;
+  drift: {
+    features: IDriftFeature[];
+    dataset_drift: boolean | null;
+    drift_share: number | null;
+  } | null;
+}
+
+/** An error answered by the server extension: the agent's type, message and hint. */
+export class NbserveApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message: string,
+    readonly hint: string | null = null
+  ) {
+    super(message);
+    this.name = type;
+  }
+
+  /** The message with its hint, as shown to the user. */
+  get text(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}
+
+/** A typed client for the server extension. */
+export class NbserveAPI {
+  constructor(readonly settings: ServerConnection.ISettings) {}
+
+  list(): Promise<IDeploymentBrief[]> {
+    return this.request('deployments');
+  }
+
+  detail(name: string, events = 50): Promise<IDeploymentDetail> {
+    return this.request(`deployments/${enc(name)}?events=${events}`);
+  }
+
+  history(name: string): Promise<IHistoryRow[]> {
+    return this.request(`deployments/${enc(name)}/history`);
+  }
+
+  events(name: string, limit = 200): Promise<IEvent[]> {
+    return this.request(`deployments/${enc(name)}/events?limit=${limit}`);
+  }
+
+  logs(name: string, version: number | null = null, lines = 200): Promise<ILogs> {
+    const query = version === null ? '' : `&version=${version}`;
+    return this.request(`deployments/${enc(name)}/logs?lines=${lines}${query}`);
+  }
+
+  metrics(name: string, window = '1h'): Promise<IMetrics> {
+    return this.request(`deployments/${enc(name)}/metrics?window=${enc(window)}`);
+  }
+
+  rollback(name: string, to: number | null): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/rollback`, { to });
+  }
+
+  stop(name: string): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/stop`, {});
+  }
+
+  start(name: string): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/start`, {});
+  }
+
+  private post<T>(path: string, body: unknown): Promise<T> {
+    return this.request(path, { method: 'POST', body: JSON.stringify(body) });
+  }
+
+  private async request<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'nbserve', 'api', path);
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (error) {
+      throw new NbserveApiError(
+        0,
+        'NetworkError',
+        'cannot reach the Jupyter server',
+        String(error)
+      );
+    }
+    const text = await response.text();
+    let data: any = null;
+    if (text.length > 0) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = text;
+      }
+    }
+    if (!response.ok) {
+      const error = data && typeof data === 'object' ? data.error : null;
+      if (error && typeof error === 'object') {
+        throw new NbserveApiError(
+          response.status,
+          error.type ?? 'Error',
+          error.message ?? response.statusText,
+          error.hint ?? null
+        );
+      }
+      const message =
+        (data && typeof data === 'object' && (data.message || data.reason)) ||
+        `${response.status} ${response.statusText}`;
+      throw new NbserveApiError(response.status, 'HTTPError', String(message));
+    }
+    return data as T;
+  }
+}
+
+function enc(value: string): string {
+  return encodeURIComponent(value);
+}
+
+/** Any thrown value as an NbserveApiError. */
+export function asApiError(error: unknown): NbserveApiError {
+  if (error instanceof NbserveApiError) {
+    return error;
+  }
+  return new NbserveApiError(0, 'Error', String((error as any)?.message ?? error));
+}

@@ -1,0 +1,329 @@
+/**
+ * One deployment: version history with provenance, latency and drift charts, recent events
+ * and the log lines that matter, and the actions (rollback, stop/start, open in notebook).
+ */
+import { CommandRegistry } from '@lumino/commands';
+import { ISignal, Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
+
+import { IDeploymentBrief, IDeploymentDetail, IEvent, IHistoryRow, ILogs, IMetrics, NbserveApiError, asApiError } from './api';
+import { rollbackTargets } from './actions';
+import { barChart, fmt, lineChart } from './charts';
+import { ago, button, h, statusBadge, urlLine } from './dom';
+import { metrics as summaryLine } from './listView';
+import { DeploymentsModel } from './model';
+
+const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
+const ERROR_LINES = /error|exception|traceback|failed|critical/i;
+/** Reload history, events, metrics and logs at least this often while open (ms). */
+const RELOAD_EVERY = 10000;
+
+export class DeploymentDetail extends Widget {
+  constructor(
+    readonly model: DeploymentsModel,
+    readonly commands: CommandRegistry
+  ) {
+    super();
+    this.addClass('nbserve-Detail');
+    model.changed.connect(this._onListChanged, this);
+  }
+
+  /** Emitted when the user goes back to the list. */
+  get closed(): ISignal<this, void> {
+    return this._closed;
+  }
+
+  get name(): string | null {
+    return this._name;
+  }
+
+  /** Show a deployment (loads it). */
+  async open(name: string): Promise<void> {
+    if (name !== this._name) {
+      this._name = name;
+      this._detail = null;
+      this._metrics = null;
+      this._logs = null;
+      this._logVersion = null;
+      this._error = null;
+      this.node.replaceChildren(h('div', { class: 'nbserve-empty', text: `Loading ${name}…` }));
+    }
+    await this.reload();
+  }
+
+  close(): void {
+    this._name = null;
+    this._closed.emit();
+  }
+
+  async reload(): Promise<void> {
+    const name = this._name;
+    if (!name) {
+      return;
+    }
+    this._loadedAt = Date.now();
+    this._stamp = stamp(this.model.find(name));
+    const api = this.model.api;
+    const [detail, metrics, logs] = await Promise.allSettled([
+      api.detail(name),
+      api.metrics(name, '1h'),
+      api.logs(name, this._logVersion, 200)
+    ]);
+    if (name !== this._name) {
+      return; // the user moved on meanwhile
+    }
+    if (detail.status === 'fulfilled') {
+      this._detail = detail.value;
+      this._error = null;
+    } else {
+      this._error = asApiError(detail.reason);
+    }
+    this._metrics = metrics.status === 'fulfilled' ? metrics.value : null;
+    this._metricsError = metrics.status === 'rejected' ? asApiError(metrics.reason) : null;
+    this._logs = logs.status === 'fulfilled' ? logs.value : { version: this._logVersion, text: `(${asApiError(logs.reason).text})` };
+    this.render();
+  }
+
+  private _onListChanged(): void {
+    const name = this._name;
+    if (!name || !this.isVisible || !this.model.loaded) {
+      return;
+    }
+    const brief = this.model.find(name);
+    if (!brief && !this.model.error) {
+      this.close(); // it is gone
+      return;
+    }
+    if (stamp(brief) !== this._stamp || Date.now() - this._loadedAt > RELOAD_EVERY) {
+      void this.reload();
+    }
+  }
+
+  render(): void {
+    const name = this._name;
+    if (!name) {
+      return;
+    }
+    const scroll = this.node.scrollTop;
+    const detail = this._detail;
+    const back = button('‹ All deployments', () => this.close(), 'nbserve-back', 'Back to the list');
+    const children: (HTMLElement | null)[] = [h('div', { class: 'nbserve-toolbar' }, back)];
+    if (this._error) {
+      children.push(h('div', { class: 'nbserve-error-banner', text: this._error.text, data: { type: this._error.type } }));
+    }
+    if (detail) {
+      const brief = this.model.find(name);
+      children.push(
+        this.header(detail, brief),
+        this.actions(detail),
+        this.history(detail),
+        this.charts(),
+        this.events(detail.events),
+        this.logs(detail)
+      );
+    }
+    this.node.replaceChildren(...children.filter((c): c is HTMLElement => c !== null));
+    this.node.dataset.name = name;
+    this.node.dataset.version = String(detail?.version ?? '');
+    this.node.scrollTop = scroll;
+  }
+
+  private header(detail: IDeploymentDetail, brief: IDeploymentBrief | undefined): HTMLElement {
+    return h(
+      'div',
+      { class: 'nbserve-detail-head' },
+      h(
+        'div',
+        { class: 'nbserve-row-head' },
+        h('span', { class: 'nbserve-name nbserve-title', text: detail.name }),
+        h('span', { class: 'nbserve-version-tag nbserve-live-version', text: detail.version === null ? 'no live version' : `v${detail.version} live` }),
+        statusBadge(detail.status)
+      ),
+      urlLine(detail.url),
+      brief ? summaryLine(brief.summary) : null
+    );
+  }
+
+  private actions(detail: IDeploymentDetail): HTMLElement {
+    const name = detail.name;
+    const bar = h('div', { class: 'nbserve-actions' });
+    const targets = rollbackTargets(detail);
+    const previous = targets.find(n => detail.version === null || n < detail.version);
+    if (previous !== undefined) {
+      bar.appendChild(
+        button(`Roll back to v${previous}`, () => void this.commands.execute('nbserve:rollback', { name, to: previous }), 'nbserve-rollback-previous')
+      );
+    }
+    if (detail.status === 'stopped') {
+      bar.appendChild(button('Start', () => void this.commands.execute('nbserve:start', { name }), 'nbserve-start'));
+    } else {
+      bar.appendChild(button('Stop', () => void this.commands.execute('nbserve:stop', { name }), 'nbserve-stop'));
+    }
+    bar.appendChild(
+      button('Open in notebook', () => void this.commands.execute('nbserve:open-in-notebook', { name }), 'nbserve-open', 'Insert a %deploy cell into the current notebook')
+    );
+    return bar;
+  }
+
+  private history(detail: IDeploymentDetail): HTMLElement {
+    const targets = new Set(rollbackTargets(detail));
+    const table = h('table', { class: 'nbserve-table nbserve-history' });
+    table.appendChild(
+      h('thead', {}, h('tr', {}, ...['v', 'status', 'when', 'who', 'notebook · cell', ''].map(t => h('th', { text: t }))))
+    );
+    const body = h('tbody');
+    const rows = [...detail.history].sort((a, b) => b.version - a.version);
+    for (const row of rows) {
+      body.appendChild(this.versionRow(detail.name, row, targets.has(row.version)));
+      if (row.error) {
+        body.appendChild(h('tr', { class: 'nbserve-version-error' }, cell(h('pre', { text: row.error }), 6)));
+      }
+    }
+    table.appendChild(body);
+    return section('Versions', table);
+  }
+
+  private versionRow(name: string, row: IHistoryRow, canRollBack: boolean): HTMLElement {
+    const where = row.notebook ? `${basename(row.notebook)}${row.cell !== null && row.cell !== undefined ? ` · [${row.cell}]` : ''}` : '–';
+    const whereTitle = [row.notebook, row.cell_sha256 ? `cell sha256 ${row.cell_sha256}…` : '', row.model ?? '', row.description ?? '', row.bento ?? '']
+      .filter(Boolean)
+      .join('\n');
+    const action = canRollBack
+      ? button('Roll back', () => void this.commands.execute('nbserve:rollback', { name, to: row.version }), 'nbserve-rollback', `Point the stable URL at v${row.version}`)
+      : null;
+    return h(
+      'tr',
+      { class: `nbserve-version-row${row.live ? ' nbserve-live' : ''}`, data: { version: String(row.version), status: row.status } },
+      h('td', { class: 'nbserve-version-number', text: `v${row.version}` }),
+      h('td', {}, h('span', { class: `nbserve-vstatus nbserve-vstatus-${row.status}`, text: row.status })),
+      h('td', {}, ago(row.created_at)),
+      h('td', { text: row.created_by ?? '–' }),
+      h('td', { text: where, title: whereTitle }),
+      h('td', {}, action)
+    );
+  }
+
+  private charts(): HTMLElement {
+    const m = this._metrics;
+    if (!m) {
+      const why = this._metricsError ? this._metricsError.text : 'loading…';
+      return section('Traffic and drift', h('div', { class: 'nbserve-muted', text: why }));
+    }
+    const parts: HTMLElement[] = [];
+    if (m.latency === null) {
+      parts.push(h('div', { class: 'nbserve-muted', text: 'latency: not available from this nbserve version' }));
+    } else {
+      const times = m.latency.map(p => p.time);
+      const chart = h('div', { class: 'nbserve-chart-box' });
+      chart.appendChild(lineChart(`latency (last ${m.window})`, times, [
+        { label: 'p50', values: m.latency.map(p => p.p50_ms) },
+        { label: 'p99', values: m.latency.map(p => p.p99_ms) }
+      ], ' ms'));
+      chart.appendChild(lineChart('requests/s and errors', times, [
+        { label: 'req/s', values: m.latency.map(p => p.rps) },
+        { label: 'err/min', values: m.latency.map(p => p.errors) }
+      ], ''));
+      parts.push(chart);
+    }
+    if (m.drift === null) {
+      parts.push(h('div', { class: 'nbserve-muted', text: 'drift: not available from this nbserve version' }));
+    } else if (m.drift.features.length === 0) {
+      parts.push(h('div', { class: 'nbserve-muted', text: 'drift: not enough traffic yet' }));
+    } else {
+      const d = m.drift;
+      const verdict = d.dataset_drift === null ? 'drift: –' : d.dataset_drift ? `drift detected (${fmt((d.drift_share ?? 0) * 100)}% of features)` : 'no dataset drift';
+      parts.push(
+        h('div', { class: `nbserve-drift-verdict${d.dataset_drift ? ' nbserve-drift-yes' : ''}`, text: verdict }),
+        h(
+          'div',
+          { class: 'nbserve-chart-box' },
+          barChart(
+            'drift score per feature (line: threshold)',
+            d.features.map(f => ({ label: f.feature, value: f.score, threshold: f.threshold, flagged: f.drifted }))
+          )
+        )
+      );
+    }
+    return section('Traffic and drift', ...parts);
+  }
+
+  private events(events: IEvent[]): HTMLElement {
+    if (events.length === 0) {
+      return section('Recent events', h('div', { class: 'nbserve-muted', text: 'none' }));
+    }
+    const recent = [...events].sort((a, b) => (b.ts < a.ts ? -1 : b.ts > a.ts ? 1 : 0)).slice(0, 20);
+    const list = h('ul', { class: 'nbserve-events' });
+    for (const event of recent) {
+      const bad = ERROR_EVENTS.test(event.kind);
+      list.appendChild(
+        h(
+          'li',
+          { class: `nbserve-event${bad ? ' nbserve-event-error' : ''}`, data: { kind: event.kind } },
+          ago(event.ts),
+          h('span', { class: 'nbserve-event-kind', text: event.kind }),
+          event.version !== null && event.version !== undefined ? h('span', { class: 'nbserve-version-tag', text: `v${event.version}` }) : null,
+          h('span', { class: 'nbserve-event-message', text: event.message ?? '', title: event.actor ? `by ${event.actor}` : '' })
+        )
+      );
+    }
+    return section('Recent events', list);
+  }
+
+  private logs(detail: IDeploymentDetail): HTMLElement {
+    const select = h('select', { class: 'nbserve-log-version jp-mod-styled', title: 'which version’s server log' });
+    const shown = this._logs?.version ?? detail.version;
+    for (const row of [...detail.history].sort((a, b) => b.version - a.version)) {
+      const option = h('option', { text: `v${row.version} (${row.status})` });
+      option.value = String(row.version);
+      option.selected = row.version === shown;
+      select.appendChild(option);
+    }
+    select.addEventListener('change', () => {
+      this._logVersion = Number(select.value);
+      void this.reload();
+    });
+    const pre = h('pre', { class: 'nbserve-log' });
+    const lines = (this._logs?.text ?? '').split('\n');
+    const errors = lines.filter(l => ERROR_LINES.test(l)).length;
+    for (const line of lines) {
+      pre.appendChild(h('span', { class: ERROR_LINES.test(line) ? 'nbserve-log-line nbserve-log-error' : 'nbserve-log-line', text: line + '\n' }));
+    }
+    const head = h('div', { class: 'nbserve-log-head' }, select, h('span', { class: 'nbserve-muted', text: errors ? `${errors} error line${errors > 1 ? 's' : ''} highlighted` : '' }));
+    const box = section('Logs', head, pre);
+    requestAnimationFrame(() => (pre.scrollTop = pre.scrollHeight));
+    return box;
+  }
+
+  private _name: string | null = null;
+  private _detail: IDeploymentDetail | null = null;
+  private _metrics: IMetrics | null = null;
+  private _metricsError: NbserveApiError | null = null;
+  private _logs: ILogs | null = null;
+  private _logVersion: number | null = null;
+  private _error: NbserveApiError | null = null;
+  private _loadedAt = 0;
+  private _stamp = '';
+  private _closed = new Signal<this, void>(this);
+}
+
+/** What, in the compact list, means the detail is out of date. */
+function stamp(brief: IDeploymentBrief | undefined): string {
+  if (!brief) {
+    return '';
+  }
+  return JSON.stringify([brief.status, brief.version, brief.versions]);
+}
+
+function section(title: string, ...children: HTMLElement[]): HTMLElement {
+  return h('section', { class: 'nbserve-section', data: { section: title.toLowerCase() } }, h('h3', { text: title }), ...children);
+}
+
+function cell(child: HTMLElement, span: number): HTMLElement {
+  const td = h('td', {}, child);
+  td.colSpan = span;
+  return td;
+}
+
+function basename(path: string): string {
+  return path.split('/').pop() ?? path;
+}

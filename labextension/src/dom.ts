@@ -1,0 +1,84 @@
+/** Tiny DOM helpers shared by the widgets. */
+import { Clipboard } from '@jupyterlab/apputils';
+import { Notification } from '@jupyterlab/apputils';
+import { copyIcon } from '@jupyterlab/ui-components';
+
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  props: { class?: string; text?: string; title?: string; data?: Record<string, string> } = {},
+  ...children: (Node | string | null | undefined | false)[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  if (props.class) {
+    el.className = props.class;
+  }
+  if (props.text !== undefined) {
+    el.textContent = props.text;
+  }
+  if (props.title) {
+    el.title = props.title;
+  }
+  for (const [key, value] of Object.entries(props.data ?? {})) {
+    el.dataset[key] = value;
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) {
+      continue;
+    }
+    el.appendChild(typeof child === 'string' ? document.createTextNode(child) : child);
+  }
+  return el;
+}
+
+export function button(label: string, onClick: () => void, cls = '', title = ''): HTMLButtonElement {
+  const el = h('button', { class: `nbserve-button jp-mod-styled ${cls}`.trim(), text: label, title });
+  el.type = 'button';
+  el.addEventListener('click', event => {
+    event.stopPropagation();
+    onClick();
+  });
+  return el;
+}
+
+/** Status as a coloured dot and a word: serving, starting, restarting, failed, stopped. */
+export function statusBadge(status: string): HTMLElement {
+  return h('span', { class: `nbserve-status nbserve-status-${status}`, data: { status } }, h('span', { class: 'nbserve-dot' }), status);
+}
+
+/** The stable URL with a copy button. */
+export function urlLine(url: string | null): HTMLElement {
+  if (!url) {
+    return h('span', { class: 'nbserve-url nbserve-muted', text: 'no URL yet' });
+  }
+  const copy = h('button', { class: 'nbserve-icon-button nbserve-copy', title: `Copy ${url}` });
+  copy.type = 'button';
+  copyIcon.element({ container: copy, height: '14px', width: '14px' });
+  copy.addEventListener('click', event => {
+    event.stopPropagation();
+    Clipboard.copyToSystem(url);
+    Notification.info(`Copied ${url}`, { autoClose: 2000 });
+  });
+  return h('span', { class: 'nbserve-url' }, h('code', { text: url, title: url }), copy);
+}
+
+/** "3 min ago" for an ISO time, with the full time as a tooltip. */
+export function ago(iso: string | null | undefined): HTMLElement {
+  if (!iso) {
+    return h('span', { text: '–' });
+  }
+  const date = new Date(iso);
+  const seconds = Math.max(0, (Date.now() - date.getTime()) / 1000);
+  let text: string;
+  if (isNaN(seconds)) {
+    text = iso;
+  } else if (seconds < 60) {
+    text = 'just now';
+  } else if (seconds < 3600) {
+    text = `${Math.floor(seconds / 60)} min ago`;
+  } else if (seconds < 86400) {
+    text = `${Math.floor(seconds / 3600)} h ago`;
+  } else {
+    text = date.toLocaleDateString();
+  }
+  return h('time', { text, title: date.toLocaleString() });
+}
