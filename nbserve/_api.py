@@ -273,9 +273,10 @@ class Deployment:
         if cached is None:
             params = {"version": number} if number else {}
             data, _headers = self._client.get_bytes(f"/v1/deployments/{self.name}/reference", params=params)
-            cached = _references[key] = pd.read_parquet(io.BytesIO(data))
+            cached = pd.read_parquet(io.BytesIO(data))
             if "__prediction__" in cached.columns and "prediction" not in cached.columns:
-                cached.rename(columns={"__prediction__": "prediction"}, inplace=True)
+                cached = cached.rename(columns={"__prediction__": "prediction"})
+            _references[key] = cached
         return cached.copy()
 
     def drift(
@@ -304,7 +305,7 @@ class Deployment:
             if version is not None:
                 params["version"] = version
             payload = self._client.get(f"/v1/deployments/{self.name}/drift", params=params)
-            frame = pd.DataFrame(payload.pop("features"))
+            frame = pd.DataFrame(payload.pop("report"))
             frame.attrs.update(payload)
             return frame
         if not isinstance(current, pd.DataFrame):

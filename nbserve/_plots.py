@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _VERSION_EVENTS = ("deployed", "rollback", "started", "restarted")
+_PVALUE_METHODS = ("ks", "chisquare", "z")  # drift when the score falls *below* the threshold
 
 
 def _figure(*args: Any, **kwargs: Any) -> tuple["Figure", Any]:
@@ -57,21 +58,22 @@ def plot_latency(latency: "pd.DataFrame", events: "pd.DataFrame | None" = None, 
         _empty(ax, "no requests in this window")
         _empty(ax_rate, "")
         return fig
+    mid = pd.Timedelta(seconds=30)  # a pane covers a minute: draw it at its middle
     for column, style in (("p50_ms", "-"), ("p90_ms", "--"), ("p99_ms", ":")):
-        ax.plot(served["time"], served[column], style, marker=".", label=column.replace("_ms", ""))
+        ax.plot(served["time"] + mid, served[column], style, marker=".", label=column.replace("_ms", ""))
     ax.set_ylabel("ms")
     ax.legend(loc="upper left", fontsize=8, ncols=3)
     ax.grid(alpha=0.3)
-    ax_rate.bar(latency["time"], latency["rps"], width=pd.Timedelta(seconds=50), color="tab:gray",
+    ax_rate.bar(latency["time"] + mid, latency["rps"], width=pd.Timedelta(seconds=50), color="tab:gray",
                 label="requests/s")
     errors = latency["errors"] > 0
     if errors.any():
-        ax_rate.bar(latency["time"][errors], latency["errors"][errors] / 60, width=pd.Timedelta(seconds=50),
-                    color="tab:red", label="errors/s")
+        ax_rate.bar(latency["time"][errors] + mid, latency["errors"][errors] / 60,
+                    width=pd.Timedelta(seconds=50), color="tab:red", label="errors/s")
     ax_rate.set_ylabel("req/s")
     ax_rate.legend(loc="upper left", fontsize=8)
     ax_rate.grid(alpha=0.3)
-    start, end = latency["time"].min() - pd.Timedelta(minutes=1), latency["time"].max() + pd.Timedelta(minutes=1)
+    start, end = latency["time"].min() - pd.Timedelta(minutes=1), latency["time"].max() + pd.Timedelta(minutes=2)
     _version_marks(ax, events, start, end)
     fig.autofmt_xdate()
     fig.tight_layout()
@@ -86,13 +88,19 @@ def plot_drift(report: "pd.DataFrame", reference: "pd.DataFrame", current: "pd.D
         fig, ax = _figure(figsize=(6, 2))
         _empty(ax, "no features to compare")
         return fig
-    # Worst first: how far each score is past (or short of) its threshold, in the
-    # direction that means drift (p-values drift downwards, distances upwards).
-    pvalue = report["method"].astype(str).str.contains("ks|chi|z", regex=True) & (report["score"] <= 1)
-    ratio = np.where(pvalue, report["threshold"] / report["score"].clip(lower=1e-12),
-                     report["score"] / report["threshold"].replace(0, np.nan))
-    ranked = report.assign(_severity=ratio).sort_values("_severity", ascending=False)
-    worst = ranked.head(top)
+    # One scale for every method: severity >= 1 means drift. Distances drift upwards
+    # (score / threshold), p-values downwards (threshold / p).
+    evaluated = report[report["method"] != "n/a"]
+    if evaluated.empty:
+        fig, ax = _figure(figsize=(6, 2))
+        _empty(ax, "no feature could be evaluated")
+        return fig
+    pvalue = evaluated["method"].isin(_PVALUE_METHODS)
+    score = evaluated["score"].astype(float)
+    threshold = evaluated["threshold"].astype(float)
+    severity = np.where(pvalue, threshold / score.clip(lower=1e-300), score / threshold.clip(lower=1e-300))
+    ranked = evaluated.assign(_severity=np.clip(severity, 1e-3, 1e3)).sort_values("_severity", ascending=False)
+    worst = ranked[ranked["kind"].isin(["numeric", "categorical"])].head(top)
     cols = 1 + len(worst)
     fig, axes = _figure(1, cols, figsize=(3.6 * cols + 1, max(2.6, 0.32 * len(report) + 1)),
                         gridspec_kw={"width_ratios": [1.4] + [1] * len(worst)})
@@ -100,14 +108,18 @@ def plot_drift(report: "pd.DataFrame", reference: "pd.DataFrame", current: "pd.D
     ax = axes[0]
     order = ranked.iloc[::-1]
     colors = ["tab:red" if d else "tab:green" for d in order["drifted"]]
-    ax.barh(order["feature"].astype(str), order["score"], color=colors)
-    ax.scatter(order["threshold"], order["feature"].astype(str), marker="|", s=200, color="black",
-               label="threshold", zorder=3)
+    labels = order["feature"].astype(str)
+    ax.barh(labels, order["_severity"], color=colors)
+    ax.axvline(1.0, color="black", linewidth=1, label="threshold")
+    ax.set_xscale("log")
+    for y, (_, row) in enumerate(order.iterrows()):
+        ax.annotate(f"{row['method']} {row['score']:.2g}", (1.0, y), xytext=(4, -3), textcoords="offset points",
+                    fontsize=7, color="0.2")
     share = report.attrs.get("drift_share")
     flag = report.attrs.get("dataset_drift")
     ax.set_title(f"{title}: {'DRIFT' if flag else 'no drift'}"
                  + (f" ({share:.0%} of features)" if share is not None else ""), loc="left", fontsize=10)
-    ax.set_xlabel("score (method per feature)")
+    ax.set_xlabel("severity (>= 1: drifted)")
     ax.legend(fontsize=7, loc="lower right")
     for ax, (_, row) in zip(axes[1:], worst.iterrows()):
         _compare(ax, str(row["feature"]), reference, current, row)

@@ -209,3 +209,131 @@ def test_unparseable_and_unsampled_bodies_are_counted_not_stored(tmp_path) -> No
     assert stored["panes"] == 2 and stored["dropped"] == 0
     monitor.close()
     assert json.loads(json.dumps(stored))
+
+
+# -- drift, figures and the dashboard on a real deployment ------------------------------
+
+
+@pytest.fixture(scope="module")
+def drifting(module_home, iris, forest):
+    """A deployment whose reference is X_test; traffic first like it, then shifted."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "drifty", X_test, progress=False)
+    with httpx.Client(timeout=30) as client:
+        for i in range(0, len(X_test), 3):
+            assert _post(dep.url, X_test.iloc[i : i + 3], client).status_code == 200
+    return dep
+
+
+def _shifted(X):
+    out = X.copy()
+    out["petal_length"] = out["petal_length"] + 2.5
+    out["sepal_width"] = out["sepal_width"] * 1.6
+    return out
+
+
+def test_unshifted_traffic_does_not_drift_and_shifted_traffic_does(drifting, iris) -> None:
+    from scipy.stats import ks_2samp
+
+    dep = drifting
+    _, X_test, _, _ = iris
+    calm = dep.drift(window="10m")
+    assert calm.attrs["dataset_drift"] is False and calm.attrs["n_current"] == len(X_test)
+    assert not calm["drifted"].any()
+    assert dep.summary()["drift"]["drifted"] in (False, None)  # cached flag may predate the traffic
+
+    with httpx.Client(timeout=30) as client:
+        for i in range(0, len(X_test), 3):
+            assert _post(dep.url, _shifted(X_test).iloc[i : i + 3], client).status_code == 200
+    traffic = dep.traffic("10m")
+    shifted_rows = traffic.iloc[len(X_test):]
+    report = dep.drift(window="10m").set_index("feature")
+    assert report.attrs["dataset_drift"] is True
+    assert report.loc["petal_length", "drifted"] and report.loc["sepal_width", "drifted"]
+    assert not report.loc["petal_width", "drifted"]
+    # the agent's figures are scipy's on the same rows (traffic of the window vs reference)
+    reference = dep.reference()
+    for feature in ("petal_length", "sepal_length"):
+        expected = ks_2samp(reference[feature], traffic[feature])
+        assert report.loc[feature, "ks_stat"] == pytest.approx(expected.statistic, abs=0.01)
+    # a DataFrame passed from the notebook is compared here, exactly, with the same result
+    local = dep.drift(shifted_rows[list(X_test.columns)]).set_index("feature")
+    assert local.loc["petal_length", "ks_stat"] == pytest.approx(
+        ks_2samp(reference["petal_length"], shifted_rows["petal_length"]).statistic, rel=1e-9
+    )
+    with pytest.raises(InvalidArgument):
+        dep.drift("not a frame")
+
+
+def test_drift_needs_enough_traffic_and_says_so(module_home, iris, tree) -> None:
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(tree, "quiet", X_test, progress=False)
+    with pytest.raises(InvalidArgument, match="drift needs at least"):
+        dep.drift(window="10m")
+    assert dep.summary()["drift"] == {"drifted": None, "share": None, "features": 0, "rows": 0}
+    assert dep.plot_latency() is not None  # an empty window still draws a figure
+    dep.stop()
+
+
+def _png_has_content(fig) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("L")
+    extrema = image.getextrema()
+    assert image.size[0] > 300 and extrema[0] < 100, "the figure is blank"
+    assert len(set(image.getdata())) > 20, "the figure has almost no detail"
+
+
+def test_every_figure_renders_to_a_non_empty_png(drifting, iris, tmp_path) -> None:
+    dep = drifting
+    _, X_test, _, _ = iris
+    figures = {
+        "latency": dep.plot_latency("10m"),
+        "drift_traffic": dep.plot_drift(window="10m"),
+        "drift_frame": dep.plot_drift(_shifted(X_test)),
+        "history": dep.plot_history(),
+    }
+    for name, fig in figures.items():
+        _png_has_content(fig)
+        fig.savefig(tmp_path / f"{name}.png")
+
+
+def test_dashboard_refreshes_in_the_background_and_stops_when_closed(drifting) -> None:
+    import threading
+
+    dash = drifting.dashboard(refresh=0.5, window="10m")
+    deadline = time.monotonic() + 60
+    while dash.updates < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dash.updates >= 3, dash.last_error
+    header = dash.header.value
+    assert "p50" in header and "drifty" in header and ("DRIFT" in header or "no drift" in header)
+    assert len(dash.latency_image.value) > 5_000 and len(dash.drift_image.value) > 5_000
+    thread_name = f"nbserve-dashboard-{drifting.name}"
+    assert any(t.name == thread_name for t in threading.enumerate())
+    dash.close()
+    dash._thread.join(timeout=5)
+    assert not dash.running
+    stopped_at = dash.updates
+    time.sleep(1.2)
+    assert dash.updates == stopped_at
+
+
+def test_watch_magic_returns_a_live_dashboard(drifting) -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "nbserve")
+        dash = shell.run_line_magic("deploy", "--watch drifty --window 5m")
+        assert dash.window == "5m" and dash.running
+        dash.close()
+        with pytest.raises(UsageError, match="no deployment named"):
+            shell.run_line_magic("deploy", "--watch ghost")
+    finally:
+        InteractiveShell.clear_instance()

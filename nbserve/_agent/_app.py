@@ -161,10 +161,11 @@ class TableOut(BaseModel):
 
 class DriftOut(BaseModel):
     version: int | None = None
-    features: list[dict[str, Any]] = Field(description="one row per feature: method, score, threshold, drifted, ...")
+    report: list[dict[str, Any]] = Field(description="one row per feature: method, score, threshold, drifted, ...")
     dataset_drift: bool
     drift_share: float
     drifted_features: int
+    features: int = Field(description="features evaluated (the denominator of drift_share)")
     n_reference: int
     n_current: int
 

@@ -194,7 +194,7 @@ def report_payload(report: "pd.DataFrame") -> dict[str, Any]:
     import numpy as np
 
     records = json.loads(report.replace({np.nan: None}).to_json(orient="records"))
-    return {"features": records, **{k: _plain(v) for k, v in report.attrs.items()}}
+    return {"report": records, **{k: _plain(v) for k, v in report.attrs.items()}}
 
 
 def _plain(value: Any) -> Any:

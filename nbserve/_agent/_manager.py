@@ -44,7 +44,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "drift": {},  # nbserve._drift.DriftConfig fields: methods, thresholds, drift share
     "drift_window": "1h",  # the traffic the summary's drift flag looks at
 }
-DRIFT_SUMMARY_SECONDS = 30.0  # the summary's drift flag is recomputed at most this often
+DRIFT_SUMMARY_SECONDS = 10.0  # the summary's drift flag is recomputed at most this often
 
 
 @dataclass
