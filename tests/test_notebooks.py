@@ -40,3 +40,30 @@ def test_quickstart_notebook(fresh_home, tmp_path):
     dep = nbserve.get("nb-iris")
     assert dep.status == "serving" and dep.version == 1 and len(dep.versions) == 2
     assert dep.history().loc[2, "description"] == "5 trees"
+
+
+def test_monitoring_notebook(fresh_home, tmp_path):
+    import base64
+
+    import papermill
+
+    executed = papermill.execute_notebook(
+        str(repo_root() / "notebooks" / "02-monitoring.ipynb"),
+        str(tmp_path / "02-monitoring.out.ipynb"),
+        parameters={"deployment_name": "nb-watch", "requests_per_phase": 40},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = _outputs(executed)
+    assert "dataset drift: False" in text and "dataset drift: True" in text
+    pngs = [o["data"]["image/png"] for c in executed.cells for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 3, "drift, latency and history figures are shown inline"
+    assert all(len(base64.b64decode(p)) > 10_000 for p in pngs)
+    widgets = [o for c in executed.cells for o in c.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets, "the dashboard is a widget"
+    assert "dashboard refreshes so far:" in text and "dashboard refreshes so far: 0" not in text
+    dep = nbserve.get("nb-watch")
+    assert dep.latency("15m")["requests"].sum() == 80
