@@ -104,6 +104,8 @@ export interface IMetrics {
     features: IDriftFeature[];
     dataset_drift: boolean | null;
     drift_share: number | null;
+    /** Why there is no drift report yet (e.g. too little traffic), as the agent says it. */
+    unavailable?: { type: string; message: string; hint: string | null } | null;
   } | null;
 }
 

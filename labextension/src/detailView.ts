@@ -228,7 +228,8 @@ export class DeploymentDetail extends Widget {
     if (m.drift === null) {
       parts.push(h('div', { class: 'nbserve-muted', text: 'drift: not available from this nbserve version' }));
     } else if (m.drift.features.length === 0) {
-      parts.push(h('div', { class: 'nbserve-muted', text: 'drift: not enough traffic yet' }));
+      const why = m.drift.unavailable?.message ?? 'not enough traffic yet';
+      parts.push(h('div', { class: 'nbserve-muted nbserve-drift-unavailable', text: `drift: ${why}` }));
     } else {
       const d = m.drift;
       const verdict = d.dataset_drift === null ? 'drift: –' : d.dataset_drift ? `drift detected (${fmt((d.drift_share ?? 0) * 100)}% of features)` : 'no dataset drift';

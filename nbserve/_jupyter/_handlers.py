@@ -93,6 +93,9 @@ def _summary(dep: nbserve.Deployment, window: str = "5m") -> dict[str, Any] | No
 
 
 def _plain(value: Any) -> Any:
+    """A JSON-ready value: plain Python as is, numpy scalars as Python, the rest as text."""
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
     item = getattr(value, "item", None)  # numpy scalars
     return item() if callable(item) else str(value)
 
@@ -130,12 +133,18 @@ def deployment_metrics(name: str, window: str) -> dict[str, Any]:
     if hasattr(dep, "latency"):
         latency = _records(dep.latency(window=window))
     if hasattr(dep, "drift"):
-        frame = dep.drift(window=window)
-        drift = {
-            "features": _records(frame),
-            "dataset_drift": _plain(frame.attrs.get("dataset_drift")),
-            "drift_share": _plain(frame.attrs.get("drift_share")),
-        }
+        try:
+            frame = dep.drift(window=window)
+        except NbserveError as exc:  # e.g. too little traffic yet: the panel says why
+            drift = {"features": [], "dataset_drift": None, "drift_share": None,
+                     "unavailable": exc.to_payload()["error"]}
+        else:
+            drift = {
+                "features": _records(frame),
+                "dataset_drift": _plain(frame.attrs.get("dataset_drift")),
+                "drift_share": _plain(frame.attrs.get("drift_share")),
+                "unavailable": None,
+            }
     return {"window": window, "summary": _summary(dep, window), "latency": latency, "drift": drift}
 
 
