@@ -67,8 +67,10 @@ Profile mode (a ``ReferenceProfile``)
     A numeric column keeps ``bins`` (default 1000) reference quantiles plus min and max as bin
     edges (every distinct value when there are no more than ``bins + 1`` of them), the number of
     reference values <= each edge, and, per bin, the exact integral of the reference ECDF over it.
-    The current column is histogrammed on those edges (``np.searchsorted`` + ``np.bincount``,
-    no sort, no Python loop over rows), with the exact integral of its ECDF per bin. Then:
+    The current column is histogrammed on those edges (a uniform-grid lookup that gives exactly
+    ``np.searchsorted``'s bin index, or ``np.searchsorted`` itself for very heavy tails, then
+    ``np.bincount``: no sort, no Python loop over rows), with the exact integral of its ECDF per
+    bin. Then:
 
     * PSI and the numeric JS distance are exact (the PSI edges are among the stored quantiles),
       provided ``bins`` is a multiple of ``psi_bins`` (else the nearest stored quantiles are used).
@@ -409,6 +411,57 @@ def _exact_feature(feature: Any, ref: pd.Series, cur: pd.Series | None,
 # --------------------------------------------------------------------------------------------
 # the profile
 
+# Binning a current column is the profile's hot loop. np.searchsorted on unsorted values costs a
+# branchy binary search per value; a uniform grid over [min, max] gives each value a lower bound
+# of its bin index in O(1), and a few vectorised "step right while the edge is below" passes
+# finish it. The result is identical to np.searchsorted(edges, x, side="left"); when no grid of
+# at most 2**18 cells keeps the passes <= _GRID_MAX_STEPS (very heavy tails), searchsorted is used.
+_GRID_SIZES = (1 << 12, 1 << 14, 1 << 16, 1 << 18)
+_GRID_MAX_STEPS = 4
+
+
+@dataclass(frozen=True)
+class _Grid:
+    origin: float
+    inv_width: float
+    cells: int
+    start: np.ndarray  # per cell: a lower bound of the bin index of any value in it
+    steps: int  # passes that always suffice to reach the exact index
+    edges_ext: np.ndarray  # the edges, then +inf
+
+    @classmethod
+    def build(cls, edges: np.ndarray) -> _Grid | None:
+        last = edges.size - 1
+        if last < 8 or not edges[-1] > edges[0]:
+            return None
+        for cells in _GRID_SIZES:
+            width = (edges[-1] - edges[0]) / cells
+            if not (width > 0 and np.isfinite(width)):
+                return None
+            points = edges[0] + np.arange(cells + 1) * width
+            below = np.searchsorted(edges, points, side="left")  # edges < each grid point
+            # a value mapped to cell c lies in [points[c-1], points[c+2]) whatever the rounding,
+            # so below[c-1] is a lower bound of its index and below[c+2] an upper one
+            padded = np.concatenate(([0], below, [last + 1]))  # padded[j] = below[j - 1]
+            c = np.arange(cells)
+            steps = int(np.max(padded[np.minimum(c + 3, cells + 2)] - padded[c]))
+            if steps <= _GRID_MAX_STEPS:
+                return cls(float(edges[0]), 1.0 / width, cells, padded[:cells].copy(), steps,
+                           np.append(edges, np.inf))
+        return None
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        """np.searchsorted(edges, x, side="left") for finite x."""
+        t = x - self.origin
+        t *= self.inv_width
+        np.clip(t, 0, self.cells - 1, out=t)
+        idx = self.start[t.astype(np.intp)]
+        del t
+        for _ in range(self.steps):
+            idx += self.edges_ext[idx] < x
+        return idx
+
+
 
 @dataclass
 class _NumericProfile:
@@ -419,6 +472,14 @@ class _NumericProfile:
     cum: np.ndarray  # reference values <= each edge (int64)
     integrals: np.ndarray  # per bin (edges[k-1], edges[k]]: integral of the ECDF count minus
     # the count at edges[k-1] over the bin, i.e. sum of (edges[k] - x) over x in the bin
+    _grid: Any = field(default=False, repr=False, compare=False)  # False: not built yet
+
+    def bin_index(self, x: np.ndarray) -> np.ndarray:
+        if self._grid is False:
+            self._grid = _Grid.build(self.edges)
+        if self._grid is None:
+            return np.searchsorted(self.edges, x, side="left")
+        return self._grid.index(x)
 
     @classmethod
     def build(cls, a: np.ndarray, bins: int) -> _NumericProfile:
@@ -467,11 +528,12 @@ class _NumericProfile:
         edges = self.edges
         k_last = edges.size - 1
         # bin j holds (edges[j-1], edges[j]]; bin 0 is x <= edges[0]; bin K+1 is x > edges[K]
-        idx = np.searchsorted(edges, x, side="left")
+        idx = self.bin_index(x)
         counts = np.bincount(idx, minlength=k_last + 2)
-        anchor = np.append(edges, edges[-1])  # right end of each bin (K+1: the max, negated)
-        gaps = np.bincount(idx, weights=anchor[idx] - x, minlength=k_last + 2)
+        sums = np.bincount(idx, weights=x, minlength=k_last + 2)
         del idx
+        anchor = np.append(edges, edges[-1])  # right end of each bin (K+1: the max, negated)
+        gaps = counts * anchor - sums  # per bin: sum of (right end - x)
         cum_cur = np.cumsum(counts)[: k_last + 1].astype(np.float64)  # current <= each edge
         cum_ref = self.cum.astype(np.float64)
         f, g = cum_ref / n, cum_cur / m
