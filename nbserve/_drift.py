@@ -396,11 +396,11 @@ def _categorical_series(series: pd.Series, numeric_source: bool) -> pd.Series:
 def _exact_feature(feature: Any, ref: pd.Series, cur: pd.Series | None,
                    config: DriftConfig) -> dict:
     kind = _reference_kind(ref, config)
-    n_ref = int(ref.notna().sum())
     if kind == "unsupported":
-        return _row(feature, "unsupported", n_ref, 0 if cur is None else int(cur.notna().sum()))
+        return _row(feature, "unsupported", int(ref.notna().sum()),
+                    0 if cur is None else int(cur.notna().sum()))
     if cur is None:
-        return _row(feature, kind, n_ref, 0)
+        return _row(feature, kind, int(ref.notna().sum()), 0)
     if kind == "numeric":
         return _numeric_exact(feature, ref, cur, config)
     numeric_source = _kind_of_dtype(ref.dtype) == "number"
