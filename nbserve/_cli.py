@@ -96,7 +96,14 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if args.action == "run":
         from ._agent._main import run
 
-        return run(home, host=args.host, port=args.port)
+        from ._agent._monitor import MonitorSettings
+
+        settings = MonitorSettings.from_env()
+        if args.metrics_retention_days is not None:
+            settings.retention_days = args.metrics_retention_days
+        if args.max_samples is not None:
+            settings.max_samples = args.max_samples
+        return run(home, host=args.host, port=args.port, monitor=settings)
     if args.action == "start":
         info = start_agent(home)
         print(f"agent running: pid {info.pid} at {info.url} (home {home.root})")
@@ -148,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--home", default=None, help="NBSERVE_HOME (default: ~/.nbserve)")
     agent.add_argument("--host", default="127.0.0.1", help="address to listen on (run only)")
     agent.add_argument("--port", type=int, default=0, help="port (run only; default: any free)")
+    agent.add_argument("--metrics-retention-days", type=float, default=None,
+                       help="keep latency panes, samples and resources this long (run only; default 14)")
+    agent.add_argument("--max-samples", type=int, default=None,
+                       help="sampled requests kept per deployment (run only; default 100000)")
     agent.set_defaults(func=_cmd_agent)
     return parser
 

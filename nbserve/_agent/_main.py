@@ -19,9 +19,12 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .._config import Home
+
+if TYPE_CHECKING:
+    from ._monitor import MonitorSettings
 
 log = logging.getLogger("nbserve.agent")
 
@@ -73,7 +76,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(home: Home, host: str = "127.0.0.1", port: int = 0) -> None:
+async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None) -> None:
     import uvicorn
 
     from ._app import create_app
@@ -84,7 +87,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0) -> None:
     try:
         token = read_or_create_token(home)
         registry = Registry(home.registry)
-        manager = Manager(home, registry)
+        manager = Manager(home, registry, monitor_settings=monitor)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,7 +130,7 @@ def _owns_agent_file(home: Home) -> bool:
         return False
 
 
-def run(home: Home, host: str = "127.0.0.1", port: int = 0) -> int:
+def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     home.ensure()
     os.environ["BENTOML_HOME"] = str(home.bentoml_home)  # before bentoml is imported
@@ -144,7 +147,7 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
     try:
-        runner(serve(home, host, port))
+        runner(serve(home, host, port, monitor=monitor))
     except AgentAlreadyRunning as exc:
         print(f"nbserve agent: {exc}", file=sys.stderr)
         return 3

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from .._windows import parse_window
 from ._insights import MIN_DRIFT_ROWS, ProfileCache, feature_columns, latency_rows, summary, traffic_frame
-from ._monitor import Monitor
+from ._monitor import Monitor, MonitorSettings
 from ._proxy import StableEndpoint, Upstream
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
@@ -59,7 +59,8 @@ class DeploymentView:
 
 
 class Manager:
-    def __init__(self, home: Home, registry: Registry, *, stable_host: str = "127.0.0.1") -> None:
+    def __init__(self, home: Home, registry: Registry, *, stable_host: str = "127.0.0.1",
+                 monitor_settings: MonitorSettings | None = None) -> None:
         self.home = home
         self.registry = registry
         self.stable_host = stable_host
@@ -69,7 +70,8 @@ class Manager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts: dict[tuple[str, int], int] = {}
         self._closing = False
-        self.monitor = Monitor(home.metrics, processes=lambda: list(self.supervisor.processes.values()))
+        self.monitor = Monitor(home.metrics, settings=monitor_settings or MonitorSettings.from_env(),
+                               processes=lambda: list(self.supervisor.processes.values()))
         self.profiles = ProfileCache()
         self._drift_flags: dict[str, tuple[float, dict[str, Any]]] = {}
 

@@ -89,6 +89,18 @@ class MonitorSettings:
     resource_seconds: float = 5.0
     resource_store_seconds: float = 15.0
 
+    @classmethod
+    def from_env(cls) -> "MonitorSettings":
+        """``NBSERVE_METRICS_RETENTION_DAYS`` and ``NBSERVE_MAX_SAMPLES`` (agents started on demand)."""
+        import os
+
+        settings = cls()
+        if os.environ.get("NBSERVE_METRICS_RETENTION_DAYS"):
+            settings.retention_days = float(os.environ["NBSERVE_METRICS_RETENTION_DAYS"])
+        if os.environ.get("NBSERVE_MAX_SAMPLES"):
+            settings.max_samples = int(os.environ["NBSERVE_MAX_SAMPLES"])
+        return settings
+
 
 @dataclass
 class SamplingPolicy:
