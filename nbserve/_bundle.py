@@ -326,6 +326,19 @@ def provenance(packages: list[str], *, notebook: str | None = None) -> dict[str,
         "packages": packages,
         "git": _git_commit(where),
         "cwd": str(Path.cwd()),
+        "scheduled_run": _scheduled_run(),
+    }
+
+
+def _scheduled_run() -> dict[str, Any] | None:
+    """Set by the agent's scheduler in the environment of the notebook it executes."""
+    run_id = os.environ.get("NBSERVE_RUN_ID")
+    if not run_id:
+        return None
+    return {
+        "run_id": run_id,
+        "schedule": os.environ.get("NBSERVE_SCHEDULE"),
+        "executed_notebook": os.environ.get("NBSERVE_RUN_NOTEBOOK"),
     }
 
 
