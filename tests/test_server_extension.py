@@ -196,3 +196,26 @@ def test_extension_is_not_imported_by_nbserve() -> None:
     code = "import sys, nbserve; print('jupyter_server' in sys.modules, 'nbserve._jupyter' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_installed_into_jupyter_enabled_ok() -> None:
+    """`pip install` put the prebuilt panel and the server extension config in place."""
+    import subprocess
+    import sys
+
+    jupyter = [sys.executable, "-m", "jupyter"]
+    out = subprocess.run([*jupyter, "labextension", "list"], capture_output=True, text=True, check=True)
+    lines = [_strip_ansi(line) for line in (out.stdout + out.stderr).splitlines()]
+    (line,) = [line for line in lines if "nbserve-labextension" in line]
+    assert line.split()[2:4] == ["enabled", "OK"], line
+    assert "(python, nbserve)" in line, line
+
+    out = subprocess.run([*jupyter, "server", "extension", "list"], capture_output=True, text=True, check=True)
+    text = _strip_ansi(out.stdout + out.stderr)
+    assert "nbserve._jupyter enabled" in text and "nbserve._jupyter  OK" in text, text

@@ -151,7 +151,7 @@ export class Actions {
   }
 
   /** Insert a cell with the matching `%deploy` commands below the active cell of the current notebook. */
-  async openInNotebook(name: string, version: number | null = null): Promise<boolean> {
+  async openInNotebook(name: string, rollbackTo: number | null = null): Promise<boolean> {
     const panel = this.notebooks?.currentWidget ?? null;
     if (!panel) {
       Notification.warning('nbserve: open a notebook first; the cell goes into the current notebook', {
@@ -170,7 +170,7 @@ export class Actions {
       '%load_ext nbserve',
       `%deploy --history ${name}`,
       `# redeploy:  %deploy MODEL --name ${name} --sample SAMPLE`,
-      `# roll back: %deploy --rollback ${name}${version !== null ? ` --to ${version}` : ''}`,
+      `# roll back: %deploy --rollback ${name}${rollbackTo !== null ? ` --to ${rollbackTo}` : ''}`,
       `# logs:      %deploy --logs ${name}`
     ];
     cell.model.sharedModel.setSource(lines.join('\n'));

@@ -105,6 +105,18 @@ export function lineChart(
     if (d) {
       node('path', { d, class: `nbserve-chart-line nbserve-series-${i}` }, el);
     }
+    if (s.values.length <= 90) {
+      // points as dots too: a single minute of traffic is a dot, not an invisible line
+      const n = s.values.length;
+      s.values.forEach((value, j) => {
+        if (value === null || value === undefined || !isFinite(value)) {
+          return;
+        }
+        const cx = left + (n > 1 ? (j * w) / (n - 1) : w / 2);
+        const cy = top + h - (max > 0 ? (value / max) * h : 0);
+        node('circle', { cx: cx.toFixed(1), cy: cy.toFixed(1), r: 1.8, class: `nbserve-series-fill-${i}` }, el);
+      });
+    }
     const lx = width - 6 - (series.length - i) * 44;
     node('rect', { x: lx, y: 4, width: 8, height: 3, class: `nbserve-series-fill-${i}` }, el);
     text(el, lx + 11, 11, s.label);

@@ -126,6 +126,7 @@ export class DeploymentDetail extends Widget {
     this.node.dataset.name = name;
     this.node.dataset.version = String(detail?.version ?? '');
     this.node.scrollTop = scroll;
+    this._renderedWidth = this.node.clientWidth;
   }
 
   private header(detail: IDeploymentDetail, brief: IDeploymentBrief | undefined): HTMLElement {
@@ -167,39 +168,54 @@ export class DeploymentDetail extends Widget {
 
   private history(detail: IDeploymentDetail): HTMLElement {
     const targets = new Set(rollbackTargets(detail));
-    const table = h('table', { class: 'nbserve-table nbserve-history' });
-    table.appendChild(
-      h('thead', {}, h('tr', {}, ...['v', 'status', 'when', 'who', 'notebook · cell', ''].map(t => h('th', { text: t }))))
-    );
-    const body = h('tbody');
-    const rows = [...detail.history].sort((a, b) => b.version - a.version);
-    for (const row of rows) {
-      body.appendChild(this.versionRow(detail.name, row, targets.has(row.version)));
-      if (row.error) {
-        body.appendChild(h('tr', { class: 'nbserve-version-error' }, cell(h('pre', { text: row.error }), 6)));
-      }
+    const list = h('div', { class: 'nbserve-history' });
+    for (const row of [...detail.history].sort((a, b) => b.version - a.version)) {
+      list.appendChild(this.versionRow(detail.name, row, targets.has(row.version)));
     }
-    table.appendChild(body);
-    return section('Versions', table);
+    return section('Versions', list);
   }
 
+  /** One version: number, status, when and who; notebook and cell; its error if it failed. */
   private versionRow(name: string, row: IHistoryRow, canRollBack: boolean): HTMLElement {
-    const where = row.notebook ? `${basename(row.notebook)}${row.cell !== null && row.cell !== undefined ? ` · [${row.cell}]` : ''}` : '–';
-    const whereTitle = [row.notebook, row.cell_sha256 ? `cell sha256 ${row.cell_sha256}…` : '', row.model ?? '', row.description ?? '', row.bento ?? '']
+    const cellNo = row.cell !== null && row.cell !== undefined ? ` · cell [${row.cell}]` : '';
+    const where = row.notebook ? `${basename(row.notebook)}${cellNo}` : 'not from a notebook';
+    const provenance = [
+      row.notebook,
+      row.cell_sha256 ? `cell sha256 ${row.cell_sha256}…` : '',
+      row.model ?? '',
+      row.bento ?? ''
+    ]
       .filter(Boolean)
       .join('\n');
     const action = canRollBack
-      ? button('Roll back', () => void this.commands.execute('nbserve:rollback', { name, to: row.version }), 'nbserve-rollback', `Point the stable URL at v${row.version}`)
+      ? button(
+          'Roll back',
+          () => void this.commands.execute('nbserve:rollback', { name, to: row.version }),
+          'nbserve-rollback',
+          `Point the stable URL at v${row.version}`
+        )
       : null;
     return h(
-      'tr',
-      { class: `nbserve-version-row${row.live ? ' nbserve-live' : ''}`, data: { version: String(row.version), status: row.status } },
-      h('td', { class: 'nbserve-version-number', text: `v${row.version}` }),
-      h('td', {}, h('span', { class: `nbserve-vstatus nbserve-vstatus-${row.status}`, text: row.status })),
-      h('td', {}, ago(row.created_at)),
-      h('td', { text: row.created_by ?? '–' }),
-      h('td', { text: where, title: whereTitle }),
-      h('td', {}, action)
+      'div',
+      {
+        class: `nbserve-version-row${row.live ? ' nbserve-live' : ''}`,
+        data: { version: String(row.version), status: row.status }
+      },
+      h(
+        'div',
+        { class: 'nbserve-version-line' },
+        h('span', { class: 'nbserve-version-number', text: `v${row.version}` }),
+        h('span', { class: `nbserve-vstatus nbserve-vstatus-${row.status}`, text: row.status }),
+        h('span', { class: 'nbserve-muted' }, ago(row.created_at), ` · ${row.created_by ?? '–'}`),
+        action
+      ),
+      h(
+        'div',
+        { class: 'nbserve-version-meta', title: provenance },
+        where,
+        row.description ? h('span', { class: 'nbserve-description', text: ` — ${row.description}` }) : null
+      ),
+      row.error ? h('pre', { class: 'nbserve-version-error', text: row.error }) : null
     );
   }
 
@@ -215,14 +231,15 @@ export class DeploymentDetail extends Widget {
     } else {
       const times = m.latency.map(p => p.time);
       const chart = h('div', { class: 'nbserve-chart-box' });
+      const width = this.chartWidth();
       chart.appendChild(lineChart(`latency (last ${m.window})`, times, [
         { label: 'p50', values: m.latency.map(p => p.p50_ms) },
         { label: 'p99', values: m.latency.map(p => p.p99_ms) }
-      ], ' ms'));
+      ], ' ms', width));
       chart.appendChild(lineChart('requests/s and errors', times, [
         { label: 'req/s', values: m.latency.map(p => p.rps) },
         { label: 'err/min', values: m.latency.map(p => p.errors) }
-      ], ''));
+      ], '', width));
       parts.push(chart);
     }
     if (m.drift === null) {
@@ -240,12 +257,26 @@ export class DeploymentDetail extends Widget {
           { class: 'nbserve-chart-box' },
           barChart(
             'drift score per feature (line: threshold)',
-            d.features.map(f => ({ label: f.feature, value: f.score, threshold: f.threshold, flagged: f.drifted }))
+            d.features.map(f => ({ label: f.feature, value: f.score, threshold: f.threshold, flagged: f.drifted })),
+            this.chartWidth()
           )
         )
       );
     }
     return section('Traffic and drift', ...parts);
+  }
+
+  /** Charts fill the panel's width (the sidebar is narrow and resizable). */
+  private chartWidth(): number {
+    return Math.max(200, Math.min(600, this.node.clientWidth - 28));
+  }
+
+  protected onResize(msg: Widget.ResizeMessage): void {
+    super.onResize(msg);
+    const width = this.node.clientWidth;
+    if (this._detail && Math.abs(width - this._renderedWidth) > 16) {
+      this.render();
+    }
   }
 
   private events(events: IEvent[]): HTMLElement {
@@ -303,6 +334,7 @@ export class DeploymentDetail extends Widget {
   private _logVersion: number | null = null;
   private _error: NbserveApiError | null = null;
   private _loadedAt = 0;
+  private _renderedWidth = 0;
   private _stamp = '';
   private _closed = new Signal<this, void>(this);
 }
@@ -317,12 +349,6 @@ function stamp(brief: IDeploymentBrief | undefined): string {
 
 function section(title: string, ...children: HTMLElement[]): HTMLElement {
   return h('section', { class: 'nbserve-section', data: { section: title.toLowerCase() } }, h('h3', { text: title }), ...children);
-}
-
-function cell(child: HTMLElement, span: number): HTMLElement {
-  const td = h('td', {}, child);
-  td.colSpan = span;
-  return td;
 }
 
 function basename(path: string): string {

@@ -31,7 +31,7 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 }
 
 export function button(label: string, onClick: () => void, cls = '', title = ''): HTMLButtonElement {
-  const el = h('button', { class: `nbserve-button jp-mod-styled ${cls}`.trim(), text: label, title });
+  const el = h('button', { class: `nbserve-button ${cls}`.trim(), text: label, title });
   el.type = 'button';
   el.addEventListener('click', event => {
     event.stopPropagation();

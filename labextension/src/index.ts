@@ -5,7 +5,7 @@ import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyte
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 
-import { Actions, notifyError } from './actions';
+import { Actions, notifyError, rollbackTargets } from './actions';
 import { NbserveAPI } from './api';
 import { nbserveIcon } from './icons';
 import { DeploymentsModel } from './model';
@@ -75,7 +75,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (!dep) {
           return false;
         }
-        const inserted = await actions.openInNotebook(dep.name, dep.version);
+        const inserted = await actions.openInNotebook(dep.name, rollbackTargets(dep)[0] ?? null);
         if (inserted) {
           Notification.info(`Inserted a %deploy cell for ${dep.name}`, { autoClose: 3000 });
         }

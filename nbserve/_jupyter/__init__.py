@@ -15,6 +15,3 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
     return [{"module": "nbserve._jupyter", "app": NbserveExtension}]
 
-
-def _jupyter_labextension_paths() -> list[dict[str, str]]:
-    return [{"src": "labextension", "dest": "nbserve-labextension"}]
