@@ -129,33 +129,33 @@ export function lineChart(
 
 export interface IBar {
   label: string;
-  value: number | null;
-  threshold: number | null;
+  /** How far past its threshold: 1 is the threshold, above 1 drifted. */
+  severity: number | null;
   flagged: boolean | null;
+  note: string;
 }
 
-/** Horizontal bars (drift score per feature) with each feature's threshold marked. */
+/** Horizontal bars (drift severity per feature), the threshold as a line at 1. */
 export function barChart(title: string, bars: IBar[], width = 300): SVGSVGElement {
   const row = 16;
   const height = 18 + bars.length * row;
   const el = svg(width, height, 'nbserve-chart');
-  const left = 100;
-  const w = width - left - 40;
+  const left = Math.min(100, width * 0.32);
+  const w = width - left - 64;
   text(el, 0, 11, title);
-  const values = bars.flatMap(b => [b.value, b.threshold]).filter((v): v is number => v !== null && isFinite(v));
-  const max = values.length ? Math.max(...values) * 1.1 : 1;
+  const CAP = 4;
+  const values = bars.map(b => b.severity).filter((v): v is number => v !== null && isFinite(v));
+  const max = Math.max(1.5, Math.min(CAP, Math.max(0, ...values)) * 1.05);
+  const tx = left + w / max;
   bars.forEach((bar, i) => {
     const y = 18 + i * row;
     text(el, left - 4, y + 10, bar.label.length > 16 ? bar.label.slice(0, 15) + '…' : bar.label, 'end');
-    const value = bar.value ?? 0;
+    const value = Math.min(CAP, bar.severity ?? 0);
     const cls = bar.flagged ? 'nbserve-bar nbserve-bar-flagged' : 'nbserve-bar';
     node('rect', { x: left, y: y + 2, width: Math.max(1, (value / max) * w), height: row - 5, class: cls }, el);
-    if (bar.threshold !== null && isFinite(bar.threshold)) {
-      const tx = left + (bar.threshold / max) * w;
-      node('line', { x1: tx, y1: y, x2: tx, y2: y + row - 1, class: 'nbserve-chart-threshold' }, el);
-    }
-    text(el, left + w + 4, y + 10, bar.value === null ? '–' : fmt(bar.value));
+    text(el, left + w + 4, y + 10, bar.note);
   });
+  node('line', { x1: tx, y1: 14, x2: tx, y2: height, class: 'nbserve-chart-threshold' }, el);
   return el;
 }
 

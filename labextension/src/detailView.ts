@@ -6,7 +6,17 @@ import { CommandRegistry } from '@lumino/commands';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { IDeploymentBrief, IDeploymentDetail, IEvent, IHistoryRow, ILogs, IMetrics, NbserveApiError, asApiError } from './api';
+import {
+  IDeploymentBrief,
+  IDeploymentDetail,
+  IDriftFeature,
+  IEvent,
+  IHistoryRow,
+  ILogs,
+  IMetrics,
+  NbserveApiError,
+  asApiError
+} from './api';
 import { rollbackTargets } from './actions';
 import { barChart, fmt, lineChart } from './charts';
 import { ago, button, h, statusBadge, urlLine } from './dom';
@@ -256,8 +266,13 @@ export class DeploymentDetail extends Widget {
           'div',
           { class: 'nbserve-chart-box' },
           barChart(
-            'drift score per feature (line: threshold)',
-            d.features.map(f => ({ label: f.feature, value: f.score, threshold: f.threshold, flagged: f.drifted })),
+            'drift per feature (line: threshold)',
+            d.features.map(f => ({
+              label: f.feature,
+              severity: severity(f),
+              flagged: f.drifted,
+              note: `${f.method} ${fmt(f.score)}`
+            })),
             this.chartWidth()
           )
         )
@@ -345,6 +360,19 @@ function stamp(brief: IDeploymentBrief | undefined): string {
     return '';
   }
   return JSON.stringify([brief.status, brief.version, brief.versions]);
+}
+
+/** P-values drift below their threshold, distances above theirs: 1 is the threshold either way. */
+const PVALUE_METHODS = ['ks', 'chisquare', 'z'];
+
+function severity(f: IDriftFeature): number | null {
+  if (f.score === null || f.threshold === null || !isFinite(f.score) || !isFinite(f.threshold)) {
+    return null;
+  }
+  if (PVALUE_METHODS.includes(f.method)) {
+    return f.threshold / Math.max(f.score, 1e-300);
+  }
+  return f.score / Math.max(f.threshold, 1e-300);
 }
 
 function section(title: string, ...children: HTMLElement[]): HTMLElement {

@@ -199,7 +199,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     page.wait_for_selector(f'.nbserve-row[data-name="{NAME}"][data-version="2"]', timeout=10000)
     assert time.monotonic() - live_at < 10, "the panel took more than 10 s to show the new version"
     assert page.evaluate("() => window.__nbserveDeploy") == "ok"
-    _predict_version(v1.url, rows)  # a little traffic for the metrics
+    nbserve.get(NAME).predict(X_test)  # traffic for the metrics: enough rows for a drift report
     page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-list-light.png"))
 
     # The detail: both versions, v2 live and from the notebook, v1 warm.
@@ -214,6 +214,8 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert v1_row.get_attribute("data-status") == "warm"
     assert "Untitled" in v2_row.inner_text() or ".ipynb" in v2_row.inner_text()
     detail.locator('section[data-section="logs"] pre').wait_for(timeout=20000)
+    detail.locator(".nbserve-bar").first.wait_for(timeout=20000)  # the drift chart, drawn in SVG
+    assert detail.locator(".nbserve-bar").count() >= 4
     page.screenshot(path=str(ARTIFACTS / "lab-light.png"))
     tab_visible.screenshot(path=str(ARTIFACTS / "panel-detail-light.png"))
 
@@ -236,6 +238,15 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert _predict_version(v1.url, rows) == "1"
     assert nbserve.get(NAME).version == 1
     page.wait_for_selector('.nbserve-version-row[data-version="1"][data-status="live"]', timeout=10000)
+
+    # An action the agent refuses: its message comes back as a JupyterLab error notification.
+    page.evaluate("(name) => { window.jupyterapp.commands.execute('nbserve:rollback', {name, to: 99}); }", NAME)
+    dialog.wait_for(timeout=10000)
+    dialog.locator("button.jp-mod-accept").click()
+    toast = page.locator(".Toastify__toast--error", has_text="v99")
+    toast.wait_for(timeout=20000)
+    assert "99" in toast.inner_text().split("v99", 1)[1], toast.inner_text()
+    assert nbserve.get(NAME).version == 1
 
     # Dark theme: the panel follows JupyterLab's theme variables.
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
