@@ -111,6 +111,7 @@ def lab(module_home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(url, token, process, log)
     finally:
         _stop(process)
+        _assert_nothing_left(root)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -126,6 +127,21 @@ def _stop(process: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     process.wait(timeout=10)
+
+
+def _assert_nothing_left(root: Path) -> None:
+    """No kernel (its connection file is under the lab's runtime dir) outlives the lab."""
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if str(root) in " ".join(proc.info.get("cmdline") or []):
+                left.append(f"{proc.pid}: {' '.join(proc.cmdline())}")
+                proc.kill()
+        except psutil.Error:
+            continue
+    assert not left, "processes left behind by jupyter lab:\n" + "\n".join(left)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +216,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert time.monotonic() - live_at < 10, "the panel took more than 10 s to show the new version"
     assert page.evaluate("() => window.__nbserveDeploy") == "ok"
     nbserve.get(NAME).predict(X_test)  # traffic for the metrics: enough rows for a drift report
+    page.mouse.move(800, 500)
     page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-list-light.png"))
 
     # The detail: both versions, v2 live and from the notebook, v1 warm.
@@ -248,6 +265,28 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert "99" in toast.inner_text().split("v99", 1)[1], toast.inner_text()
     assert nbserve.get(NAME).version == 1
 
+    # The palette's "nbserve: rollback deployment…" asks which deployment, which version, then confirms.
+    page.evaluate("() => { window.jupyterapp.commands.execute('nbserve:rollback'); }")
+    which = page.locator(".jp-Dialog", has_text="Roll back which deployment?")
+    which.wait_for(timeout=10000)
+    assert NAME in which.locator("select").inner_text()
+    which.locator("button.jp-mod-accept").click()
+    to = page.locator(".jp-Dialog", has_text=f"Roll back {NAME} (live: v1) to")
+    to.wait_for(timeout=10000)
+    assert "v2 (warm)" in to.locator("select").inner_text()
+    to.locator("button.jp-mod-accept").click()
+    confirm = page.locator(".jp-Dialog", has_text=f"Roll back {NAME} to version 2?")
+    confirm.wait_for(timeout=10000)
+    confirm.locator("button.jp-mod-reject").click()  # cancelled: nothing moves
+    confirm.wait_for(state="detached", timeout=10000)
+    assert nbserve.get(NAME).version == 1
+
+    # "nbserve: show deployments" brings the panel back after the sidebar is collapsed.
+    page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+    page.locator("#nbserve-deployments").wait_for(state="hidden", timeout=10000)
+    page.evaluate("() => window.jupyterapp.commands.execute('nbserve:show-deployments')")
+    page.locator("#nbserve-deployments").wait_for(state="visible", timeout=10000)
+
     # Dark theme: the panel follows JupyterLab's theme variables.
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_selector('body[data-jp-theme-light="false"]', state="attached", timeout=20000)
@@ -256,6 +295,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     page.screenshot(path=str(ARTIFACTS / "lab-dark.png"))
     detail.locator("button.nbserve-back").click()
     page.locator(".nbserve-List").wait_for(timeout=10000)
+    page.mouse.move(800, 500)  # no hover highlight in the screenshot
     page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-list-dark.png"))
     background = page.evaluate(
         "() => getComputedStyle(document.querySelector('.nbserve-Panel')).backgroundColor")
