@@ -1,0 +1,766 @@
+"""Scheduled notebook runs: cron schedules that retrain and redeploy a deployment.
+
+A schedule names a notebook, a cron expression (croniter) in a time zone, and papermill
+parameters. When it is due, the agent executes the notebook with papermill in a child
+process of its own (own session, the agent's private environment plus ``NBSERVE_HOME``
+and the run's identity), so the notebook's ``nbserve.deploy(...)`` / ``%deploy`` goes to
+*this* agent through the ordinary API, with every check a deploy gets. The version that
+run produced is found afterwards by its provenance (``scheduled_run.run_id``).
+
+Rules kept here, in one place:
+
+- every run is recorded (``schedule_runs``): status, duration, parameters, the executed
+  notebook, the version it produced or why none, the error cut to what matters;
+- a schedule with a run in progress does not start another: the overlap is recorded as
+  ``skipped``;
+- due times missed while the agent was down are handled once, by the schedule's policy
+  (``run_once`` or ``skip``), never as a burst;
+- a run past its timeout, a removed schedule, and the agent stopping end the whole
+  process tree (papermill and its kernel, which leads its own session);
+- the clock is injectable and :meth:`Scheduler.tick` fires what is due at any instant,
+  so "3 a.m." can be made to happen at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psutil
+
+from .._config import Home, private_env
+from .._names import check_name
+from ..errors import Conflict, InvalidArgument, NotFound
+from ._registry import Registry
+from ._supervisor import kill_tree
+
+log = logging.getLogger("nbserve.agent")
+
+DEFAULT_TIMEOUT = 1800.0
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MISSED_POLICIES = ("skip", "run_once")
+RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "skipped")
+TRIGGERS = ("cron", "manual", "missed")
+# A due time younger than this is on time (the loop wakes within seconds of it); an older
+# one was missed (the agent was down, or asleep) and goes to the missed-run policy.
+ON_TIME_SECONDS = 120.0
+POLL_SECONDS = 5.0  # the loop looks at the clock at least this often
+KILL_GRACE = 5.0
+ERROR_CHARS = 1000
+
+Clock = Callable[[], _dt.datetime]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    name             TEXT PRIMARY KEY,
+    deployment       TEXT NOT NULL,
+    notebook         TEXT NOT NULL,
+    cron             TEXT NOT NULL,
+    timezone         TEXT NOT NULL,
+    parameters       TEXT NOT NULL DEFAULT '{}',
+    timeout_seconds  REAL NOT NULL,
+    missed           TEXT NOT NULL CHECK (missed IN ('skip', 'run_once')),
+    paused           INTEGER NOT NULL DEFAULT 0,
+    created_by       TEXT,
+    created_at       TEXT NOT NULL,
+    next_run_at      TEXT,
+    last_run_at      TEXT
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    schedule           TEXT NOT NULL,
+    deployment         TEXT NOT NULL,
+    trigger            TEXT NOT NULL CHECK (trigger IN ('cron', 'manual', 'missed')),
+    status             TEXT NOT NULL
+                       CHECK (status IN ('running', 'succeeded', 'failed', 'timed_out', 'skipped')),
+    due_at             TEXT,
+    started_at         TEXT NOT NULL,
+    finished_at        TEXT,
+    duration_seconds   REAL,
+    parameters         TEXT NOT NULL DEFAULT '{}',
+    executed_notebook  TEXT,
+    log_path           TEXT,
+    version            INTEGER,
+    reason             TEXT,
+    error              TEXT,
+    actor              TEXT
+);
+CREATE INDEX IF NOT EXISTS schedule_runs_by_schedule ON schedule_runs (schedule, id);
+"""
+
+
+def utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def _iso(when: _dt.datetime | None) -> str | None:
+    return when.astimezone(_dt.UTC).isoformat(timespec="seconds") if when is not None else None
+
+
+def _parse(text: str | None) -> _dt.datetime | None:
+    return _dt.datetime.fromisoformat(text) if text else None
+
+
+def aware(when: _dt.datetime) -> _dt.datetime:
+    """A naive datetime is taken as UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def check_cron(expr: str) -> str:
+    from croniter import croniter
+
+    expr = " ".join(str(expr).split())
+    fields = expr.split(" ")
+    if not expr or not (expr.startswith("@") or len(fields) == 5) or not croniter.is_valid(expr):
+        raise InvalidArgument(
+            f"invalid cron expression {expr!r}",
+            hint="five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' "
+            "(every day at 03:00), '*/15 * * * *', '0 6 * * 1-5'; or @hourly, @daily, @weekly",
+        )
+    return expr
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidArgument(
+            f"unknown time zone {name!r}",
+            hint="use an IANA time zone name such as 'UTC', 'Europe/Paris' or 'America/New_York'",
+        ) from None
+
+
+def check_notebook(path: str) -> Path:
+    import nbformat
+
+    notebook = Path(str(path)).expanduser()
+    if not notebook.is_absolute():
+        raise InvalidArgument(
+            f"the notebook path must be absolute, got {path!r}",
+            hint="the Python API and the CLI resolve relative paths for you",
+        )
+    if not notebook.is_file():
+        raise InvalidArgument(f"no notebook at {notebook}", hint="check the path (on the agent's host)")
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:  # noqa: BLE001 - JSON, nbformat and validation errors alike
+        raise InvalidArgument(
+            f"{notebook} is not a valid notebook: {type(exc).__name__}: {str(exc)[:300]}",
+            hint="open and save it in Jupyter, or check it with `jupyter nbconvert --to notebook`",
+        ) from None
+    return notebook.resolve()
+
+
+def check_parameters(params: dict[str, Any] | None, deployment: str) -> dict[str, Any]:
+    params = dict(params or {})
+    for key in params:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidArgument(
+                f"parameter name {key!r} is not a Python identifier",
+                hint="papermill assigns each parameter as a variable in the notebook",
+            )
+    if "nbserve_scheduled_run" in params:
+        raise InvalidArgument("nbserve_scheduled_run is set by the scheduler (True in every run)")
+    if params.get("deployment_name", deployment) != deployment:
+        raise InvalidArgument(
+            f"deployment_name={params['deployment_name']!r} differs from the schedule's deployment {deployment!r}",
+            hint="the deployment a schedule retrains is its --name; it is passed as deployment_name",
+        )
+    try:
+        json.dumps(params)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"parameters must be JSON values: {exc}") from None
+    return params
+
+
+def next_due(cron: str, tz: str, after: _dt.datetime) -> _dt.datetime:
+    """The first due time strictly after ``after``, as an aware UTC datetime."""
+    from croniter import croniter
+
+    local = aware(after).astimezone(ZoneInfo(tz))
+    return croniter(cron, local).get_next(_dt.datetime).astimezone(_dt.UTC)
+
+
+def latest_due(cron: str, tz: str, at: _dt.datetime) -> _dt.datetime:
+    """The last due time at or before ``at`` (UTC)."""
+    from croniter import croniter
+
+    local = (aware(at) + _dt.timedelta(seconds=1)).astimezone(ZoneInfo(tz)).replace(microsecond=0)
+    return croniter(cron, local).get_prev(_dt.datetime).astimezone(_dt.UTC)
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    name: str
+    deployment: str
+    notebook: str
+    cron: str
+    timezone: str
+    parameters: dict[str, Any]
+    timeout_seconds: float
+    missed: str
+    paused: bool
+    created_by: str | None
+    created_at: str
+    next_run_at: str | None
+    last_run_at: str | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    schedule: str
+    deployment: str
+    trigger: str
+    status: str
+    due_at: str | None
+    started_at: str
+    finished_at: str | None
+    duration_seconds: float | None
+    parameters: dict[str, Any]
+    executed_notebook: str | None
+    log_path: str | None
+    version: int | None
+    reason: str | None
+    error: str | None
+    actor: str | None
+
+
+def _schedule(row: sqlite3.Row) -> ScheduleRow:
+    data = dict(row)
+    data["parameters"] = json.loads(data["parameters"] or "{}")
+    data["paused"] = bool(data["paused"])
+    return ScheduleRow(**data)
+
+
+def _run(row: sqlite3.Row) -> RunRow:
+    data = dict(row)
+    data["parameters"] = json.loads(data["parameters"] or "{}")
+    return RunRow(**data)
+
+
+@dataclass
+class _Active:
+    """A run in progress: its papermill process and every process seen under it."""
+
+    run_id: int
+    schedule: str
+    proc: asyncio.subprocess.Process | None = None
+    known: dict[int, psutil.Process] = field(default_factory=dict)
+    stop_reason: str | None = None
+    task: asyncio.Task[Any] | None = None
+
+    def scan(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for proc in procs:
+            self.known.setdefault(proc.pid, proc)
+
+
+# -- the scheduler ----------------------------------------------------------------------
+
+
+class Scheduler:
+    """Schedules, their runs, and the loop that fires them. One per agent."""
+
+    def __init__(self, home: Home, registry: Registry, *, clock: Clock | None = None,
+                 python: str | None = None, poll_seconds: float = POLL_SECONDS) -> None:
+        self.home = home
+        self.registry = registry
+        self.clock: Clock = clock or utc_now
+        self.python = python or sys.executable
+        self.poll_seconds = poll_seconds
+        self.runs_dir = home.root / "runs"
+        self._active: dict[str, _Active] = {}
+        self._loop_task: asyncio.Task[Any] | None = None
+        self._wake: asyncio.Event | None = None
+        self._tick_lock: asyncio.Lock | None = None
+        self._closing = False
+        with registry.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def now(self) -> _dt.datetime:
+        return aware(self.clock())
+
+    # -- reads --------------------------------------------------------------------------
+
+    def schedules(self) -> list[ScheduleRow]:
+        with self.registry.transaction() as db:
+            rows = db.execute("SELECT * FROM schedules ORDER BY name").fetchall()
+        return [_schedule(r) for r in rows]
+
+    def get(self, name: str) -> ScheduleRow:
+        with self.registry.transaction() as db:
+            row = db.execute("SELECT * FROM schedules WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = [s.name for s in self.schedules()]
+            raise _not_found(
+                f"no schedule named {name!r}",
+                hint=f"schedules: {', '.join(known)}" if known else "add one with `nbserve schedule add`",
+            )
+        return _schedule(row)
+
+    def runs(self, name: str, limit: int = 100) -> list[RunRow]:
+        self.get(name)
+        with self.registry.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM schedule_runs WHERE schedule = ? ORDER BY id DESC LIMIT ?", (name, limit)
+            ).fetchall()
+        return [_run(r) for r in reversed(rows)]
+
+    def get_run(self, name: str, run_id: int) -> RunRow:
+        with self.registry.transaction() as db:
+            row = db.execute(
+                "SELECT * FROM schedule_runs WHERE schedule = ? AND id = ?", (name, run_id)
+            ).fetchone()
+        if row is None:
+            self.get(name)
+            raise _not_found(f"schedule {name!r} has no run {run_id}", hint=f"see `nbserve schedule runs {name}`")
+        return _run(row)
+
+    def running(self, name: str) -> int | None:
+        """The id of the run of this schedule in progress, if any."""
+        active = self._active.get(name)
+        return active.run_id if active else None
+
+    # -- changes ------------------------------------------------------------------------
+
+    def add(self, *, name: str, notebook: str, cron: str, deployment: str | None = None,
+            parameters: dict[str, Any] | None = None, timezone: str = "UTC",
+            timeout: float = DEFAULT_TIMEOUT, missed: str = "run_once", actor: str | None = None) -> ScheduleRow:
+        """Validate everything, then store the schedule with its first due time."""
+        deployment = check_name(deployment or name)
+        check_name(name)
+        cron = check_cron(cron)
+        check_timezone(timezone)
+        nb_path = check_notebook(notebook)
+        params = check_parameters(parameters, deployment)
+        if missed not in MISSED_POLICIES:
+            raise InvalidArgument(f"missed must be 'skip' or 'run_once', got {missed!r}")
+        if not 0 < float(timeout) <= MAX_TIMEOUT:
+            raise InvalidArgument(f"timeout must be from 1 second to 7 days, got {timeout!r}")
+        now = self.now()
+        nxt = next_due(cron, timezone, now)
+        try:
+            with self.registry.transaction() as db:
+                db.execute(
+                    "INSERT INTO schedules (name, deployment, notebook, cron, timezone, parameters,"
+                    " timeout_seconds, missed, paused, created_by, created_at, next_run_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    (name, deployment, str(nb_path), cron, timezone, json.dumps(params), float(timeout),
+                     missed, actor, _iso(now), _iso(nxt)),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(
+                f"a schedule named {name!r} exists",
+                hint=f"remove it first (`nbserve schedule remove {name}`), or pick another --schedule-name",
+            ) from None
+        self.registry.add_event(
+            "schedule_added", f"schedule {name}: {nb_path.name} at {cron!r} ({timezone}); next {_iso(nxt)}",
+            deployment=deployment, actor=actor, data={"schedule": name, "cron": cron, "parameters": params},
+        )
+        self._poke()
+        return self.get(name)
+
+    def pause(self, name: str, *, actor: str | None = None) -> ScheduleRow:
+        row = self.get(name)
+        self._update(name, paused=1)
+        self.registry.add_event("schedule_paused", f"schedule {name} paused", deployment=row.deployment,
+                                actor=actor, data={"schedule": name})
+        return self.get(name)
+
+    def resume(self, name: str, *, actor: str | None = None) -> ScheduleRow:
+        """Unpause; the next due time counts from now (a paused period is not caught up)."""
+        row = self.get(name)
+        nxt = next_due(row.cron, row.timezone, self.now())
+        self._update(name, paused=0, next_run_at=_iso(nxt))
+        self.registry.add_event("schedule_resumed", f"schedule {name} resumed; next {_iso(nxt)}",
+                                deployment=row.deployment, actor=actor, data={"schedule": name})
+        self._poke()
+        return self.get(name)
+
+    async def remove(self, name: str, *, actor: str | None = None) -> ScheduleRow:
+        """Stop its run in progress (if any), then delete it and its run records.
+
+        Executed notebooks stay on disk: versions' provenance points at them.
+        """
+        row = self.get(name)
+        active = self._active.get(name)
+        if active is not None:
+            await self._stop(active, "schedule removed")
+        with self.registry.transaction() as db:
+            db.execute("DELETE FROM schedule_runs WHERE schedule = ?", (name,))
+            db.execute("DELETE FROM schedules WHERE name = ?", (name,))
+        self.registry.add_event("schedule_removed", f"schedule {name} removed", deployment=row.deployment,
+                                actor=actor, data={"schedule": name})
+        return row
+
+    def _update(self, name: str, **fields: Any) -> None:
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        with self.registry.transaction() as db:
+            db.execute(f"UPDATE schedules SET {assignments} WHERE name = ?", (*fields.values(), name))
+
+    # -- firing -------------------------------------------------------------------------
+
+    async def tick(self, now: _dt.datetime | None = None) -> list[RunRow]:
+        """Fire every schedule due at ``now`` (default: the clock); return the runs recorded.
+
+        A due time younger than ``ON_TIME_SECONDS`` runs as ``cron``. An older one was
+        missed: ``run_once`` runs it once (``missed``), ``skip`` records one ``skipped``
+        run; either way the due times in between collapse into that one record. The next
+        due time is then counted from ``now``.
+        """
+        now = aware(now or self.now())
+        if self._tick_lock is None:
+            self._tick_lock = asyncio.Lock()
+        fired: list[RunRow] = []
+        async with self._tick_lock:
+            for row in self.schedules():
+                due = _parse(row.next_run_at)
+                if row.paused or due is None or due > now:
+                    continue
+                latest = latest_due(row.cron, row.timezone, now)
+                latest = max(latest, due)
+                nxt = next_due(row.cron, row.timezone, now)
+                self._update(row.name, next_run_at=_iso(nxt), last_run_at=_iso(now))
+                if (now - latest).total_seconds() <= ON_TIME_SECONDS:
+                    fired.append(self._fire(row, "cron", due_at=latest))
+                elif row.missed == "run_once":
+                    fired.append(self._fire(row, "missed", due_at=latest))
+                else:
+                    fired.append(self._record_skipped(
+                        row, "missed", due_at=latest,
+                        reason=f"missed {_missed_text(row, due, latest)} while the agent was not running; "
+                               "the missed-run policy is skip",
+                    ))
+        self._poke()
+        return fired
+
+    def run_now(self, name: str, *, actor: str | None = None) -> RunRow:
+        """Start a run at once (``manual``); ``skipped`` if one is in progress."""
+        row = self.get(name)
+        return self._fire(row, "manual", due_at=None, actor=actor)
+
+    def _fire(self, row: ScheduleRow, trigger: str, *, due_at: _dt.datetime | None,
+              actor: str | None = None) -> RunRow:
+        # No await between the check and the insert: two ticks cannot both start a run.
+        active = self._active.get(row.name)
+        if active is not None:
+            return self._record_skipped(
+                row, trigger, due_at=due_at, actor=actor,
+                reason=f"run {active.run_id} of schedule {row.name} is still running",
+            )
+        if self._closing:
+            return self._record_skipped(row, trigger, due_at=due_at, actor=actor, reason="the agent is stopping")
+        params = {"deployment_name": row.deployment, **row.parameters, "nbserve_scheduled_run": True}
+        run_id = self._insert_run(row, trigger, "running", due_at=due_at, params=params, actor=actor)
+        out_dir = self.runs_dir / row.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        executed, log_path = out_dir / f"{run_id}.ipynb", out_dir / f"{run_id}.log"
+        with self.registry.transaction() as db:
+            db.execute("UPDATE schedule_runs SET executed_notebook = ?, log_path = ? WHERE id = ?",
+                       (str(executed), str(log_path), run_id))
+        active = _Active(run_id, row.name)
+        self._active[row.name] = active
+        active.task = asyncio.get_running_loop().create_task(
+            self._execute(row, active, params, executed, log_path))
+        return self._get_run(run_id)
+
+    def _insert_run(self, row: ScheduleRow, trigger: str, status: str, *, due_at: _dt.datetime | None,
+                    params: dict[str, Any], actor: str | None = None, reason: str | None = None,
+                    finished: bool = False) -> int:
+        started = _iso(self.now())
+        with self.registry.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO schedule_runs (schedule, deployment, trigger, status, due_at, started_at,"
+                " finished_at, duration_seconds, parameters, reason, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.name, row.deployment, trigger, status, _iso(due_at), started,
+                 started if finished else None, 0.0 if finished else None, json.dumps(params), reason, actor),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def _record_skipped(self, row: ScheduleRow, trigger: str, *, due_at: _dt.datetime | None, reason: str,
+                        actor: str | None = None) -> RunRow:
+        run_id = self._insert_run(row, trigger, "skipped", due_at=due_at, params=row.parameters,
+                                  actor=actor, reason=reason, finished=True)
+        self.registry.add_event("scheduled_run", f"schedule {row.name}: run {run_id} skipped: {reason}",
+                                deployment=row.deployment,
+                                data={"schedule": row.name, "run": run_id, "status": "skipped"})
+        return self._get_run(run_id)
+
+    def _get_run(self, run_id: int) -> RunRow:
+        with self.registry.transaction() as db:
+            found = db.execute("SELECT * FROM schedule_runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(found)
+
+    # -- executing ----------------------------------------------------------------------
+
+    def _command(self, notebook: Path, executed: Path, params: dict[str, Any]) -> list[str]:
+        return [
+            self.python, "-m", "papermill", str(notebook), str(executed),
+            "-y", json.dumps(params),  # JSON is YAML: types are kept exactly
+            "-k", "python3", "--cwd", str(notebook.parent),
+            "--no-progress-bar", "--log-output", "--request-save-on-cell-execute",
+        ]
+
+    async def _execute(self, row: ScheduleRow, active: _Active, params: dict[str, Any], executed: Path,
+                       log_path: Path) -> None:
+        run_id = active.run_id
+        notebook = Path(row.notebook)
+        build_home = self.runs_dir / ".bentoml" / str(run_id)
+        env = private_env({
+            "NBSERVE_HOME": str(self.home.root),
+            "NBSERVE_RUN_ID": str(run_id),
+            "NBSERVE_SCHEDULE": row.name,
+            "NBSERVE_RUN_NOTEBOOK": str(executed),
+            "NBSERVE_NOTEBOOK_PATH": str(notebook),
+            # the run's own BentoML store for building; the agent imports the Bento into its own
+            "BENTOML_HOME": str(build_home),
+            "PYTHONUNBUFFERED": "1",
+        })
+        started = time.monotonic()
+        status, reason, error = "failed", None, None
+        try:
+            if not notebook.is_file():
+                raise FileNotFoundError(f"the notebook {notebook} is gone")
+            with log_path.open("ab") as log_file:
+                active.proc = await asyncio.create_subprocess_exec(
+                    *self._command(notebook, executed, params),
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    env=env, cwd=str(notebook.parent), start_new_session=True,
+                )
+            watcher = asyncio.get_running_loop().create_task(self._watch(active))
+            try:
+                code = await asyncio.wait_for(active.proc.wait(), timeout=row.timeout_seconds)
+            except TimeoutError:
+                code = None
+            finally:
+                watcher.cancel()
+            if active.stop_reason is not None:
+                status, reason = "failed", active.stop_reason
+            elif code is None:
+                status, reason = "timed_out", f"the run took longer than its timeout ({row.timeout_seconds:g} s)"
+            elif code == 0:
+                status = "succeeded"
+            else:
+                status = "failed"
+                error = _notebook_error(executed) or _log_error(log_path) or f"papermill exited with code {code}"
+        except asyncio.CancelledError:
+            status, reason = "failed", active.stop_reason or "agent stopped"
+        except Exception as exc:  # noqa: BLE001 - the run fails, the agent does not
+            log.exception("scheduled run %s of %s could not run", run_id, row.name)
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            await self._kill(active)
+            shutil.rmtree(build_home, ignore_errors=True)
+            self._finish(row, run_id, status, time.monotonic() - started, reason=reason, error=error)
+            if self._active.get(row.name) is active:
+                del self._active[row.name]
+
+    async def _watch(self, active: _Active) -> None:
+        """Record every process under the run while it runs (the kernel leads its own session)."""
+        while True:
+            active.scan()
+            await asyncio.sleep(0.5)
+
+    async def _kill(self, active: _Active) -> None:
+        """End the run's whole tree: what was seen under it, and anything carrying its run id."""
+        active.scan()
+        procs = list(active.known.values())
+        procs += [p for p in await asyncio.to_thread(_processes_of_run, self.home, active.run_id)
+                  if p.pid not in active.known]
+        if procs:
+            left = await asyncio.to_thread(kill_tree, procs, KILL_GRACE)
+            if left:
+                log.warning("scheduled run %s: processes still alive after SIGKILL: %s", active.run_id, left)
+        if active.proc is not None and active.proc.returncode is None:
+            try:
+                await asyncio.wait_for(active.proc.wait(), timeout=5)
+            except TimeoutError:  # pragma: no cover
+                pass
+
+    def _finish(self, row: ScheduleRow, run_id: int, status: str, duration: float, *,
+                reason: str | None, error: str | None) -> None:
+        version = self._produced_version(row.deployment, run_id)
+        if version is None and reason is None:
+            reason = {
+                "succeeded": f"the notebook finished without deploying {row.deployment} "
+                             "(no nbserve.deploy or %deploy ran)",
+                "failed": "the notebook failed before it deployed",
+            }.get(status, "no version was deployed")
+        elif version is not None and status == "timed_out":
+            reason = f"{reason}; v{version} had been handed to the agent before"
+        with self.registry.transaction() as db:
+            db.execute(
+                "UPDATE schedule_runs SET status = ?, finished_at = ?, duration_seconds = ?, version = ?,"
+                " reason = COALESCE(?, reason), error = ? WHERE id = ?",
+                (status, _iso(self.now()), round(duration, 3), version, reason,
+                 error[:ERROR_CHARS] if error else None, run_id),
+            )
+        what = f"v{version}" if version is not None else "no version"
+        detail = error or reason or ""
+        self.registry.add_event(
+            "scheduled_run", f"schedule {row.name}: run {run_id} {status} ({what})" + (f": {detail}" if detail else ""),
+            deployment=row.deployment, version=version,
+            data={"schedule": row.name, "run": run_id, "status": status, "duration_seconds": round(duration, 3)},
+        )
+
+    def _produced_version(self, deployment: str, run_id: int) -> int | None:
+        found = [
+            v.number for v in self.registry.list_versions(deployment)
+            if str(((v.metadata.get("provenance") or {}).get("scheduled_run") or {}).get("run_id")) == str(run_id)
+        ]
+        return max(found) if found else None
+
+    async def _stop(self, active: _Active, reason: str) -> None:
+        active.stop_reason = reason
+        await self._kill(active)
+        if active.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(active.task), timeout=15)
+            except (TimeoutError, asyncio.CancelledError):  # pragma: no cover
+                pass
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """After the agent listens: close runs a previous agent left open, catch up, loop."""
+        self._wake = asyncio.Event()
+        with self.registry.transaction() as db:
+            stale = [_run(r) for r in db.execute("SELECT * FROM schedule_runs WHERE status = 'running'")]
+        for run in stale:
+            for proc in await asyncio.to_thread(_processes_of_run, self.home, run.id):
+                await asyncio.to_thread(kill_tree, [proc], KILL_GRACE)
+            with self.registry.transaction() as db:
+                db.execute(
+                    "UPDATE schedule_runs SET status = 'failed', finished_at = ?, reason = ? WHERE id = ?",
+                    (_iso(self.now()), "the agent stopped during the run", run.id),
+                )
+        await self.tick()
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        assert self._wake is not None
+        while not self._closing:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - a bad tick must not end the loop
+                log.exception("scheduler tick failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._sleep_seconds())
+            except TimeoutError:
+                pass
+
+    def _sleep_seconds(self) -> float:
+        now = self.now()
+        dues = [_parse(s.next_run_at) for s in self.schedules() if not s.paused and s.next_run_at]
+        soonest = min(((d - now).total_seconds() for d in dues if d is not None), default=self.poll_seconds)
+        return min(self.poll_seconds, max(0.05, soonest))
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the loop, and every run in progress (tree killed, recorded as failed)."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        for active in list(self._active.values()):
+            await self._stop(active, "agent stopped")
+
+
+def _missed_text(row: ScheduleRow, first: _dt.datetime | None, latest: _dt.datetime) -> str:
+    if first is None or first >= latest:
+        return f"the run due at {_iso(latest)}"
+    return f"the runs due from {_iso(first)} to {_iso(latest)}"
+
+
+def _not_found(message: str, *, hint: str | None = None) -> NotFound:
+    from .. import errors
+
+    cls = getattr(errors, "ScheduleNotFound", NotFound)
+    return cls(message, hint=hint)
+
+
+def _processes_of_run(home: Home, run_id: int) -> list[psutil.Process]:
+    """Live processes started for this run: they carry its home and run id in their environment."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            env = proc.environ()
+            if (env.get("NBSERVE_RUN_ID") == str(run_id) and env.get("NBSERVE_HOME") == str(home.root)
+                    and proc.status() != psutil.STATUS_ZOMBIE):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _notebook_error(executed: Path) -> str | None:
+    """``ename: evalue`` of the first cell that raised, from the executed notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except Exception:  # noqa: BLE001 - missing or half-written
+        return None
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                where = f" (cell {cell.get('execution_count')})" if cell.get("execution_count") else ""
+                return f"{out.get('ename')}: {_strip_ansi(str(out.get('evalue')))}{where}"
+    return None
+
+
+def _log_error(log_path: Path) -> str | None:
+    """The last meaningful line of papermill's log (kernel missing, bad parameters...)."""
+    from ._supervisor import log_tail
+
+    lines = [line.strip() for line in log_tail(log_path, 40).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return _strip_ansi(line)
+    return _strip_ansi(lines[-1]) if lines else None
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
