@@ -181,6 +181,40 @@ class Deployment:
         )
         return self
 
+    # -- rollouts ---------------------------------------------------------------------
+
+    def rollout(self) -> dict[str, Any] | None:
+        """The canary or shadow under way: version, percent, gates, figures so far, verdict."""
+        return self._client.get(f"/v1/deployments/{self.name}/rollout")
+
+    def promote(self) -> "Deployment":
+        """Make the canary (or shadow) version live now; the previous one stays warm."""
+        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()})
+        return self
+
+    def abort(self) -> "Deployment":
+        """End the canary (or shadow): its traffic goes back to the live version at once."""
+        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()})
+        return self
+
+    def set_canary(self, percent: float) -> "Deployment":
+        """Change the share of requests the canary gets (0 < percent <= 100)."""
+        self._data = self._client.post(f"/v1/deployments/{self.name}/canary",
+                                       json={"percent": percent, "actor": _actor()})
+        return self
+
+    def gates(self, *, p99_ms: float | None = None, error_rate: float | None = None,
+              drift_share: float | None = None, min_requests: int | None = None,
+              window: str | None = None, clear: bool = False) -> dict[str, Any]:
+        """Set what a canary or shadow must meet (merged with the current gates; ``clear``
+        starts from none) and return them. While a rollout runs the agent checks them every
+        2 s: a breach rolls back on its own; passing for ``window`` promotes with auto_promote."""
+        given = {"p99_ms": p99_ms, "error_rate": error_rate, "drift_share": drift_share,
+                 "min_requests": min_requests, "window": window}
+        current = {} if clear else self._client.get(f"/v1/deployments/{self.name}/config")["gates"]
+        gates = {**current, **{k: v for k, v in given.items() if v is not None}}
+        return self.configure(gates=gates)["gates"]
+
     def stop(self) -> "Deployment":
         """Stop every serving process; the stable URL stays and answers 503 until started."""
         self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()})
@@ -212,8 +246,8 @@ class Deployment:
             if v["status"] != "starting":
                 return self.refresh()  # superseded by a rollback or a later deploy
             if progress is not None:
-                progress.step("health" if v["running"] else "starting",
-                              v.get("upstream_url") if v["running"] else None)
+                step = "parity" if v["ready"] else "health" if v["running"] else "starting"
+                progress.step(step, v.get("upstream_url") if v["running"] and not v["ready"] else None)
             time.sleep(0.05)
         raise DeployFailed(f"v{number} was not live after {timeout:.0f} s",
                            hint=f"see `nbserve logs {self.name} --version {number}`")
@@ -428,6 +462,11 @@ def deploy(
     notebook: str | None = None,
     timeout: float = 300.0,
     progress: bool = True,
+    canary: float | None = None,
+    shadow: bool = False,
+    auto_promote: bool = False,
+    skip_parity: bool = False,
+    sticky_header: str | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -443,13 +482,26 @@ def deploy(
         notebook: the notebook path for provenance (found automatically in Jupyter).
         timeout: seconds to wait for the new version to pass its health check.
         progress: show the steps as they run.
+        canary: send this percent of the stable URL's requests to the new version instead of
+            making it live (sticky per client when ``sticky_header`` names a request header);
+            ``dep.promote()``, ``dep.abort()``, ``dep.set_canary(50)``; the deployment's gates
+            (``dep.gates(...)``) roll it back on their own when breached.
+        shadow: mirror live traffic to the new version and compare its answers; users only
+            ever get the live version's answers.
+        auto_promote: promote the canary (or shadow) once the gates pass for their window.
+        skip_parity: do not replay the reference sample through the new server before it
+            takes traffic (the skip is recorded in the version's history).
 
-    Returns the :class:`Deployment`, with the new version live. If anything fails the
+    Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
     """
     from ._bundle import build_bundle
 
+    from ._agent._rollout import ReleasePlan
+
     check_name(name)
+    ReleasePlan(canary=canary, shadow=shadow, auto_promote=auto_promote, skip_parity=skip_parity,
+                sticky_header=sticky_header)  # a wrong option fails before anything is built
     show = Progress(f"Deploying {name}", enabled=progress)
     try:
         show.step("checking")
@@ -466,7 +518,9 @@ def deploy(
             show.step("uploading", bundle.bento_tag)
             version = client.post(
                 f"/v1/deployments/{name}/versions",
-                json={"archive_path": str(bundle.archive), "stable_port": port, "actor": _actor()},
+                json={"archive_path": str(bundle.archive), "stable_port": port, "actor": _actor(),
+                      "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
+                      "skip_parity": skip_parity, "sticky_header": sticky_header},
                 timeout=max(60.0, timeout),
             )
         finally:
@@ -475,7 +529,13 @@ def deploy(
                                   "versions": []})
         show.step("starting")
         dep.wait_for_version(version["number"], timeout=timeout, progress=show)
-        show.step("live", f"{dep.url} (v{dep.version})")
+        rollout = dep._data.get("rollout")
+        if rollout and rollout.get("version") == version["number"]:
+            share = f"{rollout['percent']:g}% of requests" if rollout["mode"] == "canary" else "mirrored traffic"
+            show.step("live", f"v{rollout['version']} is a {rollout['mode']} on {share}; v{dep.version} stays live "
+                      f"at {dep.url}")
+        else:
+            show.step("live", f"{dep.url} (v{dep.version})")
         show.finish(True)
         return dep
     except NbserveError as exc:

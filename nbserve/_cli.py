@@ -71,6 +71,32 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).promote()
+    print(f"{dep.name}: v{dep.version} is live at {dep.url}")
+    return 0
+
+
+def _cmd_abort(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).abort()
+    print(f"{dep.name}: rollout ended; v{dep.version} serves every request")
+    return 0
+
+
+def _cmd_canary(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target)
+    if args.percent is not None:
+        dep.set_canary(args.percent)
+    print(json.dumps(dep.rollout(), indent=2, default=str))
+    return 0
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from ._api import get
 
@@ -143,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", type=int, default=None, help="version number (default: the previous)")
     add("stop", _cmd_stop, "stop a deployment's serving processes")
     add("start", _cmd_start, "start a stopped deployment again")
+    add("promote", _cmd_promote, "make the canary (or shadow) version live")
+    add("abort", _cmd_abort, "end the canary (or shadow); the live version takes all traffic")
+    canary = add("canary", _cmd_canary, "show the rollout under way (and change the canary's share)")
+    canary.add_argument("percent", nargs="?", type=float, default=None, help="new share in percent")
     logs = add("logs", _cmd_logs, "server log of a version")
     logs.add_argument("--version", type=int, default=None, help="version (default: live)")
     logs.add_argument("--lines", type=int, default=200)

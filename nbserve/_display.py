@@ -20,6 +20,7 @@ STEPS = {
     "uploading": "Handing the Bento to the agent",
     "starting": "Starting the server",
     "health": "Health check (/readyz)",
+    "parity": "Parity check (replaying the reference sample)",
     "live": "Live",
 }
 

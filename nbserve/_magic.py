@@ -17,6 +17,8 @@ from .errors import NbserveError
 
 USAGE = """\
 %deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N]
+        [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
+%deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
 %deploy --rollback NAME [--to N]
@@ -51,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target")
     p.add_argument("--to", type=int)
     p.add_argument("--version", type=int)
+    p.add_argument("--canary", type=float)
+    p.add_argument("--shadow", action="store_true")
+    p.add_argument("--auto-promote", action="store_true")
+    p.add_argument("--skip-parity", action="store_true")
+    p.add_argument("--sticky-header")
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--list", action="store_true")
     actions.add_argument("--history", metavar="NAME")
@@ -59,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--start", metavar="NAME")
     actions.add_argument("--logs", metavar="NAME")
     actions.add_argument("--watch", metavar="NAME")
+    actions.add_argument("--promote", metavar="NAME")
+    actions.add_argument("--abort", metavar="NAME")
+    actions.add_argument("--set-canary", metavar="NAME")
     p.add_argument("--window", default="15m")
     return p
 
@@ -94,6 +104,14 @@ class DeployMagics(Magics):
             return _api.get(args.stop, target=target).stop()
         if args.start:
             return _api.get(args.start, target=target).start()
+        if args.promote:
+            return _api.get(args.promote, target=target).promote()
+        if args.abort:
+            return _api.get(args.abort, target=target).abort()
+        if args.set_canary:
+            if args.canary is None:
+                raise UsageError(f"--set-canary needs --canary PERCENT\n\n{USAGE}")
+            return _api.get(args.set_canary, target=target).set_canary(args.canary)
         if args.watch:
             return _api.get(args.watch, target=target).dashboard(window=args.window)
         if args.logs:
@@ -110,7 +128,9 @@ class DeployMagics(Magics):
         model = self._lookup(args.model, "MODEL")
         sample = self._lookup(args.sample, "--sample")
         return _api.deploy(
-            model, args.name, sample, description=args.description, port=args.port, target=target
+            model, args.name, sample, description=args.description, port=args.port, target=target,
+            canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
+            skip_parity=args.skip_parity, sticky_header=args.sticky_header,
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

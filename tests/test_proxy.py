@@ -810,3 +810,109 @@ def test_a_failing_observer_never_breaks_the_proxy(run, up_a, caplog):
 
     run(main())
     assert "observer" in caplog.text and "observer bug" in caplog.text
+
+
+# -- canary, sticky routing, shadow, sampling ------------------------------------------------
+
+
+def test_canary_gets_its_share_of_requests(run, up_a, up_b):
+    async def main() -> None:
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_canary(up_b.upstream, 25)
+            responses, failures = await load(p.client, 2000, 8)
+            assert failures == []
+            labels = [r.headers["x-nbserve-version"] for r in responses]
+            check_labels(responses)
+            share = labels.count("B") / len(labels)
+            assert 0.20 < share < 0.30, share  # 25% +- 5 sigma-ish of a binomial(2000, 0.25)
+            p.ep.set_canary(None)
+            responses, _ = await load(p.client, 50, 4)
+            assert {r.headers["x-nbserve-version"] for r in responses} == {"A"}
+
+    run(main())
+
+
+def test_a_sticky_header_keeps_each_client_on_one_side(run, up_a, up_b):
+    async def main() -> None:
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_canary(up_b.upstream, 50, sticky_header="X-Client")
+            seen: dict[str, set[str]] = {}
+            for client_id in range(40):
+                for _ in range(5):
+                    r = await p.client.get("/whoami", headers={"x-client": f"user-{client_id}"})
+                    seen.setdefault(f"user-{client_id}", set()).add(r.headers["x-nbserve-version"])
+            assert all(len(sides) == 1 for sides in seen.values())  # never split
+            sides = [next(iter(s)) for s in seen.values()]
+            assert 5 < sides.count("B") < 35  # the keys spread over both sides
+            # no header: random routing again
+            labels = {(await p.client.get("/whoami")).headers["x-nbserve-version"] for _ in range(60)}
+            assert labels == {"A", "B"}
+
+    run(main())
+
+
+def test_shadow_gets_a_copy_and_never_answers(run, up_a, up_b):
+    from nbserve._agent._proxy import ShadowResult
+
+    async def main() -> None:
+        results: list[ShadowResult] = []
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_shadow(up_b.upstream, results.append)
+            for i in range(20):
+                r = await p.client.post("/echo", content=json.dumps({"i": i}).encode())
+                assert r.headers["x-nbserve-version"] == "A" and r.json()["label"] == "A"
+            deadline = time.monotonic() + 10
+            while len(results) < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert len(results) == 20
+            for res in results:
+                assert res.label == "B" and res.status == 200 and res.live_status == 200
+                live, shadow = json.loads(res.live_body), json.loads(res.body)
+                assert live["label"] == "A" and shadow["label"] == "B" and live["body"] == shadow["body"]
+            assert (await p.client.get("/whoami")).status_code == 200  # GETs are not mirrored
+            await asyncio.sleep(0.2)
+            assert len(results) == 20
+            p.ep.set_shadow(None)
+            await p.client.post("/echo", content=b"{}")
+            await asyncio.sleep(0.2)
+            assert len(results) == 20
+
+    run(main())
+
+
+def test_a_dead_shadow_is_a_finding_not_a_failure(run, up_a):
+    from nbserve._agent._proxy import ShadowResult
+
+    async def main() -> None:
+        results: list[ShadowResult] = []
+        dead = Upstream(HOST, _free_port(), "ghost")
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_shadow(dead, results.append)
+            r = await p.client.post("/echo", content=b"{}")
+            assert r.status_code == 200
+            deadline = time.monotonic() + 10
+            while not results and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert results[0].status == 0 and "Connect" in results[0].error or "refused" in results[0].error.lower()
+
+    run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def test_only_sampled_requests_hand_their_response_to_the_observer(run, up_a):
+    async def main() -> None:
+        picks = iter([True, False, True])
+        async with Proxy(up_a.upstream, sampler=lambda: next(picks)) as p:
+            for i in range(3):
+                await p.client.post("/echo", content=json.dumps({"n": i}).encode())
+            first, second, third = p.records
+            assert json.loads(first.response)["body"] == '{"n": 0}' and first.body == b'{"n": 0}'
+            assert second.response is None and second.body == b'{"n": 1}'
+            assert json.loads(third.response)["body"] == '{"n": 2}'
+
+    run(main())

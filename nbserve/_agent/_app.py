@@ -29,6 +29,7 @@ from .._windows import parse_window
 from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
+from ._rollout import ReleasePlan
 from ._supervisor import log_tail
 
 log = logging.getLogger("nbserve.agent")
@@ -63,7 +64,7 @@ class VersionOut(BaseModel):
     created_at: str
     created_by: str | None
     bento_tag: str
-    status: Literal["starting", "live", "warm", "stopped", "failed"]
+    status: Literal["starting", "live", "warm", "canary", "shadow", "stopped", "failed"]
     error: str | None
     running: bool = Field(description="a serving process of this version is up")
     ready: bool = Field(description="that process passed its health check and can take traffic")
@@ -79,6 +80,9 @@ class DeploymentOut(BaseModel):
     latest_version: int | None
     created_at: str
     keep_warm: int
+    rollout: dict[str, Any] | None = Field(
+        default=None, description="the canary or shadow under way: mode, version, percent, started_at, auto_promote"
+    )
     versions: list[VersionOut]
 
 
@@ -100,6 +104,12 @@ class DeployRequest(BaseModel):
     stable_port: int | None = Field(default=None, ge=1024, le=65535)
     remove_archive: bool = False
     actor: str | None = Field(default=None, max_length=200)
+    canary: float | None = Field(default=None, gt=0, le=100, description="percent of requests for the new version")
+    shadow: bool = Field(default=False, description="mirror live traffic to the new version; never answer from it")
+    auto_promote: bool = Field(default=False, description="promote once the gates pass for their window")
+    skip_parity: bool = Field(default=False, description="do not replay the reference sample before traffic")
+    sticky_header: str | None = Field(default=None, max_length=100,
+                                      description="canary routing by a hash of this header's value")
 
 
 class RollbackRequest(BaseModel):
@@ -109,6 +119,25 @@ class RollbackRequest(BaseModel):
 
 class ActorRequest(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
+
+
+class CanaryRequest(BaseModel):
+    percent: float = Field(gt=0, le=100)
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class RolloutOut(BaseModel):
+    mode: Literal["canary", "shadow"]
+    version: int
+    percent: float | None
+    sticky_header: str | None = None
+    auto_promote: bool
+    started_at: float
+    started_by: str | None = None
+    gates: dict[str, Any]
+    figures: dict[str, Any] = Field(description="requests, p50_ms, p99_ms, error_rate, drift_share, age_seconds")
+    verdict: Literal["waiting", "pass", "breach"]
+    reasons: list[str]
 
 
 class ReportRequest(BaseModel):
@@ -187,9 +216,11 @@ class LogsOut(BaseModel):
 
 def version_out(view_or_none: DeploymentView | None, v: VersionRow) -> VersionOut:
     proc = view_or_none.running.get(v.number) if view_or_none else None
+    rollout = view_or_none.row.rollout if view_or_none else {}
+    status = rollout["mode"] if rollout and rollout.get("version") == v.number else v.status
     return VersionOut(
         deployment=v.deployment, number=v.number, created_at=v.created_at, created_by=v.created_by,
-        bento_tag=v.bento_tag, status=v.status, error=v.error,  # type: ignore[arg-type]
+        bento_tag=v.bento_tag, status=status, error=v.error,  # type: ignore[arg-type]
         running=proc is not None, ready=bool(proc and proc.ready),
         upstream_url=proc.url if proc else None, metadata=v.metadata,
     )
@@ -201,6 +232,7 @@ def deployment_out(view: DeploymentView) -> DeploymentOut:
         live_version=view.row.live_version,
         latest_version=view.versions[-1].number if view.versions else None,
         created_at=view.row.created_at, keep_warm=view.row.keep_warm,
+        rollout=view.row.rollout or None,
         versions=[version_out(view, v) for v in view.versions],
     )
 
@@ -287,9 +319,11 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
     @app.post("/v1/deployments/{name}/versions", response_model=VersionOut, status_code=202,
               dependencies=auth, tags=["deployments"])
     async def create_version(name: str, body: DeployRequest) -> VersionOut:
+        release = ReleasePlan(canary=body.canary, shadow=body.shadow, auto_promote=body.auto_promote,
+                              skip_parity=body.skip_parity, sticky_header=body.sticky_header)
         version = await manager.deploy(
             name, Path(body.archive_path), actor=body.actor, stable_port=body.stable_port,
-            remove_archive=body.remove_archive,
+            remove_archive=body.remove_archive, release=release,
         )
         return version_out(manager.view(name), version)
 
@@ -302,6 +336,31 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
               tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest) -> DeploymentOut:
         await manager.rollback(name, body.to, actor=body.actor)
+        return deployment_out(manager.view(name))
+
+    @app.get("/v1/deployments/{name}/rollout", response_model=RolloutOut | None, dependencies=auth,
+             tags=["rollouts"])
+    async def rollout(name: str) -> RolloutOut | None:
+        """The canary or shadow under way with its gates, figures and verdict (null: none)."""
+        found = await asyncio.to_thread(manager.rollout, name)
+        return RolloutOut(**found) if found else None
+
+    @app.post("/v1/deployments/{name}/promote", response_model=DeploymentOut, dependencies=auth,
+              tags=["rollouts"])
+    async def promote(name: str, body: ActorRequest | None = None) -> DeploymentOut:
+        await manager.promote(name, actor=body.actor if body else None)
+        return deployment_out(manager.view(name))
+
+    @app.post("/v1/deployments/{name}/abort", response_model=DeploymentOut, dependencies=auth,
+              tags=["rollouts"])
+    async def abort(name: str, body: ActorRequest | None = None) -> DeploymentOut:
+        await manager.abort(name, actor=body.actor if body else None)
+        return deployment_out(manager.view(name))
+
+    @app.post("/v1/deployments/{name}/canary", response_model=DeploymentOut, dependencies=auth,
+              tags=["rollouts"])
+    async def set_canary(name: str, body: CanaryRequest) -> DeploymentOut:
+        await manager.set_canary(name, body.percent, actor=body.actor)
         return deployment_out(manager.view(name))
 
     @app.post("/v1/deployments/{name}/stop", response_model=DeploymentOut, dependencies=auth,

@@ -100,7 +100,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         registry.add_event("agent_started", f"agent pid {os.getpid()} on {host}:{bound_port}")
-        manager.monitor.start()
+        manager.start_background()
         await manager.restore()
         server_task = loop.create_task(server.serve(sockets=[sock]))
         while not server.started and not server_task.done():

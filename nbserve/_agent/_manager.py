@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
+import httpx
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,16 @@ from ..errors import (
 )
 from .._windows import parse_window
 from ._insights import MIN_DRIFT_ROWS, ProfileCache, feature_columns, latency_rows, summary, traffic_frame
+from ._insights import read_reference
 from ._monitor import Monitor, MonitorSettings
+from ._rollout import (
+    PARITY_CHUNK_ROWS,
+    ReleasePlan,
+    ShadowStats,
+    check_gates,
+    compare_predictions,
+    evaluate_gates,
+)
 from ._proxy import StableEndpoint, Upstream
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
@@ -43,8 +54,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "sample_budget_per_minute": 600,  # ... up to this many a minute
     "drift": {},  # nbserve._drift.DriftConfig fields: methods, thresholds, drift share
     "drift_window": "1h",  # the traffic the summary's drift flag looks at
+    "gates": {},  # what a canary or shadow must meet: p99_ms, error_rate, drift_share, min_requests, window
 }
-DRIFT_SUMMARY_SECONDS = 10.0  # the summary's drift flag is recomputed at most this often
+DRIFT_SUMMARY_SECONDS = 10.0
+GATE_CHECK_SECONDS = 2.0  # the summary's drift flag is recomputed at most this often
 
 
 @dataclass
@@ -74,6 +87,12 @@ class Manager:
                                processes=lambda: list(self.supervisor.processes.values()))
         self.profiles = ProfileCache()
         self._drift_flags: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._shadows: dict[str, ShadowStats] = {}
+
+    def start_background(self) -> None:
+        """Background work of a running agent: request capture and rollout gates."""
+        self.monitor.start()
+        self._spawn(self._watch_rollouts())
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -143,6 +162,7 @@ class Manager:
         actor: str | None,
         stable_port: int | None = None,
         remove_archive: bool = False,
+        release: ReleasePlan | None = None,
     ) -> VersionRow:
         """Import a Bento archive and register it as the next version; roll it out in the
         background. Bad archives fail here, before any version exists."""
@@ -150,6 +170,7 @@ class Manager:
         if self._closing:
             raise Conflict("the agent is shutting down", hint="try again in a moment")
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.home)
+        metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
         if remove_archive:
             archive.unlink(missing_ok=True)
         row = self.registry.get_deployment(name)
@@ -181,9 +202,11 @@ class Manager:
         async with self._lock(name):
             version = self.registry.get_version(name, number)
             assert version is not None
+            plan = ReleasePlan(**version.metadata.get("release", {}))
             try:
                 endpoint = await self._endpoint(self.get_row(name))
                 proc = await self.supervisor.start(name, number, version.bento_tag)
+                await self._check_parity(name, number, proc, plan, actor)
             except NbserveError as exc:
                 self._fail(name, number, exc, actor)
                 return
@@ -191,6 +214,20 @@ class Manager:
                 log.exception("roll-out of %s v%s failed", name, number)
                 self._fail(name, number, DeployFailed(f"{type(exc).__name__}: {exc}"), actor)
                 return
+            row = self.get_row(name)
+            live = self.supervisor.processes.get((name, row.live_version)) if row.live_version else None
+            if plan.gradual and row.state == "serving" and live is not None and live.ready:
+                if row.rollout:
+                    await self._abort_locked(name, f"superseded by v{number}", actor=actor)
+                self._begin_rollout(name, endpoint, proc, plan, actor)
+                return
+            if plan.gradual:
+                self.registry.add_event(
+                    "rollout_skipped", f"v{number} goes live directly: no version serves to compare it with",
+                    deployment=name, version=number, actor=actor,
+                )
+            if row.rollout:
+                await self._abort_locked(name, f"superseded by v{number}", actor=actor)
             previous = self._make_live(name, endpoint, proc)
             self.registry.add_event(
                 "deployed",
@@ -199,6 +236,212 @@ class Manager:
                 data={"previous": previous, "ready_seconds": proc.ready_seconds},
             )
             await self._reap(name)
+
+    async def _check_parity(self, name: str, number: int, proc: ServingProcess, plan: ReleasePlan,
+                            actor: str | None) -> None:
+        """Replay the reference sample through the new server; refuse it if its answers are
+        not the notebook's. Raises ``DeployFailed`` (the server is stopped by the caller's
+        failure path) with the differing rows in ``details``."""
+        if plan.skip_parity:
+            self.registry.add_event("parity_skipped", f"v{number}: parity check skipped on request",
+                                    deployment=name, version=number, actor=actor)
+            return
+        _, bento_path = self.reference_path(name, number)
+        reference = await asyncio.to_thread(read_reference, bento_path)
+        if "prediction" not in reference.columns:
+            self.registry.add_event("parity_not_applicable",
+                                    f"v{number}: the model's outputs are not one value per row; not compared",
+                                    deployment=name, version=number, actor=actor)
+            return
+        expected = reference.pop("prediction").tolist()
+        got: list[Any] = []
+        async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
+            for start in range(0, len(reference), PARITY_CHUNK_ROWS):
+                chunk = reference.iloc[start:start + PARITY_CHUNK_ROWS]
+                body = '{"data": ' + chunk.to_json(orient="records", date_format="iso") + "}"
+                response = await client.post(f"{proc.url}/predict", content=body,
+                                             headers={"content-type": "application/json"})
+                if response.status_code != 200:
+                    raise DeployFailed(
+                        f"parity check: v{number} answered {response.status_code} to its own reference "
+                        f"sample: {response.text[:300]}",
+                        hint=f"see `nbserve logs {name} --version {number}`", parity={"status": "error"},
+                    )
+                got.extend(response.json())
+        report = await asyncio.to_thread(compare_predictions, expected, got, reference)
+        if report["status"] == "failed":
+            await self.supervisor.stop(proc, grace=1.0)
+            first = report["examples"][0]
+            raise DeployFailed(
+                f"parity check failed: {report['mismatches']} of {report['rows']} reference rows are "
+                f"served differently from the notebook's predictions (row {first['row']}: expected "
+                f"{first['expected']!r}, served {first['served']!r})",
+                hint="the Bento does not reproduce the notebook (a dependency or preprocessing "
+                "difference?); dep.events() has the differing rows; skip_parity=True to deploy anyway",
+                parity=report,
+            )
+        self.registry.add_event("parity_passed", f"v{number} reproduces the notebook on {report['rows']} rows",
+                                deployment=name, version=number, actor=actor, data=report)
+
+    # -- canary and shadow ---------------------------------------------------------------
+
+    def _begin_rollout(self, name: str, endpoint: StableEndpoint, proc: ServingProcess, plan: ReleasePlan,
+                       actor: str | None) -> None:
+        upstream = Upstream("127.0.0.1", proc.port, str(proc.version))
+        mode = "shadow" if plan.shadow else "canary"
+        if mode == "canary":
+            endpoint.set_canary(upstream, plan.canary or 0.0, sticky_header=plan.sticky_header)
+        else:
+            stats = self._shadows[name] = ShadowStats(proc.version)
+            endpoint.set_shadow(upstream, stats.record)
+        self.registry.set_version_status(name, proc.version, "warm")  # running, not (yet) live
+        rollout = {"mode": mode, "version": proc.version, "percent": plan.canary,
+                   "sticky_header": plan.sticky_header, "auto_promote": plan.auto_promote,
+                   "started_at": time.time(), "started_by": actor}
+        self.registry.update_deployment(name, rollout=rollout)
+        live = self.get_row(name).live_version
+        what = f"{plan.canary:g}% of requests" if mode == "canary" else "a copy of live traffic"
+        self.registry.add_event(
+            f"{mode}_started", f"v{proc.version} gets {what}; v{live} stays live"
+            + (" (promoted automatically when the gates pass)" if plan.auto_promote else ""),
+            deployment=name, version=proc.version, actor=actor, data=rollout,
+        )
+
+    def rollout(self, name: str) -> dict[str, Any] | None:
+        """The canary or shadow under way, its gates and its figures so far; None if none."""
+        row = self.get_row(name)
+        if not row.rollout:
+            return None
+        gates = check_gates(self.config(name)["gates"])
+        figures = self._rollout_figures(name, row, gates)
+        verdict, reasons = evaluate_gates(gates, figures)
+        return {**row.rollout, "gates": gates, "figures": figures, "verdict": verdict, "reasons": reasons}
+
+    def _rollout_figures(self, name: str, row: DeploymentRow, gates: dict[str, Any]) -> dict[str, Any]:
+        rollout = row.rollout
+        started = float(rollout["started_at"])
+        age = time.time() - started
+        since = max(started, time.time() - parse_window(gates["window"]))
+        if rollout["mode"] == "shadow":
+            stats = self._shadows.get(name)
+            shadow = stats.to_dict() if stats else {}
+            return {"requests": shadow.get("compared", 0), "p99_ms": shadow.get("p99_ms"),
+                    "error_rate": shadow.get("error_rate"), "drift_share": None, "age_seconds": age,
+                    "shadow": shadow}
+        panes = [p for p in self.monitor.panes(name, since, version=rollout["version"]) if p[0] * 60 + 60 > since]
+        out = summary(panes, window=time.time() - since)
+        figures = {"requests": out["requests"], "p99_ms": out["p99_ms"], "p50_ms": out["p50_ms"],
+                   "error_rate": out["error_rate"], "drift_share": None, "age_seconds": age}
+        if gates.get("drift_share") is not None:
+            try:
+                report = self.drift(name, time.time() - since, version=rollout["version"])
+                figures["drift_share"] = report.attrs.get("drift_share")
+            except NbserveError:
+                pass  # too few sampled rows yet: the gate waits
+        return figures
+
+    async def promote(self, name: str, *, actor: str | None, reason: str = "promoted") -> VersionRow:
+        async with self._lock(name):
+            return await self._promote_locked(name, actor=actor, reason=reason)
+
+    async def _promote_locked(self, name: str, *, actor: str | None, reason: str) -> VersionRow:
+        row = self.get_row(name)
+        if not row.rollout:
+            raise Conflict(f"{name} has no canary or shadow to promote",
+                           hint="deploy with canary=N or shadow=True first")
+        number = row.rollout["version"]
+        proc = self.supervisor.processes.get((name, number))
+        if proc is None or not proc.alive():
+            await self._abort_locked(name, "its server is not running", actor=actor)
+            raise DeployFailed(f"v{number} cannot be promoted: its server is not running",
+                               hint=f"see `nbserve logs {name} --version {number}`")
+        gates = check_gates(self.config(name)["gates"])
+        figures = self._rollout_figures(name, row, gates)
+        endpoint = await self._endpoint(row)
+        endpoint.set_canary(None)
+        endpoint.set_shadow(None)
+        self._shadows.pop(name, None)
+        previous = self._make_live(name, endpoint, proc)
+        self.registry.update_deployment(name, rollout={})
+        self.registry.add_event(
+            "promoted", f"v{number} promoted ({reason}); was v{previous}",
+            deployment=name, version=number, actor=actor,
+            data={"previous": previous, "reason": reason, "figures": figures, "mode": row.rollout["mode"]},
+        )
+        await self._reap(name)
+        found = self.registry.get_version(name, number)
+        assert found is not None
+        return found
+
+    async def abort(self, name: str, *, actor: str | None, reason: str = "aborted") -> None:
+        async with self._lock(name):
+            if not self.get_row(name).rollout:
+                raise Conflict(f"{name} has no canary or shadow to abort")
+            await self._abort_locked(name, reason, actor=actor)
+
+    async def _abort_locked(self, name: str, reason: str, *, actor: str | None, kind: str = "aborted",
+                            figures: dict[str, Any] | None = None) -> None:
+        """Take the new version out of the traffic path at once, then drain and stop it."""
+        row = self.get_row(name)
+        rollout = row.rollout
+        endpoint = self.endpoints.get(name)
+        if endpoint is not None:
+            endpoint.set_canary(None)
+            endpoint.set_shadow(None)
+        self._shadows.pop(name, None)
+        self.registry.update_deployment(name, rollout={})
+        number = rollout["version"]
+        self.registry.set_version_status(name, number, "stopped", error=f"{kind}: {reason}")
+        self.registry.add_event(
+            kind, f"v{number} {rollout['mode']} ended: {reason}; v{row.live_version} keeps serving",
+            deployment=name, version=number, actor=actor,
+            data={"reason": reason, "figures": figures or {}, "mode": rollout["mode"]},
+        )
+        await self._retire(name, number, "stopped")
+
+    async def set_canary(self, name: str, percent: float, *, actor: str | None) -> None:
+        async with self._lock(name):
+            row = self.get_row(name)
+            if row.rollout.get("mode") != "canary":
+                raise Conflict(f"{name} has no canary under way", hint="deploy with canary=N first")
+            ReleasePlan(canary=percent)  # validates
+            number = row.rollout["version"]
+            proc = self.supervisor.processes.get((name, number))
+            endpoint = await self._endpoint(row)
+            if proc is not None:
+                endpoint.set_canary(Upstream("127.0.0.1", proc.port, str(number)), float(percent),
+                                    sticky_header=row.rollout.get("sticky_header"))
+            self.registry.update_deployment(name, rollout={**row.rollout, "percent": float(percent)})
+            self.registry.add_event("canary_changed", f"v{number} now gets {float(percent):g}% of requests",
+                                    deployment=name, version=number, actor=actor,
+                                    data={"before": row.rollout.get("percent"), "after": float(percent)})
+
+    async def _watch_rollouts(self) -> None:
+        """Judge every canary and shadow against its gates; roll back or promote on its own."""
+        while not self._closing:
+            await asyncio.sleep(GATE_CHECK_SECONDS)
+            for row in self.registry.list_deployments():
+                if not row.rollout or row.state != "serving":
+                    continue
+                try:
+                    await self._judge(row.name)
+                except Exception:  # noqa: BLE001 - one deployment's failure must not stop the others
+                    log.exception("gate check of %s failed", row.name)
+
+    async def _judge(self, name: str) -> None:
+        async with self._lock(name):
+            row = self.get_row(name)
+            if not row.rollout:
+                return
+            gates = check_gates(self.config(name)["gates"])
+            figures = await asyncio.to_thread(self._rollout_figures, name, row, gates)
+            verdict, reasons = evaluate_gates(gates, figures)
+            if verdict == "breach":
+                await self._abort_locked(name, "; ".join(reasons), actor="nbserve-gates", kind="gate_breached",
+                                         figures=figures)
+            elif verdict == "pass" and row.rollout.get("auto_promote"):
+                await self._promote_locked(name, actor="nbserve-gates",
+                                           reason=f"gates passed for {gates['window']}")
 
     def _fail(self, name: str, number: int, exc: NbserveError, actor: str | None) -> None:
         self.registry.set_version_status(name, number, "failed", error=str(exc))
@@ -244,8 +487,9 @@ class Manager:
     async def _reap(self, name: str) -> None:
         """Keep the live version and the ``keep_warm`` most recent others; stop the rest."""
         row = self.get_row(name)
+        protected = {row.live_version, row.rollout.get("version")}
         others = sorted(
-            (v for (d, v) in self.supervisor.processes if d == name and v != row.live_version),
+            (v for (d, v) in self.supervisor.processes if d == name and v not in protected),
             reverse=True,
         )
         for number in others[row.keep_warm:]:
@@ -275,6 +519,8 @@ class Manager:
 
     async def rollback(self, name: str, to: int | None, *, actor: str | None) -> VersionRow:
         async with self._lock(name):
+            if self.get_row(name).rollout:
+                await self._abort_locked(name, "rollback requested", actor=actor)
             row = self.get_row(name)
             target = self._rollback_target(name, row, to)
             endpoint = await self._endpoint(row)
@@ -325,6 +571,8 @@ class Manager:
 
     async def stop(self, name: str, *, actor: str | None) -> None:
         async with self._lock(name):
+            if self.get_row(name).rollout:
+                await self._abort_locked(name, "deployment stopped", actor=actor)
             row = self.get_row(name)
             endpoint = self.endpoints.get(name)
             if endpoint is not None:
@@ -384,8 +632,31 @@ class Manager:
                     self.registry.set_version_status(row.name, number, "stopped")
             if row.state == "stopped" or row.live_version is None:
                 await self._endpoint(row)  # the URL answers 503 with a reason, not "refused"
+            if row.rollout:
+                self._resume_rollout(row)
         for stray in rows_by_root.values():
             self.supervisor.kill_recorded(stray)
+
+    def _resume_rollout(self, row: DeploymentRow) -> None:
+        """After an agent restart: keep the canary (or shadow) going if its server was adopted."""
+        number = row.rollout["version"]
+        proc = self.supervisor.processes.get((row.name, number))
+        endpoint = self.endpoints.get(row.name)
+        if proc is None or endpoint is None or row.state != "serving":
+            self.registry.update_deployment(row.name, rollout={})
+            self.registry.set_version_status(row.name, number, "stopped", error="aborted: agent restarted")
+            self.registry.add_event("aborted", f"v{number} {row.rollout['mode']} ended: the agent restarted "
+                                    "and its server was gone", deployment=row.name, version=number)
+            return
+        upstream = Upstream("127.0.0.1", proc.port, str(number))
+        if row.rollout["mode"] == "canary":
+            endpoint.set_canary(upstream, float(row.rollout.get("percent") or 0.0),
+                                sticky_header=row.rollout.get("sticky_header"))
+        else:
+            stats = self._shadows[row.name] = ShadowStats(number)  # comparisons restart from zero
+            endpoint.set_shadow(upstream, stats.record)
+        self.registry.add_event(f"{row.rollout['mode']}_resumed", f"v{number} {row.rollout['mode']} resumed "
+                                "after an agent restart", deployment=row.name, version=number)
 
     async def _restart(self, name: str, number: int, *, reason: str) -> None:
         async with self._lock(name):
@@ -614,6 +885,9 @@ def _validate_config(config: dict[str, Any]) -> None:
     if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= 1_000_000:
         raise InvalidArgument(f"sample_budget_per_minute must be a whole number >= 0, got {budget!r}")
     parse_window(config["drift_window"])
+    if not isinstance(config["gates"], dict):
+        raise InvalidArgument("gates must be a mapping: p99_ms, error_rate, drift_share, min_requests, window")
+    check_gates(config["gates"])
     if not isinstance(config["drift"], dict):
         raise InvalidArgument("drift must be a mapping of DriftConfig fields")
     from .._drift import DriftConfig

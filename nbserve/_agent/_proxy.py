@@ -30,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httptools
 
-__all__ = ["RequestRecord", "StableEndpoint", "Upstream"]
+__all__ = ["RequestRecord", "ShadowResult", "StableEndpoint", "Upstream"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,51 @@ class RequestRecord:
     response: bytes | None  # the response body, only for requests the sampler picked
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """A live request's answer beside the shadow version's answer to the same request."""
+
+    label: str  # the shadow version
+    live_status: int
+    live_body: bytes
+    status: int  # 0 when the shadow could not be reached
+    body: bytes
+    elapsed_ns: int
+    error: str | None
+
+
+class _OneResponse:
+    """httptools callbacks collecting one response (for mirrored requests)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.done = False
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+async def _exchange_once(upstream: Upstream, head: bytes, body: bytes) -> tuple[int, bytes]:
+    """One request on a fresh connection; (status, body). Off the hot path: shadows only."""
+    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        collector = _OneResponse()
+        parser = httptools.HttpResponseParser(collector)
+        while not collector.done:
+            data = await reader.read(65536)
+            if not data:
+                break
+            parser.feed_data(data)
+        return parser.get_status_code(), b"".join(collector.parts)
+    finally:
+        writer.close()
+
+
 class _Request:
     """A request as parsed from the client: parse state, then what we forward."""
 
@@ -116,6 +163,7 @@ class _Request:
         "body_len",
         "body_parts",
         "clen",
+        "client_key",
         "drop",
         "error",
         "expect",
@@ -130,6 +178,7 @@ class _Request:
         "method",
         "responded",
         "response",
+        "sampled",
         "started_ns",
         "url",
         "xff",
@@ -156,7 +205,9 @@ class _Request:
         self.body = b""
         self.error: tuple[int, str, str] | None = None
         self.responded = False
-        self.response: list[bytes] | None = None  # response body parts, when sampled
+        self.response: list[bytes] | None = None  # response body parts, when sampled or shadowed
+        self.sampled = False  # the sampler picked it: its response goes to the observer
+        self.client_key: bytes | None = None  # the sticky-canary header's value, if configured
 
 
 class _UpstreamConnection(asyncio.Protocol):
@@ -567,6 +618,8 @@ class _ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._cur
         lname = name.lower()
+        if lname == self._ep._sticky_header:
+            req.client_key = value
         if lname in _NOTED:
             if lname == b"host":
                 req.host = value
@@ -676,8 +729,16 @@ class _ClientConnection(asyncio.Protocol):
                     "Deploy a version of it, or roll back to a previous one, then retry.",
                 )
                 continue
+            canary = ep._canary
+            if canary is not None:
+                key = req.client_key
+                if (zlib.crc32(key) % 10_000 if key is not None else random.random() * 10_000) < ep._canary_cut:
+                    pool = canary
             if ep._sampler is not None and ep._sampler():
+                req.sampled = True
                 req.response = []
+            elif ep._shadow is not None:
+                req.response = []  # the live answer is compared with the shadow's
             self._busy = True
             self._req = req
             self._pool = pool
@@ -812,6 +873,8 @@ class _ClientConnection(asyncio.Protocol):
         ep._exchange_done(pool)
         if ep._observer is not None:
             ep._observe(req, label, status)
+        if ep._shadow is not None and pool is ep._pool and req.response is not None and req.method == b"POST":
+            ep._mirror(req, status)
         if self._closed:
             return
         if close or not req.keep_alive:
@@ -928,6 +991,14 @@ class StableEndpoint:
         self.name = name
         self._observer = observer
         self._sampler = sampler
+        self._canary: _UpstreamPool | None = None  # gets a share of new requests
+        self._canary_cut = 0.0  # share of 10,000
+        self._sticky_header: bytes | None = None
+        self._shadow: _UpstreamPool | None = None  # gets a copy of live requests; its answers are compared
+        self._on_shadow: Callable[[ShadowResult], None] | None = None
+        self._shadow_inflight = 0
+        self._shadow_max = 8
+        self.shadow_dropped = 0
         self._max_body_bytes = max_body_bytes
         self._upstream_timeout = upstream_timeout
         self._idle_timeout = idle_timeout
@@ -966,6 +1037,80 @@ class StableEndpoint:
         """Who sees each finished request, and who picks the ones whose bodies are kept."""
         self._observer = observer
         self._sampler = sampler
+
+    def set_canary(self, upstream: Upstream | None, percent: float = 0.0, *,
+                   sticky_header: str | None = None) -> None:
+        """Send ``percent`` of new requests to ``upstream`` (None: none). With a sticky header,
+        requests carrying it are routed by a hash of its value, so one client stays on one side."""
+        if upstream is None:
+            self._canary = None
+            self._canary_cut = 0.0
+            self._sticky_header = None
+            return
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = _UpstreamPool(self, upstream)
+        pool.retired = False
+        self._sticky_header = sticky_header.lower().encode("latin-1") if sticky_header else None
+        self._canary_cut = max(0.0, min(100.0, percent)) * 100
+        self._canary = pool
+
+    def set_shadow(self, upstream: Upstream | None, on_result: Callable[[ShadowResult], None] | None = None,
+                   *, max_inflight: int = 8) -> None:
+        """Mirror each live POST to ``upstream`` after it was answered; never returns its answers.
+        At most ``max_inflight`` mirrors run at once: beyond that they are counted, not sent."""
+        if upstream is None:
+            self._shadow = None
+            self._on_shadow = None
+            return
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = _UpstreamPool(self, upstream)
+        pool.retired = False
+        self._shadow_max = max_inflight
+        self._on_shadow = on_result
+        self._shadow = pool
+
+    @property
+    def canary(self) -> Upstream | None:
+        pool = self._canary
+        return None if pool is None else pool.upstream
+
+    @property
+    def shadow(self) -> Upstream | None:
+        pool = self._shadow
+        return None if pool is None else pool.upstream
+
+    def _mirror(self, req: _Request, live_status: int) -> None:
+        if self._shadow_inflight >= self._shadow_max:
+            self.shadow_dropped += 1
+            return
+        pool = self._shadow
+        self._shadow_inflight += 1
+        live = b"".join(req.response or ())
+        task = self._loop.create_task(self._mirror_one(pool, req.head, req.body, live_status, live))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _mirror_one(self, pool: _UpstreamPool, head: bytes, body: bytes, live_status: int,
+                          live: bytes) -> None:
+        started = _now_ns()
+        try:
+            status, answer = await asyncio.wait_for(
+                _exchange_once(pool.upstream, head, body), timeout=self._upstream_timeout
+            )
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a failing shadow is a finding, not a fault
+            status, answer, error = 0, b"", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._shadow_inflight -= 1
+        callback = self._on_shadow
+        if callback is not None:
+            try:
+                callback(ShadowResult(pool.upstream.label, live_status, live, status, answer,
+                                      _now_ns() - started, error))
+            except Exception:  # noqa: BLE001
+                log.exception("shadow comparison of %r failed", self.name)
 
     @property
     def upstream(self) -> Upstream | None:
@@ -1089,7 +1234,7 @@ class StableEndpoint:
                 _now_ns() - req.started_ns,
                 req.body_len,
                 req.body,
-                None if req.response is None else b"".join(req.response),
+                b"".join(req.response) if req.sampled else None,
             )
             self._observer(record)
         except Exception:

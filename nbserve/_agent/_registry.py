@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     live_version  INTEGER,
     state         TEXT NOT NULL CHECK (state IN ('serving', 'stopped')),
     keep_warm     INTEGER NOT NULL DEFAULT 1,
-    config        TEXT NOT NULL DEFAULT '{}'
+    config        TEXT NOT NULL DEFAULT '{}',
+    rollout       TEXT NOT NULL DEFAULT '{}'
 );
 
 CREATE TABLE IF NOT EXISTS versions (
@@ -91,6 +92,7 @@ class DeploymentRow:
     state: str
     keep_warm: int
     config: dict[str, Any]
+    rollout: dict[str, Any]  # {} or the canary/shadow under way: mode, version, percent, gates...
 
 
 @dataclass(frozen=True)
@@ -142,11 +144,18 @@ class Registry:
         # executescript commits on its own, so it runs outside transaction(); every
         # statement in it is idempotent.
         self._db.executescript(_SCHEMA)
+        self._migrate()
         with self.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _migrate(self) -> None:
+        """Bring an older registry file up to SCHEMA_VERSION; every step is additive."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(deployments)")}
+        if "rollout" not in columns:  # 1 -> 2: canary / shadow state of a deployment
+            self._db.execute("ALTER TABLE deployments ADD COLUMN rollout TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
@@ -187,12 +196,13 @@ class Registry:
         return found
 
     def update_deployment(self, name: str, **fields: Any) -> None:
-        allowed = {"live_version", "state", "keep_warm", "config", "stable_port"}
+        allowed = {"live_version", "state", "keep_warm", "config", "stable_port", "rollout"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        if "config" in fields:
-            fields["config"] = json.dumps(fields["config"])
+        for key in ("config", "rollout"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key], default=str)
         assignments = ", ".join(f"{key} = ?" for key in fields)
         with self.transaction() as db:
             db.execute(f"UPDATE deployments SET {assignments} WHERE name = ?", (*fields.values(), name))
@@ -306,6 +316,7 @@ class Registry:
 def _deployment(row: sqlite3.Row) -> DeploymentRow:
     data = dict(row)
     data["config"] = json.loads(data["config"] or "{}")
+    data["rollout"] = json.loads(data.get("rollout") or "{}")
     return DeploymentRow(**data)
 
 
