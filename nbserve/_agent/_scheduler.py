@@ -44,7 +44,7 @@ import psutil
 from .._config import Home, private_env
 from .._names import check_name
 from ..errors import Conflict, InvalidArgument, NotFound
-from ._registry import Registry
+from ._registry import Registry, VersionRow
 from ._supervisor import kill_tree
 
 log = logging.getLogger("nbserve.agent")
@@ -572,7 +572,8 @@ class Scheduler:
                 status = "succeeded"
             else:
                 status = "failed"
-                error = _notebook_error(executed) or _log_error(log_path) or f"papermill exited with code {code}"
+                error = (await asyncio.to_thread(_notebook_error, executed) or _log_error(log_path)
+                         or f"papermill exited with code {code}")
         except asyncio.CancelledError:
             status, reason = "failed", active.stop_reason or "agent stopped"
         except Exception as exc:  # noqa: BLE001 - the run fails, the agent does not
@@ -609,15 +610,22 @@ class Scheduler:
 
     def _finish(self, row: ScheduleRow, run_id: int, status: str, duration: float, *,
                 reason: str | None, error: str | None) -> None:
-        version = self._produced_version(row.deployment, run_id)
-        if version is None and reason is None:
+        produced = self._produced_version(row.deployment, run_id)
+        version = produced.number if produced is not None else None
+        if produced is not None and produced.status == "failed":
+            reason = f"{reason + '; ' if reason else ''}v{version} did not go live: {produced.error}"
+        elif version is None and reason is None:
             reason = {
                 "succeeded": f"the notebook finished without deploying {row.deployment} "
                              "(no nbserve.deploy or %deploy ran)",
                 "failed": "the notebook failed before it deployed",
             }.get(status, "no version was deployed")
-        elif version is not None and status == "timed_out":
-            reason = f"{reason}; v{version} had been handed to the agent before"
+        elif produced is not None and status != "succeeded":
+            # The notebook deployed before it failed (or handed its Bento over before the timeout):
+            # that version went through the deploy's own checks and is not undone here.
+            state = "was still starting" if produced.status == "starting" else "had been deployed"
+            reason = (f"{reason + '; ' if reason else ''}v{version} {state} when the run ended; "
+                      f"it is not rolled back (`nbserve rollback {row.deployment}` does)")
         with self.registry.transaction() as db:
             db.execute(
                 "UPDATE schedule_runs SET status = ?, finished_at = ?, duration_seconds = ?, version = ?,"
@@ -633,12 +641,13 @@ class Scheduler:
             data={"schedule": row.name, "run": run_id, "status": status, "duration_seconds": round(duration, 3)},
         )
 
-    def _produced_version(self, deployment: str, run_id: int) -> int | None:
+    def _produced_version(self, deployment: str, run_id: int) -> VersionRow | None:
+        """The newest version of the deployment whose provenance names this run."""
         found = [
-            v.number for v in self.registry.list_versions(deployment)
+            v for v in self.registry.list_versions(deployment)
             if str(((v.metadata.get("provenance") or {}).get("scheduled_run") or {}).get("run_id")) == str(run_id)
         ]
-        return max(found) if found else None
+        return found[-1] if found else None
 
     async def _stop(self, active: _Active, reason: str) -> None:
         active.stop_reason = reason
@@ -664,7 +673,10 @@ class Scheduler:
                     "UPDATE schedule_runs SET status = 'failed', finished_at = ?, reason = ? WHERE id = ?",
                     (_iso(self.now()), "the agent stopped during the run", run.id),
                 )
-        await self.tick()
+        try:
+            await self.tick()  # due times missed while the agent was down: the policy, once
+        except Exception:  # noqa: BLE001 - the agent serves even if the scheduler cannot
+            log.exception("scheduler catch-up failed")
         self._loop_task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:

@@ -1,0 +1,329 @@
+"""Scheduled notebook runs against a real agent: real papermill runs of a real notebook.
+
+One agent for the module; the runs are reused across assertions to keep the file short.
+"3 a.m." is fired at once through ``POST /v1/schedules/tick``. The cron expressions are
+read in a time zone where it is mid-afternoon now, so the agent's own clock never fires
+them while the tests run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import sqlite3
+import time
+
+import httpx
+import nbformat
+import psutil
+import pytest
+
+import nbserve
+from nbserve import errors
+from nbserve._agent._app import create_app
+from nbserve._agent._scheduler import _processes_of_run, latest_due, next_due
+from nbserve._schedules import get_schedule, schedule, schedules
+
+from .conftest import repo_root
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("scheduler" not in inspect.signature(create_app).parameters,
+                       reason="the scheduler is not wired into the agent (create_app(scheduler=...))"),
+]
+
+NOTEBOOK = repo_root() / "notebooks" / "03-scheduled-retrain.ipynb"
+CRON = "0 3 * * *"
+STATE: dict = {}
+
+
+def _afternoon_zone() -> str:
+    """A fixed-offset zone where it is about 15:00 now: 03:00 is half a day away."""
+    offset = (15 - dt.datetime.now(dt.UTC).hour) % 24
+    if offset > 14:
+        offset -= 24
+    return f"Etc/GMT{-offset:+d}"
+
+
+TZ = _afternoon_zone()
+
+
+def _client():
+    return nbserve.connect()
+
+
+def _tick(now: str) -> list[dict]:
+    return _client().post("/v1/schedules/tick", json={"now": now})
+
+
+def _run_processes(home, run_id: int) -> list[psutil.Process]:
+    return [p for p in _processes_of_run(home, run_id) if p.pid]
+
+
+def _gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
+
+
+# -- no runs --------------------------------------------------------------------------------
+
+
+def test_add_list_pause_resume_remove(module_home, capsys):
+    from nbserve._cli_schedule import main
+
+    sched = schedule(NOTEBOOK, cron="30 2 * * 1-5", name="crud", params={"n_estimators": 5},
+                     timezone="Europe/Paris", timeout=60, missed="skip")
+    assert sched.notebook == str(NOTEBOOK.resolve()) and sched.deployment == "crud"
+    assert sched.parameters == {"n_estimators": 5} and not sched.paused
+    next_at = dt.datetime.fromisoformat(sched.next_run_at)
+    local = next_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute) == (2, 30) and local.weekday() < 5 and next_at > dt.datetime.now(dt.UTC)
+    assert "crud" in [s.name for s in schedules()]
+    assert "Europe/Paris" in sched._repr_html_() and "30 2 * * 1-5" in sched._repr_html_()
+
+    assert sched.pause().paused and get_schedule("crud").paused
+    assert not sched.resume().paused
+    assert sched.runs().empty
+
+    # the CLI: values parse as JSON when they can, strings otherwise
+    assert main(["schedule", "add", str(NOTEBOOK), "--cron", "@daily", "--name", "crud",
+                 "--schedule-name", "crud-cli", "-p", "n_estimators=7", "-p", "note=weekly run",
+                 "--timezone", TZ, "--missed", "skip"]) == 0
+    assert get_schedule("crud-cli").parameters == {"n_estimators": 7, "note": "weekly run"}
+    assert main(["schedule", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "crud-cli" in out and "@daily" in out
+    assert main(["schedule", "pause", "crud-cli"]) == 0 and get_schedule("crud-cli").paused
+    assert main(["schedule", "remove", "crud-cli"]) == 0
+    assert main(["schedule", "runs", "crud-cli"]) == 1
+    assert "no schedule named 'crud-cli'" in capsys.readouterr().err
+
+    sched.remove()
+    with pytest.raises(errors.NotFound, match="no schedule named 'crud'"):
+        get_schedule("crud")
+
+
+def test_bad_schedules_are_refused_with_a_clear_message(module_home, tmp_path):
+    with pytest.raises(errors.InvalidArgument, match=r"invalid cron expression '0 3 \* \*'") as bad:
+        schedule(NOTEBOOK, cron="0 3 * *", name="bad")
+    assert bad.value.status == 400 and "five fields" in bad.value.hint
+    with pytest.raises(errors.InvalidArgument, match="invalid cron expression '61 3 \\* \\* \\*'"):
+        schedule(NOTEBOOK, cron="61 3 * * *", name="bad")
+    with pytest.raises(errors.InvalidArgument, match="unknown time zone 'Mars/Olympus'"):
+        schedule(NOTEBOOK, cron=CRON, name="bad", timezone="Mars/Olympus")
+    with pytest.raises(errors.InvalidArgument, match="no notebook at"):
+        schedule(tmp_path / "missing.ipynb", cron=CRON, name="bad")
+    text = tmp_path / "notes.ipynb"
+    text.write_text("not json")
+    with pytest.raises(errors.InvalidArgument, match="is not a valid notebook"):
+        schedule(text, cron=CRON, name="bad")
+    with pytest.raises(errors.InvalidArgument, match="not a Python identifier"):
+        schedule(NOTEBOOK, cron=CRON, name="bad", params={"n-trees": 3})
+    with pytest.raises(errors.InvalidArgument, match="invalid deployment name"):
+        schedule(NOTEBOOK, cron=CRON, name="Bad Name")
+    with pytest.raises(errors.InvalidArgument, match="missed"):
+        schedule(NOTEBOOK, cron=CRON, name="bad", missed="sometimes")
+    # the REST answer itself: 4xx with the error body, and a relative path is refused there
+    info = _client()
+    response = httpx.post(f"{info.base_url}/v1/schedules", headers=info._http.headers, trust_env=False,
+                          json={"name": "bad", "notebook": "train.ipynb", "cron": CRON})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "InvalidArgument"
+    assert "must be absolute" in response.json()["error"]["message"]
+    assert not [s for s in schedules() if s.name == "bad"]
+
+    schedule(NOTEBOOK, cron=CRON, name="dup", timezone=TZ)
+    with pytest.raises(errors.Conflict, match="a schedule named 'dup' exists"):
+        schedule(NOTEBOOK, cron=CRON, name="dup")
+    get_schedule("dup").remove()
+    with pytest.raises(errors.NotFound):
+        _client().post("/v1/schedules/nope/run")
+
+
+# -- real runs --------------------------------------------------------------------------------
+
+
+def test_3am_tick_runs_the_notebook_and_deploys_with_provenance(module_home):
+    sched = schedule(NOTEBOOK, cron=CRON, name="churn", params={"n_estimators": 10}, timezone=TZ, timeout=300)
+    due = sched.next_run_at
+    assert _tick((dt.datetime.fromisoformat(due) - dt.timedelta(minutes=1)).isoformat()) == []
+
+    fired = _tick(due)  # "3 a.m." at once
+    assert [(r["schedule"], r["trigger"], r["status"]) for r in fired] == [("churn", "cron", "running")]
+    assert _tick(due) == [], "a due time fires once"
+    run = sched.wait_for_run(fired[0]["id"], timeout=240)
+    assert run["status"] == "succeeded", run
+    assert run["version"] == 1 and run["reason"] is None and run["error"] is None
+    assert run["parameters"] == {"deployment_name": "churn", "n_estimators": 10, "nbserve_scheduled_run": True}
+    assert run["duration_seconds"] > 0 and run["due_at"] == due
+
+    dep = nbserve.get("churn")
+    assert dep.status == "serving" and dep.version == 1
+    version = dep.versions[0]
+    prov = version["metadata"]["provenance"]
+    assert prov["scheduled_run"] == {"run_id": str(run["id"]), "schedule": "churn",
+                                     "executed_notebook": run["executed_notebook"]}
+    assert prov["notebook"] == str(NOTEBOOK.resolve())
+    assert version["metadata"]["description"] == "10 trees (scheduled run)"
+
+    executed = nbformat.read(run["executed_notebook"], as_version=4)
+    assert run["executed_notebook"] == str(module_home.root / "runs" / "churn" / f"{run['id']}.ipynb")
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "n_estimators = 10" in injected[0].source
+    assert "nbserve_scheduled_run = True" in injected[0].source
+    outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "deployed churn v1" in outputs
+
+    sched.refresh()
+    assert dt.datetime.fromisoformat(sched.next_run_at) == dt.datetime.fromisoformat(due) + dt.timedelta(days=1)
+    assert sched.runs().loc[run["id"], "status"] == "succeeded"
+    kinds = dep.events()["kind"].tolist()
+    assert "scheduled_run" in kinds
+    STATE["churn_run"] = run
+
+
+def test_a_failing_notebook_changes_nothing_that_serves(module_home, iris):
+    _, X_test, _, _ = iris
+    dep = nbserve.get("churn")
+    before = dep.predict(X_test[:5]).tolist()
+    sched = schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-broken",
+                     params={"n_estimators": -1}, timezone=TZ, timeout=120)
+    run = sched.run_now(wait=True, timeout=120)
+    assert run["status"] == "failed" and run["trigger"] == "manual"
+    assert run["error"].startswith("InvalidParameterError: The 'n_estimators' parameter"), run["error"]
+    assert "Traceback" not in run["error"] and len(run["error"]) < 400
+    assert run["version"] is None and "failed before it deployed" in run["reason"]
+    nbformat.read(run["executed_notebook"], as_version=4)  # kept for a look, error cell included
+
+    dep.refresh()
+    assert dep.version == 1 and len(dep.versions) == 1 and dep.status == "serving"
+    assert dep.predict(X_test[:5]).tolist() == before
+    sched.remove()
+
+
+def test_timeout_kills_the_whole_tree_and_an_overlap_is_skipped(module_home):
+    # slow_ms makes the model's predict sleep a minute: the deploy's own check never ends in time
+    sched = schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-slow",
+                     params={"n_estimators": 5, "slow_ms": 60_000}, timezone=TZ, timeout=12)
+    run = sched.run_now()
+    assert run["status"] == "running"
+
+    # papermill, and the kernel it starts in a session of its own (a grandchild of the agent)
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and not any("ipykernel" in c for c in seen.values()):
+        for proc in _run_processes(module_home, run["id"]):
+            try:
+                seen[proc.pid] = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+        time.sleep(0.2)
+    assert any("papermill" in c for c in seen.values()) and any("ipykernel" in c for c in seen.values()), seen
+
+    overlap = sched.run_now()
+    assert overlap["status"] == "skipped" and overlap["trigger"] == "manual"
+    assert overlap["reason"] == f"run {run['id']} of schedule churn-slow is still running"
+    assert get_schedule("churn-slow").data["running_run"] == run["id"]
+
+    done = sched.wait_for_run(run["id"], timeout=60)
+    assert done["status"] == "timed_out", done
+    assert "longer than its timeout (12 s)" in done["reason"] and done["version"] is None
+    assert 12 <= done["duration_seconds"] < 40
+    assert _gone(list(seen)), {pid: c for pid, c in seen.items() if not _gone([pid])}
+    assert not _run_processes(module_home, run["id"])
+    dep = nbserve.get("churn")
+    assert dep.version == 1 and len(dep.versions) == 1 and dep.status == "serving"
+    assert [r for r in sched.runs()["status"]] == ["timed_out", "skipped"]
+
+
+def test_missed_runs_after_a_restart_follow_the_policy(module_home):
+    from nbserve._local import start_agent, stop_agent
+
+    schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-skip", timezone=TZ, missed="skip",
+                    params={"n_estimators": 3})
+    before = {s.name: s.data for s in schedules()}
+    assert set(before) == {"churn", "churn-skip", "churn-slow"}
+
+    # a run in progress when the agent stops is stopped with it and recorded
+    in_flight = get_schedule("churn-slow").run_now()
+    deadline = time.monotonic() + 10
+    while not _run_processes(module_home, in_flight["id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stop_agent(module_home)
+    assert not _run_processes(module_home, in_flight["id"])
+
+    # while the agent was down, two "3 a.m."s passed (the stored due time goes back two days)
+    now = dt.datetime.now(dt.UTC)
+    two_days_ago = latest_due(CRON, TZ, now - dt.timedelta(days=1))
+    with sqlite3.connect(module_home.registry) as db:
+        db.execute("UPDATE schedules SET next_run_at = ? WHERE name IN ('churn', 'churn-skip')",
+                   (two_days_ago.isoformat(timespec="seconds"),))
+    start_agent(module_home)
+
+    after = {s.name: s for s in schedules()}
+    assert set(after) == set(before), "schedules survive the restart"
+    assert after["churn-slow"].runs()["status"].tolist()[-1] == "failed"
+    stopped = after["churn-slow"].run(in_flight["id"])
+    assert stopped["status"] == "failed" and stopped["reason"] == "agent stopped"
+
+    expected_next = next_due(CRON, TZ, dt.datetime.now(dt.UTC))
+    skipped = after["churn-skip"].runs()
+    assert len(skipped) == 1, "missed due times collapse into one record, never a burst"
+    assert skipped.iloc[0]["status"] == "skipped" and skipped.iloc[0]["trigger"] == "missed"
+    assert "missed the runs due from" in skipped.iloc[0]["reason"] and "policy is skip" in skipped.iloc[0]["reason"]
+    assert dt.datetime.fromisoformat(after["churn-skip"].next_run_at) == expected_next
+
+    runs = after["churn"].runs()
+    assert len(runs) == 2 and runs.iloc[-1]["trigger"] == "missed"
+    assert dt.datetime.fromisoformat(after["churn"].next_run_at) == expected_next
+    missed = after["churn"].wait_for_run(int(runs.index[-1]), timeout=240)
+    assert missed["status"] == "succeeded" and missed["version"] == 2, missed
+    dep = nbserve.get("churn")
+    assert dep.version == 2 and dep.status == "serving"
+    assert dep.versions[1]["metadata"]["provenance"]["scheduled_run"]["run_id"] == str(missed["id"])
+
+    for name in ("churn", "churn-skip", "churn-slow"):
+        get_schedule(name).remove()
+    assert schedules() == []
+
+
+# -- the clock, in process ------------------------------------------------------------------
+
+
+def test_injected_clock_and_missed_policy_in_process(tmp_path):
+    """The scheduler's decisions with a clock the test moves (skip policy: no process starts)."""
+    from nbserve._agent._registry import Registry
+    from nbserve._agent._scheduler import Scheduler
+    from nbserve._config import Home
+
+    home = Home(tmp_path).ensure()
+    registry = Registry(home.registry)
+    clock = [dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.UTC)]
+    sched = Scheduler(home, registry, clock=lambda: clock[0])
+
+    async def scenario() -> None:
+        row = sched.add(name="paris", notebook=str(NOTEBOOK), cron=CRON, timezone="Europe/Paris", missed="skip")
+        assert row.next_run_at == "2026-03-29T01:00:00+00:00"  # 03:00 in Paris, the night summer time starts
+        assert await sched.tick() == []
+        clock[0] = dt.datetime(2026, 4, 2, 9, 0, tzinfo=dt.UTC)  # the agent "slept" through four 3 a.m.s
+        fired = await sched.tick()
+        assert [(r.status, r.trigger) for r in fired] == [("skipped", "missed")]
+        assert "2026-03-29T01:00:00+00:00 to 2026-04-02T01:00:00+00:00" in fired[0].reason
+        assert sched.get("paris").next_run_at == "2026-04-03T01:00:00+00:00"
+        assert await sched.tick() == []
+        sched.pause("paris")
+        clock[0] = dt.datetime(2026, 4, 10, 9, 0, tzinfo=dt.UTC)
+        assert await sched.tick() == [], "a paused schedule does not fire or catch up"
+        assert sched.resume("paris").next_run_at == "2026-04-11T01:00:00+00:00"
+        assert len(sched.runs("paris")) == 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        registry.close()
