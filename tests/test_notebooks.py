@@ -67,3 +67,24 @@ def test_monitoring_notebook(fresh_home, tmp_path):
     assert "dashboard refreshes so far:" in text and "dashboard refreshes so far: 0" not in text
     dep = nbserve.get("nb-watch")
     assert dep.latency("15m")["requests"].sum() == 80
+
+
+def test_rollouts_notebook(fresh_home, tmp_path):
+    import papermill
+
+    executed = papermill.execute_notebook(
+        str(repo_root() / "notebooks" / "04-rollouts.ipynb"),
+        str(tmp_path / "04-rollouts.out.ipynb"),
+        parameters={"deployment_name": "nb-release"},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = _outputs(executed)
+    assert "rolled back: v2 canary ended: p99" in text
+    assert "live version: 3" in text
+    assert "statuses seen by users during all of this: {200:" in text and "500" not in text.split("users")[-1]
+    dep = nbserve.get("nb-release")
+    assert dep.version == 3 and dep.rollout() is None
+    kinds = dep.events()["kind"].tolist()
+    assert {"gate_breached", "promoted", "shadow_started", "aborted"} <= set(kinds)
