@@ -31,6 +31,13 @@ def _stop_all() -> None:  # kernel shutdown: no thread outlives the interpreter'
         dash.stop()
 
 
+def _rollout_cell(rollout: dict[str, Any] | None) -> list[str]:
+    if not rollout:
+        return []
+    share = f"{rollout['percent']:g}%" if rollout["mode"] == "canary" else "mirrored"
+    return [f'<span style="color:#ef6c00">{rollout["mode"]} v{rollout["version"]} ({share})</span>']
+
+
 def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}{unit}"
 
@@ -121,6 +128,7 @@ class Dashboard(widgets.VBox):
         cells = [
             f'<b>{html.escape(dep.name)}</b> <span style="color:{color}">● {dep.status}</span>',
             f"v{dep.version}" if dep.version else "no live version",
+            *_rollout_cell(dep._data.get("rollout")),
             f'<code>{html.escape(dep.url or "")}</code>',
             f"{_fmt(s['rps'], ' req/s', 2)}",
             f"p50 {_fmt(s['p50_ms'], ' ms', 2)} · p99 {_fmt(s['p99_ms'], ' ms', 2)}",
