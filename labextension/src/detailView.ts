@@ -85,6 +85,14 @@ export class DeploymentDetail extends Widget {
     if (detail.status === 'fulfilled') {
       this._detail = detail.value;
       this._error = null;
+      const newest = [...detail.value.history].sort((a, b) => b.version - a.version)[0];
+      if (this._logVersion === null && newest?.status === 'failed') {
+        // the newest version failed: its log is the one that explains why
+        this._logVersion = newest.version;
+        this.render();
+        await this.reload();
+        return;
+      }
     } else {
       this._error = asApiError(detail.reason);
     }
@@ -302,7 +310,8 @@ export class DeploymentDetail extends Widget {
     const list = h('ul', { class: 'nbserve-events' });
     for (const event of recent) {
       const bad = ERROR_EVENTS.test(event.kind);
-      list.appendChild(
+      const version = event.version;
+      const item = list.appendChild(
         h(
           'li',
           { class: `nbserve-event${bad ? ' nbserve-event-error' : ''}`, data: { kind: event.kind } },
@@ -312,6 +321,14 @@ export class DeploymentDetail extends Widget {
           h('span', { class: 'nbserve-event-message', text: event.message ?? '', title: event.actor ? `by ${event.actor}` : '' })
         )
       );
+      if (bad && version !== null && version !== undefined) {
+        item.classList.add('nbserve-clickable');
+        item.title = `Show the log of v${version}`;
+        item.addEventListener('click', () => {
+          this._logVersion = version;
+          void this.reload().then(() => this.node.querySelector('section[data-section="logs"]')?.scrollIntoView());
+        });
+      }
     }
     return section('Recent events', list);
   }

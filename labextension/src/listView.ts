@@ -22,8 +22,13 @@ export class DeploymentList extends Widget {
 
   render(): void {
     const node = this.node;
-    node.replaceChildren();
     const { deployments, loaded, error } = this.model;
+    const key = JSON.stringify([loaded, error?.text ?? null, deployments]);
+    if (key === this._rendered && node.childElementCount > 0) {
+      return; // nothing changed: keep the DOM (and keyboard focus) as it is
+    }
+    this._rendered = key;
+    node.replaceChildren();
     if (error) {
       node.appendChild(h('div', { class: 'nbserve-error-banner', text: error.text, data: { type: error.type } }));
     }
@@ -76,6 +81,7 @@ export class DeploymentList extends Widget {
   }
 
   private _selected = new Signal<this, string>(this);
+  private _rendered = '';
 }
 
 /** p50/p99, request rate with its sparkline, error rate and the drift flag. */

@@ -1,7 +1,7 @@
 """Thin handlers: read the request, call the public nbserve API off the IOLoop, serialise.
 
 Every route needs Jupyter's own authentication (token or cookie + XSRF); the browser never
-sees the agent's token. Errors are mapped in one place, :meth:`_Handler.call`: an
+sees the agent's token. Errors are mapped in one place, :meth:`_Handler._fail`: an
 ``NbserveError`` answers its own ``status`` with ``{"error": {"type", "message", "hint"}}``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -53,7 +53,7 @@ class _Handler(APIHandler):
         except ValueError:
             self._fail(InvalidArgument(f"{key} must be an integer, not {value!r}"))
 
-    def _fail(self, exc: NbserveError) -> None:
+    def _fail(self, exc: NbserveError) -> NoReturn:
         """The one place an nbserve error becomes a response: its status, its payload."""
         self.set_status(exc.status)
         self.set_header("Content-Type", "application/json")
