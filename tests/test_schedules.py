@@ -308,7 +308,7 @@ def test_injected_clock_and_missed_policy_in_process(tmp_path):
     sched = Scheduler(home, registry, clock=lambda: clock[0])
 
     async def scenario() -> None:
-        row = sched.add(name="paris", notebook=str(NOTEBOOK), cron=CRON, timezone="Europe/Paris", missed="skip")
+        row = await sched.add(name="paris", notebook=str(NOTEBOOK), cron=CRON, timezone="Europe/Paris", missed="skip")
         assert row.next_run_at == "2026-03-29T01:00:00+00:00"  # 03:00 in Paris, the night summer time starts
         assert await sched.tick() == []
         clock[0] = dt.datetime(2026, 4, 2, 9, 0, tzinfo=dt.UTC)  # the agent "slept" through four 3 a.m.s

@@ -100,7 +100,7 @@ def schedule_router(scheduler: Scheduler, auth: Sequence[Any]) -> APIRouter:
 
     @router.post("", response_model=ScheduleOut, status_code=201)
     async def add_schedule(body: ScheduleIn) -> ScheduleOut:
-        row = scheduler.add(
+        row = await scheduler.add(
             name=body.name, deployment=body.deployment, notebook=body.notebook, cron=body.cron,
             parameters=body.parameters, timezone=body.timezone, timeout=body.timeout, missed=body.missed,
             actor=body.actor,

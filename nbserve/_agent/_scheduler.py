@@ -352,7 +352,7 @@ class Scheduler:
 
     # -- changes ------------------------------------------------------------------------
 
-    def add(self, *, name: str, notebook: str, cron: str, deployment: str | None = None,
+    async def add(self, *, name: str, notebook: str, cron: str, deployment: str | None = None,
             parameters: dict[str, Any] | None = None, timezone: str = "UTC",
             timeout: float = DEFAULT_TIMEOUT, missed: str = "run_once", actor: str | None = None) -> ScheduleRow:
         """Validate everything, then store the schedule with its first due time."""
@@ -360,7 +360,7 @@ class Scheduler:
         check_name(name)
         cron = check_cron(cron)
         check_timezone(timezone)
-        nb_path = check_notebook(notebook)
+        nb_path = await asyncio.to_thread(check_notebook, notebook)  # a big notebook takes a while
         params = check_parameters(parameters, deployment)
         if missed not in MISSED_POLICIES:
             raise InvalidArgument(f"missed must be 'skip' or 'run_once', got {missed!r}")
