@@ -216,6 +216,10 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert time.monotonic() - live_at < 10, "the panel took more than 10 s to show the new version"
     assert page.evaluate("() => window.__nbserveDeploy") == "ok"
     nbserve.get(NAME).predict(X_test)  # traffic for the metrics: enough rows for a drift report
+    # the list's p50/p99 and request rate follow the traffic, by polling alone
+    page.wait_for_function(
+        "(name) => /p50 [0-9]/.test(document.querySelector(`.nbserve-row[data-name=\"${name}\"] .nbserve-metrics`)"
+        "?.textContent ?? '')", arg=NAME, timeout=30000)
     page.mouse.move(800, 500)
     page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-list-light.png"))
 
