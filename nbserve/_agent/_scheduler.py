@@ -271,7 +271,9 @@ class _Active:
     task: asyncio.Task[Any] | None = None
 
     def scan(self) -> None:
-        if self.proc is None:
+        # Only while papermill is not reaped: after that its PID may belong to anyone. What was
+        # seen before stays safe to signal (psutil checks each process's creation time).
+        if self.proc is None or self.proc.returncode is not None:
             return
         try:
             root = psutil.Process(self.proc.pid)
@@ -581,7 +583,7 @@ class Scheduler:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             await self._kill(active)
-            shutil.rmtree(build_home, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, build_home, True)
             self._finish(row, run_id, status, time.monotonic() - started, reason=reason, error=error)
             if self._active.get(row.name) is active:
                 del self._active[row.name]
