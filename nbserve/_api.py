@@ -15,7 +15,14 @@ from ._config import Home
 from ._names import check_name
 from ._display import Progress, deployment_html, deployment_text
 from ._transport import AgentClient
-from .errors import DeployFailed, InvalidArgument, NbserveError, PredictionFailed, SchemaMismatch
+from .errors import (
+    AgentUnreachable,
+    DeployFailed,
+    InvalidArgument,
+    NbserveError,
+    PredictionFailed,
+    SchemaMismatch,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,8 +33,9 @@ __all__ = ["Deployment", "connect", "deploy", "get", "deployments"]
 _clients: dict[str, AgentClient] = {}
 
 
-def connect(target: str | None = None) -> AgentClient:
-    """The client for a target: ``None``/``"local"`` starts the local agent on demand."""
+def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
+    """The client for a target: ``None``/``"local"`` starts the local agent on demand
+    (``start=False``: raise ``AgentUnreachable`` instead, for views that only read)."""
     if target not in (None, "local"):
         raise InvalidArgument(
             f"unknown target {target!r}",
@@ -45,7 +53,16 @@ def connect(target: str | None = None) -> AgentClient:
         except NbserveError:
             client.close()
             del _clients[key]
-    info = start_agent(home)
+    if start:
+        info = start_agent(home)
+    else:
+        from ._local import find_agent
+
+        found = find_agent(home)
+        if found is None:
+            raise AgentUnreachable(f"no nbserve agent is running for {home.root}",
+                                   hint="deploy a model, or run `nbserve agent start`")
+        info = found
     client = AgentClient(info.url, info.token, name="local")
     _clients[key] = client
     return client
@@ -552,13 +569,13 @@ def _report(client: AgentClient, name: str, message: str) -> None:
         pass
 
 
-def get(name: str, *, target: str | None = None) -> Deployment:
+def get(name: str, *, target: str | None = None, start: bool = True) -> Deployment:
     """The deployment called ``name`` (``DeploymentNotFound`` if there is none)."""
-    client = connect(target)
+    client = connect(target, start=start)
     return Deployment(client, client.get(f"/v1/deployments/{name}"))
 
 
-def deployments(*, target: str | None = None) -> list[Deployment]:
-    """Every deployment on the target."""
-    client = connect(target)
+def deployments(*, target: str | None = None, start: bool = True) -> list[Deployment]:
+    """Every deployment on the target (``start=False``: do not start a local agent to ask)."""
+    client = connect(target, start=start)
     return [Deployment(client, data) for data in client.get("/v1/deployments")]

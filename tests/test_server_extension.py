@@ -63,6 +63,14 @@ def api(jp_fetch, jp_asyncio_loop) -> Fetch:
     return call
 
 
+def test_an_open_panel_does_not_start_a_stopped_agent(api: Fetch, fresh_home) -> None:
+    from nbserve._local import find_agent
+
+    status, data = api("GET", "deployments")
+    assert (status, data) == (200, [])
+    assert find_agent(fresh_home) is None
+
+
 def test_requests_without_jupyters_token_are_refused(api: Fetch) -> None:
     for headers in ({"Authorization": ""}, {"Authorization": "token not-the-token"}):
         status, _ = api("GET", "deployments", headers=headers)

@@ -15,7 +15,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
 import nbserve
-from nbserve.errors import InvalidArgument, NbserveError
+from nbserve.errors import AgentUnreachable, InvalidArgument, NbserveError
 
 PREFIX = "/nbserve/api"
 _NAME = r"(?P<name>[^/]+)"
@@ -104,7 +104,12 @@ def _plain(value: Any) -> Any:
 
 
 def list_deployments() -> list[dict[str, Any]]:
-    return [{**_state(dep), "summary": _summary(dep)} for dep in nbserve.deployments()]
+    # An open panel must not bring back an agent the user stopped: no agent, nothing serves.
+    try:
+        deps = nbserve.deployments(start=False)
+    except AgentUnreachable:
+        return []
+    return [{**_state(dep), "summary": _summary(dep)} for dep in deps]
 
 
 def deployment_detail(name: str, events: int) -> dict[str, Any]:
