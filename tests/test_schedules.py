@@ -210,13 +210,13 @@ def test_a_failing_notebook_changes_nothing_that_serves(module_home, iris):
 def test_timeout_kills_the_whole_tree_and_an_overlap_is_skipped(module_home):
     # slow_ms makes the model's predict sleep a minute: the deploy's own check never ends in time
     sched = schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-slow",
-                     params={"n_estimators": 5, "slow_ms": 60_000}, timezone=TZ, timeout=12)
+                     params={"n_estimators": 5, "slow_ms": 60_000}, timezone=TZ, timeout=20)
     run = sched.run_now()
     assert run["status"] == "running"
 
     # papermill, and the kernel it starts in a session of its own (a grandchild of the agent)
     seen: dict[int, str] = {}
-    deadline = time.monotonic() + 12
+    deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any("ipykernel" in c for c in seen.values()):
         for proc in _run_processes(module_home, run["id"]):
             try:
@@ -233,8 +233,8 @@ def test_timeout_kills_the_whole_tree_and_an_overlap_is_skipped(module_home):
 
     done = sched.wait_for_run(run["id"], timeout=60)
     assert done["status"] == "timed_out", done
-    assert "longer than its timeout (12 s)" in done["reason"] and done["version"] is None
-    assert 12 <= done["duration_seconds"] < 40
+    assert "longer than its timeout (20 s)" in done["reason"] and done["version"] is None
+    assert 20 <= done["duration_seconds"] < 60
     assert _gone(list(seen)), {pid: c for pid, c in seen.items() if not _gone([pid])}
     assert not _run_processes(module_home, run["id"])
     dep = nbserve.get("churn")
@@ -252,7 +252,7 @@ def test_missed_runs_after_a_restart_follow_the_policy(module_home):
 
     # a run in progress when the agent stops is stopped with it and recorded
     in_flight = get_schedule("churn-slow").run_now()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     while not _run_processes(module_home, in_flight["id"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stop_agent(module_home)
