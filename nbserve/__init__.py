@@ -34,6 +34,10 @@ __all__ = [
     "deployments",
     "connect",
     "Deployment",
+    "schedule",
+    "schedules",
+    "get_schedule",
+    "Schedule",
     "DriftConfig",
     "errors",
     "NbserveError",
@@ -51,6 +55,7 @@ _LAZY = {"deploy", "get", "deployments", "connect", "Deployment"}
 if TYPE_CHECKING:
     from ._api import Deployment, connect, deploy, deployments, get
     from ._drift import DriftConfig
+    from ._schedules import Schedule, get_schedule, schedule, schedules
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from . import _api
 
         return getattr(_api, name)
+    if name in {"schedule", "schedules", "get_schedule", "Schedule"}:
+        from . import _schedules
+
+        return getattr(_schedules, name)
     if name == "DriftConfig":
         from ._drift import DriftConfig
 

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--lines", type=int, default=200)
     events = add("events", _cmd_events, "what happened, newest last", named=None)
     events.add_argument("--limit", type=int, default=50)
+    from ._cli_schedule import register as register_schedule
+
+    register_schedule(sub)
 
     agent = sub.add_parser("agent", help="run or control the local agent")
     agent.add_argument("action", choices=["run", "start", "stop", "status"],

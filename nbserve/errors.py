@@ -20,6 +20,7 @@ __all__ = [
     "NotFound",
     "DeploymentNotFound",
     "VersionNotFound",
+    "ScheduleNotFound",
     "Conflict",
     "BundleError",
     "DeployFailed",
@@ -92,6 +93,10 @@ class DeploymentNotFound(NotFound):
 
 class VersionNotFound(NotFound):
     """The deployment has no such version, or none that can serve."""
+
+
+class ScheduleNotFound(NotFound):
+    """No schedule has that name, or it has no such run."""
 
 
 class Conflict(NbserveError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import inspect
+import json
 import sqlite3
 import time
 
@@ -21,17 +21,12 @@ import pytest
 
 import nbserve
 from nbserve import errors
-from nbserve._agent._app import create_app
 from nbserve._agent._scheduler import _processes_of_run, latest_due, next_due
 from nbserve._schedules import get_schedule, schedule, schedules
 
 from .conftest import repo_root
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif("scheduler" not in inspect.signature(create_app).parameters,
-                       reason="the scheduler is not wired into the agent (create_app(scheduler=...))"),
-]
+pytestmark = pytest.mark.slow
 
 NOTEBOOK = repo_root() / "notebooks" / "03-scheduled-retrain.ipynb"
 CRON = "0 3 * * *"
@@ -327,3 +322,80 @@ def test_injected_clock_and_missed_policy_in_process(tmp_path):
         asyncio.run(scenario())
     finally:
         registry.close()
+
+
+# -- through the release gates --------------------------------------------------------------
+
+
+def test_a_run_that_fails_after_deploying_is_taken_back(module_home, iris):
+    _, X_test, _, _ = iris
+    dep = nbserve.get("churn")
+    live = dep.version
+    sched = schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-late-failure",
+                     params={"n_estimators": 7, "fail_after_deploy": True}, timezone=TZ, timeout=300)
+    run = sched.run_now(wait=True, timeout=300)
+    assert run["status"] == "failed" and "failing on purpose" in run["error"]
+    assert run["version"] is not None and run["version"] != live
+    assert f"rolled back to v{live}" in run["reason"], run["reason"]
+    dep.refresh()
+    assert dep.version == live and dep.status == "serving"
+    r = httpx.post(f"{dep.url}/predict", json={"data": json.loads(X_test[:1].to_json(orient="records"))})
+    assert r.headers["x-nbserve-version"] == str(live)
+    sched.remove()
+
+
+def _traffic_until(url: str, X, done, timeout: float = 150.0) -> dict[str, int]:
+    """Steady requests until done() is true; every answer must be a 200."""
+    body = {"data": json.loads(X[:2].to_json(orient="records"))}
+    seen: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=30) as client:
+        while not done():
+            assert time.monotonic() < deadline, f"gates did not act in time; answers so far {seen}"
+            for _ in range(10):
+                r = client.post(f"{url}/predict", json=body)
+                assert r.status_code == 200, r.text
+                v = r.headers["x-nbserve-version"]
+                seen[v] = seen.get(v, 0) + 1
+    return seen
+
+
+def test_scheduled_retrains_go_through_canary_gates_worse_rolled_back_better_promoted(module_home, iris):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X_train, X_test, y_train, _ = iris
+    name = "retrain"
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X_train, y_train)
+    first = nbserve.deploy(model, name, X_test, progress=False)
+    first.gates(p99_ms=80, error_rate=0.01, min_requests=20, window="8s")
+    worse = schedule(NOTEBOOK, cron="30 5 * * *", name=name, schedule_name="retrain-worse",
+                     params={"n_estimators": 10, "slow_ms": 200, "canary": 50, "auto_promote": True},
+                     timezone=TZ, timeout=300)
+    better = schedule(NOTEBOOK, cron="30 6 * * *", name=name, schedule_name="retrain-better",
+                      params={"n_estimators": 20, "canary": 50, "auto_promote": True}, timezone=TZ, timeout=300)
+
+    fired = _tick(worse.next_run_at)  # 5:30: the worse model
+    assert [r["schedule"] for r in fired] == ["retrain-worse"]
+    run = worse.wait_for_run(fired[0]["id"], timeout=300)
+    assert run["status"] == "succeeded" and run["version"] == 2, run
+    dep = nbserve.get(name)
+    assert dep.rollout()["version"] == 2 and dep.version == 1
+    seen = _traffic_until(dep.url, X_test, lambda: nbserve.get(name).rollout() is None)
+    assert seen.get("2", 0) > 0
+    dep.refresh()
+    assert dep.version == 1
+    breach = dep.events().set_index("kind").loc["gate_breached"]
+    assert breach["version"] == 2 and "p99" in breach["message"]
+
+    fired = _tick(better.next_run_at)  # 6:30: the better one
+    assert [r["schedule"] for r in fired] == ["retrain-better"]
+    run = better.wait_for_run(fired[0]["id"], timeout=300)
+    assert run["status"] == "succeeded" and run["version"] == 3, run
+    _traffic_until(dep.url, X_test, lambda: nbserve.get(name).version == 3)
+    promoted = nbserve.get(name).events().set_index("kind").loc["promoted"]
+    assert promoted["version"] == 3 and promoted["actor"] == "nbserve-gates"
+    history = nbserve.get(name).history()
+    assert history.loc[2, "error"].startswith("gate_breached") and history.loc[3, "status"] == "live"
+    for sched in (worse, better):
+        sched.remove()
+    nbserve.get(name).stop()

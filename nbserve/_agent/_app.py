@@ -249,7 +249,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> FastAPI:
+def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, scheduler: Any = None) -> FastAPI:
     """The FastAPI app for one agent. ``token`` guards every route but ``/v1/health``."""
     from .. import __version__
 
@@ -296,6 +296,10 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None) -> Fast
         return JSONResponse(err.to_payload(), status_code=500)
 
     auth = [Depends(authorize)]
+    if scheduler is not None:
+        from ._schedule_routes import schedule_router
+
+        app.include_router(schedule_router(scheduler, auth))
 
     @app.get("/v1/health", response_model=Health, tags=["agent"])
     async def health() -> Health:
@@ -497,7 +501,9 @@ def openapi_document() -> dict[str, Any]:
         try:
             manager = Manager(home, registry)
             try:
-                return create_app(manager, token="unused").openapi()
+                from ._scheduler import Scheduler
+
+                return create_app(manager, token="unused", scheduler=Scheduler(home, registry)).openapi()
             finally:
                 manager.monitor.close()
         finally:

@@ -82,12 +82,14 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
     from ._app import create_app
     from ._manager import Manager
     from ._registry import Registry
+    from ._scheduler import Scheduler
 
     lock = take_lock(home)
     try:
         token = read_or_create_token(home)
         registry = Registry(home.registry)
         manager = Manager(home, registry, monitor_settings=monitor)
+        scheduler = Scheduler(home, registry, revert=manager.revert)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -95,7 +97,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
 
         sock = _bind(host, port)
         bound_port = sock.getsockname()[1]
-        app = create_app(manager, token, on_shutdown=stop.set)
+        app = create_app(manager, token, on_shutdown=stop.set, scheduler=scheduler)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -107,11 +109,14 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
             await asyncio.sleep(0.01)
         write_agent_file(home, host, bound_port)
         log.info("agent listening on %s:%s (home %s)", host, bound_port, home.root)
+        await scheduler.start()  # after agent.json: a run's deploy must find this agent
 
         stop_task = loop.create_task(stop.wait())
         await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping")
         home.agent_file.unlink(missing_ok=True)
+        manager.closing = True  # from now on nothing new starts (a failed run's revert included)
+        await scheduler.close()  # stop running notebooks before the servers they deploy to
         await manager.close()
         registry.add_event("agent_stopped", f"agent pid {os.getpid()} stopped")
         server.should_exit = True

@@ -82,7 +82,7 @@ class Manager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restarts: dict[tuple[str, int], int] = {}
-        self._closing = False
+        self.closing = False
         self.monitor = Monitor(home.metrics, settings=monitor_settings or MonitorSettings.from_env(),
                                processes=lambda: list(self.supervisor.processes.values()))
         self.profiles = ProfileCache()
@@ -167,7 +167,7 @@ class Manager:
         """Import a Bento archive and register it as the next version; roll it out in the
         background. Bad archives fail here, before any version exists."""
         check_name(name)
-        if self._closing:
+        if self.closing:
             raise Conflict("the agent is shutting down", hint="try again in a moment")
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.home)
         metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
@@ -399,6 +399,29 @@ class Manager:
         )
         await self._retire(name, number, "stopped")
 
+    async def revert(self, name: str, number: int, previous: int | None, reason: str) -> str:
+        """Take a version back out of traffic (a scheduled run that deployed it failed):
+        end its canary or shadow, or roll back to ``previous`` if it went live."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # let its roll-out (parity, health) finish first
+            if self.closing:
+                return "not needed: the agent is stopping every server"
+            version = self.registry.get_version(name, number)
+            if version is None or version.status != "starting":
+                break
+            await asyncio.sleep(0.2)
+        row = self.get_row(name)
+        if row.rollout.get("version") == number:
+            await self.abort(name, actor="nbserve-scheduler", reason=reason)
+            return f"its {row.rollout['mode']} was ended"
+        if row.live_version == number and previous is not None and previous != number:
+            await self.rollback(name, previous, actor="nbserve-scheduler")
+            return f"rolled back to v{previous}"
+        if row.live_version == number:
+            await self.stop(name, actor="nbserve-scheduler")
+            return "stopped (no earlier version had served)"
+        return "it was not serving"
+
     async def set_canary(self, name: str, percent: float, *, actor: str | None) -> None:
         async with self._lock(name):
             row = self.get_row(name)
@@ -418,7 +441,7 @@ class Manager:
 
     async def _watch_rollouts(self) -> None:
         """Judge every canary and shadow against its gates; roll back or promote on its own."""
-        while not self._closing:
+        while not self.closing:
             await asyncio.sleep(GATE_CHECK_SECONDS)
             for row in self.registry.list_deployments():
                 if not row.rollout or row.state != "serving":
@@ -661,7 +684,7 @@ class Manager:
     async def _restart(self, name: str, number: int, *, reason: str) -> None:
         async with self._lock(name):
             row = self.get_row(name)
-            if row.state != "serving" or self._closing:
+            if row.state != "serving" or self.closing:
                 return
             version = self.get_version(name, number)
             endpoint = await self._endpoint(row)
@@ -678,7 +701,7 @@ class Manager:
                                     data={"ready_seconds": proc.ready_seconds})
 
     def _on_process_exit(self, proc: ServingProcess) -> None:
-        if self._closing or proc.stopping:
+        if self.closing or proc.stopping:
             return
         name, number = proc.deployment, proc.version
         code = proc.popen.returncode if proc.popen is not None else None
@@ -708,7 +731,7 @@ class Manager:
 
     async def close(self) -> None:
         """Stop every serving process and listener: nothing outlives the agent."""
-        self._closing = True
+        self.closing = True
         for task in list(self._tasks):
             task.cancel()
         await self.supervisor.stop_all()

@@ -33,7 +33,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,8 @@ KILL_GRACE = 5.0
 ERROR_CHARS = 1000
 
 Clock = Callable[[], _dt.datetime]
+# (deployment, version the run deployed, live version before the run, why) -> what was done
+Revert = Callable[[str, int, "int | None", str], Awaitable["str | None"]]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -291,9 +293,13 @@ class Scheduler:
     """Schedules, their runs, and the loop that fires them. One per agent."""
 
     def __init__(self, home: Home, registry: Registry, *, clock: Clock | None = None,
-                 python: str | None = None, poll_seconds: float = POLL_SECONDS) -> None:
+                 python: str | None = None, poll_seconds: float = POLL_SECONDS,
+                 revert: Revert | None = None) -> None:
         self.home = home
         self.registry = registry
+        # Undoes what a failed run deployed (the agent passes Manager.revert), so a failed
+        # or timed-out run changes nothing that serves.
+        self.revert = revert
         self.clock: Clock = clock or utc_now
         self.python = python or sys.executable
         self.poll_seconds = poll_seconds
@@ -550,6 +556,8 @@ class Scheduler:
         })
         started = time.monotonic()
         status, reason, error = "failed", None, None
+        before = self.registry.get_deployment(row.deployment)
+        live_before = before.live_version if before is not None else None
         try:
             if not notebook.is_file():
                 raise FileNotFoundError(f"the notebook {notebook} is gone")
@@ -584,7 +592,11 @@ class Scheduler:
         finally:
             await self._kill(active)
             await asyncio.to_thread(shutil.rmtree, build_home, True)
-            self._finish(row, run_id, status, time.monotonic() - started, reason=reason, error=error)
+            reverted = None
+            if status != "succeeded":
+                reverted = await self._revert(row, run_id, live_before, reason or error or status)
+            self._finish(row, run_id, status, time.monotonic() - started, reason=reason, error=error,
+                         reverted=reverted)
             if self._active.get(row.name) is active:
                 del self._active[row.name]
 
@@ -610,8 +622,20 @@ class Scheduler:
             except TimeoutError:  # pragma: no cover
                 pass
 
+    async def _revert(self, row: ScheduleRow, run_id: int, live_before: int | None, why: str) -> str | None:
+        """Take back a version a failed run deployed; returns what was done, or None."""
+        produced = self._produced_version(row.deployment, run_id)
+        if produced is None or self.revert is None or produced.status == "failed":
+            return None
+        try:
+            return await self.revert(row.deployment, produced.number, live_before,
+                                     f"scheduled run {run_id} of {row.name} failed: {why}"[:300])
+        except Exception as exc:  # noqa: BLE001 - the run record must still be written
+            log.exception("could not revert v%s of %s", produced.number, row.deployment)
+            return f"could not be rolled back: {exc}"
+
     def _finish(self, row: ScheduleRow, run_id: int, status: str, duration: float, *,
-                reason: str | None, error: str | None) -> None:
+                reason: str | None, error: str | None, reverted: str | None = None) -> None:
         produced = self._produced_version(row.deployment, run_id)
         version = produced.number if produced is not None else None
         if produced is not None and produced.status == "failed":
@@ -624,10 +648,9 @@ class Scheduler:
             }.get(status, "no version was deployed")
         elif produced is not None and status != "succeeded":
             # The notebook deployed before it failed (or handed its Bento over before the timeout):
-            # that version went through the deploy's own checks and is not undone here.
-            state = "was still starting" if produced.status == "starting" else "had been deployed"
-            reason = (f"{reason + '; ' if reason else ''}v{version} {state} when the run ended; "
-                      f"it is not rolled back (`nbserve rollback {row.deployment}` does)")
+            # a failed run changes nothing that serves, so that version was taken back.
+            reason = (f"{reason + '; ' if reason else ''}v{version} was deployed before the run ended: "
+                      + (reverted or "nothing to undo"))
         with self.registry.transaction() as db:
             db.execute(
                 "UPDATE schedule_runs SET status = ?, finished_at = ?, duration_seconds = ?, version = ?,"
@@ -656,7 +679,9 @@ class Scheduler:
         await self._kill(active)
         if active.task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(active.task), timeout=15)
+                # Its record is written by the task itself: give it time (kill grace included)
+                # before the agent closes the registry under it.
+                await asyncio.wait_for(asyncio.shield(active.task), timeout=45)
             except (TimeoutError, asyncio.CancelledError):  # pragma: no cover
                 pass
 
