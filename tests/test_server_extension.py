@@ -19,7 +19,12 @@ from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 import nbserve
 
+from .conftest import repo_root
+
 NAME = "panel-iris"
+CANARY = "panel-canary"
+SCHEDULE = "panel-sched"
+NOTEBOOK = repo_root() / "notebooks" / "03-scheduled-retrain.ipynb"
 pytestmark = pytest.mark.slow
 
 
@@ -68,6 +73,8 @@ def test_an_open_panel_does_not_start_a_stopped_agent(api: Fetch, fresh_home) ->
 
     status, data = api("GET", "deployments")
     assert (status, data) == (200, [])
+    assert api("GET", "state") == (200, {"deployments": [], "schedules": []})
+    assert api("GET", "schedules") == (200, [])
     assert find_agent(fresh_home) is None
 
 
@@ -77,6 +84,14 @@ def test_requests_without_jupyters_token_are_refused(api: Fetch) -> None:
         assert status in (401, 403), status
         status, _ = api("POST", "deployments", NAME, "stop", headers=headers)
         assert status in (401, 403), status
+        for parts in (("state",), ("schedules",), ("schedules", SCHEDULE)):
+            status, _ = api("GET", *parts, headers=headers)
+            assert status in (401, 403), (parts, status)
+        for parts in (("deployments", NAME, "promote"), ("deployments", NAME, "abort"),
+                      ("deployments", NAME, "canary"), ("schedules", SCHEDULE, "run"),
+                      ("schedules", SCHEDULE, "pause"), ("schedules", SCHEDULE, "resume")):
+            status, _ = api("POST", *parts, headers=headers)
+            assert status in (401, 403), (parts, status)
 
 
 def test_list_is_compact_with_state_and_metrics(api: Fetch, two_versions: nbserve.Deployment) -> None:
@@ -195,6 +210,164 @@ def test_rollback_then_stop_and_start(api: Fetch, two_versions: nbserve.Deployme
     assert status == 200, state
     assert state["status"] in ("serving", "starting") and state["version"] == 2
     assert two_versions.refresh().status in ("serving", "starting")
+
+
+# -- rollouts --------------------------------------------------------------------------------
+
+
+def test_canary_in_list_and_detail_share_then_promote(api: Fetch, module_home, iris, forest, tree) -> None:
+    import httpx
+
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, CANARY, X_test, progress=False)
+    dep = nbserve.deploy(tree, CANARY, X_test, canary=50, progress=False)
+
+    status, state = api("GET", "state")
+    assert status == 200, state
+    (item,) = [d for d in state["deployments"] if d["name"] == CANARY]
+    assert item["version"] == 1
+    rollout = item["rollout"]
+    assert rollout["mode"] == "canary" and rollout["version"] == 2 and rollout["percent"] == 50
+    assert rollout["auto_promote"] is False and rollout["started_at"]
+    assert {v["number"]: v["status"] for v in item["versions"]} == {1: "live", 2: "canary"}
+    first_event = item["latest_event_id"]
+    assert isinstance(first_event, int) and first_event > 0
+    status, listed = api("GET", "deployments")  # the plain list has the same fields
+    assert [d["rollout"] for d in listed if d["name"] == CANARY] == [rollout]
+
+    status, detail = api("GET", "deployments", CANARY)
+    assert status == 200, detail
+    rollout = detail["rollout"]
+    assert rollout["mode"] == "canary" and rollout["version"] == 2
+    assert rollout["verdict"] in ("waiting", "pass") and isinstance(rollout["reasons"], list)
+    assert {"min_requests", "window"} <= set(rollout["gates"])
+    assert {"requests", "p50_ms", "p99_ms", "error_rate", "age_seconds"} <= set(rollout["figures"])
+    assert {r["version"]: r["status"] for r in detail["history"]}[2] == "canary"
+
+    status, state = api("POST", "deployments", CANARY, "canary", body={"percent": 20})
+    assert status == 200, state
+    assert state["rollout"]["percent"] == 20 and dep.refresh()._data["rollout"]["percent"] == 20
+    status, data = api("POST", "deployments", CANARY, "canary", body={"percent": 150})
+    assert status == 400 and data["error"]["type"] == "InvalidArgument", data
+    assert "100" in data["error"]["message"]  # the agent's own words
+    status, data = api("POST", "deployments", CANARY, "canary", body={"percent": "half"})
+    assert status == 400 and data["error"]["type"] == "InvalidArgument", data
+
+    status, state = api("POST", "deployments", CANARY, "promote")
+    assert status == 200, state
+    assert state["version"] == 2 and state["rollout"] is None
+    answer = httpx.post(f"{dep.url}/predict", json={"data": X_test[:2].to_dict("records")},
+                        timeout=30, trust_env=False)
+    assert answer.status_code == 200 and answer.headers["x-nbserve-version"] == "2"
+    status, state = api("GET", "state")
+    (item,) = [d for d in state["deployments"] if d["name"] == CANARY]
+    assert item["rollout"] is None and item["latest_event_id"] > first_event
+    status, events = api("GET", "deployments", CANARY, "events", params={"limit": 5})
+    assert events[-1]["kind"] == "promoted" and events[-1]["id"] == item["latest_event_id"]
+
+
+def test_abort_then_abort_again_is_a_409_with_the_agents_message(api: Fetch, module_home, iris, forest) -> None:
+    _, X_test, _, _ = iris
+    try:
+        nbserve.get(CANARY)
+    except nbserve.errors.DeploymentNotFound:  # run alone: a live version first
+        nbserve.deploy(forest, CANARY, X_test, progress=False)
+    live = nbserve.get(CANARY).version
+    dep = nbserve.deploy(forest, CANARY, X_test, shadow=True, progress=False)
+    status, detail = api("GET", "deployments", CANARY)
+    assert detail["rollout"]["mode"] == "shadow" and detail["rollout"]["percent"] is None
+    assert "shadow" in detail["rollout"]["figures"]
+    shadow = detail["rollout"]["version"]
+
+    status, state = api("POST", "deployments", CANARY, "abort")
+    assert status == 200, state
+    assert state["rollout"] is None and state["version"] == live
+    assert dep.refresh().rollout() is None
+    status, data = api("POST", "deployments", CANARY, "abort")
+    assert status == 409, data
+    assert data["error"]["type"] == "Conflict"
+    assert data["error"]["message"] == f"{CANARY} has no canary or shadow to abort"
+    status, data = api("POST", "deployments", CANARY, "promote")
+    assert status == 409 and "no canary or shadow to promote" in data["error"]["message"]
+    status, data = api("POST", "deployments", CANARY, "canary", body={"percent": 10})
+    assert status == 409 and "no canary" in data["error"]["message"]
+    status, events = api("GET", "deployments", CANARY, "events", params={"limit": 5})
+    assert events[-1]["kind"] == "aborted" and events[-1]["version"] == shadow
+    nbserve.get(CANARY).stop()
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def test_schedules_list_pause_resume_run_now(api: Fetch, module_home, jp_root_dir) -> None:
+    from nbserve._schedules import get_schedule, schedule
+
+    schedule(NOTEBOOK, cron="0 3 * * *", name=SCHEDULE, params={"n_estimators": 5},
+             timezone="Europe/Paris", timeout=300)
+    try:
+        status, items = api("GET", "schedules")
+        assert status == 200, items
+        (item,) = [s for s in items if s["name"] == SCHEDULE]
+        assert item["deployment"] == SCHEDULE and item["cron"] == "0 3 * * *"
+        assert item["timezone"] == "Europe/Paris" and item["paused"] is False
+        assert item["next_run_at"] and item["last_run"] is None and item["running_run"] is None
+        status, state = api("GET", "state")
+        assert [s["name"] for s in state["schedules"]] == [SCHEDULE]
+
+        status, item = api("POST", "schedules", SCHEDULE, "pause")
+        assert status == 200 and item["paused"] is True, item
+        assert get_schedule(SCHEDULE).paused
+        status, item = api("POST", "schedules", SCHEDULE, "resume")
+        assert status == 200 and item["paused"] is False, item
+
+        status, run = api("POST", "schedules", SCHEDULE, "run")
+        assert status == 202, run
+        assert run["status"] == "running" and run["trigger"] == "manual"
+        status, items = api("GET", "schedules")
+        (item,) = [s for s in items if s["name"] == SCHEDULE]
+        assert item["running_run"] == run["id"] and item["last_run"]["id"] == run["id"]
+        status, again = api("POST", "schedules", SCHEDULE, "run")  # one in progress: recorded as skipped
+        assert status == 202 and again["status"] == "skipped", again
+
+        done = get_schedule(SCHEDULE).wait_for_run(run["id"], timeout=240)
+        assert done["status"] == "succeeded", done
+        status, detail = api("GET", "schedules", SCHEDULE)
+        assert status == 200, detail
+        runs = {r["id"]: r for r in detail["runs"]}
+        assert set(runs) == {run["id"], again["id"]}
+        mine = runs[run["id"]]
+        assert mine["status"] == "succeeded" and mine["version"] == 1
+        assert mine["executed_notebook"] == done["executed_notebook"]
+        assert mine["executed_notebook"].startswith(str(module_home.root))
+        assert mine["executed_notebook_lab_path"] is None  # not under the server's root
+        assert mine["parameters"]["n_estimators"] == 5
+        assert detail["last_run"]["id"] == max(runs)
+        assert nbserve.get(SCHEDULE).version == 1
+
+        status, data = api("GET", "schedules", "no-such")
+        assert status == 404 and data["error"]["type"] == "ScheduleNotFound", data
+        status, data = api("POST", "schedules", "no-such", "run")
+        assert status == 404 and "no-such" in data["error"]["message"], data
+    finally:
+        get_schedule(SCHEDULE).remove()
+        try:
+            nbserve.get(SCHEDULE).stop()
+        except nbserve.errors.NbserveError:
+            pass
+    status, items = api("GET", "schedules")
+    assert status == 200 and [s for s in items if s["name"] == SCHEDULE] == []
+
+
+def test_executed_notebook_paths_under_the_server_root(tmp_path) -> None:
+    from nbserve._jupyter._handlers import notebook_path_under
+
+    root = tmp_path / "root"
+    (root / "runs").mkdir(parents=True)
+    assert notebook_path_under(str(root / "runs" / "7.ipynb"), str(root)) == "runs/7.ipynb"
+    assert notebook_path_under(str(tmp_path / "elsewhere.ipynb"), str(root)) is None
+    assert notebook_path_under(str(root), str(root)) is None
+    assert notebook_path_under(None, str(root)) is None
+    assert notebook_path_under(str(root / "a.ipynb"), None) is None
 
 
 def test_extension_is_not_imported_by_nbserve() -> None:

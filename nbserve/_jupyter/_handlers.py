@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any, Callable, NoReturn
 
 import tornado.web
@@ -72,6 +73,17 @@ def _records(frame: Any, index: str | None = None) -> list[dict[str, Any]]:
     return json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s"))
 
 
+ROLLOUT_BRIEF = ("mode", "version", "percent", "started_at", "auto_promote", "sticky_header")
+
+
+def _rollout_brief(dep: nbserve.Deployment) -> dict[str, Any] | None:
+    """The canary or shadow under way as the deployment's snapshot has it (no figures), or None."""
+    rollout = getattr(dep, "_data", {}).get("rollout") or None
+    if not rollout:
+        return None
+    return {key: _plain(rollout.get(key)) for key in ROLLOUT_BRIEF}
+
+
 def _state(dep: nbserve.Deployment) -> dict[str, Any]:
     return {
         "name": dep.name,
@@ -79,7 +91,19 @@ def _state(dep: nbserve.Deployment) -> dict[str, Any]:
         "version": dep.version,
         "url": dep.url,
         "versions": [{"number": v["number"], "status": v["status"]} for v in dep.versions],
+        "rollout": _rollout_brief(dep),
     }
+
+
+def _latest_event_id(dep: nbserve.Deployment) -> int | None:
+    """The id of the deployment's newest event: the panel fetches events only when it moves."""
+    try:
+        frame = dep.events(limit=1)
+    except NbserveError:
+        return None
+    if frame is None or len(frame) == 0 or "id" not in frame:
+        return None
+    return int(frame["id"].iloc[-1])
 
 
 def _summary(dep: nbserve.Deployment, window: str = "5m") -> dict[str, Any] | None:
@@ -109,13 +133,38 @@ def list_deployments() -> list[dict[str, Any]]:
         deps = nbserve.deployments(start=False)
     except AgentUnreachable:
         return []
-    return [{**_state(dep), "summary": _summary(dep)} for dep in deps]
+    return [_brief(dep) for dep in deps]
+
+
+def _brief(dep: nbserve.Deployment) -> dict[str, Any]:
+    return {**_state(dep), "summary": _summary(dep), "latest_event_id": _latest_event_id(dep)}
+
+
+def panel_state(root: str | None) -> dict[str, Any]:
+    """What the panel polls every 2 s: every deployment (compact) and every schedule, in one answer."""
+    try:
+        deps = nbserve.deployments(start=False)
+    except AgentUnreachable:
+        return {"deployments": [], "schedules": []}
+    return {"deployments": [_brief(dep) for dep in deps], "schedules": _schedule_briefs(root)}
+
+
+def _rollout_detail(dep: nbserve.Deployment) -> dict[str, Any] | None:
+    if not hasattr(dep, "rollout"):
+        return None
+    try:
+        rollout = dep.rollout()
+    except NbserveError:
+        return _rollout_brief(dep)
+    return json.loads(json.dumps(rollout, default=_plain)) if rollout else None
 
 
 def deployment_detail(name: str, events: int) -> dict[str, Any]:
     dep = nbserve.get(name)
     history = _records(dep.history(), index="version")  # history() refreshes the snapshot
-    return {**_state(dep), "history": history, "events": _records(dep.events(limit=events))}
+    # the rollout with its gates, figures so far and verdict (None: none under way)
+    return {**_state(dep), "rollout": _rollout_detail(dep), "history": history,
+            "events": _records(dep.events(limit=events))}
 
 
 def deployment_history(name: str) -> list[dict[str, Any]]:
@@ -163,6 +212,102 @@ def stop(name: str) -> dict[str, Any]:
 
 def start(name: str) -> dict[str, Any]:
     return _state(nbserve.get(name).start())
+
+
+def promote(name: str) -> dict[str, Any]:
+    return _state(nbserve.get(name).promote())
+
+
+def abort(name: str) -> dict[str, Any]:
+    return _state(nbserve.get(name).abort())
+
+
+def set_canary(name: str, percent: float) -> dict[str, Any]:
+    return _state(nbserve.get(name).set_canary(percent))
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def notebook_path_under(path: str | None, root: str | None) -> str | None:
+    """``path`` relative to the Jupyter server's root (posix, for the contents API), or None
+    when it is not under it (JupyterLab cannot open it then)."""
+    if not path or not root:
+        return None
+    try:
+        full = os.path.realpath(path)
+        base = os.path.realpath(os.path.expanduser(root))
+        relative = os.path.relpath(full, base)
+    except ValueError:  # another drive
+        return None
+    if relative == os.curdir or relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    return relative.replace(os.sep, "/")
+
+
+def _run_record(run: dict[str, Any], root: str | None) -> dict[str, Any]:
+    out = {key: _plain(value) for key, value in run.items()}
+    if isinstance(out.get("parameters"), str):
+        try:
+            out["parameters"] = json.loads(out["parameters"])
+        except ValueError:
+            pass
+    out["executed_notebook_lab_path"] = notebook_path_under(out.get("executed_notebook"), root)
+    return out
+
+
+def _runs(sched: Any, root: str | None, limit: int) -> list[dict[str, Any]]:
+    return [_run_record(r, root) for r in _records(sched.runs(limit=limit), index="id")]
+
+
+def _schedule_brief(sched: Any, root: str | None) -> dict[str, Any]:
+    data = json.loads(json.dumps(sched.data, default=_plain))
+    try:
+        last = _runs(sched, root, 1)
+    except NbserveError:  # removed meanwhile
+        last = []
+    data["last_run"] = last[-1] if last else None
+    return data
+
+
+def _schedule_briefs(root: str | None) -> list[dict[str, Any]]:
+    from nbserve.errors import NotFound
+
+    out = []
+    for sched in nbserve.schedules():
+        try:
+            out.append(_schedule_brief(sched, root))
+        except NotFound:
+            continue
+    return out
+
+
+def list_schedules(root: str | None) -> list[dict[str, Any]]:
+    # as for deployments: reading the list never starts a stopped agent
+    try:
+        nbserve.connect(start=False)
+    except AgentUnreachable:
+        return []
+    return _schedule_briefs(root)
+
+
+def schedule_detail(name: str, root: str | None, limit: int) -> dict[str, Any]:
+    sched = nbserve.get_schedule(name)
+    data = json.loads(json.dumps(sched.data, default=_plain))
+    runs = _runs(sched, root, limit)
+    return {**data, "last_run": runs[-1] if runs else None, "runs": runs}
+
+
+def schedule_run_now(name: str, root: str | None) -> dict[str, Any]:
+    return _run_record(nbserve.get_schedule(name).run_now(wait=False), root)
+
+
+def schedule_pause(name: str, root: str | None) -> dict[str, Any]:
+    return _schedule_brief(nbserve.get_schedule(name).pause(), root)
+
+
+def schedule_resume(name: str, root: str | None) -> dict[str, Any]:
+    return _schedule_brief(nbserve.get_schedule(name).resume(), root)
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -230,9 +375,87 @@ class StartHandler(_Handler):
         self.reply(await self.call(start, name))
 
 
+class PromoteHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(promote, name))
+
+
+class AbortHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(abort, name))
+
+
+class CanaryHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        percent = self.body().get("percent")
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+            self._fail(InvalidArgument(f"`percent` must be a number, not {percent!r}"))
+        self.reply(await self.call(set_canary, name, percent))
+
+
+class _ScheduleHandler(_Handler):
+    @property
+    def root(self) -> str | None:
+        """The server's root folder: executed notebooks under it open in JupyterLab."""
+        manager = self.settings.get("contents_manager")
+        root = getattr(manager, "root_dir", None) or self.settings.get("server_root_dir")
+        return str(root) if root else None
+
+
+class StateHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.call(panel_state, self.root))
+
+
+class SchedulesHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.call(list_schedules, self.root))
+
+
+class ScheduleHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        limit = self.int_argument("runs", 50)
+        self.reply(await self.call(schedule_detail, name, self.root, limit))
+
+
+class ScheduleRunHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.set_status(202)
+        self.reply(await self.call(schedule_run_now, name, self.root))
+
+
+class SchedulePauseHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(schedule_pause, name, self.root))
+
+
+class ScheduleResumeHandler(_ScheduleHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(schedule_resume, name, self.root))
+
+
 def routes() -> list[tuple[str, type[_Handler]]]:
     base = f"{PREFIX}/deployments"
+    schedules = f"{PREFIX}/schedules"
     return [
+        (f"{PREFIX}/state", StateHandler),
+        (schedules, SchedulesHandler),
+        (f"{schedules}/{_NAME}", ScheduleHandler),
+        (f"{schedules}/{_NAME}/run", ScheduleRunHandler),
+        (f"{schedules}/{_NAME}/pause", SchedulePauseHandler),
+        (f"{schedules}/{_NAME}/resume", ScheduleResumeHandler),
+        (f"{base}/{_NAME}/promote", PromoteHandler),
+        (f"{base}/{_NAME}/abort", AbortHandler),
+        (f"{base}/{_NAME}/canary", CanaryHandler),
         (base, DeploymentsHandler),
         (f"{base}/{_NAME}", DeploymentHandler),
         (f"{base}/{_NAME}/history", HistoryHandler),
