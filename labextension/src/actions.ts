@@ -6,7 +6,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Dialog, InputDialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
-import { IDeploymentBrief, IDeploymentState, NbserveApiError, asApiError } from './api';
+import { IDeploymentBrief, IDeploymentState, ISchedule, NbserveApiError, asApiError } from './api';
 import { DeploymentsModel } from './model';
 
 /** Show an error from the server as a notification, with a "Details" action. */
@@ -34,6 +34,25 @@ export function rollbackTargets(dep: IDeploymentState): number[] {
     .map(v => v.number)
     .sort((a, b) => b - a);
 }
+
+/** "canary v3 · 10%" or "shadow v3": a rollout in a few characters. */
+export function rolloutLabel(dep: IDeploymentState): string {
+  const r = dep.rollout;
+  if (!r) {
+    return '';
+  }
+  return r.mode === 'canary' ? `canary v${r.version} · ${fmtPercent(r.percent)}` : `shadow v${r.version}`;
+}
+
+export function fmtPercent(value: number | null | undefined): string {
+  if (value === null || value === undefined) {
+    return '–';
+  }
+  return `${Number(value.toFixed(2))}%`;
+}
+
+/** Preset canary shares offered by the panel. */
+export const CANARY_PRESETS = [5, 10, 25, 50, 75];
 
 export class Actions {
   constructor(
@@ -150,6 +169,183 @@ export class Actions {
     });
   }
 
+  /** Ask which deployment with a rollout under way (when not given). */
+  async pickRollout(title: string, name?: string, mode?: 'canary' | 'shadow'): Promise<IDeploymentBrief | null> {
+    if (name) {
+      return this.pickDeployment(title, name);
+    }
+    let list: IDeploymentBrief[];
+    try {
+      list = (await this.model.api.list()).filter(d => d.rollout && (!mode || d.rollout.mode === mode));
+    } catch (reason) {
+      notifyError('nbserve', reason);
+      return null;
+    }
+    if (list.length === 0) {
+      Notification.info(`nbserve: no deployment has a ${mode ?? 'canary or shadow'} under way`, { autoClose: 6000 });
+      return null;
+    }
+    const labels = list.map(d => `${d.name} (${rolloutLabel(d)})`);
+    const result = await InputDialog.getItem({ title, items: labels, current: 0 });
+    if (!result.button.accept || !result.value) {
+      return null;
+    }
+    return list[labels.indexOf(result.value)] ?? null;
+  }
+
+  async promote(name?: string): Promise<boolean> {
+    const dep = await this.pickRollout('Promote which canary or shadow?', name);
+    if (!dep) {
+      return false;
+    }
+    const r = dep.rollout;
+    if (!r) {
+      Notification.info(`nbserve: ${dep.name} has no canary or shadow to promote`, { autoClose: 6000 });
+      return false;
+    }
+    const confirmed = await showDialog({
+      title: `Promote ${dep.name} v${r.version}?`,
+      body:
+        `The ${r.mode} v${r.version} becomes live: the stable URL ${dep.url ?? ''} answers every request from it ` +
+        `instead of v${dep.version ?? '–'}, which stays warm for a rollback.`,
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Promote' })]
+    });
+    if (!confirmed.button.accept) {
+      return false;
+    }
+    this.model.expect(dep.name, 'promoted');
+    return this.run(`Promoting ${dep.name} v${r.version}`, async () => {
+      const state = await this.model.api.promote(dep.name);
+      return `${dep.name}: v${state.version} promoted, it is live`;
+    });
+  }
+
+  async abort(name?: string): Promise<boolean> {
+    const dep = await this.pickRollout('Abort the rollout of which deployment?', name);
+    if (!dep) {
+      return false;
+    }
+    const r = dep.rollout;
+    const what = r ? `the ${r.mode} v${r.version}` : 'its rollout';
+    const confirmed = await showDialog({
+      title: `Abort ${r ? `${r.mode} v${r.version} of ` : 'the rollout of '}${dep.name}?`,
+      body:
+        `${what[0].toUpperCase()}${what.slice(1)} is taken out of the traffic at once and its server stops; ` +
+        `v${dep.version ?? '–'} keeps serving everything.`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Abort rollout' })]
+    });
+    if (!confirmed.button.accept) {
+      return false;
+    }
+    this.model.expect(dep.name, 'aborted');
+    return this.run(`Aborting ${what} of ${dep.name}`, async () => {
+      const state = await this.model.api.abort(dep.name);
+      return `${dep.name}: rollout aborted, v${state.version ?? '–'} serves everything`;
+    });
+  }
+
+  /** Change the canary's share; asks for it (presets or a number) when not given. */
+  async setCanary(name?: string, percent?: number | null): Promise<boolean> {
+    const dep = await this.pickRollout('Change the canary share of which deployment?', name, 'canary');
+    if (!dep) {
+      return false;
+    }
+    const r = dep.rollout;
+    if (!r || r.mode !== 'canary') {
+      Notification.info(`nbserve: ${dep.name} has no canary under way`, { autoClose: 6000 });
+      return false;
+    }
+    let share = percent ?? null;
+    if (share === null) {
+      const result = await InputDialog.getNumber({
+        title: `Share of requests for canary v${r.version} of ${dep.name} (%)`,
+        value: r.percent ?? 10
+      });
+      if (!result.button.accept || result.value === null || isNaN(result.value)) {
+        return false;
+      }
+      share = result.value;
+    }
+    const confirmed = await showDialog({
+      title: `Send ${fmtPercent(share)} of requests to canary v${r.version}?`,
+      body: `${dep.name}'s stable URL sends ${fmtPercent(share)} of new requests to v${r.version} (now ${fmtPercent(r.percent)}); the rest stay on v${dep.version ?? '–'}.`,
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: `Set ${fmtPercent(share)}` })]
+    });
+    if (!confirmed.button.accept) {
+      return false;
+    }
+    const value = share;
+    return this.run(`Setting ${dep.name}'s canary to ${fmtPercent(value)}`, async () => {
+      const state = await this.model.api.setCanary(dep.name, value);
+      return `${dep.name}: canary v${state.rollout?.version ?? r.version} gets ${fmtPercent(state.rollout?.percent ?? value)}`;
+    });
+  }
+
+  /** Ask which schedule (when not given), from the agent's list. */
+  async pickSchedule(title: string, name?: string): Promise<ISchedule | null> {
+    let list: ISchedule[];
+    try {
+      list = await this.model.api.schedules();
+    } catch (reason) {
+      notifyError('nbserve', reason);
+      return null;
+    }
+    if (name) {
+      const found = list.find(s => s.name === name);
+      if (!found) {
+        Notification.error(`nbserve: no schedule is called ${name}`, { autoClose: 8000 });
+      }
+      return found ?? null;
+    }
+    if (list.length === 0) {
+      Notification.info('nbserve: there are no schedules yet; add one with `nbserve schedule add`', { autoClose: 6000 });
+      return null;
+    }
+    const result = await InputDialog.getItem({ title, items: list.map(s => s.name), current: 0 });
+    if (!result.button.accept || !result.value) {
+      return null;
+    }
+    return list.find(s => s.name === result.value) ?? null;
+  }
+
+  async runSchedule(name?: string): Promise<boolean> {
+    const sched = await this.pickSchedule('Run which schedule now?', name);
+    if (!sched) {
+      return false;
+    }
+    const confirmed = await showDialog({
+      title: `Run ${sched.name} now?`,
+      body:
+        `The agent executes ${basename(sched.notebook)} now with the schedule's parameters; ` +
+        `what it deploys to ${sched.deployment} goes through the usual checks.` +
+        (sched.running_run !== null ? ` A run is in progress: this one will be recorded as skipped.` : ''),
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Run now' })]
+    });
+    if (!confirmed.button.accept) {
+      return false;
+    }
+    return this.run(`Starting a run of ${sched.name}`, async () => {
+      const run = await this.model.api.runSchedule(sched.name);
+      return run.status === 'skipped'
+        ? `${sched.name}: run ${run.id} skipped${run.reason ? ` (${run.reason})` : ''}`
+        : `${sched.name}: run ${run.id} ${run.status}`;
+    });
+  }
+
+  async pauseSchedule(name: string): Promise<boolean> {
+    return this.run(`Pausing ${name}`, async () => {
+      await this.model.api.pauseSchedule(name);
+      return `${name} is paused`;
+    });
+  }
+
+  async resumeSchedule(name: string): Promise<boolean> {
+    return this.run(`Resuming ${name}`, async () => {
+      const sched = await this.model.api.resumeSchedule(name);
+      return `${name} resumed${sched.next_run_at ? `; next run ${new Date(sched.next_run_at).toLocaleString()}` : ''}`;
+    });
+  }
+
   /** Insert a cell with the matching `%deploy` commands below the active cell of the current notebook. */
   async openInNotebook(name: string, rollbackTo: number | null = null): Promise<boolean> {
     const panel = this.notebooks?.currentWidget ?? null;
@@ -193,4 +389,8 @@ export class Actions {
       await this.model.refresh();
     }
   }
+}
+
+function basename(path: string): string {
+  return path.split('/').pop() ?? path;
 }

@@ -27,16 +27,110 @@ export interface ISummary {
   drift: IDriftSummary | null;
 }
 
+/** A canary or shadow under way, as the deployment's snapshot has it. */
+export interface IRolloutBrief {
+  mode: 'canary' | 'shadow';
+  version: number;
+  /** Share of new requests (canary); null for a shadow. */
+  percent: number | null;
+  /** Unix seconds. */
+  started_at: number | null;
+  auto_promote: boolean;
+  sticky_header?: string | null;
+}
+
+export interface IShadowFigures {
+  version?: number;
+  compared: number;
+  differing: number;
+  difference_rate: number | null;
+  errors: number;
+  error_rate: number | null;
+  max_abs_diff?: number | null;
+  p50_ms?: number | null;
+  p99_ms?: number | null;
+  last_error?: string | null;
+  [key: string]: unknown;
+}
+
+export interface IRolloutFigures {
+  requests?: number;
+  p50_ms?: number | null;
+  p99_ms?: number | null;
+  error_rate?: number | null;
+  drift_share?: number | null;
+  age_seconds?: number | null;
+  shadow?: IShadowFigures | null;
+  [key: string]: unknown;
+}
+
+/** The rollout with its gates, figures so far and the gates' verdict (the detail route). */
+export interface IRollout extends IRolloutBrief {
+  started_by?: string | null;
+  gates: Record<string, number | string | null>;
+  figures: IRolloutFigures;
+  verdict: 'waiting' | 'pass' | 'breach';
+  reasons: string[];
+}
+
 export interface IDeploymentState {
   name: string;
   status: string;
   version: number | null;
   url: string | null;
   versions: IVersionBrief[];
+  rollout: IRolloutBrief | null;
 }
 
 export interface IDeploymentBrief extends IDeploymentState {
   summary: ISummary | null;
+  /** The id of its newest event: the panel fetches events only when this moves. */
+  latest_event_id?: number | null;
+}
+
+export interface IScheduleRun {
+  id: number;
+  trigger: string;
+  status: string;
+  due_at: string | null;
+  started_at: string | null;
+  finished_at?: string | null;
+  duration_seconds: number | null;
+  version: number | null;
+  reason: string | null;
+  error: string | null;
+  parameters: Record<string, unknown> | null;
+  executed_notebook: string | null;
+  /** The executed notebook relative to the Jupyter server's root, when it is under it. */
+  executed_notebook_lab_path: string | null;
+  [key: string]: unknown;
+}
+
+export interface ISchedule {
+  name: string;
+  deployment: string;
+  notebook: string;
+  cron: string;
+  timezone: string;
+  parameters: Record<string, unknown>;
+  timeout_seconds: number;
+  missed: string;
+  paused: boolean;
+  next_run_at: string | null;
+  last_run_at: string | null;
+  running_run: number | null;
+  last_run: IScheduleRun | null;
+  [key: string]: unknown;
+}
+
+export interface IScheduleDetail extends ISchedule {
+  runs: IScheduleRun[];
+}
+
+/** What the panel polls: every deployment (compact) and every schedule. */
+export interface IPanelState {
+  deployments: IDeploymentBrief[];
+  schedules: ISchedule[];
 }
 
 export interface IHistoryRow {
@@ -65,6 +159,7 @@ export interface IEvent {
 }
 
 export interface IDeploymentDetail extends IDeploymentState {
+  rollout: IRollout | null;
   history: IHistoryRow[];
   events: IEvent[];
 }
@@ -135,6 +230,11 @@ export class NbserveAPI {
     return this.request('deployments');
   }
 
+  /** Deployments and schedules in one request: what the panel polls. */
+  state(): Promise<IPanelState> {
+    return this.request('state');
+  }
+
   detail(name: string, events = 50): Promise<IDeploymentDetail> {
     return this.request(`deployments/${enc(name)}?events=${events}`);
   }
@@ -166,6 +266,38 @@ export class NbserveAPI {
 
   start(name: string): Promise<IDeploymentState> {
     return this.post(`deployments/${enc(name)}/start`, {});
+  }
+
+  promote(name: string): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/promote`, {});
+  }
+
+  abort(name: string): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/abort`, {});
+  }
+
+  setCanary(name: string, percent: number): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/canary`, { percent });
+  }
+
+  schedules(): Promise<ISchedule[]> {
+    return this.request('schedules');
+  }
+
+  schedule(name: string, runs = 50): Promise<IScheduleDetail> {
+    return this.request(`schedules/${enc(name)}?runs=${runs}`);
+  }
+
+  runSchedule(name: string): Promise<IScheduleRun> {
+    return this.post(`schedules/${enc(name)}/run`, {});
+  }
+
+  pauseSchedule(name: string): Promise<ISchedule> {
+    return this.post(`schedules/${enc(name)}/pause`, {});
+  }
+
+  resumeSchedule(name: string): Promise<ISchedule> {
+    return this.post(`schedules/${enc(name)}/resume`, {});
   }
 
   private post<T>(path: string, body: unknown): Promise<T> {

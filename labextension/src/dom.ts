@@ -3,6 +3,9 @@ import { Clipboard } from '@jupyterlab/apputils';
 import { Notification } from '@jupyterlab/apputils';
 import { copyIcon } from '@jupyterlab/ui-components';
 
+import { fmtPercent, rolloutLabel } from './actions';
+import { IDeploymentState } from './api';
+
 export function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
   props: { class?: string; text?: string; title?: string; data?: Record<string, string> } = {},
@@ -82,3 +85,18 @@ export function ago(iso: string | null | undefined): HTMLElement {
   }
   return h('time', { text, title: date.toLocaleString() });
 }
+
+/** The list's and the detail's rollout badge: "canary v3 · 10%", in the rollout colour. */
+export function rolloutBadge(dep: IDeploymentState): HTMLElement | null {
+  const r = dep.rollout;
+  if (!r) {
+    return null;
+  }
+  return h('span', {
+    class: `nbserve-rollout-badge nbserve-rollout-${r.mode}`,
+    text: rolloutLabel(dep),
+    title: r.mode === 'canary' ? `v${r.version} gets ${fmtPercent(r.percent)} of new requests` : `v${r.version} gets a copy of live traffic; its answers are compared, never returned`,
+    data: { mode: r.mode, version: String(r.version) }
+  });
+}
+

@@ -6,6 +6,7 @@ import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { Actions, notifyError, rollbackTargets } from './actions';
+import { notifyEvent } from './notify';
 import { NbserveAPI } from './api';
 import { nbserveIcon } from './icons';
 import { DeploymentsModel } from './model';
@@ -17,6 +18,12 @@ namespace CommandIDs {
   export const stop = 'nbserve:stop';
   export const start = 'nbserve:start';
   export const openInNotebook = 'nbserve:open-in-notebook';
+  export const promote = 'nbserve:promote';
+  export const abort = 'nbserve:abort-rollout';
+  export const setCanary = 'nbserve:set-canary';
+  export const runSchedule = 'nbserve:run-schedule';
+  export const pauseSchedule = 'nbserve:pause-schedule';
+  export const resumeSchedule = 'nbserve:resume-schedule';
 }
 
 const CATEGORY = 'nbserve';
@@ -35,7 +42,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const api = new NbserveAPI(app.serviceManager.serverSettings);
     const model = new DeploymentsModel(api);
     const actions = new Actions(app, model, notebooks);
-    const panel = new DeploymentsPanel(model, app.commands);
+    const openNotebook = (path: string): void => {
+      void app.commands.execute('docmanager:open', { path }).catch(reason => notifyError(`Opening ${path}`, reason));
+    };
+    const panel = new DeploymentsPanel(model, app.commands, openNotebook);
     app.shell.add(panel, 'left', { rank: 850 });
     restorer?.add(panel, 'nbserve-deployments');
 
@@ -43,6 +53,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     model.errorChanged.connect((_, error) => {
       if (error) {
         notifyError('nbserve deployments', error);
+      }
+    });
+
+    // A gate breach, a promotion or a failed deploy seen by the poll: one notification each.
+    model.newEvents.connect((_, { name, events }) => {
+      for (const event of events) {
+        notifyEvent(name, event, () => {
+          app.shell.activateById(panel.id);
+          panel.show_(name);
+        });
       }
     });
 
@@ -83,8 +103,39 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    app.commands.addCommand(CommandIDs.promote, {
+      label: args => (name(args) ? `Promote ${name(args)}'s canary` : 'nbserve: promote canary…'),
+      caption: 'Make a canary (or shadow) version live',
+      execute: args => actions.promote(name(args))
+    });
+    app.commands.addCommand(CommandIDs.abort, {
+      label: args => (name(args) ? `Abort ${name(args)}'s rollout` : 'nbserve: abort rollout…'),
+      caption: 'End a canary or shadow: the live version serves everything',
+      execute: args => actions.abort(name(args))
+    });
+    app.commands.addCommand(CommandIDs.setCanary, {
+      label: args => (name(args) ? `Change ${name(args)}'s canary share` : 'nbserve: change canary share…'),
+      execute: args => actions.setCanary(name(args), typeof args.percent === 'number' ? args.percent : null)
+    });
+    app.commands.addCommand(CommandIDs.runSchedule, {
+      label: args => (name(args) ? `Run ${name(args)} now` : 'nbserve: run schedule now…'),
+      caption: 'Run a scheduled notebook now',
+      execute: args => actions.runSchedule(name(args))
+    });
+    app.commands.addCommand(CommandIDs.pauseSchedule, {
+      label: args => (name(args) ? `Pause ${name(args)}` : 'nbserve: pause schedule'),
+      isEnabled: args => !!name(args),
+      execute: args => (name(args) ? actions.pauseSchedule(name(args)!) : false)
+    });
+    app.commands.addCommand(CommandIDs.resumeSchedule, {
+      label: args => (name(args) ? `Resume ${name(args)}` : 'nbserve: resume schedule'),
+      isEnabled: args => !!name(args),
+      execute: args => (name(args) ? actions.resumeSchedule(name(args)!) : false)
+    });
+
     if (palette) {
-      for (const command of [CommandIDs.show, CommandIDs.rollback, CommandIDs.stop, CommandIDs.start, CommandIDs.openInNotebook]) {
+      for (const command of [CommandIDs.show, CommandIDs.rollback, CommandIDs.stop, CommandIDs.start, CommandIDs.openInNotebook,
+        CommandIDs.promote, CommandIDs.abort, CommandIDs.setCanary, CommandIDs.runSchedule]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

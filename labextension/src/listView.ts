@@ -4,7 +4,7 @@ import { Widget } from '@lumino/widgets';
 
 import { IDeploymentBrief, ISummary } from './api';
 import { fmt, sparkline } from './charts';
-import { h, statusBadge, urlLine } from './dom';
+import { h, rolloutBadge, statusBadge, urlLine } from './dom';
 import { DeploymentsModel } from './model';
 
 export class DeploymentList extends Widget {
@@ -58,12 +58,16 @@ export class DeploymentList extends Widget {
   private row(dep: IDeploymentBrief): HTMLElement {
     const li = h(
       'li',
-      { class: 'nbserve-row', data: { name: dep.name, status: dep.status, version: String(dep.version ?? '') } },
+      {
+        class: `nbserve-row${dep.rollout ? ` nbserve-row-${dep.rollout.mode}` : ''}`,
+        data: { name: dep.name, status: dep.status, version: String(dep.version ?? ''), rollout: dep.rollout ? dep.rollout.mode : '' }
+      },
       h(
         'div',
         { class: 'nbserve-row-head' },
         h('span', { class: 'nbserve-name', text: dep.name }),
         h('span', { class: 'nbserve-version-tag', text: dep.version === null ? 'no live version' : `v${dep.version}`, title: 'live version' }),
+        rolloutBadge(dep),
         statusBadge(dep.status)
       ),
       urlLine(dep.url),
