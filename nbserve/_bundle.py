@@ -245,7 +245,11 @@ def _pickled_modules(model: Any) -> set[str]:
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
             memo[int(arg)] = pushed[-1]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            pushed.append(memo.get(int(arg)))
+            value = memo.get(int(arg))
+            if subimport_next and isinstance(value, str):  # a module name seen before in the pickle
+                modules.add(value)
+                subimport_next = False
+            pushed.append(value)
         elif opcode.stack_after:
             pushed.append(None)
         del pushed[:-2]

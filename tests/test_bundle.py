@@ -100,6 +100,38 @@ def test_notebook_classes_carry_the_modules_their_code_uses():
     assert "scipy" in pins
 
 
+_MEMOIZED_MODULE_NAME = """
+from scipy import stats  # imported first, as other code in a kernel may have done:
+from scipy.spatial.distance import jensenshannon  # "scipy" then reaches the pickle memoized
+import numpy as np
+from nbserve._bundle import pinned_requirements
+
+def make():
+    import scipy.special
+
+    class Squash:
+        def predict(self, X):
+            return scipy.special.expit(np.asarray(X).sum(axis=1))
+
+    Squash.__module__ = "__main__"
+    return Squash()
+
+print(sorted(p.split("==")[0].lower() for p in pinned_requirements(make())))
+"""
+
+
+def test_a_module_name_seen_earlier_in_the_pickle_is_still_found():
+    """cloudpickle refers back to a memoized string for ``subimport(name)`` when the name
+    already appeared in the pickle; the scan must follow the memo (a fresh interpreter, so
+    what this test process imported does not decide the outcome)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMOIZED_MODULE_NAME], capture_output=True, text=True,
+                         check=True)
+    assert "scipy" in out.stdout, out.stdout
+
+
 def test_a_model_that_cannot_predict_its_sample_is_refused_before_saving(forest, iris):
     _, X_test, _, _ = iris
     with pytest.raises(errors.ModelNotServable, match="predict failed on the sample"):
