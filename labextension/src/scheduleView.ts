@@ -268,28 +268,34 @@ export class ScheduleDetail extends Widget {
       return box;
     }
     const table = h('table', { class: 'nbserve-runs' });
-    table.appendChild(h('thead', {}, h('tr', {}, ...['run', 'status', 'started', 'took', 'version', 'executed notebook'].map(t => h('th', { text: t })))));
-    const body = h('tbody');
+    table.appendChild(h('thead', {}, h('tr', {}, ...['run', 'status', 'started', 'took', 'version'].map(t => h('th', { text: t })))));
+    const wide = (cls: string, ...children: (HTMLElement | string)[]): HTMLElement => {
+      const cell = h('td', { class: cls }, ...children);
+      cell.colSpan = 5;
+      return h('tr', { class: `${cls}-row` }, cell);
+    };
     for (const run of [...runs].sort((a, b) => b.id - a.id)) {
       const why = run.error ?? run.reason;
-      body.appendChild(
+      const group = h('tbody', { class: 'nbserve-run', data: { run: String(run.id), status: run.status } });
+      group.appendChild(
         h(
           'tr',
-          { class: `nbserve-run-row`, data: { run: String(run.id), status: run.status } },
+          { class: 'nbserve-run-row', data: { run: String(run.id), status: run.status } },
           h('td', { text: `#${run.id}`, title: `trigger: ${run.trigger}` }),
           h('td', {}, runStatus(run.status)),
           h('td', {}, ago(run.started_at)),
           h('td', { text: run.duration_seconds === null || run.duration_seconds === undefined ? '–' : `${fmt(run.duration_seconds)} s` }),
-          h('td', { text: run.version === null || run.version === undefined ? '–' : `v${run.version}` }),
-          h('td', {}, this.notebookLink(run))
+          h('td', { text: run.version === null || run.version === undefined ? '–' : `v${run.version}` })
         )
       );
       if (why) {
-        body.appendChild(h('tr', { class: 'nbserve-run-why' }, h('td', {}), h('td', { text: why })));
-        (body.lastElementChild!.lastElementChild as HTMLTableCellElement).colSpan = 5;
+        group.appendChild(wide('nbserve-run-why', why));
       }
+      if (run.executed_notebook) {
+        group.appendChild(wide('nbserve-run-notebook', this.notebookLink(run)));
+      }
+      table.appendChild(group);
     }
-    table.appendChild(body);
     box.appendChild(table);
     return box;
   }

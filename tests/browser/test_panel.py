@@ -2,7 +2,10 @@
 
 Deploys v1 from this process and v2 from a kernel that JupyterLab started, checks both in
 the panel, rolls back to v1 through the panel's confirmation dialog and checks that the
-stable URL answers from v1. Screenshots (light and dark) go to tests/artifacts/.
+stable URL answers from v1. Then a canary: its badge and Rollout section, a share change and
+a promotion through the panel, a slow canary rolled back by its gates (a warning
+notification), and a schedule paused, resumed and run from the Schedules section.
+Screenshots (light and dark) go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from ..conftest import repo_root
 pytestmark = pytest.mark.slow
 
 NAME = "panel-iris"
+CANARY = "panel-canary"
+SCHEDULE = "panel-sched"
+NOTEBOOK = repo_root() / "notebooks" / "03-scheduled-retrain.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 # Keep Chromium off the network: nothing but the local JupyterLab is reachable here.
 CHROMIUM_FLAGS = [
@@ -161,6 +167,37 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         finally:
             context.close()
     shutil.rmtree(profile, ignore_errors=True)
+
+
+class Slow:
+    """Wraps a model and sleeps in predict: a canary its p99 gate rolls back."""
+
+    def __init__(self, model, ms: float) -> None:
+        self.model, self.ms = model, ms
+
+    def predict(self, X):
+        time.sleep(self.ms / 1000)
+        return self.model.predict(X)
+
+
+Slow.__module__ = "__main__"  # as if defined in a notebook cell: saved by value
+
+
+def _open_lab(lab: Lab, browser):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"{exc}\n{exc.stack}"))
+    page.goto(lab.page_url(), wait_until="domcontentloaded")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=60000)
+    page.evaluate("() => window.jupyterapp.started")
+    return page, errors
+
+
+def _theme(page, light: bool) -> None:
+    name = "JupyterLab Light" if light else "JupyterLab Dark"
+    page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
+    page.wait_for_selector(f'body[data-jp-theme-light="{str(light).lower()}"]', state="attached", timeout=20000)
+    page.wait_for_timeout(300)
 
 
 def _predict_version(url: str, rows: list[dict]) -> str:
@@ -305,5 +342,141 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
         "() => getComputedStyle(document.querySelector('.nbserve-Panel')).backgroundColor")
     assert background != "rgb(255, 255, 255)", background
 
+    assert not errors, errors
+    page.close()
+
+
+def test_rollouts_and_schedules_in_the_panel(lab: Lab, browser, module_home, iris, forest, tree) -> None:
+    from nbserve._schedules import get_schedule, schedule
+
+    _, X_test, _, _ = iris
+    rows = X_test[:3].to_dict("records")
+    nbserve.deploy(forest, CANARY, X_test, description="forest", progress=False)
+    dep = nbserve.deploy(tree, CANARY, X_test, canary=50, description="tree", progress=False)
+    assert dep.version == 1 and dep._data["rollout"]["version"] == 2
+
+    page, errors = _open_lab(lab, browser)
+    _theme(page, light=True)  # the first test left the dark theme in the user settings
+    labels = page.evaluate("""() => ['nbserve:promote', 'nbserve:abort-rollout', 'nbserve:run-schedule']
+        .map(id => window.jupyterapp.commands.label(id))""")
+    assert labels == ["nbserve: promote canary…", "nbserve: abort rollout…", "nbserve: run schedule now…"]
+    page.evaluate("() => window.jupyterapp.commands.execute('nbserve:show-deployments')")
+    panel = page.locator("#nbserve-deployments")
+
+    # The list: the canary badge.
+    row = page.locator(f'.nbserve-row[data-name="{CANARY}"][data-rollout="canary"]')
+    row.wait_for(timeout=20000)
+    assert row.locator(".nbserve-rollout-badge").inner_text() == "canary v2 · 50%"
+    badge_colour = page.evaluate(
+        "() => getComputedStyle(document.querySelector('.nbserve-rollout-canary')).backgroundColor")
+    assert badge_colour not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)"), badge_colour
+
+    # The detail: the Rollout section, the canary's version row.
+    row.click()
+    detail = page.locator(f'.nbserve-Detail[data-name="{CANARY}"]')
+    section = detail.locator('section[data-section="rollout"]')
+    section.wait_for(timeout=20000)
+    text = section.inner_text()
+    assert "canary v2 · 50%" in text and "50% of new requests" in text, text
+    assert section.get_attribute("data-verdict") in ("waiting", "pass")
+    assert section.locator('table.nbserve-gates tr[data-gate="requests"]').count() == 1
+    assert detail.locator('.nbserve-version-row[data-version="2"]').get_attribute("data-status") == "canary"
+    for _ in range(12):  # a little traffic for the figures
+        _predict_version(dep.url, rows)
+    page.wait_for_function(  # the section reloads on its own while a rollout is under way
+        "() => /^[1-9]/.test(document.querySelector('table.nbserve-gates tr[data-gate=\"requests\"] td:last-child')"
+        "?.textContent ?? '')", timeout=20000)
+    page.mouse.move(800, 500)
+    panel.screenshot(path=str(ARTIFACTS / "panel-rollout-light.png"))
+
+    # A preset share, confirmed.
+    section.locator('button.nbserve-canary-preset[data-percent="25"]').click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.wait_for(timeout=10000)
+    assert "25%" in dialog.inner_text()
+    dialog.locator("button.jp-mod-accept").click()
+    page.wait_for_function(
+        "() => document.querySelector('.nbserve-Detail .nbserve-rollout-badge')?.textContent === 'canary v2 · 25%'",
+        timeout=20000)
+    assert nbserve.get(CANARY)._data["rollout"]["percent"] == 25
+
+    # Promote, confirmed: the stable URL answers from v2.
+    section.locator("button.nbserve-promote").click()
+    dialog.wait_for(timeout=10000)
+    assert f"Promote {CANARY} v2?" in dialog.inner_text()
+    dialog.locator("button.jp-mod-accept").click()
+    page.wait_for_selector(f'.nbserve-Detail[data-name="{CANARY}"][data-version="2"][data-rollout=""]', timeout=30000)
+    assert _predict_version(dep.url, rows) == "2"
+    page.locator(".Toastify__toast--success", has_text=f"{CANARY}: v2 promoted").wait_for(timeout=20000)
+
+    # A slow canary breaches its p99 gate under traffic from here: rolled back, and a warning.
+    nbserve.get(CANARY).gates(p99_ms=40, min_requests=8, window="10m")
+    slow = nbserve.deploy(Slow(forest, ms=120), CANARY, X_test, canary=50, description="slow", progress=False)
+    assert slow._data["rollout"]["version"] == 3
+    page.wait_for_selector(f'.nbserve-Detail[data-name="{CANARY}"][data-rollout="canary:3"]', timeout=20000)
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        while nbserve.get(CANARY).rollout() is not None:
+            assert time.monotonic() < deadline, "the slow canary was not rolled back"
+            client.post(f"{slow.url}/predict", json={"data": rows})
+    warning = page.locator(".Toastify__toast--warning", has_text=f"{CANARY}: v3 canary rolled back by its gates: p99")
+    warning.wait_for(timeout=20000)
+    assert "> 40 ms" in warning.inner_text(), warning.inner_text()
+    page.wait_for_timeout(800)  # the toast slides in
+    page.screenshot(path=str(ARTIFACTS / "gate-breach-notification-light.png"))
+    page.wait_for_timeout(4500)  # two more polls: each event is notified once
+    assert warning.count() == 1
+    assert page.locator(".Toastify__toast", has_text="v2 promoted").count() <= 1
+    assert _predict_version(slow.url, rows) == "2"
+    page.wait_for_selector(f'.nbserve-Detail[data-name="{CANARY}"][data-rollout=""]', timeout=20000)
+    assert detail.locator('.nbserve-version-row[data-version="3"]').get_attribute("data-status") == "stopped"
+
+    # Schedules: listed under the deployments; pause, resume, run now (confirmed), its runs.
+    sched = schedule(NOTEBOOK, cron="0 3 * * *", name=SCHEDULE, params={"n_estimators": 5},
+                     timezone="Europe/Paris", timeout=300)
+    try:
+        detail.locator("button.nbserve-back").click()
+        srow = page.locator(f'.nbserve-sched-row[data-name="{SCHEDULE}"]')
+        srow.wait_for(timeout=20000)
+        text = srow.inner_text()
+        assert "0 3 * * *" in text and "Europe/Paris" in text and "never ran" in text, text
+        srow.locator("button.nbserve-sched-pause").click()
+        page.wait_for_selector(f'.nbserve-sched-row[data-name="{SCHEDULE}"][data-paused="true"]', timeout=20000)
+        assert get_schedule(SCHEDULE).paused
+        srow.locator("button.nbserve-sched-resume").click()
+        page.wait_for_selector(f'.nbserve-sched-row[data-name="{SCHEDULE}"][data-paused="false"]', timeout=20000)
+
+        srow.locator("button.nbserve-sched-run").click()
+        confirm = page.locator(".jp-Dialog", has_text=f"Run {SCHEDULE} now?")
+        confirm.wait_for(timeout=10000)
+        confirm.locator("button.jp-mod-accept").click()
+        page.wait_for_selector(f'.nbserve-sched-row[data-name="{SCHEDULE}"][data-state="running"]', timeout=20000)
+        assert get_schedule(SCHEDULE).data["running_run"] is not None
+        page.mouse.move(800, 500)
+        page.locator(".nbserve-Schedules").screenshot(path=str(ARTIFACTS / "panel-schedules-light.png"))
+
+        run_id = get_schedule(SCHEDULE).data["running_run"]
+        page.locator(f'.nbserve-sched-row[data-name="{SCHEDULE}"]').click()
+        runs = page.locator(f'.nbserve-ScheduleDetail[data-name="{SCHEDULE}"] table.nbserve-runs')
+        runs.wait_for(timeout=20000)
+        run = runs.locator(f'tbody.nbserve-run[data-run="{run_id}"]')
+        assert run.get_attribute("data-status") in ("running", "succeeded")
+        # the run finishes (a deploy of its own); the detail follows it by polling alone
+        done = get_schedule(SCHEDULE).wait_for_run(run_id, timeout=120)
+        assert done["status"] == "succeeded", done
+        page.wait_for_selector(f'tbody.nbserve-run[data-run="{run_id}"][data-status="succeeded"]', timeout=20000)
+        assert "v1" in run.locator(".nbserve-run-row").inner_text()
+        # the executed notebook is outside the lab's root: its path, not a link
+        assert run.locator("code.nbserve-run-path").inner_text() == done["executed_notebook"]
+        panel.screenshot(path=str(ARTIFACTS / "panel-schedule-detail-light.png"))
+        _theme(page, light=False)
+        panel.screenshot(path=str(ARTIFACTS / "panel-schedule-detail-dark.png"))
+        page.locator(".nbserve-ScheduleDetail button.nbserve-back").click()
+        page.locator(".nbserve-Schedules").wait_for(timeout=10000)
+        page.mouse.move(800, 500)
+        panel.screenshot(path=str(ARTIFACTS / "panel-schedules-dark.png"))
+    finally:
+        sched.remove()  # stops the run in progress
+    page.locator(f'.nbserve-sched-row[data-name="{SCHEDULE}"]').wait_for(state="detached", timeout=20000)
     assert not errors, errors
     page.close()
