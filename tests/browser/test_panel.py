@@ -194,10 +194,13 @@ def _open_lab(lab: Lab, browser):
 
 
 def _theme(page, light: bool) -> None:
+    # JupyterLab shows its splash screen while a theme loads; two overlapping splashes (the
+    # start-up one and a theme change's) make its own fade-out throw "removeChild" errors.
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=30000)
     name = "JupyterLab Light" if light else "JupyterLab Dark"
     page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
     page.wait_for_selector(f'body[data-jp-theme-light="{str(light).lower()}"]', state="attached", timeout=20000)
-    page.wait_for_timeout(300)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=30000)
 
 
 def _predict_version(url: str, rows: list[dict]) -> str:
