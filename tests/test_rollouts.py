@@ -184,10 +184,13 @@ def test_shadow_compares_answers_and_users_only_see_the_live_version(module_home
                             headers={"content-type": "application/json"})
             assert r.headers["x-nbserve-version"] == "1"
             assert r.json() == forest.predict(X_test.iloc[i : i + 1]).tolist()
+            # one mirror at a time: on a loaded machine a burst past 8 in flight is dropped (counted)
+            _wait(lambda: dep.rollout()["figures"]["shadow"]["compared"] == i + 1, every=0.02)
     expected_diff = int((forest.predict(X_test) != tree.predict(X_test)).sum())
-    figures = _wait(lambda: (f := dep.rollout()["figures"])["shadow"]["compared"] == len(X_test) and f)
+    figures = dep.rollout()["figures"]
     assert figures["shadow"]["differing"] == expected_diff > 0
-    assert figures["shadow"]["errors"] == 0 and figures["requests"] == len(X_test)
+    assert figures["shadow"]["errors"] == 0 and figures["shadow"]["dropped"] == 0
+    assert figures["requests"] == len(X_test)
     dep.abort()
     assert dep.rollout() is None and dep.version == 1
     dep.stop()

@@ -325,6 +325,8 @@ class Manager:
         if rollout["mode"] == "shadow":
             stats = self._shadows.get(name)
             shadow = stats.to_dict() if stats else {}
+            endpoint = self.endpoints.get(name)
+            shadow["dropped"] = endpoint.shadow_dropped if endpoint is not None else 0
             return {"requests": shadow.get("compared", 0), "p99_ms": shadow.get("p99_ms"),
                     "error_rate": shadow.get("error_rate"), "drift_share": None, "age_seconds": age,
                     "shadow": shadow}

@@ -1069,6 +1069,7 @@ class StableEndpoint:
         pool.retired = False
         self._shadow_max = max_inflight
         self._on_shadow = on_result
+        self.shadow_dropped = 0  # counted per shadow
         self._shadow = pool
 
     @property
