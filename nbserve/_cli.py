@@ -129,6 +129,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             settings.retention_days = args.metrics_retention_days
         if args.max_samples is not None:
             settings.max_samples = args.max_samples
+        if args.metrics_max_mb is not None:
+            settings.max_megabytes = args.metrics_max_mb
         return run(home, host=args.host, port=args.port, monitor=settings)
     if args.action == "start":
         info = start_agent(home)
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep latency panes, samples and resources this long (run only; default 14)")
     agent.add_argument("--max-samples", type=int, default=None,
                        help="sampled requests kept per deployment (run only; default 100000)")
+    agent.add_argument("--metrics-max-mb", type=float, default=None,
+                       help="size budget of metrics.sqlite; oldest samples go first (run only; default 1024)")
     agent.set_defaults(func=_cmd_agent)
     return parser
 

@@ -187,6 +187,24 @@ def test_retention_drops_old_panes_and_caps_samples(tmp_path) -> None:
     monitor.close()
 
 
+def test_the_metrics_file_stays_within_its_size_budget(tmp_path) -> None:
+    monitor = Monitor(tmp_path / "metrics.sqlite", settings=MonitorSettings(max_megabytes=0.5))
+    observe = monitor.observer_for("d")
+    big = json.dumps({"data": [{"x": i, "pad": "p" * 200} for i in range(200)]}).encode()  # ~45 KB
+    for _ in range(60):  # ~2.7 MB of sampled requests
+        observe(_record("1", body=big))
+    monitor._drain()
+    monitor.flush()
+    assert monitor._live_bytes() > 2 * 2**20
+    removed = monitor.apply_retention()
+    assert removed["samples"] > 0
+    assert monitor._live_bytes() <= 0.5 * 2**20
+    kept = monitor.samples("d", 0)
+    assert 0 < len(kept) < 60 and kept[-1]["id"] == 60  # the newest survive
+    assert len(monitor.panes("d", 0)) == 1  # every request is still counted
+    monitor.close()
+
+
 def test_sampling_budget_and_rate() -> None:
     policy = SamplingPolicy(rate=1.0, budget_per_minute=3)
     assert [policy() for _ in range(5)] == [True, True, True, False, False]

@@ -85,6 +85,7 @@ class MonitorSettings:
 
     retention_days: float = 14.0
     max_samples: int = 100_000  # per deployment
+    max_megabytes: float = 1024.0  # the whole metrics file: the oldest samples go first past it
     flush_seconds: float = 2.0
     resource_seconds: float = 5.0
     resource_store_seconds: float = 15.0
@@ -99,6 +100,8 @@ class MonitorSettings:
             settings.retention_days = float(os.environ["NBSERVE_METRICS_RETENTION_DAYS"])
         if os.environ.get("NBSERVE_MAX_SAMPLES"):
             settings.max_samples = int(os.environ["NBSERVE_MAX_SAMPLES"])
+        if os.environ.get("NBSERVE_METRICS_MAX_MB"):
+            settings.max_megabytes = float(os.environ["NBSERVE_METRICS_MAX_MB"])
         return settings
 
 
@@ -375,6 +378,28 @@ class Monitor:
                     " WHERE deployment = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (name, name, self.settings.max_samples),
                 ).rowcount
+            removed["samples"] += self._shrink_to_budget()
+        return removed
+
+    def _live_bytes(self) -> int:
+        """Bytes in use in the file (freed pages are reused before the file grows)."""
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return page_size * (pages - free)
+
+    def _shrink_to_budget(self) -> int:
+        """Past ``max_megabytes``, drop the oldest tenth of the samples until under it."""
+        budget = self.settings.max_megabytes * 2**20
+        removed = 0
+        while self._live_bytes() > budget:
+            count = self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            if count == 0:
+                break  # panes and resources alone: bounded by age
+            removed += self._db.execute(
+                "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
+                (max(1, count // 10),),
+            ).rowcount
         return removed
 
     # -- reads ---------------------------------------------------------------------------
