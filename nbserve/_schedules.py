@@ -97,7 +97,8 @@ class Schedule:
 
         Executed notebooks stay on disk: versions' provenance points at them.
         """
-        self._client.request("DELETE", self._path(), params={"actor": _actor()})
+        # A run in progress is stopped first (its tree killed, what it deployed taken back).
+        self._client.request("DELETE", self._path(), params={"actor": _actor()}, timeout=120)
 
     def run_now(self, wait: bool = False, *, timeout: float | None = None) -> dict[str, Any]:
         """Start a run now and return it (a dict); ``wait=True`` returns it once finished.
