@@ -7,10 +7,8 @@ agent, a ``bentoml serve``, a circus worker) is still alive.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,31 +91,6 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     else:
         os.environ["NBSERVE_HOME"] = previous
     assert_no_leftovers(home)
-
-
-@pytest.fixture(autouse=True)
-def _an_event_loop_is_current() -> Iterator[None]:
-    """tornado's sync client (under pytest-jupyter's jp_fetch) asks for the main thread's
-    current loop; an ``asyncio.run()`` in an earlier test leaves none set."""
-    created = None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            asyncio.get_event_loop()
-        except RuntimeError:
-            created = asyncio.new_event_loop()
-            asyncio.set_event_loop(created)
-    yield
-    if created is not None and not created.is_closed():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                still_ours = asyncio.get_event_loop() is created
-            except RuntimeError:
-                still_ours = False
-        if still_ours:
-            asyncio.set_event_loop(None)
-        created.close()
 
 
 def _forget_clients() -> None:

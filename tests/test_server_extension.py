@@ -46,6 +46,17 @@ def two_versions(module_home, iris, forest, tree) -> Iterator[nbserve.Deployment
 Fetch = Callable[..., tuple[int, Any]]
 
 
+@pytest.fixture(autouse=True)
+def _jp_loop_is_current(jp_asyncio_loop):
+    """The server (io_loop) and jp_fetch's client bind to the current loop; jupyter_core hands
+    jp_asyncio_loop out of a context variable that earlier tests (papermill runs) may have set
+    while asyncio's current loop moved on. Make them one loop before either is built."""
+    import asyncio
+
+    asyncio.set_event_loop(jp_asyncio_loop)
+    yield
+
+
 @pytest.fixture
 def api(jp_fetch, jp_asyncio_loop) -> Fetch:
     """``api("GET", "deployments", NAME)`` -> (status, JSON body), without raising on 4xx."""
