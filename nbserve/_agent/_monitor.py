@@ -200,6 +200,17 @@ class Monitor:
         self._last_flush = self._last_resources = self._last_resource_store = 0.0
         self._last_retention = 0.0
 
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Many rows in one transaction: one WAL commit, not one per row (autocommit)."""
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
@@ -239,7 +250,7 @@ class Monitor:
     # -- the capture thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.5):
             try:
                 self._drain()
                 now = time.monotonic()
@@ -281,12 +292,11 @@ class Monitor:
                 if rec.response is not None and parsed is not None:
                     samples.append(_sample_row(name, version, ts, rec, rows))
         if samples:
-            with self._db_lock:
-                self._db.executemany(
-                    "INSERT INTO samples (deployment, version, ts, path, status, latency_ms, rows,"
-                    " request, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    samples,
-                )
+            self._write(
+                "INSERT INTO samples (deployment, version, ts, path, status, latency_ms, rows,"
+                " request, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                samples,
+            )
 
     def _pane(self, name: str, version: int, minute: int) -> Pane:
         key = (name, version, minute)
@@ -321,12 +331,11 @@ class Monitor:
             for key in [k for k, p in self._panes.items() if k[2] < current - 1 and not p.dirty]:
                 del self._panes[key]
         if rows:
-            with self._db_lock:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO panes (deployment, version, minute, requests, errors,"
-                    " client_errors, rows, latency_sum, histogram) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+            self._write(
+                "INSERT OR REPLACE INTO panes (deployment, version, minute, requests, errors,"
+                " client_errors, rows, latency_sum, histogram) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     # -- resources ---------------------------------------------------------------------
 
@@ -350,13 +359,12 @@ class Monitor:
         with self._lock:
             self.resources_now = seen
         if store and seen:
-            with self._db_lock:
-                self._db.executemany(
-                    "INSERT INTO resources (deployment, version, ts, cpu_percent, rss_bytes, processes)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(d, v, r["ts"], r["cpu_percent"], int(r["rss_bytes"]), int(r["processes"]))
-                     for (d, v), r in seen.items()],
-                )
+            self._write(
+                "INSERT INTO resources (deployment, version, ts, cpu_percent, rss_bytes, processes)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(d, v, r["ts"], r["cpu_percent"], int(r["rss_bytes"]), int(r["processes"]))
+                 for (d, v), r in seen.items()],
+            )
 
     # -- retention ---------------------------------------------------------------------
 
