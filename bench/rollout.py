@@ -1,6 +1,6 @@
 """Promote and rollback under steady load: failed requests, and p99 during the switch.
 
-    .venv/bin/python bench/rollout.py [--rate 200] [--seconds 24]
+    .venv/bin/python bench/rollout.py [--rate 80] [--seconds 24]
 
 The iris RandomForest (v1) serves; a DecisionTree (v2) is deployed as a 10% canary. A
 separate load process sends ``--rate`` requests/s (open loop: each request starts on its
@@ -121,7 +121,8 @@ def main() -> None:
         load_process(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--rate", type=float, default=80.0,
+                    help="requests/s; keep it under what the model serves (~125/s for this one on 2 cores)")
     ap.add_argument("--seconds", type=float, default=24.0)
     ap.add_argument("--keep", action="store_true")
     run(ap.parse_args())
