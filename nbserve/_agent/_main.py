@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -108,6 +109,10 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
         write_agent_file(home, host, bound_port)
+        # What start-up loaded (FastAPI, BentoML, pandas...) lives as long as the agent: keep it
+        # out of the collector, so a full collection does not pause the stable URLs for tens of ms.
+        gc.collect()
+        gc.freeze()
         log.info("agent listening on %s:%s (home %s)", host, bound_port, home.root)
         await scheduler.start()  # after agent.json: a run's deploy must find this agent
 
