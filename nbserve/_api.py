@@ -182,10 +182,13 @@ class Deployment:
             })
         return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame()
 
-    def events(self, limit: int = 200) -> "pd.DataFrame":
+    def events(self, limit: int = 200, *, after: int = 0) -> "pd.DataFrame":
+        """What happened, oldest first: the newest ``limit`` events with an id above ``after``
+        (poll with the last id seen to get only new ones)."""
         import pandas as pd
 
-        events = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": limit})
+        events = self._client.get(f"/v1/deployments/{self.name}/events",
+                                  params={"limit": limit, "after": after})
         frame = pd.DataFrame(events)
         if not frame.empty:
             frame["ts"] = pd.to_datetime(frame["ts"])

@@ -49,6 +49,18 @@ def find_agent(home: Home) -> AgentInfo | None:
     return AgentInfo(info["url"], pid, token)
 
 
+# Set by the scheduler for the notebook it runs; an agent started from such a kernel must
+# not carry them (its own deploys would claim to come from that run).
+_RUN_VARIABLES = ("NBSERVE_RUN_ID", "NBSERVE_SCHEDULE", "NBSERVE_RUN_NOTEBOOK", "NBSERVE_NOTEBOOK_PATH")
+
+
+def _agent_env() -> dict[str, str]:
+    env = private_env()
+    for key in _RUN_VARIABLES:
+        env.pop(key, None)
+    return env
+
+
 def start_agent(home: Home) -> AgentInfo:
     """Start the local agent in the background (if none runs) and wait until it answers."""
     found = find_agent(home)
@@ -62,7 +74,7 @@ def start_agent(home: Home) -> AgentInfo:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=private_env(),
+            env=_agent_env(),
             cwd=str(home.root),
             start_new_session=True,  # outlive the kernel that started it
         )

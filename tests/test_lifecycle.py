@@ -129,3 +129,13 @@ def test_agent_file_and_token_are_private(fresh_home):
     assert r.json()["error"]["type"] == "AuthenticationFailed"
     spec = httpx.get(f"{info['url']}/openapi.json", trust_env=False).json()
     assert "/v1/deployments/{name}/rollback" in spec["paths"]
+
+
+def test_an_agent_started_from_a_scheduled_run_does_not_inherit_the_run(monkeypatch):
+    from nbserve._local import _agent_env
+
+    monkeypatch.setenv("NBSERVE_RUN_ID", "7")
+    monkeypatch.setenv("NBSERVE_RUN_NOTEBOOK", "/x.ipynb")
+    env = _agent_env()
+    assert "NBSERVE_RUN_ID" not in env and "NBSERVE_RUN_NOTEBOOK" not in env
+    assert env["BENTOML_DO_NOT_TRACK"] == "true"

@@ -139,8 +139,14 @@ def test_settings_turn_sampling_and_capture_off_and_bad_ones_are_refused(traffic
     assert dep.latency("10m")["requests"].sum() == before_requests + 5
     config = dep.configure(capture=True, sample_rate=1.0)
     assert config["capture"] is True
-    kinds = dep.events()["kind"].tolist()
+    events = dep.events()
+    kinds = events["kind"].tolist()
     assert kinds.count("configured") >= 3
+    last = int(events["id"].max())
+    assert dep.events(after=last).empty
+    dep.configure(sample_rate=1.0)
+    newer = dep.events(after=last)
+    assert newer["kind"].tolist() == ["configured"] and int(newer["id"].iloc[0]) > last
 
 
 # -- the monitor on its own: real SQLite, records as the proxy hands them over ---------
