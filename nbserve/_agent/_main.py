@@ -77,7 +77,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None) -> None:
+async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
+                lock: IO[str] | None = None) -> None:
     import uvicorn
 
     from ._app import create_app
@@ -85,7 +86,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
     from ._registry import Registry
     from ._scheduler import Scheduler
 
-    lock = take_lock(home)
+    lock = lock or take_lock(home)
     try:
         token = read_or_create_token(home)
         registry = Registry(home.registry)
@@ -143,6 +144,13 @@ def _owns_agent_file(home: Home) -> bool:
 def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     home.ensure()
+    # The lock first, before any heavy import: a second agent (two kernels racing to start
+    # one) exits in milliseconds instead of lingering through start-up.
+    try:
+        lock = take_lock(home)
+    except AgentAlreadyRunning as exc:
+        print(f"nbserve agent: {exc}", file=sys.stderr)
+        return 3
     os.environ["BENTOML_HOME"] = str(home.bentoml_home)  # before bentoml is imported
     logging.basicConfig(
         level=os.environ.get("NBSERVE_LOG_LEVEL", "INFO"),
@@ -156,11 +164,7 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    try:
-        runner(serve(home, host, port, monitor=monitor))
-    except AgentAlreadyRunning as exc:
-        print(f"nbserve agent: {exc}", file=sys.stderr)
-        return 3
+    runner(serve(home, host, port, monitor=monitor, lock=lock))
     return 0
 
 
