@@ -330,8 +330,8 @@ class Manager:
             return {"requests": shadow.get("compared", 0), "p99_ms": shadow.get("p99_ms"),
                     "error_rate": shadow.get("error_rate"), "drift_share": None, "age_seconds": age,
                     "shadow": shadow}
-        panes = [p for p in self.monitor.panes(name, since, version=rollout["version"]) if p[0] * 60 + 60 > since]
-        out = summary(panes, window=time.time() - since)
+        panes = self.monitor.panes(name, since, version=rollout["version"])
+        out = summary(panes, window=time.time() - since)  # counts only the panes inside the window
         figures = {"requests": out["requests"], "p99_ms": out["p99_ms"], "p50_ms": out["p50_ms"],
                    "error_rate": out["error_rate"], "drift_share": None, "age_seconds": age}
         if gates.get("drift_share") is not None:
@@ -346,7 +346,8 @@ class Manager:
         async with self._lock(name):
             return await self._promote_locked(name, actor=actor, reason=reason)
 
-    async def _promote_locked(self, name: str, *, actor: str | None, reason: str) -> VersionRow:
+    async def _promote_locked(self, name: str, *, actor: str | None, reason: str,
+                              figures: dict[str, Any] | None = None) -> VersionRow:
         row = self.get_row(name)
         if not row.rollout:
             raise Conflict(f"{name} has no canary or shadow to promote",
@@ -357,8 +358,9 @@ class Manager:
             await self._abort_locked(name, "its server is not running", actor=actor)
             raise DeployFailed(f"v{number} cannot be promoted: its server is not running",
                                hint=f"see `nbserve logs {name} --version {number}`")
-        gates = check_gates(self.config(name)["gates"])
-        figures = self._rollout_figures(name, row, gates)
+        if figures is None:  # the gate watcher passes the figures it judged by
+            gates = check_gates(self.config(name)["gates"])
+            figures = await asyncio.to_thread(self._rollout_figures, name, row, gates)
         endpoint = await self._endpoint(row)
         endpoint.set_canary(None)
         endpoint.set_shadow(None)
@@ -466,7 +468,7 @@ class Manager:
                                          figures=figures)
             elif verdict == "pass" and row.rollout.get("auto_promote"):
                 await self._promote_locked(name, actor="nbserve-gates",
-                                           reason=f"gates passed for {gates['window']}")
+                                           reason=f"gates passed for {gates['window']}", figures=figures)
 
     def _fail(self, name: str, number: int, exc: NbserveError, actor: str | None) -> None:
         self.registry.set_version_status(name, number, "failed", error=str(exc))
