@@ -81,6 +81,19 @@ class SchemaMismatch(InvalidArgument):
     status = 422
 
 
+class InvalidArchive(InvalidArgument):
+    """An uploaded Bento archive was refused: truncated, wrong digest, or unsafe members
+    (paths out of the tree, links, devices, a decompression bomb). Nothing was imported."""
+
+    status = 400
+
+
+class PayloadTooLarge(InvalidArgument):
+    """A request body or upload is larger than the agent accepts."""
+
+    status = 413
+
+
 class NotFound(NbserveError):
     """Something named does not exist."""
 
@@ -97,6 +110,14 @@ class VersionNotFound(NotFound):
 
 class ScheduleNotFound(NotFound):
     """No schedule has that name, or it has no such run."""
+
+
+class TokenNotFound(NotFound):
+    """No access token of that name on the agent."""
+
+
+class TargetNotFound(NotFound):
+    """No target of that name is configured on this machine (`nbserve target list`)."""
 
 
 class Conflict(NbserveError):
@@ -148,6 +169,14 @@ class AgentUnreachable(AgentError):
     """No agent answers at the configured address."""
 
     status = 503
+
+
+class TLSVerificationFailed(AgentUnreachable):
+    """The agent's certificate did not match the pinned fingerprint or the trusted CA.
+
+    Nothing was sent: a mismatch is never downgraded to an unverified connection."""
+
+    status = 502
 
 
 class AgentStartFailed(AgentError):
