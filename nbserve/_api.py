@@ -35,16 +35,14 @@ _clients: dict[str, AgentClient] = {}
 
 def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
     """The client for a target: ``None``/``"local"`` starts the local agent on demand
-    (``start=False``: raise ``AgentUnreachable`` instead, for views that only read)."""
-    if target not in (None, "local"):
-        raise InvalidArgument(
-            f"unknown target {target!r}",
-            hint="only the local target exists yet; remote targets come with `nbserve target add`",
-        )
-    from ._local import start_agent
+    (``start=False``: raise ``AgentUnreachable`` instead, for views that only read); any
+    other name is a remote agent added with ``nbserve target add`` (its certificate is
+    verified before the token is sent). ``NBSERVE_TARGET`` sets the default."""
+    import os
 
+    target = target or os.environ.get("NBSERVE_TARGET") or None
     home = Home.resolve()
-    key = f"local:{home.root}"
+    key = f"{target or 'local'}:{home.root}"
     client = _clients.get(key)
     if client is not None:
         try:
@@ -53,19 +51,49 @@ def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
         except NbserveError:
             client.close()
             del _clients[key]
+    if target not in (None, "local"):
+        client = _remote_client(target, home)
+    else:
+        client = _local_client(home, start)
+    _clients[key] = client
+    return client
+
+
+def _remote_client(name: str, home: Home) -> AgentClient:
+    from ._targets import get_target
+
+    return open_target(get_target(name, home))
+
+
+def open_target(target: Any) -> AgentClient:
+    """A verified client for a :class:`~nbserve._targets.Target`: the certificate is checked
+    (pin or CA) and the token tried before anything else is sent."""
+    from ._tls import client_context
+
+    verify = (client_context(target.url, fingerprint=target.fingerprint, ca_file=target.ca_file)
+              if target.url.startswith("https://") else False)
+    client = AgentClient(target.url, target.token(), verify=verify, name=target.name)
+    try:
+        client.get("/v1/health")  # fail here, with a clear error, rather than mid-deploy
+        client.get("/v1/whoami")  # ... and for a wrong token too
+    except NbserveError:
+        client.close()
+        raise
+    return client
+
+
+def _local_client(home: Home, start: bool) -> AgentClient:
+    from ._local import find_agent, start_agent
+
     if start:
         info = start_agent(home)
     else:
-        from ._local import find_agent
-
         found = find_agent(home)
         if found is None:
             raise AgentUnreachable(f"no nbserve agent is running for {home.root}",
                                    hint="deploy a model, or run `nbserve agent start`")
         info = found
-    client = AgentClient(info.url, info.token, name="local")
-    _clients[key] = client
-    return client
+    return AgentClient(info.url, info.token, name="local", verify=info.verify)
 
 
 def _actor() -> str:
@@ -132,7 +160,7 @@ class Deployment:
 
         body = '{"data": ' + _records_json(data) + "}"
         if self._http is None:
-            self._http = httpx.Client(timeout=timeout, trust_env=False)
+            self._http = self._client.stable_client(timeout)
         try:
             response = self._http.post(
                 f"{self.url}/{endpoint}", content=body, headers={"content-type": "application/json"}
@@ -536,9 +564,10 @@ def deploy(
             raise
         try:
             show.step("uploading", bundle.bento_tag)
+            upload_id = upload_archive(client, bundle.archive, progress=progress)
             version = client.post(
                 f"/v1/deployments/{name}/versions",
-                json={"archive_path": str(bundle.archive), "stable_port": port, "actor": _actor(),
+                json={"upload_id": upload_id, "stable_port": port, "actor": _actor(),
                       "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
                       "skip_parity": skip_parity, "sticky_header": sticky_header},
                 timeout=max(60.0, timeout),
@@ -561,6 +590,48 @@ def deploy(
     except NbserveError as exc:
         show.finish(False, exc.message)
         raise
+
+
+UPLOAD_CHUNK = 1 << 20
+
+
+def upload_archive(client: AgentClient, archive: Any, *, progress: bool = True) -> str:
+    """Stream a Bento archive to the agent with its size and SHA-256; return its upload id.
+
+    Memory stays at one chunk on this side: the file is read twice (digest, then body)
+    rather than held. Archives over 8 MiB show a progress bar (a widget in notebooks)."""
+    import hashlib
+    from pathlib import Path
+
+    path = Path(archive)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+    bar = None
+    if progress and size >= 8 * UPLOAD_CHUNK:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"uploading {path.name}")
+
+    def chunks() -> Any:
+        with path.open("rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK):
+                if bar is not None:
+                    bar.update(len(chunk))
+                yield chunk
+
+    try:
+        answer = client.upload(
+            "/v1/uploads", chunks(), timeout=300.0,
+            headers={"content-type": "application/octet-stream", "content-length": str(size),
+                     "x-nbserve-sha256": digest.hexdigest()},
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return answer["upload_id"]
 
 
 def _report(client: AgentClient, name: str, message: str) -> None:

@@ -131,7 +131,15 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             settings.max_samples = args.max_samples
         if args.metrics_max_mb is not None:
             settings.max_megabytes = args.metrics_max_mb
-        return run(home, host=args.host, port=args.port, monitor=settings)
+        from ._agent._main import Exposure
+
+        exposure = Exposure(tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
+                            predict_auth=args.predict_auth, public_host=args.public_host)
+        return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure)
+    if args.action == "init-tls":
+        from ._cli_access import init_tls
+
+        return init_tls(args)
     if args.action == "start":
         info = start_agent(home)
         print(f"agent running: pid {info.pid} at {info.url} (home {home.root})")
@@ -183,10 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_schedule import register as register_schedule
 
     register_schedule(sub)
+    from ._cli_access import register as register_access
+
+    register_access(sub)
 
     agent = sub.add_parser("agent", help="run or control the local agent")
-    agent.add_argument("action", choices=["run", "start", "stop", "status"],
-                       help="run: in the foreground; start: in the background")
+    agent.add_argument("action", choices=["run", "start", "stop", "status", "init-tls"],
+                       help="run: in the foreground; start: in the background; "
+                            "init-tls: make a self-signed certificate for this host")
     agent.add_argument("--home", default=None, help="NBSERVE_HOME (default: ~/.nbserve)")
     agent.add_argument("--host", default="127.0.0.1", help="address to listen on (run only)")
     agent.add_argument("--port", type=int, default=0, help="port (run only; default: any free)")
@@ -196,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sampled requests kept per deployment (run only; default 100000)")
     agent.add_argument("--metrics-max-mb", type=float, default=None,
                        help="size budget of metrics.sqlite; oldest samples go first (run only; default 1024)")
+    agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run only)")
+    agent.add_argument("--tls-key", default=None, help="... and this private key (run only)")
+    agent.add_argument("--insecure", action="store_true",
+                       help="allow listening beyond loopback without TLS (run only; not advised)")
+    agent.add_argument("--predict-auth", choices=["token", "open"], default=None,
+                       help="stable URLs need a predict token by default (token) or not (open); "
+                            "default: open only on loopback without TLS (run only)")
+    agent.add_argument("--public-host", default=None,
+                       help="host name in stable URLs (run only; default: --host, or this host's name)")
+    agent.add_argument("--tls-host", action="append", default=None,
+                       help="init-tls: a name or address the certificate is for (repeatable; "
+                            "default: this host's names)")
+    agent.add_argument("--out", default=None, help="init-tls: directory (default: NBSERVE_HOME/tls)")
+    agent.add_argument("--force", action="store_true", help="init-tls: replace an existing pair")
     agent.set_defaults(func=_cmd_agent)
     return parser
 

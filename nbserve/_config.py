@@ -60,6 +60,16 @@ class Home:
         return self.root / "token"
 
     @property
+    def targets_file(self) -> Path:
+        """Remote agents this machine deploys to (``nbserve target add``)."""
+        return self.root / "targets.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where ``nbserve agent init-tls`` writes the host's certificate and key by default."""
+        return self.root / "tls"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "agent.lock"
 

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -28,6 +30,17 @@ class AgentInfo:
     url: str
     pid: int
     token: str
+    verify: Any = True  # an ssl.SSLContext trusting the agent's own certificate, if it uses TLS
+
+
+def _verify_for(info: dict[str, Any]) -> Any:
+    """A client on the agent's own host trusts the certificate file the agent serves."""
+    cert = info.get("tls_cert")
+    if not cert:
+        return True
+    from ._tls import pinned_context
+
+    return pinned_context(Path(cert).read_text())
 
 
 def find_agent(home: Home) -> AgentInfo | None:
@@ -35,18 +48,19 @@ def find_agent(home: Home) -> AgentInfo | None:
     try:
         info = json.loads(home.agent_file.read_text())
         token = home.token_file.read_text().strip()
+        verify = _verify_for(info)
     except (OSError, ValueError):
         return None
     pid = int(info.get("pid", 0))
     if not pid or not psutil.pid_exists(pid):
         return None
     try:
-        response = httpx.get(f"{info['url']}/v1/health", timeout=2.0, trust_env=False)
+        response = httpx.get(f"{info['url']}/v1/health", timeout=2.0, trust_env=False, verify=verify)
     except httpx.HTTPError:
         return None
     if response.status_code != 200 or response.json().get("pid") != pid:
         return None
-    return AgentInfo(info["url"], pid, token)
+    return AgentInfo(info["url"], pid, token, verify)
 
 
 # Set by the scheduler for the notebook it runs; an agent started from such a kernel must
@@ -107,6 +121,7 @@ def stop_agent(home: Home, timeout: float = 60.0) -> bool:
             headers={"Authorization": f"Bearer {found.token}"},
             timeout=5.0,
             trust_env=False,
+            verify=found.verify,
         )
     except httpx.HTTPError:
         pass

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .errors import AgentUnreachable, error_from_payload
+from .errors import AgentUnreachable, TLSVerificationFailed, error_from_payload
 
 
 @contextlib.contextmanager
@@ -26,6 +26,12 @@ def _map_transport_errors(url: str) -> Iterator[None]:
             hint="check `nbserve agent status`; the agent log is in NBSERVE_HOME/logs/agent.log",
         ) from None
     except httpx.TransportError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            raise TLSVerificationFailed(
+                f"the certificate of {url} is not the one this target trusts: {exc}",
+                hint="nothing was sent; if the host's certificate changed, add the target again with "
+                     "its new fingerprint (`nbserve target add`)",
+            ) from None
         raise AgentUnreachable(
             f"cannot reach the agent at {url}: {exc}",
             hint="start it with `nbserve agent start`, or check the target's address",
@@ -40,6 +46,8 @@ class AgentClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name
+        self.verify = verify  # also used for the stable URLs of this agent's deployments
+        self.auth_headers = {"Authorization": f"Bearer {token}"}
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "nbserve-client"},
@@ -73,6 +81,15 @@ class AgentClient:
                 payload = response.text
             raise error_from_payload(response.status_code, payload)
         return response.content, dict(response.headers)
+
+    def upload(self, path: str, chunks: Any, *, headers: dict[str, str], timeout: float) -> Any:
+        """POST a streamed body (an iterator of bytes) and return the JSON answer."""
+        return self.request("POST", path, content=chunks, headers=headers,
+                            timeout=httpx.Timeout(timeout, connect=30.0))
+
+    def stable_client(self, timeout: float) -> httpx.Client:
+        """An HTTP client for this agent's stable URLs: same TLS trust, same token."""
+        return httpx.Client(timeout=timeout, verify=self.verify, headers=self.auth_headers, trust_env=False)
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)

@@ -94,6 +94,18 @@ class PayloadTooLarge(InvalidArgument):
     status = 413
 
 
+class UnsupportedMediaType(InvalidArgument):
+    """A request body of a content type the route does not take."""
+
+    status = 415
+
+
+class LengthRequired(InvalidArgument):
+    """An upload without a Content-Length (its size is checked before it is read)."""
+
+    status = 411
+
+
 class NotFound(NbserveError):
     """Something named does not exist."""
 

@@ -9,7 +9,6 @@ handlers below), so user mistakes are 4xx and only real faults are 5xx.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -26,11 +25,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import errors
 from .._names import check_name
 from .._windows import parse_window
+from . import _access
+from ._access import Principal, Tokens
 from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
 from ._rollout import ReleasePlan
 from ._supervisor import log_tail
+from ._uploads import Uploads
 
 log = logging.getLogger("nbserve.agent")
 
@@ -98,8 +100,11 @@ class EventOut(BaseModel):
 
 
 class DeployRequest(BaseModel):
-    archive_path: str = Field(
-        description="Path of an exported Bento archive on the agent's host (local agents)"
+    upload_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$",
+                                  description="an archive sent with POST /v1/uploads")
+    archive_path: str | None = Field(
+        default=None, max_length=4096,
+        description="Path of an exported Bento archive on the agent's host (owner token only)",
     )
     stable_port: int | None = Field(default=None, ge=1024, le=65535)
     remove_archive: bool = False
@@ -204,6 +209,72 @@ class ConfigUpdate(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
+class UploadOut(BaseModel):
+    upload_id: str
+    size: int
+    sha256: str
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: Literal["admin", "deployer", "viewer", "predict"]
+    deployments: list[str] | None
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    role: Literal["admin", "deployer", "viewer", "predict"]
+    deployments: list[str] | None = Field(default=None, max_length=1000,
+                                          description="limit the token to these deployments (default: all)")
+    expires_in: float | None = Field(default=_access.DEFAULT_EXPIRY_SECONDS, gt=0, le=10 * 365 * 86400,
+                                     description="seconds until it expires; null: never")
+
+
+class TokenRotate(BaseModel):
+    grace: float = Field(default=0.0, ge=0, le=30 * 86400,
+                         description="seconds the old secret keeps working (default: it stops now)")
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: str
+    deployments: list[str] | None
+    created_at: float
+    created_by: str | None
+    expires_at: float | None
+    revoked_at: float | None
+    state: Literal["active", "expired", "revoked"]
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="the secret: shown once, never stored by the agent")
+
+
+class AuditOut(BaseModel):
+    seq: int
+    ts: str
+    actor: str = Field(description="who: the token's name (or, for the owner token, the user it names)")
+    token: str | None = Field(description="the token used; null for the agent's own actions (gates, restarts)")
+    source: str | None = Field(description="the client's address")
+    action: str
+    deployment: str | None
+    version: int | None
+    before: int | None = Field(description="the live version before the change")
+    after: int | None = Field(description="the live version after it")
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditCheck(BaseModel):
+    ok: bool
+    records: int
+    broken_at: int | None
+    problem: str | None
+    head: str | None = Field(description="hash of the last record: keep it elsewhere to detect a rewritten chain")
+
+
 class LogsOut(BaseModel):
     deployment: str
     version: int
@@ -245,29 +316,50 @@ def event_out(e: EventRow) -> EventOut:
 
 _bearer = HTTPBearer(auto_error=False)
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 422, 500)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 500)
 }
 
 
-def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, scheduler: Any = None) -> FastAPI:
-    """The FastAPI app for one agent. ``token`` guards every route but ``/v1/health``."""
+def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, scheduler: Any = None,
+               uploads: Uploads | None = None) -> FastAPI:
+    """The FastAPI app for one agent. ``tokens`` guard every route but ``/v1/health``."""
     from .. import __version__
+
+    if uploads is None:
+        uploads = Uploads(manager.home.staging)
+        uploads.clear()  # nothing is pending when an agent starts: staged files are leftovers
 
     app = FastAPI(
         title="nbserve agent",
         version=__version__,
-        description="Deployments, immutable numbered versions and events of one nbserve host. "
-        "Every route except /v1/health needs `Authorization: Bearer <token>`.",
+        description="Deployments, immutable numbered versions, events, tokens and the audit log of one "
+        "nbserve host. Every route except /v1/health needs `Authorization: Bearer <token>`; the token's "
+        "role (admin, deployer, viewer, predict) decides what it may do (403 otherwise).",
         responses=_ERRORS,
     )
 
-    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-        if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
-            raise errors.AuthenticationFailed(
-                "missing or wrong agent token",
-                hint="send `Authorization: Bearer <token>`; the local token is in NBSERVE_HOME/token",
-            )
-        return "local"
+    async def caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+        principal = tokens.authenticate(creds.credentials if creds else None,
+                                        source=request.client.host if request.client else None)
+        _access.current.set(principal)  # the audit log reads it, in this task and those it starts
+        return principal
+
+    def allowed(permission: str, *, per_deployment: bool = True) -> Any:
+        """A dependency: the caller, if its role allows ``permission`` (on the ``{name}``
+        deployment of the path, for per-deployment routes); else 403."""
+
+        async def check(request: Request, principal: Principal = Depends(caller)) -> Principal:
+            name = request.path_params.get("name") if per_deployment else None
+            if not per_deployment and principal.deployments is not None:
+                raise errors.PermissionDenied(f"the token {principal.name!r} is limited to some deployments",
+                                              hint="this action needs a token for every deployment")
+            tokens.authorize(principal, permission, name)
+            return principal
+
+        return Depends(check)
+
+    view, deploy, admin = allowed("view"), allowed("deploy"), allowed("admin", per_deployment=False)
+    view_all, deploy_all = allowed("view", per_deployment=False), allowed("deploy", per_deployment=False)
 
     @app.exception_handler(errors.NbserveError)
     async def _nbserve_error(_request: Request, exc: errors.NbserveError) -> JSONResponse:
@@ -295,108 +387,110 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, schedul
         )
         return JSONResponse(err.to_payload(), status_code=500)
 
-    auth = [Depends(authorize)]
     if scheduler is not None:
         from ._schedule_routes import schedule_router
 
-        app.include_router(schedule_router(scheduler, auth))
+        app.include_router(schedule_router(scheduler, view=view_all, deploy=deploy_all))
 
     @app.get("/v1/health", response_model=Health, tags=["agent"])
     async def health() -> Health:
         return Health(status="ok", version=__version__, pid=os.getpid(), home=str(manager.home.root),
                       deployments=len(manager.registry.list_deployments()))
 
-    @app.post("/v1/agent/shutdown", status_code=202, dependencies=auth, tags=["agent"])
+    @app.post("/v1/agent/shutdown", status_code=202, dependencies=[admin], tags=["agent"])
     async def shutdown() -> dict[str, str]:
         if on_shutdown is not None:
             on_shutdown()
         return {"status": "stopping"}
 
-    @app.get("/v1/deployments", response_model=list[DeploymentOut], dependencies=auth, tags=["deployments"])
-    async def list_deployments() -> list[DeploymentOut]:
-        return [deployment_out(v) for v in manager.views()]
+    @app.get("/v1/deployments", response_model=list[DeploymentOut], tags=["deployments"])
+    async def list_deployments(who: Principal = view) -> list[DeploymentOut]:
+        return [deployment_out(v) for v in manager.views() if who.sees(v.row.name)]
 
-    @app.get("/v1/deployments/{name}", response_model=DeploymentOut, dependencies=auth, tags=["deployments"])
+    @app.get("/v1/deployments/{name}", response_model=DeploymentOut, dependencies=[view], tags=["deployments"])
     async def get_deployment(name: str) -> DeploymentOut:
         return deployment_out(manager.view(name))
 
     @app.post("/v1/deployments/{name}/versions", response_model=VersionOut, status_code=202,
-              dependencies=auth, tags=["deployments"])
-    async def create_version(name: str, body: DeployRequest) -> VersionOut:
+              tags=["deployments"])
+    async def create_version(name: str, body: DeployRequest, who: Principal = deploy) -> VersionOut:
+        """Register the next version from an upload (``upload_id``, see ``POST /v1/uploads``) or, for
+        the host's owner token only, an archive already on the agent's disk (``archive_path``)."""
         release = ReleasePlan(canary=body.canary, shadow=body.shadow, auto_promote=body.auto_promote,
                               skip_parity=body.skip_parity, sticky_header=body.sticky_header)
+        archive, remove = uploads.archive_for(body.upload_id, body.archive_path, who, body.remove_archive)
         version = await manager.deploy(
-            name, Path(body.archive_path), actor=body.actor, stable_port=body.stable_port,
-            remove_archive=body.remove_archive, release=release,
+            name, archive, actor=who.actor(body.actor), stable_port=body.stable_port,
+            remove_archive=remove, release=release,
         )
         return version_out(manager.view(name), version)
 
     @app.get("/v1/deployments/{name}/versions/{number}", response_model=VersionOut,
-             dependencies=auth, tags=["deployments"])
+             dependencies=[view], tags=["deployments"])
     async def get_version(name: str, number: int) -> VersionOut:
         return version_out(manager.view(name), manager.get_version(name, number))
 
-    @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, dependencies=auth,
-              tags=["deployments"])
-    async def rollback(name: str, body: RollbackRequest) -> DeploymentOut:
-        await manager.rollback(name, body.to, actor=body.actor)
+    @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, tags=["deployments"])
+    async def rollback(name: str, body: RollbackRequest, who: Principal = deploy) -> DeploymentOut:
+        await manager.rollback(name, body.to, actor=who.actor(body.actor))
         return deployment_out(manager.view(name))
 
-    @app.get("/v1/deployments/{name}/rollout", response_model=RolloutOut | None, dependencies=auth,
+    @app.get("/v1/deployments/{name}/rollout", response_model=RolloutOut | None, dependencies=[view],
              tags=["rollouts"])
     async def rollout(name: str) -> RolloutOut | None:
         """The canary or shadow under way with its gates, figures and verdict (null: none)."""
         found = await asyncio.to_thread(manager.rollout, name)
         return RolloutOut(**found) if found else None
 
-    @app.post("/v1/deployments/{name}/promote", response_model=DeploymentOut, dependencies=auth,
+    @app.post("/v1/deployments/{name}/promote", response_model=DeploymentOut,
               tags=["rollouts"])
-    async def promote(name: str, body: ActorRequest | None = None) -> DeploymentOut:
-        await manager.promote(name, actor=body.actor if body else None)
+    async def promote(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
+        await manager.promote(name, actor=who.actor(body.actor if body else None))
         return deployment_out(manager.view(name))
 
-    @app.post("/v1/deployments/{name}/abort", response_model=DeploymentOut, dependencies=auth,
+    @app.post("/v1/deployments/{name}/abort", response_model=DeploymentOut,
               tags=["rollouts"])
-    async def abort(name: str, body: ActorRequest | None = None) -> DeploymentOut:
-        await manager.abort(name, actor=body.actor if body else None)
+    async def abort(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
+        await manager.abort(name, actor=who.actor(body.actor if body else None))
         return deployment_out(manager.view(name))
 
-    @app.post("/v1/deployments/{name}/canary", response_model=DeploymentOut, dependencies=auth,
-              tags=["rollouts"])
-    async def set_canary(name: str, body: CanaryRequest) -> DeploymentOut:
-        await manager.set_canary(name, body.percent, actor=body.actor)
+    @app.post("/v1/deployments/{name}/canary", response_model=DeploymentOut, tags=["rollouts"])
+    async def set_canary(name: str, body: CanaryRequest, who: Principal = deploy) -> DeploymentOut:
+        await manager.set_canary(name, body.percent, actor=who.actor(body.actor))
         return deployment_out(manager.view(name))
 
-    @app.post("/v1/deployments/{name}/stop", response_model=DeploymentOut, dependencies=auth,
+    @app.post("/v1/deployments/{name}/stop", response_model=DeploymentOut,
               tags=["deployments"])
-    async def stop(name: str, body: ActorRequest | None = None) -> DeploymentOut:
-        await manager.stop(name, actor=body.actor if body else None)
+    async def stop(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
+        await manager.stop(name, actor=who.actor(body.actor if body else None))
         return deployment_out(manager.view(name))
 
-    @app.post("/v1/deployments/{name}/start", response_model=DeploymentOut, dependencies=auth,
+    @app.post("/v1/deployments/{name}/start", response_model=DeploymentOut,
               tags=["deployments"])
-    async def start(name: str, body: ActorRequest | None = None) -> DeploymentOut:
-        await manager.start(name, actor=body.actor if body else None)
+    async def start(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
+        await manager.start(name, actor=who.actor(body.actor if body else None))
         return deployment_out(manager.view(name))
 
-    @app.get("/v1/deployments/{name}/events", response_model=list[EventOut], dependencies=auth,
+    @app.get("/v1/deployments/{name}/events", response_model=list[EventOut], dependencies=[view],
              tags=["deployments"])
     async def deployment_events(name: str, limit: int = Query(200, ge=1, le=10_000),
                                 after: int = Query(0, ge=0)) -> list[EventOut]:
         manager.get_row(name)
         return [event_out(e) for e in manager.registry.events(name, limit=limit, after_id=after)]
 
-    @app.post("/v1/deployments/{name}/events", response_model=EventOut, status_code=201,
-              dependencies=auth, tags=["deployments"])
-    async def report_event(name: str, body: ReportRequest) -> EventOut:
+    @app.post("/v1/deployments/{name}/events", response_model=EventOut, status_code=201, tags=["deployments"])
+    async def report_event(name: str, body: ReportRequest, who: Principal = deploy) -> EventOut:
         check_name(name)
-        return event_out(manager.registry.add_event(body.kind, body.message, deployment=name, actor=body.actor))
+        return event_out(manager.registry.add_event(body.kind, body.message, deployment=name,
+                                                    actor=who.actor(body.actor)))
 
-    @app.get("/v1/events", response_model=list[EventOut], dependencies=auth, tags=["agent"])
-    async def all_events(limit: int = Query(200, ge=1, le=10_000), after: int = Query(0, ge=0)) -> list[EventOut]:
-        return [event_out(e) for e in manager.registry.events(None, limit=limit, after_id=after)]
+    @app.get("/v1/events", response_model=list[EventOut], tags=["agent"])
+    async def all_events(limit: int = Query(200, ge=1, le=10_000), after: int = Query(0, ge=0),
+                         who: Principal = view) -> list[EventOut]:
+        return [event_out(e) for e in manager.registry.events(None, limit=limit, after_id=after)
+                if who.sees(e.deployment)]
 
-    @app.get("/v1/deployments/{name}/logs", response_model=LogsOut, dependencies=auth,
+    @app.get("/v1/deployments/{name}/logs", response_model=LogsOut, dependencies=[view],
              tags=["deployments"])
     async def logs(name: str, version: int | None = Query(None, ge=1),
                    lines: int = Query(200, ge=1, le=10_000)) -> LogsOut:
@@ -409,9 +503,73 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, schedul
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
 
+    # -- uploads, tokens, audit ----------------------------------------------------------
+
+    @app.post("/v1/uploads", response_model=UploadOut, status_code=201, tags=["deployments"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload(request: Request, who: Principal = deploy) -> UploadOut:
+        """Stream a Bento archive (``application/octet-stream``, with ``Content-Length`` and
+        ``X-Nbserve-Sha256``); deploy it with its ``upload_id``. Checked before it is kept:
+        size, digest, and every member (no paths out of the tree, links, devices or bombs)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/octet-stream":
+            raise errors.UnsupportedMediaType(
+                f"an upload is application/octet-stream, not {content_type or 'unspecified'}",
+                hint="send the archive's bytes as the body")
+        try:
+            size = int(request.headers["content-length"])
+        except (KeyError, ValueError):
+            raise errors.LengthRequired("an upload needs a Content-Length header",
+                                        hint="send the archive's size; chunked uploads are refused") from None
+        digest = request.headers.get("x-nbserve-sha256", "")
+        found = await uploads.receive(request.stream(), size=size, sha256=digest, owner=who)
+        return UploadOut(upload_id=found.id, size=found.size, sha256=found.sha256)
+
+    @app.get("/v1/whoami", response_model=WhoAmI, tags=["access"])
+    async def whoami(who: Principal = Depends(caller)) -> WhoAmI:
+        """The caller's token name, role and deployment scope (any valid token)."""
+        return WhoAmI(name=who.name, role=who.role,  # type: ignore[arg-type]
+                      deployments=list(who.deployments) if who.deployments is not None else None)
+
+    @app.get("/v1/tokens", response_model=list[TokenOut], dependencies=[admin], tags=["access"])
+    async def list_tokens(all: bool = False) -> list[TokenOut]:  # noqa: A002 - the query flag's name
+        """Tokens without their secrets (``all``: include revoked and expired ones)."""
+        return [TokenOut(**t) for t in tokens.list(include_inactive=all)]
+
+    @app.post("/v1/tokens", response_model=NewTokenOut, status_code=201, tags=["access"])
+    async def create_token(body: TokenCreate, who: Principal = admin) -> NewTokenOut:
+        secret, row = tokens.create(body.name, body.role, deployments=body.deployments,
+                                    expires_in=body.expires_in, created_by=who.actor(None))
+        return NewTokenOut(token=secret, **row.public())
+
+    @app.delete("/v1/tokens/{token}", response_model=list[TokenOut], dependencies=[admin], tags=["access"])
+    async def revoke_token(token: str) -> list[TokenOut]:
+        """Revoke the active token(s) of that name or id; requests with them get 401 at once."""
+        return [TokenOut(**t) for t in tokens.revoke(token)]
+
+    @app.post("/v1/tokens/{token}/rotate", response_model=NewTokenOut, tags=["access"])
+    async def rotate_token(token: str, body: TokenRotate | None = None, who: Principal = admin) -> NewTokenOut:
+        secret, row = tokens.rotate(token, grace=body.grace if body else 0.0, created_by=who.actor(None))
+        return NewTokenOut(token=secret, **row.public())
+
+    @app.get("/v1/audit", response_model=list[AuditOut], tags=["access"])
+    async def audit(deployment: str | None = None, limit: int = Query(200, ge=1, le=10_000),
+                    after: int = Query(0, ge=0), who: Principal = view) -> list[AuditOut]:
+        """Who changed what, when, from where: oldest first, the newest ``limit`` after ``after``."""
+        if deployment is not None:
+            tokens.authorize(who, "view", deployment)
+        rows = manager.registry.audit(deployment, limit=limit, after_seq=after)
+        return [AuditOut(**r.__dict__) for r in rows if who.sees(r.deployment)]
+
+    @app.get("/v1/audit/verify", response_model=AuditCheck, dependencies=[view_all], tags=["access"])
+    async def verify_audit() -> AuditCheck:
+        """Recompute the hash chain: an edited, deleted or reordered record is reported."""
+        return AuditCheck(**await asyncio.to_thread(manager.registry.verify_audit))
+
     # -- monitoring ---------------------------------------------------------------------
 
-    @app.get("/v1/deployments/{name}/latency", response_model=list[LatencyRow], dependencies=auth,
+    @app.get("/v1/deployments/{name}/latency", response_model=list[LatencyRow], dependencies=[view],
              tags=["monitoring"])
     async def latency(name: str, window: str = "1h", by_version: bool = False,
                       since_version: int | None = Query(None, ge=1),
@@ -420,25 +578,25 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, schedul
                                        since_version=since_version, version=version)
         return [LatencyRow(**r) for r in rows]
 
-    @app.get("/v1/deployments/{name}/summary", response_model=SummaryOut, dependencies=auth,
+    @app.get("/v1/deployments/{name}/summary", response_model=SummaryOut, dependencies=[view],
              tags=["monitoring"])
     async def deployment_summary(name: str, window: str = "5m") -> SummaryOut:
         return SummaryOut(**await asyncio.to_thread(manager.summary, name, window))
 
-    @app.get("/v1/deployments/{name}/traffic", response_model=TableOut, dependencies=auth,
+    @app.get("/v1/deployments/{name}/traffic", response_model=TableOut, dependencies=[view],
              tags=["monitoring"])
     async def traffic(name: str, window: str = "1h", version: int | None = Query(None, ge=0),
                       limit: int = Query(10_000, ge=1, le=1_000_000)) -> Response:
         frame = await asyncio.to_thread(manager.traffic, name, window, version=version, limit=limit)
         return _frame_response(frame)
 
-    @app.get("/v1/deployments/{name}/drift", response_model=DriftOut, dependencies=auth,
+    @app.get("/v1/deployments/{name}/drift", response_model=DriftOut, dependencies=[view],
              tags=["monitoring"])
     async def drift(name: str, window: str = "1h", version: int | None = Query(None, ge=1)) -> DriftOut:
         report = await asyncio.to_thread(manager.drift, name, window, version=version)
         return DriftOut(version=version or manager.get_row(name).live_version, **report_payload(report))
 
-    @app.get("/v1/deployments/{name}/reference", dependencies=auth, tags=["monitoring"],
+    @app.get("/v1/deployments/{name}/reference", dependencies=[view], tags=["monitoring"],
              responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
     async def reference(name: str, version: int | None = Query(None, ge=1)) -> Response:
         """The version's reference sample (inputs and the model's predictions) as Parquet."""
@@ -449,7 +607,7 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, schedul
         return Response(data, media_type="application/vnd.apache.parquet",
                         headers={"x-nbserve-version": str(number)})
 
-    @app.get("/v1/deployments/{name}/resources", response_model=TableOut, dependencies=auth,
+    @app.get("/v1/deployments/{name}/resources", response_model=TableOut, dependencies=[view],
              tags=["monitoring"])
     async def resources(name: str, window: str = "1h") -> TableOut:
         manager.get_row(name)
@@ -458,20 +616,20 @@ def create_app(manager: Manager, token: str, *, on_shutdown: Any = None, schedul
         return TableOut(columns=["ts", "version", "cpu_percent", "rss_bytes", "processes"],
                         data=[list(r) for r in rows])
 
-    @app.get("/v1/deployments/{name}/config", dependencies=auth, tags=["monitoring"])
+    @app.get("/v1/deployments/{name}/config", dependencies=[view], tags=["monitoring"])
     async def get_config(name: str) -> dict[str, Any]:
         return manager.config(name)
 
-    @app.patch("/v1/deployments/{name}/config", dependencies=auth, tags=["monitoring"])
-    async def set_config(name: str, body: ConfigUpdate) -> dict[str, Any]:
-        return manager.configure(name, body.settings, actor=body.actor)
+    @app.patch("/v1/deployments/{name}/config", tags=["monitoring"])
+    async def set_config(name: str, body: ConfigUpdate, who: Principal = deploy) -> dict[str, Any]:
+        return manager.configure(name, body.settings, actor=who.actor(body.actor))
 
-    @app.get("/v1/monitor", dependencies=auth, tags=["monitoring"])
+    @app.get("/v1/monitor", dependencies=[view_all], tags=["monitoring"])
     async def monitor_state() -> dict[str, Any]:
         """Rows and bytes the monitor keeps, requests waiting for capture, and dropped ones."""
         return await asyncio.to_thread(manager.monitor.storage)
 
-    @app.get("/metrics", dependencies=auth, tags=["monitoring"],
+    @app.get("/metrics", dependencies=[view_all], tags=["monitoring"],
              responses={200: {"content": {"text/plain": {}}}})
     async def metrics() -> Response:
         """Prometheus text format: requests, latency histograms, rows, process resources."""
@@ -503,7 +661,8 @@ def openapi_document() -> dict[str, Any]:
             try:
                 from ._scheduler import Scheduler
 
-                return create_app(manager, token="unused", scheduler=Scheduler(home, registry)).openapi()
+                tokens = Tokens(registry, "unused")
+                return create_app(manager, tokens, scheduler=Scheduler(home, registry)).openapi()
             finally:
                 manager.monitor.close()
         finally:

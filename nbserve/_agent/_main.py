@@ -19,8 +19,9 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .._config import Home
 
@@ -32,6 +33,44 @@ log = logging.getLogger("nbserve.agent")
 
 class AgentAlreadyRunning(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How the agent faces the network: TLS files, the stable URLs' host name, and whether
+    stable URLs need a predict token by default."""
+
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False  # listen beyond loopback without TLS: only when asked for by name
+    predict_auth: str | None = None  # "token" | "open"; None: token unless loopback without TLS
+    public_host: str | None = None  # the host name clients use, for stable URLs
+
+    def refusal(self, host: str) -> str | None:
+        """Why the agent must not listen on ``host`` with these settings (None: it may)."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            return "give both --tls-cert and --tls-key (make a pair with `nbserve agent init-tls`)"
+        if _is_loopback(host) or self.tls_cert or self.insecure:
+            return None
+        return (f"refusing to listen on {host} without TLS: tokens and data would cross the network in "
+                "clear text. Make a certificate with `nbserve agent init-tls --host <name>` and pass "
+                "--tls-cert/--tls-key, or pass --insecure to accept the risk (e.g. behind a TLS proxy).")
+
+    def default_predict_auth(self, host: str) -> str:
+        if self.predict_auth:
+            return self.predict_auth
+        return "open" if _is_loopback(host) and not self.tls_cert else "token"
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_or_create_token(home: Home) -> str:
@@ -55,12 +94,18 @@ def take_lock(home: Home) -> IO[str]:
     return handle
 
 
-def write_agent_file(home: Home, host: str, port: int) -> None:
+def write_agent_file(home: Home, host: str, port: int, exposure: Exposure | None = None) -> None:
+    exposure = exposure or Exposure()
+    # Clients on this host reach an agent that listens on every address through loopback.
+    reach = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    reach = f"[{reach}]" if ":" in reach else reach
+    scheme = "https" if exposure.tls_cert else "http"
     info = {
         "pid": os.getpid(),
         "host": host,
         "port": port,
-        "url": f"http://{host}:{port}",
+        "url": f"{scheme}://{reach}:{port}",
+        "tls_cert": str(Path(exposure.tls_cert).resolve()) if exposure.tls_cert else None,
         "started_at": time.time(),
     }
     tmp = home.agent_file.with_suffix(".tmp")
@@ -69,7 +114,7 @@ def write_agent_file(home: Home, host: str, port: int) -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -78,9 +123,11 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
-                lock: IO[str] | None = None) -> None:
+                lock: IO[str] | None = None, exposure: Exposure | None = None) -> None:
     import uvicorn
 
+    from .._tls import server_context
+    from ._access import Tokens
     from ._app import create_app
     from ._manager import Manager
     from ._registry import Registry
@@ -88,9 +135,14 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
 
     lock = lock or take_lock(home)
     try:
+        exposure = exposure or Exposure()
         token = read_or_create_token(home)
         registry = Registry(home.registry)
-        manager = Manager(home, registry, monitor_settings=monitor)
+        tokens = Tokens(registry, token)
+        tls: Any = server_context(exposure.tls_cert, exposure.tls_key) if exposure.tls_cert else None
+        manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
+                          predict_auth=exposure.default_predict_auth(host),
+                          public_host=exposure.public_host or _public_host(host))
         scheduler = Scheduler(home, registry, revert=manager.revert)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -99,17 +151,25 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
 
         sock = _bind(host, port)
         bound_port = sock.getsockname()[1]
-        app = create_app(manager, token, on_shutdown=stop.set, scheduler=scheduler)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        app = create_app(manager, tokens, on_shutdown=stop.set, scheduler=scheduler)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                ssl_certfile=exposure.tls_cert, ssl_keyfile=exposure.tls_key,
+                                timeout_keep_alive=30)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        registry.add_event("agent_started", f"agent pid {os.getpid()} on {host}:{bound_port}")
+        registry.add_event("agent_started", f"agent pid {os.getpid()} on {host}:{bound_port}"
+                           + (" (TLS)" if tls else ""))
+        chain = registry.verify_audit()
+        if chain["ok"]:
+            log.info("audit log: %d records, head %s", chain["records"], chain["head"])
+        else:
+            log.error("audit log is broken: %s", chain["problem"])
         manager.start_background()
         await manager.restore()
         server_task = loop.create_task(server.serve(sockets=[sock]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
-        write_agent_file(home, host, bound_port)
+        write_agent_file(home, host, bound_port, exposure)
         # What start-up loaded (FastAPI, BentoML, pandas...) lives as long as the agent: keep it
         # out of the collector, so a full collection does not pause the stable URLs for tens of ms.
         gc.collect()
@@ -141,8 +201,20 @@ def _owns_agent_file(home: Home) -> bool:
         return False
 
 
-def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None) -> int:
+def _public_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return socket.getfqdn()
+    return host
+
+
+def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
+        exposure: Exposure | None = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
+    exposure = exposure or Exposure()
+    refusal = exposure.refusal(host)
+    if refusal:
+        print(f"nbserve agent: {refusal}", file=sys.stderr)
+        return 2
     home.ensure()
     # The lock first, before any heavy import: a second agent (two kernels racing to start
     # one) exits in milliseconds instead of lingering through start-up.
@@ -164,7 +236,7 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    runner(serve(home, host, port, monitor=monitor, lock=lock))
+    runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure))
     return 0
 
 

@@ -40,6 +40,7 @@ from ._rollout import (
     evaluate_gates,
 )
 from ._proxy import StableEndpoint, Upstream
+from ._access import Tokens
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
 
@@ -55,6 +56,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "drift": {},  # nbserve._drift.DriftConfig fields: methods, thresholds, drift share
     "drift_window": "1h",  # the traffic the summary's drift flag looks at
     "gates": {},  # what a canary or shadow must meet: p99_ms, error_rate, drift_share, min_requests, window
+    # "token": the stable URL needs a token allowed to predict; "open": it does not; None:
+    # the agent's default (open on a loopback agent without TLS, token otherwise).
+    "predict_auth": None,
 }
 DRIFT_SUMMARY_SECONDS = 10.0
 GATE_CHECK_SECONDS = 2.0  # the summary's drift flag is recomputed at most this often
@@ -73,10 +77,15 @@ class DeploymentView:
 
 class Manager:
     def __init__(self, home: Home, registry: Registry, *, stable_host: str = "127.0.0.1",
-                 monitor_settings: MonitorSettings | None = None) -> None:
+                 monitor_settings: MonitorSettings | None = None, tls: Any = None,
+                 tokens: Tokens | None = None, predict_auth: str = "open", public_host: str | None = None) -> None:
         self.home = home
         self.registry = registry
         self.stable_host = stable_host
+        self.public_host = public_host or stable_host  # the host name in stable URLs
+        self.tls = tls  # an ssl.SSLContext: stable URLs are https
+        self.tokens = tokens
+        self.predict_auth = predict_auth  # the default of the predict_auth setting
         self.supervisor = Supervisor(home, registry, on_exit=self._on_process_exit)
         self.endpoints: dict[str, StableEndpoint] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -128,7 +137,9 @@ class Manager:
         return [self.view(row.name) for row in self.registry.list_deployments()]
 
     def stable_url(self, row: DeploymentRow) -> str | None:
-        return f"http://{self.stable_host}:{row.stable_port}" if row.stable_port else None
+        scheme = "https" if self.tls is not None else "http"
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        return f"{scheme}://{host}:{row.stable_port}" if row.stable_port else None
 
     @staticmethod
     def _status(row: DeploymentRow, versions: list[VersionRow], ready: set[int]) -> str:
@@ -175,7 +186,7 @@ class Manager:
             archive.unlink(missing_ok=True)
         row = self.registry.get_deployment(name)
         if row is None:
-            row = self._create(name, stable_port)
+            row = self._create(name, stable_port, actor)
         elif stable_port and stable_port != row.stable_port:
             raise Conflict(
                 f"{name} already serves on port {row.stable_port}",
@@ -189,13 +200,14 @@ class Manager:
         self._spawn(self._roll_out(name, version.number, actor))
         return version
 
-    def _create(self, name: str, stable_port: int | None) -> DeploymentRow:
+    def _create(self, name: str, stable_port: int | None, actor: str | None) -> DeploymentRow:
         port = stable_port or free_port(self.stable_host)
         taken = {d.stable_port for d in self.registry.list_deployments()}
         if port in taken:
             raise Conflict(f"port {port} is already the stable port of another deployment")
         row = self.registry.create_deployment(name, port)
-        self.registry.add_event("deployment_created", f"stable URL {self.stable_url(row)}", deployment=name)
+        self.registry.add_event("deployment_created", f"stable URL {self.stable_url(row)}", deployment=name,
+                                actor=actor)
         return row
 
     async def _roll_out(self, name: str, number: int, actor: str | None) -> None:
@@ -499,9 +511,11 @@ class Manager:
         endpoint = self.endpoints.get(row.name)
         if endpoint is None:
             endpoint = StableEndpoint(row.name)
-            self._apply_capture(endpoint, self.config(row.name))
+            config = self.config(row.name)
+            self._apply_capture(endpoint, config)
+            self._apply_access(endpoint, config)
             try:
-                await endpoint.start(self.stable_host, row.stable_port or 0)
+                await endpoint.start(self.stable_host, row.stable_port or 0, ssl=self.tls)
             except OSError as exc:
                 raise Conflict(
                     f"cannot listen on the stable port {row.stable_port} of {row.name}: {exc.strerror}",
@@ -764,12 +778,21 @@ class Manager:
         endpoint = self.endpoints.get(name)
         if endpoint is not None:
             self._apply_capture(endpoint, merged)
+            self._apply_access(endpoint, merged)
         self._drift_flags.pop(name, None)
         self.registry.add_event(
             "configured", "settings changed: " + ", ".join(f"{k}={changes[k]!r}" for k in sorted(changes)),
             deployment=name, actor=actor, data={"before": before, "after": stored},
         )
         return merged
+
+    def _apply_access(self, endpoint: StableEndpoint, config: dict[str, Any]) -> None:
+        mode = config["predict_auth"] or self.predict_auth
+        if mode == "token" and self.tokens is not None:
+            check, name = self.tokens.check_header, endpoint.name
+            endpoint.set_auth(lambda header: check(header, name))
+        else:
+            endpoint.set_auth(None)
 
     def _apply_capture(self, endpoint: StableEndpoint, config: dict[str, Any]) -> None:
         if config["capture"]:
@@ -903,6 +926,9 @@ def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
 
 
 def _validate_config(config: dict[str, Any]) -> None:
+    if config["predict_auth"] not in (None, "token", "open"):
+        raise InvalidArgument(f"predict_auth must be 'token', 'open' or null (the agent's default), "
+                              f"got {config['predict_auth']!r}")
     if not isinstance(config["capture"], bool):
         raise InvalidArgument("capture must be true or false")
     rate = config["sample_rate"]

@@ -36,6 +36,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 
@@ -70,12 +71,16 @@ _NOTED = _HOP_BY_HOP | {
 
 _REASONS = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     413: "Content Too Large",
     499: "Client Closed Request",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+# The nbserve error a local answer stands for (nbserve.errors), for clients that map them.
+_ERROR_TYPES = {401: "AuthenticationFailed", 403: "PermissionDenied", 413: "PayloadTooLarge"}
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})  # other tokens name headers
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -159,6 +164,7 @@ class _Request:
     """A request as parsed from the client: parse state, then what we forward."""
 
     __slots__ = (
+        "authz",
         "body",
         "body_len",
         "body_parts",
@@ -208,6 +214,7 @@ class _Request:
         self.response: list[bytes] | None = None  # response body parts, when sampled or shadowed
         self.sampled = False  # the sampler picked it: its response goes to the observer
         self.client_key: bytes | None = None  # the sticky-canary header's value, if configured
+        self.authz: bytes | None = None  # the Authorization header, when the endpoint checks tokens
 
 
 class _UpstreamConnection(asyncio.Protocol):
@@ -620,6 +627,9 @@ class _ClientConnection(asyncio.Protocol):
         lname = name.lower()
         if lname == self._ep._sticky_header:
             req.client_key = value
+        if lname == b"authorization" and self._ep._auth is not None:
+            req.authz = value  # checked here, never forwarded: the model server has no use for it
+            return
         if lname in _NOTED:
             if lname == b"host":
                 req.host = value
@@ -660,6 +670,11 @@ class _ClientConnection(asyncio.Protocol):
                 too_big = False  # llhttp has validated it already
             if too_big:
                 self._reject_too_large(req)
+                return
+        if ep._auth is not None:
+            denied = ep._auth(req.authz)
+            if denied is not None:  # answered before the body is read: it is dropped unread
+                self._reject(req, denied)
                 return
         if req.expect and not self._busy and not self._queue:
             self.transport.write(_CONTINUE)  # we buffer the body, so we ask for it ourselves
@@ -902,7 +917,10 @@ class _ClientConnection(asyncio.Protocol):
                 self._close()
 
     def _write_error(self, req: _Request, status: int, error: str, hint: str, close: bool) -> None:
-        body = json.dumps({"error": error, "hint": hint}).encode()
+        payload = {"error": error, "hint": hint}
+        if status in _ERROR_TYPES:
+            payload["type"] = _ERROR_TYPES[status]
+        body = json.dumps(payload).encode()
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
@@ -912,11 +930,15 @@ class _ClientConnection(asyncio.Protocol):
         self.transport.write(head if req.is_head else head + body)
 
     def _reject_too_large(self, req: _Request) -> None:
-        req.error = (
+        self._reject(req, (
             413,
             f"request body exceeds {self._ep._max_body_bytes} bytes",
             "Send a smaller payload, or raise the endpoint's max_body_bytes.",
-        )
+        ))
+
+    def _reject(self, req: _Request, error: tuple[int, str, str]) -> None:
+        """Answer ``req`` with ``error`` once its turn comes, dropping its body, then close."""
+        req.error = error
         req.keep_alive = False
         req.body_parts = []
         self._queue.append(req)
@@ -994,6 +1016,8 @@ class StableEndpoint:
         self._canary: _UpstreamPool | None = None  # gets a share of new requests
         self._canary_cut = 0.0  # share of 10,000
         self._sticky_header: bytes | None = None
+        # Checks a request's Authorization header: None lets it through, else (status, error, hint).
+        self._auth: Callable[[bytes | None], tuple[int, str, str] | None] | None = None
         self._shadow: _UpstreamPool | None = None  # gets a copy of live requests; its answers are compared
         self._on_shadow: Callable[[ShadowResult], None] | None = None
         self._shadow_inflight = 0
@@ -1037,6 +1061,10 @@ class StableEndpoint:
         """Who sees each finished request, and who picks the ones whose bodies are kept."""
         self._observer = observer
         self._sampler = sampler
+
+    def set_auth(self, check: Callable[[bytes | None], tuple[int, str, str] | None] | None) -> None:
+        """Require what ``check`` accepts in each request's Authorization header (None: open)."""
+        self._auth = check
 
     def set_canary(self, upstream: Upstream | None, percent: float = 0.0, *,
                    sticky_header: str | None = None) -> None:
@@ -1133,13 +1161,15 @@ class StableEndpoint:
         pool.retired = False
         self._pool = pool
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on host:port (0 picks a free port); returns the bound port."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: Any = None) -> int:
+        """Listen on host:port (0 picks a free port), over TLS with an ``ssl.SSLContext``;
+        returns the bound port."""
         if self._server is not None:
             raise RuntimeError(f"endpoint {self.name!r} already started")
         loop = self._loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _ClientConnection(self), host, port, backlog=1024
+            lambda: _ClientConnection(self), host, port, backlog=1024, ssl=ssl,
+            ssl_handshake_timeout=self._header_timeout if ssl is not None else None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._sweeper = loop.call_later(self._sweep_every, self._sweep)

@@ -1,13 +1,18 @@
-"""The agent's registry: deployments, immutable numbered versions, processes, events.
+"""The agent's registry: deployments, immutable numbered versions, processes, events,
+access tokens and the audit log.
 
 One SQLite file under ``NBSERVE_HOME``, written only by the agent. Versions are immutable
-and events append-only; triggers enforce both, so no code path can quietly rewrite
-history. WAL mode keeps readers (the CLI's ``--offline`` views, backups) off the writer.
+and events and audit records append-only; triggers enforce both, so no code path can
+quietly rewrite history. Each audit record also carries the SHA-256 of the one before it,
+so an edit made behind the agent's back (with the sqlite3 shell, say) is evident to
+``verify_audit``. WAL mode keeps readers (the CLI's ``--offline`` views, backups) off the
+writer.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import sqlite3
 import threading
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,7 +81,54 @@ CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+CREATE TABLE IF NOT EXISTS tokens (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    deployments  TEXT,
+    created_at   REAL NOT NULL,
+    created_by   TEXT,
+    expires_at   REAL,
+    revoked_at   REAL,
+    salt         BLOB NOT NULL,
+    digest       BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS tokens_keep_their_secret
+BEFORE UPDATE OF id, name, role, deployments, created_at, salt, digest ON tokens
+BEGIN SELECT RAISE(ABORT, 'a token changes only its expiry or revocation'); END;
+
+CREATE TABLE IF NOT EXISTS audit (
+    seq         INTEGER PRIMARY KEY,
+    ts          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    token       TEXT,
+    source      TEXT,
+    action      TEXT NOT NULL,
+    deployment  TEXT,
+    version     INTEGER,
+    before      INTEGER,
+    after       INTEGER,
+    detail      TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_deployment ON audit (deployment, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+# Event kinds that change what serves or who may act: each also gets a chained audit record.
+AUDITED_EVENTS = frozenset({
+    "deployment_created", "version_registered", "deployed", "canary_started", "shadow_started",
+    "promoted", "aborted", "gate_breached", "canary_changed", "rollback", "stopped", "started",
+    "configured", "schedule_added", "schedule_paused", "schedule_resumed", "schedule_removed",
+})
+GENESIS_HASH = "0" * 64
+_AUDIT_FIELDS = ("seq", "ts", "actor", "token", "source", "action", "deployment", "version", "before",
+                 "after", "detail")
 
 
 def utcnow() -> str:
@@ -127,6 +179,29 @@ class EventRow:
     message: str
     actor: str | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    ts: str
+    actor: str
+    token: str | None
+    source: str | None
+    action: str
+    deployment: str | None
+    version: int | None
+    before: int | None  # the live version before the change
+    after: int | None  # ... and after it
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def audit_hash(prev_hash: str, record: dict[str, Any]) -> str:
+    """SHA-256 over the previous record's hash and this record's fields, canonically encoded."""
+    body = json.dumps([record[k] for k in _AUDIT_FIELDS], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
 class Registry:
@@ -279,6 +354,107 @@ class Registry:
         with self.transaction() as db:
             db.execute("DELETE FROM processes WHERE root_pid = ?", (root_pid,))
 
+    # -- tokens -------------------------------------------------------------------
+
+    def load_tokens(self) -> list[Any]:
+        from ._access import TokenRow
+
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM tokens ORDER BY created_at").fetchall()
+        return [TokenRow(**{**dict(r), "deployments": tuple(json.loads(r["deployments"]))
+                            if r["deployments"] is not None else None}) for r in rows]
+
+    def add_token(self, row: Any, *, action: str = "token_created", audit: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (id, name, role, deployments, created_at, created_by, expires_at,"
+                " revoked_at, salt, digest) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (row.id, row.name, row.role, json.dumps(list(row.deployments)) if row.deployments is not None
+                 else None, row.created_at, row.created_by, row.expires_at, row.salt, row.digest),
+            )
+            self._append_audit(db, action, actor=row.created_by, detail={"token": row.name, "id": row.id, **audit})
+
+    def set_token_revoked(self, token_id: str, at: float, *, action: str | None,
+                          detail: dict[str, Any] | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (at, token_id))
+            if action is not None:
+                self._append_audit(db, action, actor=None, detail=detail or {})
+
+    def set_token_expiry(self, token_id: str, expires_at: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tokens SET expires_at = ? WHERE id = ?", (expires_at, token_id))
+
+    # -- audit --------------------------------------------------------------------
+
+    def _append_audit(self, db: sqlite3.Connection, action: str, *, actor: str | None,
+                      deployment: str | None = None, version: int | None = None,
+                      detail: dict[str, Any]) -> None:
+        """One chained record, inside the caller's transaction (so it and the change it
+        records are written together or not at all)."""
+        from ._access import current
+
+        principal = current.get()
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        before = after = None
+        if deployment is not None:
+            live = db.execute("SELECT live_version FROM deployments WHERE name = ?", (deployment,)).fetchone()
+            after = live["live_version"] if live else None
+            previous = db.execute("SELECT after FROM audit WHERE deployment = ? ORDER BY seq DESC LIMIT 1",
+                                  (deployment,)).fetchone()
+            before = previous["after"] if previous else None
+        record = {
+            "seq": (last["seq"] + 1) if last else 1,
+            "ts": utcnow(),
+            "actor": actor or (principal.name if principal else "agent"),
+            "token": principal.name if principal else None,
+            "source": principal.source if principal else None,
+            "action": action, "deployment": deployment, "version": version,
+            "before": before, "after": after,
+            "detail": json.loads(json.dumps(detail, default=str)),
+        }
+        prev_hash = last["hash"] if last else GENESIS_HASH
+        digest = audit_hash(prev_hash, record)
+        db.execute(
+            "INSERT INTO audit (seq, ts, actor, token, source, action, deployment, version, before, after,"
+            " detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*(record[k] for k in _AUDIT_FIELDS[:-1]), json.dumps(record["detail"], sort_keys=True),
+             prev_hash, digest),
+        )
+
+    def audit(self, deployment: str | None = None, limit: int = 200, after_seq: int = 0) -> list[AuditRow]:
+        query, args = "SELECT * FROM audit WHERE seq > ?", [after_seq]
+        if deployment is not None:
+            query += " AND deployment = ?"
+            args.append(deployment)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [_audit(r) for r in reversed(rows)]
+
+    def verify_audit(self) -> dict[str, Any]:
+        """Recompute the chain: ``ok``, records checked, the head hash, and the first broken
+        record (an edited field, a deleted or reordered record)."""
+        expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM audit ORDER BY seq")
+            for raw in cursor:
+                row = _audit(raw)
+                record = {k: getattr(row, k) for k in _AUDIT_FIELDS}
+                problem = None
+                if row.seq != expected_seq:
+                    problem = f"record {expected_seq} is missing (found {row.seq} next)"
+                elif row.prev_hash != expected_prev:
+                    problem = f"record {row.seq} does not follow the record before it"
+                elif audit_hash(row.prev_hash, record) != row.hash:
+                    problem = f"record {row.seq} was changed after it was written"
+                if problem:
+                    return {"ok": False, "records": checked, "broken_at": row.seq, "problem": problem,
+                            "head": None}
+                expected_prev, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        return {"ok": True, "records": checked, "broken_at": None, "problem": None, "head": expected_prev}
+
     # -- events -------------------------------------------------------------------
 
     def add_event(
@@ -297,6 +473,9 @@ class Registry:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (utcnow(), deployment, version, kind, message, actor, json.dumps(data or {}, default=str)),
             )
+            if kind in AUDITED_EVENTS:
+                self._append_audit(db, kind, actor=actor, deployment=deployment, version=version,
+                                   detail={"message": message, **(data or {})})
             row = db.execute("SELECT * FROM events WHERE id = ?", (cursor.lastrowid,)).fetchone()
         return _event(row)
 
@@ -324,6 +503,12 @@ def _version(row: sqlite3.Row) -> VersionRow:
     data = dict(row)
     data["metadata"] = json.loads(data["metadata"])
     return VersionRow(**data)
+
+
+def _audit(row: sqlite3.Row) -> AuditRow:
+    data = dict(row)
+    data["detail"] = json.loads(data["detail"] or "{}")
+    return AuditRow(**data)
 
 
 def _event(row: sqlite3.Row) -> EventRow:

@@ -6,12 +6,12 @@ Handlers raise ``nbserve.errors`` only; the app maps them to HTTP statuses in on
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from ._access import Principal
 from ._scheduler import DEFAULT_TIMEOUT, MAX_TIMEOUT, RunRow, Scheduler, ScheduleRow
 
 # -- models -------------------------------------------------------------------------------
@@ -90,24 +90,25 @@ def run_out(run: RunRow) -> RunOut:
 # -- routes -------------------------------------------------------------------------------
 
 
-def schedule_router(scheduler: Scheduler, auth: Sequence[Any]) -> APIRouter:
-    """The ``/v1/schedules`` routes; ``auth`` is the app's list of auth dependencies."""
-    router = APIRouter(prefix="/v1/schedules", dependencies=list(auth), tags=["schedules"])
+def schedule_router(scheduler: Scheduler, *, view: Any, deploy: Any) -> APIRouter:
+    """The ``/v1/schedules`` routes; ``view`` and ``deploy`` are the app's access dependencies
+    (each resolves to the calling Principal)."""
+    router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 
-    @router.get("", response_model=list[ScheduleOut])
+    @router.get("", response_model=list[ScheduleOut], dependencies=[view])
     async def list_schedules() -> list[ScheduleOut]:
         return [schedule_out(scheduler, s) for s in scheduler.schedules()]
 
     @router.post("", response_model=ScheduleOut, status_code=201)
-    async def add_schedule(body: ScheduleIn) -> ScheduleOut:
+    async def add_schedule(body: ScheduleIn, who: Principal = deploy) -> ScheduleOut:
         row = await scheduler.add(
             name=body.name, deployment=body.deployment, notebook=body.notebook, cron=body.cron,
             parameters=body.parameters, timezone=body.timezone, timeout=body.timeout, missed=body.missed,
-            actor=body.actor,
+            actor=who.actor(body.actor),
         )
         return schedule_out(scheduler, row)
 
-    @router.post("/tick", response_model=list[RunOut])
+    @router.post("/tick", response_model=list[RunOut], dependencies=[deploy])
     async def tick(body: TickIn | None = None) -> list[RunOut]:
         """Fire every schedule due at `now`, as if the clock said so (a testing and operations tool).
 
@@ -115,34 +116,35 @@ def schedule_router(scheduler: Scheduler, auth: Sequence[Any]) -> APIRouter:
         """
         return [run_out(r) for r in await scheduler.tick(body.now if body else None)]
 
-    @router.get("/{name}", response_model=ScheduleOut)
+    @router.get("/{name}", response_model=ScheduleOut, dependencies=[view])
     async def get_schedule(name: str) -> ScheduleOut:
         return schedule_out(scheduler, scheduler.get(name))
 
     @router.delete("/{name}", response_model=ScheduleOut)
-    async def remove_schedule(name: str, actor: str | None = Query(None, max_length=200)) -> ScheduleOut:
+    async def remove_schedule(name: str, actor: str | None = Query(None, max_length=200),
+                              who: Principal = deploy) -> ScheduleOut:
         """Remove it; a run in progress is stopped. Executed notebooks stay on disk."""
-        row = await scheduler.remove(name, actor=actor)
+        row = await scheduler.remove(name, actor=who.actor(actor))
         return ScheduleOut(**row.__dict__, running_run=None)
 
     @router.post("/{name}/pause", response_model=ScheduleOut)
-    async def pause(name: str, body: ActorIn | None = None) -> ScheduleOut:
-        return schedule_out(scheduler, scheduler.pause(name, actor=body.actor if body else None))
+    async def pause(name: str, body: ActorIn | None = None, who: Principal = deploy) -> ScheduleOut:
+        return schedule_out(scheduler, scheduler.pause(name, actor=who.actor(body.actor if body else None)))
 
     @router.post("/{name}/resume", response_model=ScheduleOut)
-    async def resume(name: str, body: ActorIn | None = None) -> ScheduleOut:
-        return schedule_out(scheduler, scheduler.resume(name, actor=body.actor if body else None))
+    async def resume(name: str, body: ActorIn | None = None, who: Principal = deploy) -> ScheduleOut:
+        return schedule_out(scheduler, scheduler.resume(name, actor=who.actor(body.actor if body else None)))
 
     @router.post("/{name}/run", response_model=RunOut, status_code=202)
-    async def run_now(name: str, body: ActorIn | None = None) -> RunOut:
+    async def run_now(name: str, body: ActorIn | None = None, who: Principal = deploy) -> RunOut:
         """Start a run now (`manual`); `skipped` when one is in progress."""
-        return run_out(scheduler.run_now(name, actor=body.actor if body else None))
+        return run_out(scheduler.run_now(name, actor=who.actor(body.actor if body else None)))
 
-    @router.get("/{name}/runs", response_model=list[RunOut])
+    @router.get("/{name}/runs", response_model=list[RunOut], dependencies=[view])
     async def runs(name: str, limit: int = Query(100, ge=1, le=10_000)) -> list[RunOut]:
         return [run_out(r) for r in scheduler.runs(name, limit=limit)]
 
-    @router.get("/{name}/runs/{run_id}", response_model=RunOut)
+    @router.get("/{name}/runs/{run_id}", response_model=RunOut, dependencies=[view])
     async def get_run(name: str, run_id: int) -> RunOut:
         return run_out(scheduler.get_run(name, run_id))
 

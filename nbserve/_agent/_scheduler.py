@@ -60,6 +60,7 @@ ON_TIME_SECONDS = 120.0
 POLL_SECONDS = 5.0  # the loop looks at the clock at least this often
 KILL_GRACE = 5.0
 ERROR_CHARS = 1000
+MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; it cannot even compare a larger one
 
 Clock = Callable[[], _dt.datetime]
 # (deployment, version the run deployed, live version before the run, why) -> what was done
@@ -344,10 +345,12 @@ class Scheduler:
         return [_run(r) for r in reversed(rows)]
 
     def get_run(self, name: str, run_id: int) -> RunRow:
-        with self.registry.transaction() as db:
-            row = db.execute(
-                "SELECT * FROM schedule_runs WHERE schedule = ? AND id = ?", (name, run_id)
-            ).fetchone()
+        row = None
+        if 0 < run_id <= MAX_ROW_ID:
+            with self.registry.transaction() as db:
+                row = db.execute(
+                    "SELECT * FROM schedule_runs WHERE schedule = ? AND id = ?", (name, run_id)
+                ).fetchone()
         if row is None:
             self.get(name)
             raise _not_found(f"schedule {name!r} has no run {run_id}", hint=f"see `nbserve schedule runs {name}`")

@@ -1,0 +1,211 @@
+"""Tokens, roles, predict tokens on stable URLs, and the hash-chained audit log, against a
+real agent (real HTTP, real SQLite, real BentoML servers)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+import nbserve
+from nbserve import _admin, errors
+from nbserve._local import find_agent
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def agent(module_home, iris, forest, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, "iris", X_test, progress=False)
+    nbserve.deploy(tree, "iris", X_test, progress=False)  # v2 (tree) is live
+    nbserve.deploy(forest, "other", X_test, progress=False)
+    info = find_agent(module_home)
+    assert info is not None
+    return info
+
+
+def _call(agent, method: str, path: str, token: str | None, **kwargs) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return httpx.request(method, f"{agent.url}{path}", headers=headers, trust_env=False, timeout=30, **kwargs)
+
+
+def _token(role: str, name: str, **kwargs) -> str:
+    return _admin.create_token(name, role, **kwargs)["token"]
+
+
+def test_each_role_may_do_what_it_names_and_gets_a_json_403_otherwise(agent):
+    viewer, deployer, predictor = _token("viewer", "ro"), _token("deployer", "ci"), _token("predict", "app")
+    admin = _token("admin", "ops")
+    # viewer: reads, never changes
+    assert _call(agent, "GET", "/v1/deployments", viewer).status_code == 200
+    assert _call(agent, "GET", "/v1/deployments/iris/latency", viewer).status_code == 200
+    for method, path, body in [("POST", "/v1/deployments/iris/rollback", {}),
+                               ("PATCH", "/v1/deployments/iris/config", {"settings": {"sample_rate": 0.5}}),
+                               ("POST", "/v1/tokens", {"name": "x", "role": "admin"})]:
+        r = _call(agent, method, path, viewer, json=body)
+        assert r.status_code == 403, (path, r.text)
+        assert r.json()["error"]["type"] == "PermissionDenied"
+    # predict: not even a read of the API
+    r = _call(agent, "GET", "/v1/deployments", predictor)
+    assert r.status_code == 403 and "predict" in r.json()["error"]["message"]
+    # deployer: changes deployments, not tokens
+    r = _call(agent, "PATCH", "/v1/deployments/iris/config", deployer, json={"settings": {"sample_rate": 0.5}})
+    assert r.status_code == 200, r.text
+    assert _call(agent, "GET", "/v1/tokens", deployer).status_code == 403
+    # admin: tokens; and the agent's shutdown is admin-only
+    assert _call(agent, "GET", "/v1/tokens", admin).status_code == 200
+    assert _call(agent, "POST", "/v1/agent/shutdown", deployer).status_code == 403
+
+
+def test_missing_wrong_revoked_and_expired_tokens_get_401_json(agent):
+    for token in (None, "nope", "nbs_000000000000_wrong"):
+        r = _call(agent, "GET", "/v1/deployments", token)
+        assert r.status_code == 401
+        assert r.json()["error"]["type"] == "AuthenticationFailed"
+    live = _token("viewer", "short-lived", expires=1.0)
+    assert _call(agent, "GET", "/v1/deployments", live).status_code == 200
+    time.sleep(1.2)
+    r = _call(agent, "GET", "/v1/deployments", live)
+    assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
+    gone = _token("viewer", "to-revoke")
+    assert _call(agent, "GET", "/v1/deployments", gone).status_code == 200
+    _admin.revoke_token("to-revoke")
+    r = _call(agent, "GET", "/v1/deployments", gone)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
+
+
+def test_a_scoped_token_sees_nothing_of_other_deployments(agent):
+    scoped = _token("viewer", "iris-only", deployments=["iris"])
+    names = [d["name"] for d in _call(agent, "GET", "/v1/deployments", scoped).json()]
+    assert names == ["iris"]
+    events = _call(agent, "GET", "/v1/events", scoped).json()
+    assert events and {e["deployment"] for e in events} == {"iris"}
+    audit = _call(agent, "GET", "/v1/audit", scoped).json()
+    assert audit and {a["deployment"] for a in audit} == {"iris"}
+    # another deployment, and one that does not exist, answer the same 403: existence does not leak
+    for name in ("other", "no-such-deployment"):
+        r = _call(agent, "GET", f"/v1/deployments/{name}", scoped)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["message"] == f"the token 'iris-only' may not act on {name!r}"
+    assert _call(agent, "GET", "/v1/schedules", scoped).status_code == 403
+
+
+def test_tokens_are_stored_only_as_salted_hashes(agent, module_home):
+    secret = _token("deployer", "hashed")
+    listed = _admin.list_tokens()
+    assert all("token" not in t and "digest" not in t and "salt" not in t for t in listed)
+    raw = module_home.registry.read_bytes() + module_home.registry.with_name("registry.sqlite-wal").read_bytes()
+    _, token_id, body = secret.split("_", 2)
+    assert body.encode() not in raw and token_id.encode() in raw
+    with sqlite3.connect(module_home.registry) as db:
+        salts = [row[0] for row in db.execute("SELECT salt FROM tokens")]
+    assert len(set(salts)) == len(salts) >= 2  # one salt per token
+
+
+def test_rotation_with_grace_keeps_the_old_secret_briefly(agent):
+    old = _token("viewer", "rotating")
+    new = _admin.rotate_token("rotating", grace=1.5)["token"]
+    assert new != old
+    assert _call(agent, "GET", "/v1/deployments", old).status_code == 200
+    assert _call(agent, "GET", "/v1/deployments", new).status_code == 200
+    time.sleep(1.7)
+    assert _call(agent, "GET", "/v1/deployments", old).status_code == 401
+    assert _call(agent, "GET", "/v1/deployments", new).status_code == 200
+    now = _admin.rotate_token("rotating")["token"]  # no grace: the previous one stops at once
+    assert _call(agent, "GET", "/v1/deployments", new).status_code == 401
+    assert _call(agent, "GET", "/v1/deployments", now).status_code == 200
+
+
+def test_stable_url_needs_a_predict_token_when_configured(agent, iris, tree):
+    _, X_test, _, _ = iris
+    dep = nbserve.get("iris")
+    body = {"data": X_test.head(3).to_dict(orient="records")}
+    assert httpx.post(f"{dep.url}/predict", json=body, trust_env=False).status_code == 200  # local default: open
+    dep.configure(predict_auth="token")
+    predictor = _token("predict", "iris-app", deployments=["iris"])
+    viewer = _token("viewer", "looker")
+
+    def post(token: str | None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.post(f"{dep.url}/predict", json=body, headers=headers, trust_env=False)
+
+    r = post(None)
+    assert r.status_code == 401 and r.json()["type"] == "AuthenticationFailed"
+    r = post(viewer)
+    assert r.status_code == 403 and r.json()["type"] == "PermissionDenied"
+    r = post(predictor)
+    assert r.status_code == 200
+    np.testing.assert_array_equal(r.json(), tree.predict(X_test.head(3)))
+    other = nbserve.get("other")
+    other.configure(predict_auth="token")
+    r = httpx.post(f"{other.url}/predict", json=body, headers={"Authorization": f"Bearer {predictor}"},
+                   trust_env=False)
+    assert r.status_code == 403  # limited to iris
+    np.testing.assert_array_equal(dep.predict(X_test.head(3)), tree.predict(X_test.head(3)))  # owner may
+    _admin.revoke_token("iris-app")
+    assert post(predictor).status_code == 401  # at once
+    summary = dep.summary("5m")
+    assert summary["requests"] >= 5  # refused requests are counted too
+    dep.configure(predict_auth=None)
+    other.configure(predict_auth=None)
+    assert post(None).status_code == 200
+
+
+def test_audit_records_who_what_when_from_where_and_the_live_versions(agent):
+    deployer = _token("deployer", "release-bot")
+    r = _call(agent, "POST", "/v1/deployments/iris/rollback", deployer, json={"actor": "mallory"})
+    assert r.status_code == 200, r.text
+    frame = _admin.audit("iris")
+    last = frame.iloc[-1]
+    assert last["action"] == "rollback"
+    assert last["actor"] == "release-bot"  # a named token is recorded as itself, whatever it claims
+    assert last["token"] == "release-bot" and last["source"] == "127.0.0.1"
+    assert (last["before"], last["after"]) == (2, 1)
+    actions = list(frame["action"])
+    assert actions[:3] == ["deployment_created", "version_registered", "deployed"]
+    assert "configured" in actions
+    tokens = _admin.audit()
+    assert {"token_created", "token_revoked", "token_rotated"} <= set(tokens["action"])
+    check = _admin.verify_audit()
+    assert check["ok"] and check["records"] == len(_admin.audit(limit=10_000))
+
+
+def test_editing_or_deleting_an_audit_record_is_evident(agent, module_home):
+    assert _admin.verify_audit()["ok"]
+    # Someone with the file and the sqlite3 shell: the triggers stop a plain UPDATE...
+    with sqlite3.connect(module_home.registry) as db:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE audit SET actor = 'nobody' WHERE seq = 2")
+    # ...so they drop them first. The chain still gives it away.
+    with sqlite3.connect(module_home.registry) as db:
+        db.execute("DROP TRIGGER audit_no_update")
+        db.execute("UPDATE audit SET actor = 'nobody' WHERE seq = 2")
+    check = _admin.verify_audit()
+    assert not check["ok"] and check["broken_at"] == 2 and "changed" in check["problem"]
+    with sqlite3.connect(module_home.registry) as db:
+        db.execute("DROP TRIGGER audit_no_delete")
+        db.execute("DELETE FROM audit WHERE seq = 2")
+    check = _admin.verify_audit()
+    assert not check["ok"] and check["broken_at"] == 3 and "missing" in check["problem"]
+
+
+def test_cli_token_and_audit_commands(agent, capsys):
+    from nbserve._cli import main
+
+    assert main(["token", "create", "cli-made", "--role", "viewer", "--expires", "1d"]) == 0
+    out = capsys.readouterr().out
+    secret = out.splitlines()[0]
+    assert secret.startswith("nbs_") and "shown once" in out
+    assert main(["token", "list"]) == 0
+    assert "cli-made" in capsys.readouterr().out
+    assert main(["token", "revoke", "cli-made"]) == 0
+    assert main(["token", "revoke", "cli-made"]) == 1
+    assert "no active token" in capsys.readouterr().err
+    assert main(["audit", "iris", "--limit", "5"]) == 0
+    assert "rollback" in capsys.readouterr().out
+    with pytest.raises(errors.InvalidArgument):
+        _admin.create_token("bad name!", "viewer")
