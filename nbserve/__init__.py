@@ -39,6 +39,7 @@ __all__ = [
     "get_schedule",
     "Schedule",
     "DriftConfig",
+    "admin",
     "errors",
     "NbserveError",
     "InvalidArgument",
@@ -67,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from . import _schedules
 
         return getattr(_schedules, name)
+    if name == "admin":  # tokens, the audit log, targets
+        from . import _admin
+
+        return _admin
     if name == "DriftConfig":
         from ._drift import DriftConfig
 

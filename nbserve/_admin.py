@@ -54,12 +54,16 @@ def rotate_token(name: str, *, grace: str | float = 0, target: str | None = None
 
 def audit(deployment: str | None = None, *, limit: int = 200, target: str | None = None) -> "pd.DataFrame":
     """Who changed what, when and from where, with the live version before and after."""
-    import pandas as pd
-
     params: dict[str, Any] = {"limit": limit}
     if deployment is not None:
         params["deployment"] = deployment
-    frame = pd.DataFrame(connect(target).get("/v1/audit", params=params))
+    return audit_frame(connect(target).get("/v1/audit", params=params))
+
+
+def audit_frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    frame = pd.DataFrame(records)
     if not frame.empty:
         frame["ts"] = pd.to_datetime(frame["ts"])
         for column in ("version", "before", "after"):

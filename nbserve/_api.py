@@ -222,6 +222,13 @@ class Deployment:
             frame["ts"] = pd.to_datetime(frame["ts"])
         return frame
 
+    def audit(self, limit: int = 200) -> "pd.DataFrame":
+        """Who changed this deployment, when, from where, and the live version before and after
+        (the agent's hash-chained audit log, oldest first)."""
+        from ._admin import audit_frame
+
+        return audit_frame(self._client.get("/v1/audit", params={"deployment": self.name, "limit": limit}))
+
     def rollback(self, to: int | None = None) -> "Deployment":
         """Point the stable URL at version ``to`` (default: the one before the live one)."""
         self._data = self._client.post(

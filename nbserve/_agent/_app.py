@@ -320,6 +320,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_JSON_BODY = 1 << 20  # API bodies are small JSON documents; archives go to /v1/uploads
+
+
+class _BodyLimit:
+    """ASGI middleware: a 413 JSON answer for an API body over ``MAX_JSON_BODY`` (announced
+    or streamed), before a handler reads it. ``/v1/uploads`` has its own limits."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] == "/v1/uploads":
+            await self.app(scope, receive, send)
+            return
+        too_big = errors.PayloadTooLarge(f"request body over {MAX_JSON_BODY} bytes",
+                                         hint="API requests are small JSON documents")
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > MAX_JSON_BODY:
+                await JSONResponse(too_big.to_payload(), status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_JSON_BODY:
+                raise too_big
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, scheduler: Any = None,
                uploads: Uploads | None = None) -> FastAPI:
     """The FastAPI app for one agent. ``tokens`` guard every route but ``/v1/health``."""
@@ -337,6 +370,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         "role (admin, deployer, viewer, predict) decides what it may do (403 otherwise).",
         responses=_ERRORS,
     )
+    app.add_middleware(_BodyLimit)
 
     async def caller(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
         principal = tokens.authenticate(creds.credentials if creds else None,
