@@ -209,3 +209,50 @@ def test_cli_token_and_audit_commands(agent, capsys):
     assert "rollback" in capsys.readouterr().out
     with pytest.raises(errors.InvalidArgument):
         _admin.create_token("bad name!", "viewer")
+
+
+def test_bad_uploads_and_slow_clients_get_4xx_and_leave_nothing(fresh_home, monkeypatch):
+    import hashlib
+    import socket
+
+    from nbserve._api import connect
+
+    monkeypatch.setenv("NBSERVE_UPLOAD_IDLE_SECONDS", "1")  # the agent started below inherits it
+    client = connect()
+    url = httpx.URL(client.base_url)
+    auth = client.auth_headers
+    body = b"x" * 1000
+    digest = hashlib.sha256(body).hexdigest()
+
+    def upload(headers: dict[str, str], content: bytes = body) -> httpx.Response:
+        return httpx.post(f"{client.base_url}/v1/uploads", content=content, trust_env=False,
+                          headers={**auth, "content-type": "application/octet-stream",
+                                   "x-nbserve-sha256": digest, **headers})
+
+    r = upload({"content-type": "application/json"})
+    assert r.status_code == 415 and r.json()["error"]["type"] == "UnsupportedMediaType"
+    r = httpx.post(f"{client.base_url}/v1/uploads", content=iter([body]), trust_env=False,
+                   headers={**auth, "content-type": "application/octet-stream", "x-nbserve-sha256": digest})
+    assert r.status_code == 411  # chunked: no Content-Length
+    r = upload({"x-nbserve-sha256": "0" * 64})
+    assert r.status_code == 400 and "sha-256 does not match" in r.json()["error"]["message"].lower()
+    r = upload({"x-nbserve-sha256": "not-a-digest"})
+    assert r.status_code == 400
+    r = upload({})  # right size and digest, but not a tar archive
+    assert r.status_code == 400 and r.json()["error"]["type"] == "InvalidArchive"
+    r = httpx.post(f"{client.base_url}/v1/deployments/x/rollback", content=b"{" + b" " * (2 << 20) + b"}",
+                   headers={**auth, "content-type": "application/json"}, trust_env=False)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "PayloadTooLarge"
+    # A client that announces 1000 bytes, sends 10 and stalls: dropped after the idle limit.
+    with socket.create_connection((url.host, url.port), timeout=30) as sock:
+        head = (f"POST /v1/uploads HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: {auth['Authorization']}\r\n"
+                f"Content-Type: application/octet-stream\r\nX-Nbserve-Sha256: {digest}\r\n"
+                "Content-Length: 1000\r\n\r\n").encode()
+        sock.sendall(head + body[:10])
+        started = time.monotonic()
+        answer = sock.recv(65536).decode()
+        assert time.monotonic() - started < 20
+    assert answer.startswith("HTTP/1.1 400") and "stalled" in answer
+    # ... and the agent still answers everyone else, with nothing left in staging
+    assert client.get("/v1/health")["status"] == "ok"
+    assert list((fresh_home.staging / "uploads").iterdir()) == []

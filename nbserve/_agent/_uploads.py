@@ -10,6 +10,7 @@ behind, and the version that serves keeps serving.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,8 @@ from .. import errors
 from ._access import Principal
 
 UPLOAD_TTL_SECONDS = 3600.0  # an upload not deployed within this long is deleted
-CHUNK_TIMEOUT_SECONDS = 60.0  # a client that sends nothing for this long loses its upload
+# A client that sends nothing for this long loses its upload (NBSERVE_UPLOAD_IDLE_SECONDS).
+CHUNK_TIMEOUT_SECONDS = float(os.environ.get("NBSERVE_UPLOAD_IDLE_SECONDS", "60"))
 
 
 @dataclass(frozen=True)
