@@ -232,8 +232,16 @@ def test_deploy_predict_revoke_restart_over_tls(remote: RemoteAgent, laptop: Pat
         nbserve.deploy(tree, "churn", X_test, target="prod-ro", progress=False)
     with pytest.raises(errors.PermissionDenied):
         nbserve.get("churn", target="prod-ro").rollback()
-    # a second version, then the token is revoked mid-way: refused at once
-    dep2 = nbserve.deploy(tree, "churn", X_test, target="prod", progress=False)
+    # a second version, from the magic as a notebook would, then the token is revoked mid-way
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "nbserve")
+        shell.user_ns.update(model=tree, X_test=X_test)
+        dep2 = shell.run_line_magic("deploy", "model --name churn --sample X_test --target prod")
+    finally:
+        InteractiveShell.clear_instance()
     assert dep2.version == 2
     assert predict(app_token).status_code == 200
     _admin.revoke_token("churn-app", target="prod-admin")
@@ -263,6 +271,44 @@ def test_deploy_predict_revoke_restart_over_tls(remote: RemoteAgent, laptop: Pat
     tokens = {t["name"]: t["state"] for t in _admin.list_tokens(all=True, target="prod-admin")}
     assert tokens["churn-app"] == "revoked" and tokens["alice"] == "active"
     assert predict(app_token).status_code == 401  # still revoked after the restart
+
+
+def test_a_ca_signed_agent_is_verified_with_the_ca_file(tmp_path):
+    """An organisation's CA instead of a pin: the chain and the host name are both checked."""
+    import trustme
+
+    ca, other_ca = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "agent.crt", tmp_path / "agent.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    other_ca.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    home = Home.resolve(tmp_path / "home").ensure()
+    agent = RemoteAgent(home, "", cert, "", Host("127.0.0.1", [], isolated=False), tmp_path / "agent.log",
+                        _free_port(Host("127.0.0.1", [], isolated=False)))
+    previous = os.environ.get("NBSERVE_HOME")
+    os.environ["NBSERVE_HOME"] = str(tmp_path / "laptop")
+    _forget_clients()
+    try:
+        agent.start()
+        token = home.token_file
+        ok = _admin.add_target(Target("corp", agent.url, str(token), ca_file=str(tmp_path / "ca.pem")))
+        assert ok["role"] == "admin"
+        with pytest.raises(errors.TLSVerificationFailed):
+            _admin.add_target(Target("corp-bad", agent.url, str(token), ca_file=str(tmp_path / "other-ca.pem")))
+        by_name = agent.url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+        with pytest.raises(errors.TLSVerificationFailed):
+            _admin.add_target(Target("corp-name", by_name, str(token), ca_file=str(tmp_path / "ca.pem")))
+        assert [t.name for t in _admin.list_targets()] == ["corp"]
+    finally:
+        agent.stop()
+        _forget_clients()
+        if previous is None:
+            os.environ.pop("NBSERVE_HOME", None)
+        else:
+            os.environ["NBSERVE_HOME"] = previous
+    assert_no_leftovers(home)
 
 
 def test_hostile_uploads_are_refused_and_the_live_version_keeps_serving(remote: RemoteAgent, laptop: Path, iris,
