@@ -268,6 +268,7 @@ def test_forwards_method_path_query_body_and_headers(run, up_a):
                     "te": "trailers",
                     "keep-alive": "timeout=5",
                     "x-forwarded-for": "10.1.2.3",
+                    "authorization": "Bearer nbs_secret",
                 },
             )
             assert r.status_code == 200
@@ -285,6 +286,7 @@ def test_forwards_method_path_query_body_and_headers(run, up_a):
             assert headers["host"] == p.url.removeprefix("http://")
             for hop in ("connection", "keep-alive", "te", "x-hop", "transfer-encoding"):
                 assert hop not in headers
+            assert "authorization" not in headers  # credentials stop at the stable URL
             for method in ("GET", "PUT", "PATCH", "DELETE", "OPTIONS"):
                 r = await p.client.request(
                     method, "/echo?m=1", content=b"x" if method != "GET" else None
@@ -916,3 +918,39 @@ def test_only_sampled_requests_hand_their_response_to_the_observer(run, up_a):
             assert json.loads(third.response)["body"] == '{"n": 2}'
 
     run(main())
+
+
+def test_a_refused_token_is_answered_before_the_body_and_never_reaches_the_upstream(run, up_a):
+    seen: list[bytes | None] = []
+
+    def check(header: bytes | None) -> tuple[int, str, str] | None:
+        seen.append(header)
+        if header == b"Bearer good":
+            return None
+        return (401, "the access token is wrong", "send a predict token") if header else (
+            401, "no access token was sent", "send one")
+
+    async def main() -> None:
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_auth(check)
+            r = await p.client.post("/echo", content=b"x" * 1000)
+            assert r.status_code == 401
+            assert r.json() == {"error": "no access token was sent", "hint": "send one",
+                                "type": "AuthenticationFailed"}
+            # A refused 10 MB upload is answered from its head; the body is dropped unread.
+            reader, writer = await asyncio.open_connection(HOST, p.ep.port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer bad\r\n"
+                         b"Content-Length: 10000000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            head = await asyncio.wait_for(reader.read(65536), 5)
+            assert head.startswith(b"HTTP/1.1 401 Unauthorized") and b"the access token is wrong" in head
+            writer.close()
+            r = await p.client.post("/echo", content=b"ok", headers={"authorization": "Bearer good"})
+            assert r.status_code == 200 and "authorization" not in dict(r.json()["headers"])
+            labels = [rec.label for rec in p.records]
+            assert labels.count("A") == 1  # only the authorized request reached the upstream
+            p.ep.set_auth(None)
+            assert (await p.client.post("/echo", content=b"open")).status_code == 200
+
+    run(main())
+    assert seen[:1] == [None]

@@ -627,8 +627,10 @@ class _ClientConnection(asyncio.Protocol):
         lname = name.lower()
         if lname == self._ep._sticky_header:
             req.client_key = value
-        if lname == b"authorization" and self._ep._auth is not None:
-            req.authz = value  # checked here, never forwarded: the model server has no use for it
+        if lname == b"authorization":
+            # Checked here (when the endpoint wants a token), never forwarded: the model
+            # server has no use for a credential and should not see one in its logs.
+            req.authz = value
             return
         if lname in _NOTED:
             if lname == b"host":
