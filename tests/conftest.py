@@ -7,6 +7,7 @@ agent, a ``bentoml serve``, a circus worker) is still alive.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -79,18 +80,27 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     from nbserve._local import start_agent, stop_agent
 
     home = Home.resolve(tmp_path_factory.mktemp("nbhome"))
-    previous = os.environ.get("NBSERVE_HOME")
-    os.environ["NBSERVE_HOME"] = str(home.root)
-    _forget_clients()
-    start_agent(home)
-    yield home
-    stop_agent(home)
-    _forget_clients()
-    if previous is None:
-        os.environ.pop("NBSERVE_HOME", None)
-    else:
-        os.environ["NBSERVE_HOME"] = previous
+    with nbserve_home(home.root):
+        start_agent(home)
+        yield home
+        stop_agent(home)
     assert_no_leftovers(home)
+
+
+@contextlib.contextmanager
+def nbserve_home(root: Path) -> Iterator[None]:
+    """NBSERVE_HOME set to ``root`` (and no cached clients) for a block, restored after."""
+    previous = os.environ.get("NBSERVE_HOME")
+    os.environ["NBSERVE_HOME"] = str(root)
+    _forget_clients()
+    try:
+        yield
+    finally:
+        _forget_clients()
+        if previous is None:
+            os.environ.pop("NBSERVE_HOME", None)
+        else:
+            os.environ["NBSERVE_HOME"] = previous
 
 
 def _forget_clients() -> None:

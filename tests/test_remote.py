@@ -31,7 +31,7 @@ from nbserve._config import Home
 from nbserve._targets import Target
 from nbserve._tls import format_fingerprint, make_self_signed, pinned_context
 
-from .conftest import _forget_clients, assert_no_leftovers
+from .conftest import _forget_clients, assert_no_leftovers, nbserve_home
 
 pytestmark = pytest.mark.slow
 
@@ -149,21 +149,14 @@ def remote(host: Host, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rem
 def laptop(tmp_path_factory: pytest.TempPathFactory, remote: RemoteAgent) -> Iterator[Path]:
     """The client side: its own NBSERVE_HOME (no local agent is ever started) and token files."""
     root = tmp_path_factory.mktemp("laptop")
-    previous = os.environ.get("NBSERVE_HOME")
-    os.environ["NBSERVE_HOME"] = str(root / "home")
-    _forget_clients()
-    # The serving host's admin (owner token) makes a deployer token for the data scientist.
-    admin_file = root / "admin.token"
-    admin_file.write_text(remote.home.token_file.read_text())
-    _admin.add_target(Target("prod-admin", remote.url, str(admin_file), fingerprint=remote.fingerprint))
-    secret = _admin.create_token("alice", "deployer", target="prod-admin")["token"]
-    (root / "alice.token").write_text(secret)
-    yield root
-    _forget_clients()
-    if previous is None:
-        os.environ.pop("NBSERVE_HOME", None)
-    else:
-        os.environ["NBSERVE_HOME"] = previous
+    with nbserve_home(root / "home"):
+        # The serving host's admin (owner token) makes a deployer token for the data scientist.
+        admin_file = root / "admin.token"
+        admin_file.write_text(remote.home.token_file.read_text())
+        _admin.add_target(Target("prod-admin", remote.url, str(admin_file), fingerprint=remote.fingerprint))
+        secret = _admin.create_token("alice", "deployer", target="prod-admin")["token"]
+        (root / "alice.token").write_text(secret)
+        yield root
     assert not Home.resolve(root / "home").agent_file.exists(), "no local agent may have been started"
 
 
@@ -287,27 +280,20 @@ def test_a_ca_signed_agent_is_verified_with_the_ca_file(tmp_path):
     home = Home.resolve(tmp_path / "home").ensure()
     agent = RemoteAgent(home, "", cert, "", Host("127.0.0.1", [], isolated=False), tmp_path / "agent.log",
                         _free_port(Host("127.0.0.1", [], isolated=False)))
-    previous = os.environ.get("NBSERVE_HOME")
-    os.environ["NBSERVE_HOME"] = str(tmp_path / "laptop")
-    _forget_clients()
-    try:
+    with nbserve_home(tmp_path / "laptop"):
         agent.start()
-        token = home.token_file
-        ok = _admin.add_target(Target("corp", agent.url, str(token), ca_file=str(tmp_path / "ca.pem")))
-        assert ok["role"] == "admin"
-        with pytest.raises(errors.TLSVerificationFailed):
-            _admin.add_target(Target("corp-bad", agent.url, str(token), ca_file=str(tmp_path / "other-ca.pem")))
-        by_name = agent.url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
-        with pytest.raises(errors.TLSVerificationFailed):
-            _admin.add_target(Target("corp-name", by_name, str(token), ca_file=str(tmp_path / "ca.pem")))
-        assert [t.name for t in _admin.list_targets()] == ["corp"]
-    finally:
-        agent.stop()
-        _forget_clients()
-        if previous is None:
-            os.environ.pop("NBSERVE_HOME", None)
-        else:
-            os.environ["NBSERVE_HOME"] = previous
+        try:
+            token = home.token_file
+            ok = _admin.add_target(Target("corp", agent.url, str(token), ca_file=str(tmp_path / "ca.pem")))
+            assert ok["role"] == "admin"
+            with pytest.raises(errors.TLSVerificationFailed):
+                _admin.add_target(Target("corp-bad", agent.url, str(token), ca_file=str(tmp_path / "other-ca.pem")))
+            by_name = agent.url.replace("127.0.0.1", "localhost")  # the certificate names 127.0.0.1 only
+            with pytest.raises(errors.TLSVerificationFailed):
+                _admin.add_target(Target("corp-name", by_name, str(token), ca_file=str(tmp_path / "ca.pem")))
+            assert [t.name for t in _admin.list_targets()] == ["corp"]
+        finally:
+            agent.stop()
     assert_no_leftovers(home)
 
 

@@ -423,15 +423,20 @@ class Registry:
         )
 
     def audit(self, deployment: str | None = None, limit: int = 200, after_seq: int = 0) -> list[AuditRow]:
-        query, args = "SELECT * FROM audit WHERE seq > ?", [after_seq]
+        return [_audit(r) for r in self._newest("audit", "seq", deployment, limit, after_seq)]
+
+    def _newest(self, table: str, key: str, deployment: str | None, limit: int, after: int) -> list[sqlite3.Row]:
+        """The newest ``limit`` rows of an append-only table with ``key`` above ``after``,
+        oldest first."""
+        query, args = f"SELECT * FROM {table} WHERE {key} > ?", [after]
         if deployment is not None:
             query += " AND deployment = ?"
             args.append(deployment)
-        query += " ORDER BY seq DESC LIMIT ?"
+        query += f" ORDER BY {key} DESC LIMIT ?"
         args.append(limit)
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
-        return [_audit(r) for r in reversed(rows)]
+        return rows[::-1]
 
     def verify_audit(self) -> dict[str, Any]:
         """Recompute the chain: ``ok``, records checked, the head hash, and the first broken
@@ -480,16 +485,7 @@ class Registry:
         return _event(row)
 
     def events(self, deployment: str | None = None, limit: int = 200, after_id: int = 0) -> list[EventRow]:
-        query = "SELECT * FROM events WHERE id > ?"
-        args: list[Any] = [after_id]
-        if deployment is not None:
-            query += " AND deployment = ?"
-            args.append(deployment)
-        query += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        with self._lock:
-            rows = self._db.execute(query, args).fetchall()
-        return [_event(r) for r in reversed(rows)]
+        return [_event(r) for r in self._newest("events", "id", deployment, limit, after_id)]
 
 
 def _deployment(row: sqlite3.Row) -> DeploymentRow:
