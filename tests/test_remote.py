@@ -329,3 +329,20 @@ def test_hostile_uploads_are_refused_and_the_live_version_keeps_serving(remote: 
     dep = nbserve.get("churn", target="prod")
     np.testing.assert_array_equal(dep.predict(X_test), tree.predict(X_test))
     assert dep.version == 2
+
+
+def test_init_tls_writes_a_private_key_and_prints_the_fingerprint(tmp_path):
+    import hashlib
+    import ssl
+
+    result = subprocess.run([sys.executable, "-m", "nbserve", "agent", "init-tls", "--home", str(tmp_path),
+                             "--tls-host", "serving.example", "--tls-host", "10.0.0.12"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    cert, key = tmp_path / "tls" / "agent.crt", tmp_path / "tls" / "agent.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    assert format_fingerprint(hashlib.sha256(der).hexdigest()) in result.stdout
+    again = subprocess.run([sys.executable, "-m", "nbserve", "agent", "init-tls", "--home", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "--force" in again.stderr  # never overwrites a pinned pair silently
