@@ -95,7 +95,7 @@ def test_requests_without_jupyters_token_are_refused(api: Fetch) -> None:
         assert status in (401, 403), status
         status, _ = api("POST", "deployments", NAME, "stop", headers=headers)
         assert status in (401, 403), status
-        for parts in (("state",), ("schedules",), ("schedules", SCHEDULE)):
+        for parts in (("state",), ("schedules",), ("schedules", SCHEDULE), ("deployments", NAME, "audit")):
             status, _ = api("GET", *parts, headers=headers)
             assert status in (401, 403), (parts, status)
         for parts in (("deployments", NAME, "promote"), ("deployments", NAME, "abort"),
@@ -221,6 +221,42 @@ def test_rollback_then_stop_and_start(api: Fetch, two_versions: nbserve.Deployme
     assert status == 200, state
     assert state["status"] in ("serving", "starting") and state["version"] == 2
     assert two_versions.refresh().status in ("serving", "starting")
+
+
+def test_audit_records_a_rollback_made_through_the_extension(api: Fetch, two_versions: nbserve.Deployment) -> None:
+    live = two_versions.refresh().version
+    to = 1 if live == 2 else 2
+    status, state = api("POST", "deployments", NAME, "rollback", body={"to": to})
+    assert status == 200 and state["version"] == to, state
+
+    status, data = api("GET", "deployments", NAME, "audit", params={"limit": 50})
+    assert status == 200, data
+    records, chain = data["records"], data["chain"]
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # oldest first
+    assert {r["deployment"] for r in records} == {NAME}
+    last = records[-1]
+    assert last["action"] == "rollback", records[-3:]
+    assert (last["before"], last["after"], last["version"]) == (live, to, to)
+    assert last["token"] == "owner" and last["actor"]  # the host's owner token, naming its user
+    assert last["source"] == "127.0.0.1"
+    assert last["detail"]["previous"] == live
+    assert isinstance(last["ts"], str) and last["ts"].startswith("20") and "T" in last["ts"]
+    assert len(last["hash"]) == 64 and last["prev_hash"] != last["hash"]
+    first = records[0]  # JSON-safe: the first record has no live version before it (NA -> null)
+    assert first["action"] == "deployment_created" and first["before"] is None
+    assert chain["ok"] is True and chain["broken_at"] is None, chain
+    assert chain["records"] >= len(records) and chain["head"] and len(chain["head"]) == 64
+
+    status, data = api("GET", "deployments", NAME, "audit", params={"limit": 1})
+    assert status == 200 and [r["seq"] for r in data["records"]] == [last["seq"]]
+    status, data = api("GET", "deployments", NAME, "audit", params={"limit": "all"})
+    assert status == 400 and data["error"]["type"] == "InvalidArgument", data
+    status, data = api("GET", "deployments", "no-such", "audit")
+    assert status == 404 and data["error"]["type"] == "DeploymentNotFound", data
+
+    status, state = api("POST", "deployments", NAME, "rollback", body={"to": live})  # as it was
+    assert status == 200 and state["version"] == live, state
 
 
 # -- rollouts --------------------------------------------------------------------------------

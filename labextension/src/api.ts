@@ -164,6 +164,45 @@ export interface IDeploymentDetail extends IDeploymentState {
   events: IEvent[];
 }
 
+/** One record of the agent's append-only, hash-chained audit log. */
+export interface IAuditRecord {
+  seq: number;
+  /** ISO 8601, UTC. */
+  ts: string;
+  /** Who: the token's name (for the host's owner token, the user it named), or "agent". */
+  actor: string;
+  /** The token used; null for the agent's own actions (gates, restarts). */
+  token: string | null;
+  /** The client's address. */
+  source: string | null;
+  action: string;
+  deployment: string | null;
+  version: number | null;
+  /** The live version before the change, and after it. */
+  before: number | null;
+  after: number | null;
+  detail: Record<string, unknown>;
+  prev_hash: string;
+  hash: string;
+}
+
+/** The agent's check of the whole audit log's hash chain. */
+export interface IAuditChain {
+  /** null: not checked (the reason is in `unavailable`). */
+  ok: boolean | null;
+  records: number | null;
+  broken_at: number | null;
+  problem: string | null;
+  head: string | null;
+  unavailable?: { type: string; message: string; hint: string | null } | null;
+}
+
+export interface IAudit {
+  /** Oldest first. */
+  records: IAuditRecord[];
+  chain: IAuditChain;
+}
+
 export interface ILogs {
   version: number | null;
   text: string;
@@ -245,6 +284,11 @@ export class NbserveAPI {
 
   events(name: string, limit = 200): Promise<IEvent[]> {
     return this.request(`deployments/${enc(name)}/events?limit=${limit}`);
+  }
+
+  /** The deployment's newest `limit` audit records (oldest first) and the chain check. */
+  audit(name: string, limit = 200): Promise<IAudit> {
+    return this.request(`deployments/${enc(name)}/audit?limit=${limit}`);
   }
 
   logs(name: string, version: number | null = null, lines = 200): Promise<ILogs> {

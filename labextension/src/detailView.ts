@@ -1,12 +1,16 @@
 /**
- * One deployment: version history with provenance, latency and drift charts, recent events
- * and the log lines that matter, and the actions (rollback, stop/start, open in notebook).
+ * One deployment: version history with provenance, latency and drift charts, recent events,
+ * the audit log (who changed what, from where) with its hash-chain check, the log lines
+ * that matter, and the actions (rollback, stop/start, open in notebook).
  */
 import { CommandRegistry } from '@lumino/commands';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import {
+  IAudit,
+  IAuditChain,
+  IAuditRecord,
   IDeploymentBrief,
   IDeploymentDetail,
   IDriftFeature,
@@ -26,7 +30,11 @@ import { DeploymentsModel } from './model';
 
 const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
 const ERROR_LINES = /error|exception|traceback|failed|critical/i;
-/** Reload history, events, metrics and logs at least this often while open (ms). */
+/** Audit actions shown as warnings: the agent or a user took traffic away from a version. */
+const WARN_ACTIONS = /^(gate_breached|rollback|aborted)$/;
+/** How many audit records the detail shows (newest first). */
+const AUDIT_ROWS = 30;
+/** Reload history, events, audit, metrics and logs at least this often while open (ms). */
 const RELOAD_EVERY = 10000;
 /** ... and this often while a canary or shadow is under way: its figures move (ms). */
 const RELOAD_ROLLOUT_EVERY = 4000;
@@ -58,6 +66,8 @@ export class DeploymentDetail extends Widget {
       this._metrics = null;
       this._logs = null;
       this._logVersion = null;
+      this._audit = null;
+      this._auditError = null;
       this._error = null;
       this.node.replaceChildren(h('div', { class: 'nbserve-empty', text: `Loading ${name}…` }));
     }
@@ -77,10 +87,11 @@ export class DeploymentDetail extends Widget {
     this._loadedAt = Date.now();
     this._stamp = stamp(this.model.find(name));
     const api = this.model.api;
-    const [detail, metrics, logs] = await Promise.allSettled([
+    const [detail, metrics, logs, audit] = await Promise.allSettled([
       api.detail(name),
       api.metrics(name, '1h'),
-      api.logs(name, this._logVersion, 200)
+      api.logs(name, this._logVersion, 200),
+      api.audit(name, AUDIT_ROWS)
     ]);
     if (name !== this._name) {
       return; // the user moved on meanwhile
@@ -102,6 +113,8 @@ export class DeploymentDetail extends Widget {
     this._metrics = metrics.status === 'fulfilled' ? metrics.value : null;
     this._metricsError = metrics.status === 'rejected' ? asApiError(metrics.reason) : null;
     this._logs = logs.status === 'fulfilled' ? logs.value : { version: this._logVersion, text: `(${asApiError(logs.reason).text})` };
+    this._audit = audit.status === 'fulfilled' ? audit.value : null;
+    this._auditError = audit.status === 'rejected' ? asApiError(audit.reason) : null;
     this.render();
   }
 
@@ -142,6 +155,7 @@ export class DeploymentDetail extends Widget {
         this.history(detail),
         this.charts(),
         this.events(detail.events),
+        this.audit(detail.name),
         this.logs(detail)
       );
     }
@@ -458,6 +472,35 @@ export class DeploymentDetail extends Widget {
     return section('Recent events', list);
   }
 
+  /** Who changed what, when, from where (newest first), and whether the hash chain holds. */
+  private audit(name: string): HTMLElement {
+    const audit = this._audit;
+    if (!audit) {
+      const why = this._auditError ? this._auditError.text : 'loading…';
+      return section('Audit', h('div', { class: 'nbserve-muted', text: why }));
+    }
+    const chain = chainLine(audit.chain);
+    if (audit.records.length === 0) {
+      return section('Audit', chain, h('div', { class: 'nbserve-muted', text: 'no audit records for this deployment' }));
+    }
+    const table = h('table', { class: 'nbserve-audit' });
+    table.setAttribute('aria-label', `Audit log of ${name}, newest first`);
+    const head = h('tr');
+    for (const title of ['when', 'who / from', 'action', 'live']) {
+      const th = head.appendChild(h('th', { text: title }));
+      th.scope = 'col';
+    }
+    table.appendChild(h('thead', {}, head));
+    const body = h('tbody');
+    for (const record of [...audit.records].sort((a, b) => b.seq - a.seq)) {
+      body.appendChild(auditRow(record, audit.chain.broken_at));
+    }
+    table.appendChild(body);
+    const box = section('Audit', chain, h('div', { class: 'nbserve-audit-scroll' }, table));
+    box.dataset.records = String(audit.records.length);
+    return box;
+  }
+
   private logs(detail: IDeploymentDetail): HTMLElement {
     const select = h('select', { class: 'nbserve-log-version jp-mod-styled', title: 'which version’s server log' });
     const shown = this._logs?.version ?? detail.version;
@@ -489,6 +532,8 @@ export class DeploymentDetail extends Widget {
   private _metricsError: NbserveApiError | null = null;
   private _logs: ILogs | null = null;
   private _logVersion: number | null = null;
+  private _audit: IAudit | null = null;
+  private _auditError: NbserveApiError | null = null;
   private _error: NbserveApiError | null = null;
   private _loadedAt = 0;
   private _renderedWidth = 0;
@@ -535,6 +580,79 @@ function severity(f: IDriftFeature): number | null {
     return f.threshold / Math.max(f.score, 1e-300);
   }
   return f.score / Math.max(f.threshold, 1e-300);
+}
+
+/** "hash chain intact · N records", or a warning naming the first broken record. */
+function chainLine(chain: IAuditChain): HTMLElement {
+  if (chain.ok === true) {
+    const line = h('div', {
+      class: 'nbserve-audit-chain nbserve-audit-chain-ok',
+      text: `hash chain intact · ${chain.records ?? 0} record${chain.records === 1 ? '' : 's'}`,
+      title: `The agent recomputed its whole audit log's hash chain; head ${chain.head ?? '–'}`,
+      data: { ok: 'true' }
+    });
+    return line;
+  }
+  if (chain.ok === false) {
+    const line = h('div', {
+      class: 'nbserve-audit-chain nbserve-audit-chain-broken',
+      text: `audit log broken at record ${chain.broken_at ?? '?'}`,
+      title: chain.problem ?? '',
+      data: { ok: 'false' }
+    });
+    line.setAttribute('role', 'alert');
+    return line;
+  }
+  const why = chain.unavailable ? chain.unavailable.message : 'not checked';
+  return h('div', { class: 'nbserve-audit-chain nbserve-muted', text: `hash chain not checked: ${why}`, data: { ok: '' } });
+}
+
+/**
+ * One audit record: when, who (the agent's own actions muted) and from where, action, live
+ * change. The source sits under the actor: five columns do not fit the sidebar's width.
+ */
+function auditRow(r: IAuditRecord, brokenAt: number | null): HTMLElement {
+  const byAgent = r.token === null || r.token === undefined;
+  const who = h(
+    'td',
+    {
+      class: byAgent ? 'nbserve-audit-who nbserve-audit-agent' : 'nbserve-audit-who',
+      title: byAgent ? 'the agent itself (no token)' : r.token === r.actor ? `token ${r.token}` : `${r.actor}, with the ${r.token} token`
+    },
+    h('span', { class: 'nbserve-audit-actor', text: r.actor }),
+    r.source ? h('span', { class: 'nbserve-audit-source', text: r.source, title: `from ${r.source}` }) : null
+  );
+  const message = typeof r.detail?.message === 'string' ? r.detail.message : '';
+  const action = h('td', {
+    class: `nbserve-audit-action${WARN_ACTIONS.test(r.action) ? ' nbserve-audit-warn' : ''}`,
+    title: [message, r.version !== null && r.version !== undefined ? `v${r.version}` : '', `record ${r.seq}`].filter(Boolean).join(' · ')
+  });
+  // "version_registered" may break after its underscores, nowhere else
+  r.action.split('_').forEach((part, i, parts) => {
+    action.append(part, ...(i < parts.length - 1 ? ['_', h('wbr')] : []));
+  });
+  const moved = r.before !== r.after && (r.before !== null || r.after !== null);
+  const live = h('td', {
+    class: 'nbserve-audit-live',
+    text: moved ? `${liveName(r.before)} → ${liveName(r.after)}` : '',
+    title: moved ? 'live version before → after (–: none)' : 'the live version did not change'
+  });
+  const row = h(
+    'tr',
+    { class: 'nbserve-audit-row', data: { seq: String(r.seq), action: r.action } },
+    h('td', { class: 'nbserve-audit-when' }, ago(r.ts)),
+    who,
+    action,
+    live
+  );
+  if (brokenAt !== null && r.seq === brokenAt) {
+    row.classList.add('nbserve-audit-broken'); // the chain check's first bad record
+  }
+  return row;
+}
+
+function liveName(version: number | null | undefined): string {
+  return version === null || version === undefined ? '–' : `v${version}`;
 }
 
 function section(title: string, ...children: HTMLElement[]): HTMLElement {

@@ -175,6 +175,18 @@ def deployment_events(name: str, limit: int) -> list[dict[str, Any]]:
     return _records(nbserve.get(name).events(limit=limit))
 
 
+def deployment_audit(name: str, limit: int) -> dict[str, Any]:
+    """The deployment's audit records (oldest first) and the check of the whole log's hash chain."""
+    nbserve.get(name)  # an unknown deployment is a 404, as on the other routes
+    records = _records(nbserve.admin.audit(name, limit=limit), index="seq")
+    try:
+        chain = {key: _plain(value) for key, value in nbserve.admin.verify_audit().items()}
+    except NbserveError as exc:  # e.g. a token scoped to some deployments may not check the whole log
+        chain = {"ok": None, "records": None, "broken_at": None, "problem": None, "head": None,
+                 "unavailable": exc.to_payload()["error"]}
+    return {"records": records, "chain": chain}
+
+
 def deployment_logs(name: str, version: int | None, lines: int) -> dict[str, Any]:
     dep = nbserve.get(name)
     return {"version": version if version is not None else dep.version,
@@ -339,6 +351,13 @@ class EventsHandler(_Handler):
         self.reply(await self.call(deployment_events, name, limit))
 
 
+class AuditHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        limit = self.int_argument("limit", 200)
+        self.reply(await self.call(deployment_audit, name, limit))
+
+
 class LogsHandler(_Handler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
@@ -460,6 +479,7 @@ def routes() -> list[tuple[str, type[_Handler]]]:
         (f"{base}/{_NAME}", DeploymentHandler),
         (f"{base}/{_NAME}/history", HistoryHandler),
         (f"{base}/{_NAME}/events", EventsHandler),
+        (f"{base}/{_NAME}/audit", AuditHandler),
         (f"{base}/{_NAME}/logs", LogsHandler),
         (f"{base}/{_NAME}/metrics", MetricsHandler),
         (f"{base}/{_NAME}/rollback", RollbackHandler),

@@ -2,9 +2,11 @@
 
 Deploys v1 from this process and v2 from a kernel that JupyterLab started, checks both in
 the panel, rolls back to v1 through the panel's confirmation dialog and checks that the
-stable URL answers from v1. Then a canary: its badge and Rollout section, a share change and
-a promotion through the panel, a slow canary rolled back by its gates (a warning
-notification), and a schedule paused, resumed and run from the Schedules section.
+stable URL answers from v1 and that the Audit section shows the rollback (v2 → v1) over an
+intact hash chain. Then a canary: its badge and Rollout section, a share change and a
+promotion through the panel, a slow canary rolled back by its gates (a warning notification,
+and the agent's own gate_breached in the audit), and a schedule paused, resumed and run from
+the Schedules section.
 Screenshots (light and dark) go to tests/artifacts/.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -300,6 +303,22 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert nbserve.get(NAME).version == 1
     page.wait_for_selector('.nbserve-version-row[data-version="1"][data-status="live"]', timeout=10000)
 
+    # The Audit section: the rollback just made, newest first, by this host's owner, over an intact chain.
+    audit = detail.locator('section[data-section="audit"]')
+    rollback = audit.locator('tr.nbserve-audit-row[data-action="rollback"]').first
+    rollback.wait_for(timeout=10000)
+    assert audit.locator("tr.nbserve-audit-row").first.get_attribute("data-action") == "rollback"
+    assert rollback.locator("td.nbserve-audit-live").inner_text() == "v2 → v1"
+    assert rollback.locator(".nbserve-audit-source").inner_text() == "127.0.0.1"
+    assert "nbserve-audit-agent" not in (rollback.locator("td.nbserve-audit-who").get_attribute("class") or "")
+    assert rollback.locator("time").get_attribute("title")  # the absolute time, as a tooltip
+    assert audit.locator("table.nbserve-audit th").all_inner_texts() == ["when", "who / from", "action", "live"]
+    chain = audit.locator(".nbserve-audit-chain")
+    assert chain.get_attribute("data-ok") == "true", chain.inner_text()
+    assert re.fullmatch(r"hash chain intact · \d+ records", chain.inner_text()), chain.inner_text()
+    page.mouse.move(800, 500)
+    audit.screenshot(path=str(ARTIFACTS / "panel-audit-light.png"))
+
     # An action the agent refuses: its message comes back as a JupyterLab error notification.
     page.evaluate("(name) => { window.jupyterapp.commands.execute('nbserve:rollback', {name, to: 99}); }", NAME)
     dialog.wait_for(timeout=10000)
@@ -336,6 +355,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     page.wait_for_selector('body[data-jp-theme-light="false"]', state="attached", timeout=20000)
     page.wait_for_timeout(500)
     tab_visible.screenshot(path=str(ARTIFACTS / "panel-detail-dark.png"))
+    audit.screenshot(path=str(ARTIFACTS / "panel-audit-dark.png"))
     page.screenshot(path=str(ARTIFACTS / "lab-dark.png"))
     detail.locator("button.nbserve-back").click()
     page.locator(".nbserve-List").wait_for(timeout=10000)
@@ -433,6 +453,10 @@ def test_rollouts_and_schedules_in_the_panel(lab: Lab, browser, module_home, iri
     assert _predict_version(slow.url, rows) == "2"
     page.wait_for_selector(f'.nbserve-Detail[data-name="{CANARY}"][data-rollout=""]', timeout=20000)
     assert detail.locator('.nbserve-version-row[data-version="3"]').get_attribute("data-status") == "stopped"
+    # The audit has the gates' own breach: the agent's action, no token, muted.
+    breach = detail.locator('section[data-section="audit"] tr.nbserve-audit-row[data-action="gate_breached"]')
+    breach.first.wait_for(timeout=10000)
+    assert "nbserve-audit-agent" in breach.first.locator("td.nbserve-audit-who").get_attribute("class")
 
     # Schedules: listed under the deployments; pause, resume, run now (confirmed), its runs.
     sched = schedule(NOTEBOOK, cron="0 3 * * *", name=SCHEDULE, params={"n_estimators": 5},
