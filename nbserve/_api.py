@@ -113,6 +113,7 @@ class Deployment:
         self._client = client
         self._data = data
         self._http: Any = None
+        self.last_request_id: str | None = None
 
     # -- state ----------------------------------------------------------------------
 
@@ -149,11 +150,16 @@ class Deployment:
 
     # -- calling it -----------------------------------------------------------------
 
-    def predict(self, data: Any, *, endpoint: str = "predict", timeout: float = 60.0) -> "np.ndarray":
+    def predict(self, data: Any, *, endpoint: str = "predict", version: int | str | None = None,
+                ids: bool = False, timeout: float = 60.0) -> Any:
         """POST rows to the stable URL and return the predictions as an array.
 
         ``data`` is a DataFrame, a list of row dicts, or a 2-D array for models deployed
         from arrays. A request that does not match the schema raises ``SchemaMismatch``.
+        ``version`` (a number or an alias) calls that version's own URL instead of the live
+        one. ``ids=True`` returns a DataFrame of ``id`` and ``prediction``: the ids to send
+        the real outcomes back with (``feedback``). The last request's id is also in
+        ``last_request_id``.
         """
         import httpx
         import numpy as np
@@ -161,12 +167,14 @@ class Deployment:
         body = '{"data": ' + _records_json(data) + "}"
         if self._http is None:
             self._http = self._client.stable_client(timeout)
+        base = self.url if version is None else f"{self.url}/v/{version}"
         try:
             response = self._http.post(
-                f"{self.url}/{endpoint}", content=body, headers={"content-type": "application/json"}
+                f"{base}/{endpoint}", content=body, headers={"content-type": "application/json"}
             )
         except httpx.HTTPError as exc:
             raise PredictionFailed(f"cannot reach {self.url}: {exc}", hint="check `nbserve list`") from None
+        self.last_request_id = response.headers.get("x-request-id")
         try:
             payload = response.json()
         except ValueError:
@@ -179,9 +187,19 @@ class Deployment:
             message = payload.get("error") if isinstance(payload, dict) else payload
             if isinstance(message, dict):
                 message = message.get("message")
-            raise PredictionFailed(f"{self.url}/{endpoint} answered {response.status_code}: {message}",
+            raise PredictionFailed(f"{base}/{endpoint} answered {response.status_code}: {message}",
                                    hint=f"see dep.logs() or `nbserve logs {self.name}`")
-        return np.asarray(payload)
+        predictions = np.asarray(payload)
+        if not ids:
+            return predictions
+        import pandas as pd
+
+        rid = self.last_request_id
+        frame = pd.DataFrame({"id": [f"{rid}:{i}" for i in range(len(predictions))]})
+        frame["prediction"] = list(predictions) if predictions.ndim > 1 else predictions
+        if isinstance(data, pd.DataFrame):
+            frame.index = data.index
+        return frame
 
     # -- history and control --------------------------------------------------------
 
@@ -222,6 +240,88 @@ class Deployment:
             frame["ts"] = pd.to_datetime(frame["ts"])
         return frame
 
+    # -- quality ------------------------------------------------------------------
+
+    def feedback(self, ids: Any, y_true: Any, *, batch: int = 10_000) -> dict[str, Any]:
+        """Attach real outcomes to served predictions (hours or days later, in any order).
+
+        ``ids`` are the prediction ids from ``predict(..., ids=True)`` (a column, list or
+        Series), ``y_true`` the outcomes in the same order. Returns counts: ``stored``,
+        ``updated`` (replaced an earlier label), ``unknown`` (no sampled prediction has that
+        id), ``duplicate``, ``invalid``; nothing raises for bad rows. Only sampled predictions
+        can be joined (``configure(sample_rate=...)``)."""
+        import numpy as np
+
+        id_list = [str(i) for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
+        y_list = y_true.tolist() if hasattr(y_true, "tolist") else list(y_true)
+        if len(id_list) != len(y_list):
+            raise InvalidArgument(f"{len(id_list)} ids but {len(y_list)} outcomes", hint="one outcome per id")
+        y_list = [v.item() if isinstance(v, np.generic) else v for v in y_list]
+        total: dict[str, Any] = {}
+        for start in range(0, max(len(id_list), 1), batch):
+            part = self._client.post(f"/v1/deployments/{self.name}/feedback",
+                                     json={"ids": id_list[start:start + batch], "y_true": y_list[start:start + batch]})
+            for key, value in part.items():
+                if isinstance(value, int):
+                    total[key] = total.get(key, 0) + value
+                else:
+                    merged = total.setdefault(key, {})
+                    for kind, examples in value.items():
+                        merged[kind] = (merged.get(kind, []) + examples)[:5]
+        return total
+
+    def quality(self, window: str = "1d", *, bucket: str = "1h", metrics: list[str] | None = None,
+                version: int | None = None) -> "pd.DataFrame":
+        """Model quality from real outcomes, per time bucket and version: ``labelled`` rows and
+        scikit-learn's metrics (accuracy, precision, recall, f1, roc_auc for classifiers; mae,
+        rmse, r2 for regressors). ``attrs["task"]`` says which."""
+        import pandas as pd
+
+        params: dict[str, Any] = {"window": window, "bucket": bucket}
+        if metrics:
+            params["metrics"] = ",".join(metrics)
+        if version is not None:
+            params["version"] = version
+        answer = self._client.get(f"/v1/deployments/{self.name}/quality", params=params)
+        frame = pd.DataFrame(answer["rows"])
+        if not frame.empty:
+            frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
+        frame.attrs["task"] = answer["task"]
+        return frame
+
+    def plot_quality(self, window: str = "1d", *, bucket: str = "1h", metric: str | None = None) -> Any:
+        """Quality over time, one line per version, version changes marked."""
+        from ._plots import plot_quality
+
+        return plot_quality(self.quality(window, bucket=bucket), self.events(), metric=metric,
+                            title=f"{self.name}: quality, last {window}")
+
+    def alias(self, alias: str, version: int | None) -> dict[str, int]:
+        """Name a version (``None`` removes the name): ``<url>/v/<alias>/predict`` calls it
+        and ``predict(..., version=alias)`` too. Returns every alias."""
+        path = f"/v1/deployments/{self.name}/aliases/{alias}"
+        if version is None:
+            aliases = self._client.request("DELETE", path)
+        else:
+            aliases = self._client.request("PUT", path, json={"version": version, "actor": _actor()})
+        self._data["aliases"] = aliases
+        return aliases
+
+    @property
+    def aliases(self) -> dict[str, int]:
+        return dict(self._data.get("aliases") or {})
+
+    def metadata(self, version: int | None = None) -> dict[str, Any]:
+        """What a version is (default: live): model, packages, provenance, card, who and when."""
+        return self._client.get(f"/v1/deployments/{self.name}/versions/{version or self.version}/metadata")
+
+    def model_card(self, version: int | None = None) -> Any:
+        """A model card of a version (default: live): shown inline; ``.save("card.md")`` or
+        ``.save("card.html")`` writes it."""
+        from ._card import build_card
+
+        return build_card(self, version or self.version)
+
     def audit(self, limit: int = 200) -> "pd.DataFrame":
         """Who changed this deployment, when, from where, and the live version before and after
         (the agent's hash-chained audit log, oldest first)."""
@@ -260,12 +360,17 @@ class Deployment:
 
     def gates(self, *, p99_ms: float | None = None, error_rate: float | None = None,
               drift_share: float | None = None, min_requests: int | None = None,
-              window: str | None = None, clear: bool = False) -> dict[str, Any]:
+              window: str | None = None, quality: dict[str, float] | None = None,
+              min_labels: int | None = None, clear: bool = False) -> dict[str, Any]:
         """Set what a canary or shadow must meet (merged with the current gates; ``clear``
         starts from none) and return them. While a rollout runs the agent checks them every
-        2 s: a breach rolls back on its own; passing for ``window`` promotes with auto_promote."""
+        2 s: a breach rolls back on its own; passing for ``window`` promotes with auto_promote.
+
+        ``quality`` sets floors on the new version's quality from real outcomes
+        (``{"accuracy": 0.9}``; for ``mae``/``rmse`` a ceiling), judged once ``min_labels``
+        labelled rows (default 50) arrived through ``feedback``."""
         given = {"p99_ms": p99_ms, "error_rate": error_rate, "drift_share": drift_share,
-                 "min_requests": min_requests, "window": window}
+                 "min_requests": min_requests, "window": window, "quality": quality, "min_labels": min_labels}
         current = {} if clear else self._client.get(f"/v1/deployments/{self.name}/config")["gates"]
         gates = {**current, **{k: v for k, v in given.items() if v is not None}}
         return self.configure(gates=gates)["gates"]
@@ -522,6 +627,8 @@ def deploy(
     auto_promote: bool = False,
     skip_parity: bool = False,
     sticky_header: str | None = None,
+    intended_use: str | None = None,
+    limitations: str | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -546,6 +653,7 @@ def deploy(
         auto_promote: promote the canary (or shadow) once the gates pass for their window.
         skip_parity: do not replay the reference sample through the new server before it
             takes traffic (the skip is recorded in the version's history).
+        intended_use, limitations: free text for the model card, stored with the version.
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -565,6 +673,7 @@ def deploy(
             bundle = build_bundle(
                 model, name=name, sample=sample, description=description, notebook=notebook,
                 on_step=lambda key, detail: show.step(key, detail),
+                card={"intended_use": intended_use, "limitations": limitations},
             )
         except NbserveError as exc:
             _report(client, name, f"the bundle was not built: {exc.message}")

@@ -364,6 +364,31 @@ class Bundle:
         shutil.rmtree(self.archive.parent, ignore_errors=True)
 
 
+def model_task(model: Any, predictions: Any) -> str | None:
+    """"classification" or "regression" (for quality metrics), from the estimator when it
+    says, else from its predictions on the sample."""
+    kind = getattr(model, "_estimator_type", None)
+    if kind is None:
+        try:
+            from sklearn.base import is_classifier, is_regressor
+
+            kind = "classifier" if is_classifier(model) else "regressor" if is_regressor(model) else None
+        except Exception:  # noqa: BLE001 - not a scikit-learn object
+            kind = None
+    if kind == "classifier" or callable(getattr(model, "predict_proba", None)):
+        return "classification"
+    if kind == "regressor":
+        return "regression"
+    if getattr(predictions, "ndim", 0) != 1:
+        return None
+    dtype = getattr(predictions, "dtype", None)
+    if dtype is not None and dtype.kind in "biuUSOb":
+        return "classification"
+    if dtype is not None and dtype.kind == "f":
+        return "regression"
+    return None
+
+
 def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor) -> Any:
     """The model's own predictions on the sample: proof it can predict what it will serve."""
     import numpy as np
@@ -399,6 +424,7 @@ def build_bundle(
     notebook: str | None = None,
     reference_rows: int = REFERENCE_ROWS,
     on_step: Callable[[str, str | None], None] = lambda step, detail: None,
+    card: dict[str, str | None] | None = None,
 ) -> Bundle:
     """Save ``model`` with BentoML and build its Bento; return the exported archive.
 
@@ -419,6 +445,7 @@ def build_bundle(
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "flavor": flavor.name,
         "params": _model_params(model),
+        "task": model_task(model, predictions),
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s
@@ -456,6 +483,8 @@ def build_bundle(
             "model_tag": model_tag,
             "provenance": prov,
             "description": description,
+            # free text for the model card (intended use, limitations), kept with the version
+            "card": {k: v for k, v in (card or {}).items() if v},
             "reference_rows": len(frame),
             "nbserve_version": _version(),
         }

@@ -16,8 +16,9 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from .errors import NbserveError
 
 USAGE = """\
-%deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N]
+%deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N] [--target T]
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
+        [--intended-use TEXT] [--limitations TEXT]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
@@ -25,6 +26,8 @@ USAGE = """\
 %deploy --stop NAME | --start NAME
 %deploy --logs NAME [--version N]
 %deploy --watch NAME [--window 15m]
+%deploy --alias ALIAS NAME VERSION
+%deploy --quality NAME [--window 1d] | --card NAME [--version N]
 %deploy --help
 
 MODEL and SAMPLE are names (or expressions) in the notebook's namespace.
@@ -58,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-promote", action="store_true")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--sticky-header")
+    p.add_argument("--intended-use")
+    p.add_argument("--limitations")
     actions = p.add_mutually_exclusive_group()
+    actions.add_argument("--alias", nargs=3, metavar=("ALIAS", "NAME", "VERSION"))
+    actions.add_argument("--quality", metavar="NAME")
+    actions.add_argument("--card", metavar="NAME")
     actions.add_argument("--list", action="store_true")
     actions.add_argument("--history", metavar="NAME")
     actions.add_argument("--rollback", metavar="NAME")
@@ -112,6 +120,16 @@ class DeployMagics(Magics):
             if args.canary is None:
                 raise UsageError(f"--set-canary needs --canary PERCENT\n\n{USAGE}")
             return _api.get(args.set_canary, target=target).set_canary(args.canary)
+        if args.alias:
+            alias, name, version = args.alias
+            if not version.isdigit():
+                raise UsageError(f"--alias takes ALIAS NAME VERSION (a number), got {version!r}\n\n{USAGE}")
+            return _api.get(name, target=target).alias(alias, int(version))
+        if args.quality:
+            window = args.window if args.window != "15m" else "1d"
+            return _api.get(args.quality, target=target).quality(window)
+        if args.card:
+            return _api.get(args.card, target=target).model_card(args.version)
         if args.watch:
             return _api.get(args.watch, target=target).dashboard(window=args.window)
         if args.logs:
@@ -131,6 +149,7 @@ class DeployMagics(Magics):
             model, args.name, sample, description=args.description, port=args.port, target=target,
             canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
+            intended_use=args.intended_use, limitations=args.limitations,
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

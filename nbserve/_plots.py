@@ -80,6 +80,42 @@ def plot_latency(latency: "pd.DataFrame", events: "pd.DataFrame | None" = None, 
     return fig
 
 
+def plot_quality(quality: "pd.DataFrame", events: "pd.DataFrame | None" = None, *, metric: str | None = None,
+                 title: str = "quality") -> "Figure":
+    """One metric per time bucket, a line per version, the labelled rows behind each point
+    as bars below, and version changes marked."""
+    import pandas as pd
+
+    fig, (ax, ax_n) = _figure(2, 1, figsize=(8, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.set_title(title, loc="left", fontsize=11)
+    if quality.empty:
+        _empty(ax, "no labelled predictions in this window (send outcomes with dep.feedback)")
+        _empty(ax_n, "")
+        return fig
+    task = quality.attrs.get("task")
+    metric = metric or ("accuracy" if task == "classification" else "rmse")
+    if metric not in quality:
+        _empty(ax, f"no {metric} in these figures")
+        _empty(ax_n, "")
+        return fig
+    for version, rows in quality.groupby("version"):
+        ax.plot(rows["time"], rows[metric], marker="o", label=f"v{version}")
+    ax.set_ylabel(metric)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    width = (quality["time"].diff().min() if len(quality) > 1 else pd.Timedelta(hours=1)) * 0.8
+    counts = quality.groupby("time")["labelled"].sum()
+    ax_n.bar(counts.index, counts.values, width=width if pd.notna(width) and width else pd.Timedelta(minutes=30),
+             color="tab:gray")
+    ax_n.set_ylabel("labelled")
+    ax_n.grid(alpha=0.3)
+    start, end = quality["time"].min() - pd.Timedelta(hours=1), quality["time"].max() + pd.Timedelta(hours=1)
+    _version_marks(ax, events, start, end)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
 def plot_drift(report: "pd.DataFrame", reference: "pd.DataFrame", current: "pd.DataFrame", *, top: int = 3,
                title: str = "drift") -> "Figure":
     import numpy as np

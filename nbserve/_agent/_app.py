@@ -85,6 +85,7 @@ class DeploymentOut(BaseModel):
     rollout: dict[str, Any] | None = Field(
         default=None, description="the canary or shadow under way: mode, version, percent, started_at, auto_promote"
     )
+    aliases: dict[str, int] = Field(default_factory=dict, description="named versions: <url>/v/<alias>/...")
     versions: list[VersionOut]
 
 
@@ -209,6 +210,33 @@ class ConfigUpdate(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
+class FeedbackIn(BaseModel):
+    ids: list[str] = Field(max_length=1_000_000,
+                           description='prediction ids: "<x-request-id>:<row>" (or the bare id of a one-row request)')
+    y_true: list[Any] = Field(max_length=1_000_000, description="the real outcome of each, in the same order")
+
+
+class FeedbackOut(BaseModel):
+    received: int
+    stored: int
+    updated: int = Field(description="labels that replaced an earlier one for the same row")
+    unknown: int = Field(description="no sampled prediction has that id (or row)")
+    duplicate: int = Field(description="the same id twice in this batch: the first was kept")
+    invalid: int = Field(description="not a number, string or boolean")
+    examples: dict[str, list[str]] = Field(description="up to 5 ids of each problem")
+
+
+class QualityOut(BaseModel):
+    task: str | None = Field(description="classification or regression")
+    labelled: int = Field(description="labelled rows in the window")
+    rows: list[dict[str, Any]] = Field(description="per bucket and version: time, version, labelled, metrics")
+
+
+class AliasIn(BaseModel):
+    version: int = Field(ge=1)
+    actor: str | None = Field(default=None, max_length=200)
+
+
 class UploadOut(BaseModel):
     upload_id: str
     size: int
@@ -303,7 +331,7 @@ def deployment_out(view: DeploymentView) -> DeploymentOut:
         live_version=view.row.live_version,
         latest_version=view.versions[-1].number if view.versions else None,
         created_at=view.row.created_at, keep_warm=view.row.keep_warm,
-        rollout=view.row.rollout or None,
+        rollout=view.row.rollout or None, aliases=view.row.aliases,
         versions=[version_out(view, v) for v in view.versions],
     )
 
@@ -321,6 +349,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 MAX_JSON_BODY = 1 << 20  # API bodies are small JSON documents; archives go to /v1/uploads
+MAX_FEEDBACK_BODY = 64 << 20  # labels come in batches
 
 
 class _BodyLimit:
@@ -334,10 +363,11 @@ class _BodyLimit:
         if scope["type"] != "http" or scope["path"] == "/v1/uploads":
             await self.app(scope, receive, send)
             return
-        too_big = errors.PayloadTooLarge(f"request body over {MAX_JSON_BODY} bytes",
-                                         hint="API requests are small JSON documents")
+        limit = MAX_FEEDBACK_BODY if scope["path"].endswith("/feedback") else MAX_JSON_BODY
+        too_big = errors.PayloadTooLarge(f"request body over {limit} bytes",
+                                         hint="API requests are small JSON documents; send labels in batches")
         for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > MAX_JSON_BODY:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
                 await JSONResponse(too_big.to_payload(), status_code=413)(scope, receive, send)
                 return
         seen = 0
@@ -346,7 +376,7 @@ class _BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > MAX_JSON_BODY:
+            if seen > limit:
                 raise too_big
             return message
 
@@ -536,6 +566,40 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         v = manager.get_version(name, number)
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
+
+    # -- quality, aliases, metadata --------------------------------------------------------
+
+    @app.post("/v1/deployments/{name}/feedback", response_model=FeedbackOut, tags=["quality"])
+    async def feedback(name: str, body: FeedbackIn, who: Principal = allowed("predict")) -> FeedbackOut:
+        """Real outcomes for served predictions (also ``POST <stable URL>/feedback``)."""
+        return FeedbackOut(**await asyncio.to_thread(manager.feedback, name, body.ids, body.y_true))
+
+    @app.get("/v1/deployments/{name}/quality", response_model=QualityOut, dependencies=[view], tags=["quality"])
+    async def quality(name: str, window: str = "1d", bucket: str = "1h", metrics: str | None = None,
+                      version: int | None = Query(None, ge=1)) -> QualityOut:
+        """Metrics (scikit-learn) per time bucket and version over labelled predictions."""
+        chosen = metrics.split(",") if metrics else None
+        return QualityOut(**await asyncio.to_thread(manager.quality, name, window, bucket=bucket,
+                                                    metrics=chosen, version=version))
+
+    @app.put("/v1/deployments/{name}/aliases/{alias}", response_model=dict[str, int], tags=["deployments"])
+    async def set_alias(name: str, alias: str, body: AliasIn, who: Principal = deploy) -> dict[str, int]:
+        """Name a version: ``<stable URL>/v/<alias>/...`` calls it."""
+        return manager.set_alias(name, alias, body.version, actor=who.actor(body.actor))
+
+    @app.delete("/v1/deployments/{name}/aliases/{alias}", response_model=dict[str, int], tags=["deployments"])
+    async def remove_alias(name: str, alias: str, who: Principal = deploy) -> dict[str, int]:
+        return manager.set_alias(name, alias, None, actor=who.actor(None))
+
+    @app.get("/v1/deployments/{name}/versions/{number}/metadata", dependencies=[view], tags=["quality"])
+    async def version_metadata(name: str, number: int) -> dict[str, Any]:
+        """What the version is (also ``GET <stable URL>/v/N/metadata``)."""
+        return await asyncio.to_thread(manager.metadata, name, number)
+
+    @app.get("/v1/deployments/{name}/versions/{number}/schema", dependencies=[view], tags=["quality"])
+    async def version_schema(name: str, number: int) -> dict[str, Any]:
+        """The input schema and an example row (also ``GET <stable URL>/v/N/schema``)."""
+        return await asyncio.to_thread(manager.schema, name, number)
 
     # -- uploads, tokens, audit ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from .._names import check_name
 from ..errors import (
     Conflict,
     DeployFailed,
+    NotFound,
     DeploymentNotFound,
     InvalidArgument,
     NbserveError,
@@ -39,7 +40,8 @@ from ._rollout import (
     compare_predictions,
     evaluate_gates,
 )
-from ._proxy import StableEndpoint, Upstream
+from ._proxy import LocalAnswer, Router, StableEndpoint, Upstream
+from ._quality import check_metrics, parse_ids, quality_rows
 from ._access import Tokens
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
@@ -97,6 +99,7 @@ class Manager:
         self.profiles = ProfileCache()
         self._drift_flags: dict[str, tuple[float, dict[str, Any]]] = {}
         self._shadows: dict[str, ShadowStats] = {}
+        self._info: dict[tuple[str, int, str], LocalAnswer] = {}  # /metadata, /schema per version
 
     def start_background(self) -> None:
         """Background work of a running agent: request capture and rollout gates."""
@@ -352,6 +355,13 @@ class Manager:
                 figures["drift_share"] = report.attrs.get("drift_share")
             except NbserveError:
                 pass  # too few sampled rows yet: the gate waits
+        if gates.get("quality"):
+            labelled = self.monitor.labelled(name, since, version=rollout["version"])
+            _, rows = quality_rows(labelled, bucket_seconds=1e12, task=self._task(name, rollout["version"]),
+                                   metrics=list(gates["quality"]))
+            figures["labelled"] = rows[0]["labelled"] if rows else 0
+            figures["quality"] = {k: v for k, v in (rows[0] if rows else {}).items()
+                                  if k not in ("time", "version", "labelled")}
         return figures
 
     async def promote(self, name: str, *, actor: str | None, reason: str = "promoted") -> VersionRow:
@@ -514,6 +524,7 @@ class Manager:
             config = self.config(row.name)
             self._apply_capture(endpoint, config)
             self._apply_access(endpoint, config)
+            endpoint.set_router(self._router_for(row.name))
             try:
                 await endpoint.start(self.stable_host, row.stable_port or 0, ssl=self.tls)
             except OSError as exc:
@@ -757,6 +768,170 @@ class Manager:
             await endpoint.close()
         await asyncio.to_thread(self.monitor.close)
 
+    # -- per-version URLs and what a stable URL answers itself ---------------------------
+
+    def _router_for(self, name: str) -> Router:
+        """``/v/<number or alias>/...`` goes to that version's server; ``/metadata``,
+        ``/schema`` (also under ``/v/...``) and ``POST /feedback`` are answered here."""
+
+        def route(method: bytes, url: bytes, body: bytes) -> Any:
+            path, _, query = url.partition(b"?")
+            number: int | None = None
+            if path.startswith(b"/v/"):
+                key, _, rest = path[3:].partition(b"/")
+                number = self._resolve_version(name, key.decode("latin-1"))
+                if isinstance(number, LocalAnswer):
+                    return number
+                path = b"/" + rest
+                if rest not in (b"metadata", b"schema"):
+                    proc = self.supervisor.processes.get((name, number))
+                    if proc is None or not proc.ready:
+                        return _answer(503, {"error": f"v{number} of {name} is not running",
+                                             "hint": "only the live and warm versions answer; roll back to it "
+                                                     "or deploy it again to run it"})
+                    return Upstream("127.0.0.1", proc.port, str(number)), path + (b"?" + query if query else b"")
+            if path in (b"/metadata", b"/schema"):
+                if method not in (b"GET", b"HEAD"):
+                    return _answer(405, {"error": f"{path.decode()} answers GET", "hint": "use GET"})
+                if number is None:
+                    live = self.endpoints[name].upstream if name in self.endpoints else None
+                    if live is None:
+                        return _answer(503, {"error": f"{name} has no serving version", "hint": "deploy one"})
+                    number = int(live.label)
+                return self._version_info(name, number, path[1:].decode())
+            if path == b"/feedback":
+                if method != b"POST":
+                    return _answer(405, {"error": "/feedback takes POST", "hint": "POST {ids, y_true}"})
+                return self._feedback_answer(name, body)
+            return None  # anything else: the live version, as usual
+
+        return route
+
+    def _resolve_version(self, name: str, key: str) -> Any:
+        number = int(key) if key.isdigit() else self.get_row(name).aliases.get(key)
+        if number is None or self.registry.get_version(name, int(number)) is None:
+            return _answer(404, {"error": f"{name} has no version or alias {key!r}",
+                                 "hint": "use /v/<number>/... or an alias set with dep.alias(name, version)"})
+        return int(number)
+
+    def _version_info(self, name: str, number: int, kind: str) -> Any:
+        """The cached answer (versions are immutable), or a coroutine that builds it off the
+        event loop the first time (it reads the Bento's reference sample)."""
+        cached = self._info.get((name, number, kind))
+        if cached is not None:
+            return cached
+
+        async def build() -> LocalAnswer:
+            try:
+                payload = await asyncio.to_thread(self.metadata if kind == "metadata" else self.schema, name, number)
+            except NbserveError as exc:
+                return _answer(exc.status, {"error": exc.message, "hint": exc.hint or ""})
+            answer = self._info[(name, number, kind)] = _answer(200, payload)
+            return answer
+
+        return build()
+
+    def metadata(self, name: str, number: int) -> dict[str, Any]:
+        """What a version is: model, packages, provenance, who and when (immutable)."""
+        v = self.get_version(name, number)
+        meta = v.metadata
+        prov = meta.get("provenance") or {}
+        return {
+            "deployment": name, "version": number, "bento": v.bento_tag, "created_at": v.created_at,
+            "created_by": v.created_by, "model": meta.get("model"), "description": meta.get("description"),
+            "card": meta.get("card") or {}, "packages": prov.get("packages"),
+            "python": prov.get("python"), "provenance": prov, "release": meta.get("release"),
+        }
+
+    def schema(self, name: str, number: int) -> dict[str, Any]:
+        """A version's input schema and an example row from its reference sample."""
+        v = self.get_version(name, number)
+        example: dict[str, Any] | None = None
+        try:
+            _, bento_path = self.reference_path(name, number)
+            frame = read_reference(bento_path)
+            columns = [c["name"] for c in v.metadata.get("schema", {}).get("columns", [])]
+            if len(frame) and columns:
+                import json as _json
+
+                example = _json.loads(frame[columns].head(1).to_json(orient="records", date_format="iso"))[0]
+        except (NbserveError, OSError, KeyError, ValueError):
+            example = None
+        return {"deployment": name, "version": number, "schema": v.metadata.get("schema", {}),
+                "example": example, "request": {"data": [example]} if example else None}
+
+    def _feedback_answer(self, name: str, body: bytes) -> Any:
+        async def run() -> LocalAnswer:
+            import json as _json
+
+            try:
+                payload = _json.loads(body or b"{}")
+                ids, y_true = payload["ids"], payload["y_true"]
+            except (ValueError, KeyError, TypeError):
+                return _answer(400, {"error": "the body must be JSON {\"ids\": [...], \"y_true\": [...]}",
+                                     "hint": "ids are the x-request-id of each prediction (\"<id>:<row>\")"})
+            try:
+                report = await asyncio.to_thread(self.feedback, name, ids, y_true)
+            except NbserveError as exc:
+                return _answer(exc.status, {"error": exc.message, "hint": exc.hint or ""})
+            return _answer(200, report)
+
+        return run()
+
+    def feedback(self, name: str, ids: list[Any], y_true: list[Any]) -> dict[str, Any]:
+        """Attach real outcomes to served predictions; see ``Monitor.add_labels``."""
+        self.get_row(name)
+        if not isinstance(ids, list) or not isinstance(y_true, list) or len(ids) != len(y_true):
+            raise InvalidArgument("ids and y_true must be lists of the same length",
+                                  hint="one outcome per prediction id")
+        if len(ids) > 1_000_000:
+            raise InvalidArgument("at most 1,000,000 labels per call", hint="send them in batches")
+        items = [(rid, row, y) for (rid, row), y in zip(parse_ids(ids), y_true, strict=True)]
+        return self.monitor.add_labels(name, items)
+
+    def quality(self, name: str, window: str | float = "1d", *, bucket: str | float = "1h",
+                metrics: list[str] | None = None, version: int | None = None) -> dict[str, Any]:
+        """Metrics per time bucket and version from labelled predictions."""
+        self.get_row(name)
+        since = time.time() - parse_window(window)
+        bucket_seconds = parse_window(bucket)
+        labelled = self.monitor.labelled(name, since, version=version)
+        declared = None
+        versions = {row[1] for row in labelled}
+        if len(versions) >= 1:
+            declared = self._task(name, max(versions))
+        task, rows = quality_rows(labelled, bucket_seconds=bucket_seconds, task=declared,
+                                  metrics=check_metrics(metrics))
+        return {"task": task, "rows": rows, "labelled": len(labelled)}
+
+    def _task(self, name: str, number: int) -> str | None:
+        try:
+            return (self.get_version(name, number).metadata.get("model") or {}).get("task")
+        except NbserveError:
+            return None
+
+    def set_alias(self, name: str, alias: str, number: int | None, *, actor: str | None) -> dict[str, int]:
+        """Name a version (``None``: remove the alias); ``/v/<alias>/...`` then calls it."""
+        row = self.get_row(name)
+        if not alias or alias.isdigit() or len(alias) > 63 or not alias.replace("-", "").replace("_", "").isalnum():
+            raise InvalidArgument(f"invalid alias {alias!r}",
+                                  hint="letters, digits, '-' and '_' (not only digits), up to 63 characters")
+        aliases = dict(row.aliases)
+        before = aliases.get(alias)
+        if number is None:
+            if aliases.pop(alias, None) is None:
+                raise NotFound(f"{name} has no alias {alias!r}")
+        else:
+            self.get_version(name, number)
+            aliases[alias] = number
+        self.registry.update_deployment(name, aliases=aliases)
+        self.registry.add_event(
+            "alias_set" if number is not None else "alias_removed",
+            f"alias {alias} -> v{number}" if number is not None else f"alias {alias} removed (was v{before})",
+            deployment=name, version=number, actor=actor, data={"alias": alias, "before": before, "after": number},
+        )
+        return aliases
+
     # -- configuration -------------------------------------------------------------------
 
     def config(self, name: str) -> dict[str, Any]:
@@ -923,6 +1098,12 @@ def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
     metadata = json.loads(bundle_path.read_text())
     return str(bento.tag), metadata
 
+
+
+def _answer(status: int, payload: Any) -> LocalAnswer:
+    import json
+
+    return LocalAnswer(status, json.dumps(payload, default=str).encode())
 
 
 def _validate_config(config: dict[str, Any]) -> None:

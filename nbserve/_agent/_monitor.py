@@ -63,6 +63,17 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_by_deployment ON samples (deployment, ts);
 
+-- Real outcomes sent later (dep.feedback / POST <stable>/feedback), one per payload row of
+-- a sampled request; joined with samples.request_id for quality.
+CREATE TABLE IF NOT EXISTS labels (
+    deployment  TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    row         INTEGER NOT NULL,
+    y_true      TEXT NOT NULL,         -- JSON scalar
+    ts          REAL NOT NULL,         -- when the label arrived
+    PRIMARY KEY (deployment, request_id, row)
+);
+
 CREATE TABLE IF NOT EXISTS resources (
     deployment  TEXT NOT NULL,
     version     INTEGER NOT NULL,
@@ -73,6 +84,11 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE INDEX IF NOT EXISTS resources_by_deployment ON resources (deployment, ts);
 """
+
+_MIGRATIONS = (
+    ("samples", "request_id", "ALTER TABLE samples ADD COLUMN request_id TEXT"),
+)
+_INDEXES = "CREATE INDEX IF NOT EXISTS samples_by_request ON samples (deployment, request_id);"
 
 _QUEUE_LIMIT = 200_000  # records waiting for the capture thread; beyond it they are counted, not kept
 _ROWS_PARSE_LIMIT = 1 << 20  # bodies above this are not parsed just to count rows
@@ -186,6 +202,10 @@ class Monitor:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        for table, column, statement in _MIGRATIONS:  # files written by an older agent
+            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(statement)
+        self._db.executescript(_INDEXES)
         self._db_lock = threading.RLock()
         self._lock = threading.RLock()  # panes, totals, resources
         self._queue: deque[tuple[str, RequestRecord]] = deque()
@@ -294,7 +314,7 @@ class Monitor:
         if samples:
             self._write(
                 "INSERT INTO samples (deployment, version, ts, path, status, latency_ms, rows,"
-                " request, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " request, response, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 samples,
             )
 
@@ -380,6 +400,7 @@ class Monitor:
                 "DELETE FROM resources WHERE ts < ?", (cutoff,)
             ).rowcount
             removed["samples"] = self._db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+            removed["labels"] = self._db.execute("DELETE FROM labels WHERE ts < ?", (cutoff,)).rowcount
             for (name,) in self._db.execute("SELECT DISTINCT deployment FROM samples").fetchall():
                 removed["samples"] += self._db.execute(
                     "DELETE FROM samples WHERE deployment = ? AND id <= (SELECT id FROM samples"
@@ -460,6 +481,70 @@ class Monitor:
                 db.row_factory = None
         return list(reversed(rows))
 
+    # -- ground truth --------------------------------------------------------------------
+
+    def add_labels(self, name: str, items: list[tuple[str, int, Any]]) -> dict[str, Any]:
+        """Store real outcomes ``(request_id, row, y_true)``; a report, never an exception, for
+        what cannot be used: ``unknown`` (no sampled request with that id and row),
+        ``duplicate`` (the same id and row twice in this batch: the first is kept), ``invalid``
+        (not a number, string or boolean), ``updated`` (replaced an earlier label)."""
+        report: dict[str, Any] = {"received": len(items), "stored": 0, "updated": 0, "unknown": 0,
+                                  "duplicate": 0, "invalid": 0, "examples": {}}
+
+        def note(kind: str, rid: str, row: int) -> None:
+            report[kind] += 1
+            report["examples"].setdefault(kind, [])
+            if len(report["examples"][kind]) < 5:
+                report["examples"][kind].append(f"{rid}:{row}")
+
+        seen: dict[tuple[str, int], Any] = {}
+        for rid, row, y in items:
+            if not _label_ok(y):
+                note("invalid", rid, row)
+            elif (rid, row) in seen:
+                note("duplicate", rid, row)
+            else:
+                seen[(rid, row)] = y
+        rids = sorted({rid for rid, _ in seen})
+        rows_of: dict[str, int] = {}
+        existing: set[tuple[str, int]] = set()
+        with self._reading() as db:
+            for start in range(0, len(rids), 500):
+                chunk = rids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for rid, rows in db.execute(f"SELECT request_id, rows FROM samples WHERE deployment = ?"
+                                            f" AND request_id IN ({marks})", [name, *chunk]):
+                    rows_of[rid] = max(rows_of.get(rid, 0), rows or 1)
+                existing.update(db.execute(f"SELECT request_id, row FROM labels WHERE deployment = ?"
+                                           f" AND request_id IN ({marks})", [name, *chunk]).fetchall())
+        now = time.time()
+        rows = []
+        for (rid, row), y in seen.items():
+            if row < 0 or row >= rows_of.get(rid, 0):
+                note("unknown", rid, row)
+                continue
+            if (rid, row) in existing:
+                report["updated"] += 1
+            rows.append((name, rid, row, json.dumps(y), now))
+        if rows:
+            self._write("INSERT OR REPLACE INTO labels (deployment, request_id, row, y_true, ts)"
+                        " VALUES (?, ?, ?, ?, ?)", rows)
+        report["stored"] = len(rows)
+        return report
+
+    def labelled(self, name: str, since: float, *, version: int | None = None) -> list[tuple[Any, ...]]:
+        """(ts, version, path, response JSON, row, y_true JSON) of every labelled row since
+        ``since``, oldest first."""
+        query = ("SELECT s.ts, s.version, s.path, s.response, l.row, l.y_true FROM labels l"
+                 " JOIN samples s ON s.deployment = l.deployment AND s.request_id = l.request_id"
+                 " WHERE l.deployment = ? AND s.ts >= ?")
+        args: list[Any] = [name, since]
+        if version is not None:
+            query += " AND s.version = ?"
+            args.append(version)
+        with self._reading() as db:
+            return db.execute(query + " ORDER BY s.ts", args).fetchall()
+
     def resources(self, name: str, since: float) -> list[tuple[Any, ...]]:
         with self._reading() as db:
             return db.execute(
@@ -472,15 +557,24 @@ class Monitor:
         with self._db_lock:
             counts = {
                 table: self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("panes", "samples", "resources")
+                for table in ("panes", "samples", "labels", "resources")
             }
             page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         return {**counts, "bytes": page_size * pages, "queued": len(self._queue), "dropped": self.dropped}
 
 
+def _label_ok(value: Any) -> bool:
+    if isinstance(value, bool) or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value == value and value not in (float("inf"), float("-inf"))
+
+
 def _sample_row(name: str, version: int, ts: float, rec: RequestRecord, rows: int) -> tuple[Any, ...]:
     request = rec.body.decode("utf-8", "replace") if len(rec.body) <= _SAMPLE_TEXT_LIMIT else None
     response = rec.response
     text = response.decode("utf-8", "replace") if response and len(response) <= _SAMPLE_TEXT_LIMIT else None
-    return (name, version, ts, rec.path, rec.status, rec.elapsed_ns / 1e6, rows, request, text)
+    return (name, version, ts, rec.path, rec.status, rec.elapsed_ns / 1e6, rows, request, text,
+            rec.request_id or None)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import time
 import zlib
@@ -40,7 +41,7 @@ from typing import Any
 
 import httptools
 
-__all__ = ["RequestRecord", "ShadowResult", "StableEndpoint", "Upstream"]
+__all__ = ["LocalAnswer", "RequestRecord", "Router", "ShadowResult", "StableEndpoint", "Upstream"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,11 @@ _NOTED = _HOP_BY_HOP | {
 }
 
 _REASONS = {
+    200: "OK",
     400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    422: "Unprocessable Content",
     401: "Unauthorized",
     403: "Forbidden",
     413: "Content Too Large",
@@ -81,6 +86,9 @@ _REASONS = {
 }
 # The nbserve error a local answer stands for (nbserve.errors), for clients that map them.
 _ERROR_TYPES = {401: "AuthenticationFailed", 403: "PermissionDenied", 413: "PayloadTooLarge"}
+# Paths the router looks at (per-version URLs and what the endpoint answers itself); any
+# other path goes straight to the live version without a call.
+_ROUTED = (b"/v/", b"/metadata", b"/schema", b"/feedback")
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})  # other tokens name headers
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -101,6 +109,19 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """What the endpoint answers itself instead of forwarding (a JSON body)."""
+
+    status: int
+    body: bytes
+
+
+# (method, url, body) -> None: forward to the live version as usual; a LocalAnswer; or
+# (upstream, path): forward to that upstream with the URL rewritten to path.
+Router = Callable[[bytes, bytes, bytes], "LocalAnswer | tuple[Upstream, bytes] | None"]
+
+
+@dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One proxied request, handed to the endpoint's observer when it completes or fails."""
 
@@ -113,6 +134,7 @@ class RequestRecord:
     request_bytes: int  # request body bytes (after de-chunking)
     body: bytes  # the request body (a reference, not a copy)
     response: bytes | None  # the response body, only for requests the sampler picked
+    request_id: str = ""  # the client's X-Request-Id, or the one the endpoint made
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +187,7 @@ class _Request:
 
     __slots__ = (
         "authz",
+        "rid",
         "body",
         "body_len",
         "body_parts",
@@ -215,6 +238,7 @@ class _Request:
         self.sampled = False  # the sampler picked it: its response goes to the observer
         self.client_key: bytes | None = None  # the sticky-canary header's value, if configured
         self.authz: bytes | None = None  # the Authorization header, when the endpoint checks tokens
+        self.rid: bytes | None = None  # the request id: the client's X-Request-Id, else one we make
 
 
 class _UpstreamConnection(asyncio.Protocol):
@@ -382,7 +406,9 @@ class _UpstreamConnection(asyncio.Protocol):
             client.transport.write(buf)
             return
         view = memoryview(buf)  # slices without copying the body that follows the head
-        client.transport.writelines((view[:eol], self.pool.version_header, view[eol:]))
+        rid = client._req.rid if client._req is not None else None
+        extra = (b"x-request-id: " + rid + b"\r\n") if rid else b""
+        client.transport.writelines((view[:eol], self.pool.version_header, extra, view[eol:]))
 
     def pause_writing(self) -> None:
         # The upstream is not reading the request fast enough: stop reading the client.
@@ -502,6 +528,7 @@ class _ClientConnection(asyncio.Protocol):
         "_ep",
         "_head_armed",
         "_linger",
+        "_local",
         "_loop",
         "_parser",
         "_paused_queue",
@@ -537,6 +564,7 @@ class _ClientConnection(asyncio.Protocol):
         self._closing = False  # no further requests will be parsed
         self._closed = False
         self._linger = False  # answered 413 early; reading the rest of the body before closing
+        self._local: asyncio.Task[Any] | None = None  # a local route's coroutine being awaited
         self._write_paused = False
         self._paused_queue = False
         self._paused_upstream = False
@@ -606,6 +634,10 @@ class _ClientConnection(asyncio.Protocol):
         self._closing = True
         self._ep._clients.discard(self)
         self._queue.clear()
+        if self._local is not None:  # a local route still working: nobody to answer
+            self._local.cancel()
+            self._local = None
+            self._busy = False
         if self._busy:
             conn = self._conn
             if conn is not None:
@@ -627,6 +659,8 @@ class _ClientConnection(asyncio.Protocol):
         lname = name.lower()
         if lname == self._ep._sticky_header:
             req.client_key = value
+        if lname == b"x-request-id":
+            req.rid = value[:128]  # forwarded as sent (below), echoed in the response
         if lname == b"authorization":
             # Checked here (when the endpoint wants a token), never forwarded: the model
             # server has no use for a credential and should not see one in its logs.
@@ -718,6 +752,11 @@ class _ClientConnection(asyncio.Protocol):
             head += (b"x-forwarded-for: ", req.xff, b", ", self._peer, b"\r\n")
         if req.host is not None and not req.has_xfh:
             head += (b"x-forwarded-host: ", req.host, b"\r\n")
+        if req.rid is None:
+            ep = self._ep
+            ep._rid_counter += 1
+            req.rid = b"%s%x" % (ep._rid_prefix, ep._rid_counter)
+            head += (b"x-request-id: ", req.rid, b"\r\n")
         if body or req.framed:
             head.append(b"content-length: %d\r\n" % len(body))
         head.append(b"\r\n")
@@ -737,7 +776,20 @@ class _ClientConnection(asyncio.Protocol):
             if req.error is not None:
                 self._respond_error(req, *req.error)
                 continue
-            pool = ep._pool
+            pinned = None
+            if ep._router is not None and req.url.startswith(_ROUTED):
+                route = ep._router(req.method, req.url, req.body)
+                if route is not None:
+                    if isinstance(route, LocalAnswer):
+                        self._respond_local(req, route)
+                        continue
+                    if not isinstance(route, tuple):  # a coroutine: answered when it finishes
+                        self._await_local(req, route)
+                        continue
+                    upstream, path = route
+                    pinned = ep._pool_for(upstream)
+                    req.head = req.method + b" " + path + req.head[len(req.method) + 1 + len(req.url):]
+            pool = pinned or ep._pool
             if pool is None:
                 self._respond_error(
                     req,
@@ -747,7 +799,7 @@ class _ClientConnection(asyncio.Protocol):
                 )
                 continue
             canary = ep._canary
-            if canary is not None:
+            if canary is not None and pinned is None:
                 key = req.client_key
                 if (zlib.crc32(key) % 10_000 if key is not None else random.random() * 10_000) < ep._canary_cut:
                     pool = canary
@@ -918,14 +970,52 @@ class _ClientConnection(asyncio.Protocol):
             else:
                 self._close()
 
+    def _await_local(self, req: _Request, coro: Any) -> None:
+        self._busy = True
+        self._deadline = 0.0  # the coroutine bounds itself; no upstream timeout applies
+        task = self._local = self._loop.create_task(coro)
+        self._ep._tasks.add(task)
+        task.add_done_callback(lambda t: self._local_done(req, t))
+
+    def _local_done(self, req: _Request, task: "asyncio.Task[Any]") -> None:
+        self._ep._tasks.discard(task)
+        if self._local is not task:
+            return  # the client went away (connection_lost cancelled it)
+        self._local = None
+        self._busy = False
+        if task.cancelled() or self._closed:
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("endpoint %r: local route failed", self._ep.name, exc_info=exc)
+            answer = LocalAnswer(500, json.dumps({"error": f"the endpoint failed: {exc}", "hint": ""}).encode())
+        else:
+            answer = task.result()
+        self._respond_local(req, answer)
+        if not self._closed:
+            self._next()
+
+    def _respond_local(self, req: _Request, answer: LocalAnswer) -> None:
+        """Answer a request the endpoint serves itself (metadata, schema, feedback)."""
+        self._write(req, answer.status, answer.body, not req.keep_alive)
+        req.responded = True
+        ep = self._ep
+        if ep._observer is not None:
+            ep._observe(req, None, answer.status)
+        if not req.keep_alive:
+            self._close()
+
     def _write_error(self, req: _Request, status: int, error: str, hint: str, close: bool) -> None:
         payload = {"error": error, "hint": hint}
         if status in _ERROR_TYPES:
             payload["type"] = _ERROR_TYPES[status]
-        body = json.dumps(payload).encode()
+        self._write(req, status, json.dumps(payload).encode(), close)
+
+    def _write(self, req: _Request, status: int, body: bytes, close: bool) -> None:
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            + (f"x-request-id: {req.rid.decode('latin-1')}\r\n" if req.rid else "")
             + ("connection: close\r\n" if close else "")
             + "\r\n"
         ).encode("latin-1")
@@ -1020,6 +1110,10 @@ class StableEndpoint:
         self._sticky_header: bytes | None = None
         # Checks a request's Authorization header: None lets it through, else (status, error, hint).
         self._auth: Callable[[bytes | None], tuple[int, str, str] | None] | None = None
+        self._router: Router | None = None
+        # Request ids: a per-endpoint random prefix and a counter (unique across agent restarts).
+        self._rid_prefix = os.urandom(4).hex().encode() + b"-"
+        self._rid_counter = 0
         self._shadow: _UpstreamPool | None = None  # gets a copy of live requests; its answers are compared
         self._on_shadow: Callable[[ShadowResult], None] | None = None
         self._shadow_inflight = 0
@@ -1063,6 +1157,21 @@ class StableEndpoint:
         """Who sees each finished request, and who picks the ones whose bodies are kept."""
         self._observer = observer
         self._sampler = sampler
+
+    def set_router(self, router: Router | None) -> None:
+        """Who decides about per-version URLs (``/v/...``) and the endpoint's own routes."""
+        self._router = router
+
+    def _pool_for(self, upstream: Upstream) -> _UpstreamPool:
+        """The one pool of ``upstream`` (the live, canary or shadow one if it is that), so
+        in-flight counts and drains see every request sent to it."""
+        for pool in (self._pool, self._canary, self._shadow):
+            if pool is not None and pool.upstream == upstream:
+                return pool
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = _UpstreamPool(self, upstream)
+        return pool
 
     def set_auth(self, check: Callable[[bytes | None], tuple[int, str, str] | None] | None) -> None:
         """Require what ``check`` accepts in each request's Authorization header (None: open)."""
@@ -1268,6 +1377,7 @@ class StableEndpoint:
                 req.body_len,
                 req.body,
                 b"".join(req.response) if req.sampled else None,
+                req.rid.decode("latin-1") if req.rid else "",
             )
             self._observer(record)
         except Exception:

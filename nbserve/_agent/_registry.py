@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     state         TEXT NOT NULL CHECK (state IN ('serving', 'stopped')),
     keep_warm     INTEGER NOT NULL DEFAULT 1,
     config        TEXT NOT NULL DEFAULT '{}',
-    rollout       TEXT NOT NULL DEFAULT '{}'
+    rollout       TEXT NOT NULL DEFAULT '{}',
+    aliases       TEXT NOT NULL DEFAULT '{}'
 );
 
 CREATE TABLE IF NOT EXISTS versions (
@@ -124,7 +125,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 AUDITED_EVENTS = frozenset({
     "deployment_created", "version_registered", "deployed", "canary_started", "shadow_started",
     "promoted", "aborted", "gate_breached", "canary_changed", "rollback", "stopped", "started",
-    "configured", "schedule_added", "schedule_paused", "schedule_resumed", "schedule_removed",
+    "configured", "alias_set", "alias_removed", "schedule_added", "schedule_paused", "schedule_resumed", "schedule_removed",
 })
 GENESIS_HASH = "0" * 64
 _AUDIT_FIELDS = ("seq", "ts", "actor", "token", "source", "action", "deployment", "version", "before",
@@ -145,6 +146,7 @@ class DeploymentRow:
     keep_warm: int
     config: dict[str, Any]
     rollout: dict[str, Any]  # {} or the canary/shadow under way: mode, version, percent, gates...
+    aliases: dict[str, int]  # name -> version number (``/v/<alias>/...``)
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ class Registry:
         columns = {r["name"] for r in self._db.execute("PRAGMA table_info(deployments)")}
         if "rollout" not in columns:  # 1 -> 2: canary / shadow state of a deployment
             self._db.execute("ALTER TABLE deployments ADD COLUMN rollout TEXT NOT NULL DEFAULT '{}'")
+        if "aliases" not in columns:  # 3 -> 4: named versions (dep.alias)
+            self._db.execute("ALTER TABLE deployments ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
@@ -271,11 +275,11 @@ class Registry:
         return found
 
     def update_deployment(self, name: str, **fields: Any) -> None:
-        allowed = {"live_version", "state", "keep_warm", "config", "stable_port", "rollout"}
+        allowed = {"live_version", "state", "keep_warm", "config", "stable_port", "rollout", "aliases"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        for key in ("config", "rollout"):
+        for key in ("config", "rollout", "aliases"):
             if key in fields:
                 fields[key] = json.dumps(fields[key], default=str)
         assignments = ", ".join(f"{key} = ?" for key in fields)
@@ -492,6 +496,7 @@ def _deployment(row: sqlite3.Row) -> DeploymentRow:
     data = dict(row)
     data["config"] = json.loads(data["config"] or "{}")
     data["rollout"] = json.loads(data.get("rollout") or "{}")
+    data["aliases"] = json.loads(data.get("aliases") or "{}")
     return DeploymentRow(**data)
 
 

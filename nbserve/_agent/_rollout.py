@@ -152,8 +152,10 @@ class ShadowStats:
 
 # -- gates ---------------------------------------------------------------------------------
 
-GATE_FIELDS = ("p99_ms", "error_rate", "drift_share", "min_requests", "window")
+GATE_FIELDS = ("p99_ms", "error_rate", "drift_share", "min_requests", "window", "quality", "min_labels")
 DEFAULT_GATES: dict[str, Any] = {"min_requests": 50, "window": "5m"}
+# Quality gates are floors, except for error measures, where the figure is a ceiling.
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
 
 
 def check_gates(gates: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +176,20 @@ def check_gates(gates: dict[str, Any]) -> dict[str, Any]:
     if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
         raise InvalidArgument(f"min_requests must be a whole number >= 1, got {minimum!r}")
     parse_window(merged["window"])
+    quality = merged.get("quality")
+    if quality is not None:
+        from ._quality import METRICS
+
+        if not isinstance(quality, dict) or not quality:
+            raise InvalidArgument("gate quality maps metrics to limits, e.g. {'accuracy': 0.9}")
+        for metric, limit in quality.items():
+            if metric not in METRICS:
+                raise InvalidArgument(f"unknown quality metric {metric!r}", hint=f"metrics: {', '.join(METRICS)}")
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+                raise InvalidArgument(f"quality gate {metric} needs a number, got {limit!r}")
+        labels = merged.setdefault("min_labels", 50)
+        if isinstance(labels, bool) or not isinstance(labels, int) or labels < 1:
+            raise InvalidArgument(f"min_labels must be a whole number >= 1, got {labels!r}")
     return merged
 
 
@@ -196,8 +212,22 @@ def evaluate_gates(gates: dict[str, Any], figures: dict[str, Any]) -> tuple[str,
     share, limit = figures.get("drift_share"), gates.get("drift_share")
     if limit is not None and share is not None and share > limit:
         reasons.append(f"drift share {share:.0%} > {limit:.0%}")
+    quality = gates.get("quality") or {}
+    measured = figures.get("quality") or {}
+    labelled = figures.get("labelled", 0)
+    if quality and labelled >= gates.get("min_labels", 50):
+        for metric, limit in quality.items():
+            value = measured.get(metric)
+            if value is None:
+                continue
+            if metric in LOWER_IS_BETTER and value > limit:
+                reasons.append(f"{metric} {value:.3g} > {limit:g} on {labelled} labelled rows")
+            elif metric not in LOWER_IS_BETTER and value < limit:
+                reasons.append(f"{metric} {value:.3g} < {limit:g} on {labelled} labelled rows")
     if reasons:
         return "breach", reasons
+    if quality and labelled < gates.get("min_labels", 50):
+        return "waiting", []  # a quality gate passes only once it could be judged
     if figures.get("age_seconds", 0.0) >= parse_window(gates["window"]):
         return "pass", []
     return "waiting", []
