@@ -66,6 +66,9 @@ class ModelCard:
     def __str__(self) -> str:
         return self.to_markdown()
 
+    def __repr__(self) -> str:
+        return f"<ModelCard {self.title!r}: {', '.join(h for h, _ in self.sections)}>"
+
     def save(self, path: str | Path) -> Path:
         """Write the card: ``.md`` as Markdown, ``.html`` as a standalone page."""
         target = Path(path)

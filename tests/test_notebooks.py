@@ -88,3 +88,28 @@ def test_rollouts_notebook(fresh_home, tmp_path):
     assert dep.version == 3 and dep.rollout() is None
     kinds = dep.events()["kind"].tolist()
     assert {"gate_breached", "promoted", "shadow_started", "aborted"} <= set(kinds)
+
+
+def test_quality_notebook(fresh_home, tmp_path):
+    import re
+
+    import papermill
+
+    executed = papermill.execute_notebook(
+        str(repo_root() / "notebooks" / "06-quality.ipynb"),
+        str(tmp_path / "06-quality.out.ipynb"),
+        parameters={"deployment_name": "nb-quality", "phase_seconds": 6},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = _outputs(executed)
+    before, after = map(float, re.search(r"accuracy before: ([\d.]+), after: ([\d.]+)", text).groups())
+    assert before > after + 0.05, "quality falls once the world changes"
+    v1, v2 = map(float, re.search(r"v1 accuracy ([\d.]+), v2 accuracy ([\d.]+)", text).groups())
+    assert v2 > v1 and "live version: 2" in text
+    assert "'unknown': 1" in text and "'duplicate': 1" in text and "'invalid': 1" in text
+    card = (tmp_path / "churn-model-card.md").read_text()
+    assert card.startswith("# nb-quality v2") and "retention call" in card and "| accuracy |" in card
+    pngs = [o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert pngs, "the quality plot is shown inline"
