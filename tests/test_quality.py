@@ -169,3 +169,27 @@ def test_magic_alias_quality_and_card(dep):
             shell.run_line_magic("deploy", "--alias x q-iris two")
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_summary_and_dashboard_show_the_latest_quality_and_its_trend(dep, iris):
+    from nbserve._dashboard import quality_text
+
+    _, X_test, _, y_test = iris
+    frame = dep.predict(X_test, ids=True)
+    dep.feedback(frame["id"], y_test)
+    flag = dep.summary()["quality"]
+    assert flag["metric"] == "accuracy" and flag["task"] == "classification"
+    assert 0.8 < flag["value"] <= 1.0 and flag["labelled"] >= len(X_test)
+    assert quality_text(flag).startswith(f"accuracy {flag['value']:.3g}")
+    assert quality_text({"metric": "accuracy", "value": 0.8, "previous": 0.9, "labelled": 10}) == \
+        "accuracy 0.8 ↓0.1 (worse) (10 labelled)"
+    assert quality_text({"metric": "rmse", "value": 0.8, "previous": 0.9, "labelled": 10}) == \
+        "rmse 0.8 ↓0.1 (10 labelled)"
+    dash = dep.dashboard(refresh=60)
+    try:
+        deadline = time.monotonic() + 20
+        while "accuracy" not in dash.header.value and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "accuracy" in dash.header.value and "labelled" in dash.header.value
+    finally:
+        dash.stop()

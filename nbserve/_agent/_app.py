@@ -176,6 +176,14 @@ class DriftFlag(BaseModel):
     rows: int
 
 
+class QualityFlag(BaseModel):
+    metric: str | None = Field(description="accuracy (classifiers) or rmse (regressors)")
+    value: float | None = Field(description="the live version's figure in its newest hour with labels")
+    previous: float | None = Field(description="the hour before, for the trend")
+    labelled: int
+    task: str | None
+
+
 class SummaryOut(BaseModel):
     window_seconds: float
     requests: int
@@ -185,6 +193,7 @@ class SummaryOut(BaseModel):
     error_rate: float | None
     sparkline: list[float] = Field(description="request rate per minute, last 30 minutes, oldest first")
     drift: DriftFlag
+    quality: QualityFlag
 
 
 class TableOut(BaseModel):

@@ -100,6 +100,7 @@ class Manager:
         self._drift_flags: dict[str, tuple[float, dict[str, Any]]] = {}
         self._shadows: dict[str, ShadowStats] = {}
         self._info: dict[tuple[str, int, str], LocalAnswer] = {}  # /metadata, /schema per version
+        self._quality_flags: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def start_background(self) -> None:
         """Background work of a running agent: request capture and rollout gates."""
@@ -887,7 +888,9 @@ class Manager:
         if len(ids) > 1_000_000:
             raise InvalidArgument("at most 1,000,000 labels per call", hint="send them in batches")
         items = [(rid, row, y) for (rid, row), y in zip(parse_ids(ids), y_true, strict=True)]
-        return self.monitor.add_labels(name, items)
+        report = self.monitor.add_labels(name, items)
+        self._quality_flags.pop(name, None)
+        return report
 
     def quality(self, name: str, window: str | float = "1d", *, bucket: str | float = "1h",
                 metrics: list[str] | None = None, version: int | None = None) -> dict[str, Any]:
@@ -1002,7 +1005,28 @@ class Manager:
         panes = self.monitor.panes(name, time.time() - max(seconds, 30 * 60))
         out = summary(panes, window=seconds)
         out["drift"] = self._drift_flag(name)
+        out["quality"] = self._quality_flag(name)
         return out
+
+    def _quality_flag(self, name: str) -> dict[str, Any]:
+        """The live version's headline metric in its newest hour with labels, and the hour
+        before (the trend); cached like the drift flag, since panels poll summaries."""
+        cached = self._quality_flags.get(name)
+        if cached is not None and time.monotonic() - cached[0] < DRIFT_SUMMARY_SECONDS:
+            return cached[1]
+        flag: dict[str, Any] = {"metric": None, "value": None, "previous": None, "labelled": 0, "task": None}
+        live = self.get_row(name).live_version
+        if live is not None:
+            found = self.quality(name, "1d", bucket="1h", version=live)
+            task = found["task"]
+            metric = "accuracy" if task == "classification" else "rmse" if task == "regression" else None
+            rows = [r for r in found["rows"] if metric and r.get(metric) is not None]
+            if rows:
+                flag = {"metric": metric, "value": rows[-1][metric],
+                        "previous": rows[-2][metric] if len(rows) > 1 else None,
+                        "labelled": rows[-1]["labelled"], "task": task}
+        self._quality_flags[name] = (time.monotonic(), flag)
+        return flag
 
     def _drift_flag(self, name: str) -> dict[str, Any]:
         cached = self._drift_flags.get(name)
