@@ -113,6 +113,34 @@ def _conform(data: pd.DataFrame) -> pd.DataFrame | JSONResponse:
     return frame.to_numpy() if _POSITIONAL else frame
 
 
+_JSON_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "bool": {"type": "boolean"},
+               "datetime": {"type": "string", "format": "date-time"}}
+
+
+def _column_schema(col: dict) -> dict:
+    found = dict(_JSON_TYPES.get(col["kind"], {"type": "string"}))
+    if col.get("categories"):
+        found["enum"] = col["categories"]
+    return {**found, "title": col["name"], "description": f"dtype {col['dtype']}"}
+
+
+class _Rows(DataframeSchema):
+    """A DataFrame of records, described in OpenAPI with the deploy-time columns (validation
+    is still _conform's, so a wrong request gets a 422 that names the columns)."""
+
+    def __get_pydantic_json_schema__(self, schema: t.Any, handler: t.Any) -> dict[str, t.Any]:
+        value = super().__get_pydantic_json_schema__(schema, handler)
+        if _POSITIONAL:
+            row = {"type": "array", "minItems": len(_NAMES), "maxItems": len(_NAMES),
+                   "description": "values in this order: " + ", ".join(_NAMES)}
+        else:
+            row = {"type": "object", "properties": {c["name"]: _column_schema(c) for c in _COLUMNS},
+                   "required": _NAMES}
+        value["items"] = row
+        value.setdefault("type", "array")
+        return value
+
+
 def _jsonable(result: t.Any) -> t.Any:
     if isinstance(result, (pd.DataFrame, pd.Series)):
         result = result.to_numpy()
@@ -147,7 +175,7 @@ class ${class_name}:
 
     @bentoml.api
     def predict(
-        self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
+        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")]
     ) -> np.ndarray:
         return self._answer(data, lambda frame: ${predict_expr})
 ${extra_apis}'''
@@ -156,7 +184,7 @@ ${extra_apis}'''
 _PREDICT_PROBA_API = '''
     @bentoml.api
     def predict_proba(
-        self, data: t.Annotated[pd.DataFrame, DataframeSchema(orient="records")]
+        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")]
     ) -> np.ndarray:
         return self._answer(data, self.model.predict_proba)
 '''

@@ -145,7 +145,7 @@ def test_rendered_service_is_valid_python_with_names_quoted():
     )
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert classes == ["ABCService"]
+    assert classes == ["_Rows", "ABCService"]  # the schema of the OpenAPI document, then the service
     assert "'a-b_c:xyz'" in source and "def predict_proba" in source
 
 

@@ -73,6 +73,11 @@ def test_metadata_and_schema_reflect_what_was_deployed(dep, iris, forest):
     assert httpx.post(f"{dep.url}/predict", json=example, trust_env=False).status_code == 200
     assert httpx.post(f"{dep.url}/metadata", trust_env=False).status_code == 405
     assert dep.metadata(1) == first
+    # the stable URL's own OpenAPI document names the real columns and their types
+    doc = httpx.get(f"{dep.url}/docs.json", trust_env=False).json()
+    rows = doc["components"]["schemas"]["predict__Input"]["properties"]["data"]["items"]
+    assert rows["required"] == list(X_test.columns)
+    assert {name: col["type"] for name, col in rows["properties"].items()} == {c: "number" for c in X_test.columns}
 
 
 def test_feedback_joins_the_right_predictions_across_two_versions(dep, iris, forest, tree):
