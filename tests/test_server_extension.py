@@ -95,7 +95,8 @@ def test_requests_without_jupyters_token_are_refused(api: Fetch) -> None:
         assert status in (401, 403), status
         status, _ = api("POST", "deployments", NAME, "stop", headers=headers)
         assert status in (401, 403), status
-        for parts in (("state",), ("schedules",), ("schedules", SCHEDULE), ("deployments", NAME, "audit")):
+        for parts in (("state",), ("schedules",), ("schedules", SCHEDULE), ("deployments", NAME, "audit"),
+                      ("deployments", NAME, "card")):
             status, _ = api("GET", *parts, headers=headers)
             assert status in (401, 403), (parts, status)
         for parts in (("deployments", NAME, "promote"), ("deployments", NAME, "abort"),
@@ -257,6 +258,64 @@ def test_audit_records_a_rollback_made_through_the_extension(api: Fetch, two_ver
 
     status, state = api("POST", "deployments", NAME, "rollback", body={"to": live})  # as it was
     assert status == 200 and state["version"] == live, state
+
+
+def test_quality_aliases_and_model_card(api: Fetch, two_versions: nbserve.Deployment, iris, forest, tree) -> None:
+    from sklearn.metrics import accuracy_score
+
+    _, X_test, _, y_test = iris
+    dep = two_versions.refresh()
+    live = dep.version
+    model = {1: forest, 2: tree}[live]
+    frame = dep.predict(X_test, ids=True)  # real outcomes for the live version's answers
+    report = dep.feedback(frame["id"], y_test)
+    assert report["stored"] == len(X_test) and report["unknown"] == 0, report
+    expected = accuracy_score(y_test, model.predict(X_test))
+
+    status, state = api("GET", "state")
+    assert status == 200, state
+    (item,) = [d for d in state["deployments"] if d["name"] == NAME]
+    quality = item["summary"]["quality"]
+    assert quality["metric"] == "accuracy" and quality["task"] == "classification", quality
+    assert quality["value"] == pytest.approx(expected) and quality["labelled"] == len(X_test)
+    assert "previous" in quality  # the hour before: None within the first hour
+    status, detail = api("GET", "deployments", NAME)
+    assert status == 200, detail
+    assert detail["summary"]["quality"] == quality
+    status, metrics = api("GET", "deployments", NAME, "metrics", params={"window": "1h"})
+    assert metrics["summary"]["quality"]["value"] == pytest.approx(expected)
+
+    # aliases: in the detail and the compact state alike
+    assert detail["aliases"] == {} and item["aliases"] == {}
+    other = 1 if live == 2 else 2
+    dep.alias("staging", other)
+    try:
+        status, detail = api("GET", "deployments", NAME)
+        assert detail["aliases"] == {"staging": other}, detail["aliases"]
+        status, state = api("GET", "state")
+        assert [d["aliases"] for d in state["deployments"] if d["name"] == NAME] == [{"staging": other}]
+    finally:
+        dep.alias("staging", None)
+
+    # the model card: the live version's by default, any version's on request
+    status, card = api("GET", "deployments", NAME, "card")
+    assert status == 200, card
+    assert card["version"] == live and set(card) == {"html", "markdown", "version"}
+    assert type(model).__name__ in card["html"] and "<h3>Input schema</h3>" in card["html"]
+    assert card["markdown"].startswith(f"# {NAME} v{live}: ") and "## Quality so far" in card["markdown"]
+    assert "| accuracy |" in card["markdown"]  # the labels just sent
+    status, card = api("GET", "deployments", NAME, "card", params={"version": other})
+    assert status == 200 and card["version"] == other, card
+    assert type({1: forest, 2: tree}[other]).__name__ in card["html"]
+    assert "sepal_length" in card["html"]  # the input schema's columns
+
+    status, data = api("GET", "deployments", NAME, "card", params={"version": 99})
+    assert status == 404 and data["error"]["type"] == "VersionNotFound", data
+    for bad in ("two", "0"):
+        status, data = api("GET", "deployments", NAME, "card", params={"version": bad})
+        assert status == 400 and data["error"]["type"] == "InvalidArgument", data
+    status, data = api("GET", "deployments", "no-such", "card")
+    assert status == 404 and data["error"]["type"] == "DeploymentNotFound", data
 
 
 # -- rollouts --------------------------------------------------------------------------------

@@ -17,6 +17,20 @@ export interface IDriftSummary {
   features: number;
 }
 
+/**
+ * The live version's quality from real outcomes (sent with `dep.feedback`): its headline
+ * metric in the newest hour with labels, and the hour before it (the trend).
+ */
+export interface IQualitySummary {
+  /** "accuracy" (classifiers), "rmse" (regressors), or null: no labels yet. */
+  metric: string | null;
+  value: number | null;
+  previous: number | null;
+  /** Labelled predictions behind `value`. */
+  labelled: number;
+  task: string | null;
+}
+
 export interface ISummary {
   requests: number;
   rps: number;
@@ -25,6 +39,8 @@ export interface ISummary {
   error_rate: number | null;
   sparkline: number[];
   drift: IDriftSummary | null;
+  /** Absent from agents older than quality tracking. */
+  quality?: IQualitySummary | null;
 }
 
 /** A canary or shadow under way, as the deployment's snapshot has it. */
@@ -80,6 +96,8 @@ export interface IDeploymentState {
   url: string | null;
   versions: IVersionBrief[];
   rollout: IRolloutBrief | null;
+  /** Named versions (alias -> number); each answers at `<url>/v/<alias>/...`. */
+  aliases?: Record<string, number>;
 }
 
 export interface IDeploymentBrief extends IDeploymentState {
@@ -162,6 +180,14 @@ export interface IDeploymentDetail extends IDeploymentState {
   rollout: IRollout | null;
   history: IHistoryRow[];
   events: IEvent[];
+  summary?: ISummary | null;
+}
+
+/** A version's model card: HTML (sanitized before it is shown) and Markdown. */
+export interface IModelCard {
+  html: string;
+  markdown: string;
+  version: number;
 }
 
 /** One record of the agent's append-only, hash-chained audit log. */
@@ -289,6 +315,12 @@ export class NbserveAPI {
   /** The deployment's newest `limit` audit records (oldest first) and the chain check. */
   audit(name: string, limit = 200): Promise<IAudit> {
     return this.request(`deployments/${enc(name)}/audit?limit=${limit}`);
+  }
+
+  /** A version's model card (default: the live version's). */
+  card(name: string, version: number | null = null): Promise<IModelCard> {
+    const query = version === null ? '' : `?version=${version}`;
+    return this.request(`deployments/${enc(name)}/card${query}`);
   }
 
   logs(name: string, version: number | null = null, lines = 200): Promise<ILogs> {

@@ -1,7 +1,8 @@
 /**
- * One deployment: version history with provenance, latency and drift charts, recent events,
- * the audit log (who changed what, from where) with its hash-chain check, the log lines
- * that matter, and the actions (rollback, stop/start, open in notebook).
+ * One deployment: quality from real outcomes, version history with provenance, aliases and
+ * each version's own URL, latency and drift charts, recent events, the audit log (who changed
+ * what, from where) with its hash-chain check, the log lines that matter, and the actions
+ * (rollback, stop/start, open in notebook, model card).
  */
 import { CommandRegistry } from '@lumino/commands';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -19,14 +20,16 @@ import {
   ILogs,
   IMetrics,
   IRollout,
+  ISummary,
   NbserveApiError,
   asApiError
 } from './api';
 import { CANARY_PRESETS, fmtPercent, rollbackTargets, rolloutLabel } from './actions';
 import { barChart, fmt, lineChart } from './charts';
-import { ago, button, h, rolloutBadge, statusBadge, urlLine } from './dom';
+import { ago, button, copyButton, h, rolloutBadge, statusBadge, urlLine } from './dom';
 import { metrics as summaryLine } from './listView';
 import { DeploymentsModel } from './model';
+import { qualityLine } from './quality';
 
 const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
 const ERROR_LINES = /error|exception|traceback|failed|critical/i;
@@ -168,6 +171,8 @@ export class DeploymentDetail extends Widget {
   }
 
   private header(detail: IDeploymentDetail, brief: IDeploymentBrief | undefined): HTMLElement {
+    // the list's poll is the freshest (every 2 s); the detail's own answer until it has one
+    const summary: ISummary | null = brief?.summary ?? detail.summary ?? null;
     return h(
       'div',
       { class: 'nbserve-detail-head' },
@@ -180,7 +185,8 @@ export class DeploymentDetail extends Widget {
         statusBadge(detail.status)
       ),
       urlLine(detail.url),
-      brief ? summaryLine(brief.summary) : null
+      summary ? summaryLine(summary, false) : null,
+      summary && summary.quality !== undefined ? qualityLine(summary.quality) : null
     );
   }
 
@@ -202,6 +208,17 @@ export class DeploymentDetail extends Widget {
     bar.appendChild(
       button('Open in notebook', () => void this.commands.execute('nbserve:open-in-notebook', { name }), 'nbserve-open', 'Insert a %deploy cell into the current notebook')
     );
+    const cardVersion = detail.version ?? Math.max(0, ...detail.history.map(row => row.version));
+    if (cardVersion > 0) {
+      bar.appendChild(
+        button(
+          'Model card',
+          () => void this.commands.execute('nbserve:open-model-card', { name, version: cardVersion }),
+          'nbserve-model-card',
+          `What v${cardVersion} is, where it came from, its input schema and how it has done so far`
+        )
+      );
+    }
     return bar;
   }
 
@@ -327,13 +344,17 @@ export class DeploymentDetail extends Widget {
     const targets = new Set(rollbackTargets(detail));
     const list = h('div', { class: 'nbserve-history' });
     for (const row of [...detail.history].sort((a, b) => b.version - a.version)) {
-      list.appendChild(this.versionRow(detail.name, row, targets.has(row.version)));
+      list.appendChild(this.versionRow(detail, row, targets.has(row.version)));
     }
-    return section('Versions', list);
+    return section('Versions', aliasChips(detail), list);
   }
 
-  /** One version: number, status, when and who; notebook and cell; its error if it failed. */
-  private versionRow(name: string, row: IHistoryRow, canRollBack: boolean): HTMLElement {
+  /**
+   * One version: number (its own URL copyable), status, when and who, its model card;
+   * notebook and cell; its error if it failed.
+   */
+  private versionRow(detail: IDeploymentDetail, row: IHistoryRow, canRollBack: boolean): HTMLElement {
+    const name = detail.name;
     const cellNo = row.cell !== null && row.cell !== undefined ? ` · cell [${row.cell}]` : '';
     const where = row.notebook ? `${basename(row.notebook)}${cellNo}` : 'not from a notebook';
     const provenance = [
@@ -352,6 +373,13 @@ export class DeploymentDetail extends Widget {
           `Point the stable URL at v${row.version}`
         )
       : null;
+    const card = button(
+      'Card',
+      () => void this.commands.execute('nbserve:open-model-card', { name, version: row.version }),
+      'nbserve-card-version',
+      `Model card of v${row.version}`
+    );
+    const ownUrl = detail.url ? `${detail.url}/v/${row.version}` : null;
     return h(
       'div',
       {
@@ -362,9 +390,10 @@ export class DeploymentDetail extends Widget {
         'div',
         { class: 'nbserve-version-line' },
         h('span', { class: 'nbserve-version-number', text: `v${row.version}` }),
+        ownUrl ? copyButton(ownUrl, 'nbserve-copy-version', `Copy v${row.version}'s own URL: ${ownUrl}`) : null,
         h('span', { class: `nbserve-vstatus nbserve-vstatus-${row.status}`, text: row.status }),
         h('span', { class: 'nbserve-muted' }, ago(row.created_at), ` · ${row.created_by ?? '–'}`),
-        action
+        h('span', { class: 'nbserve-version-buttons' }, card, action)
       ),
       h(
         'div',
@@ -546,7 +575,30 @@ function stamp(brief: IDeploymentBrief | undefined): string {
   if (!brief) {
     return '';
   }
-  return JSON.stringify([brief.status, brief.version, brief.versions, brief.rollout]);
+  return JSON.stringify([brief.status, brief.version, brief.versions, brief.rollout, brief.aliases ?? null]);
+}
+
+/** The named versions above the version list: "staging → v1", each copying its URL. */
+function aliasChips(detail: IDeploymentDetail): HTMLElement | null {
+  const aliases = Object.entries(detail.aliases ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  if (aliases.length === 0) {
+    return null;
+  }
+  const line = h('div', { class: 'nbserve-aliases' }, h('span', { class: 'nbserve-muted', text: 'aliases:' }));
+  for (const [alias, version] of aliases) {
+    const url = detail.url ? `${detail.url}/v/${encodeURIComponent(alias)}` : null;
+    const chip = h('span', {
+      class: 'nbserve-alias-chip',
+      text: `${alias} → v${version}`,
+      title: url ? `${url}/... calls v${version}` : `calls v${version}`,
+      data: { alias, version: String(version) }
+    });
+    line.appendChild(chip);
+    if (url) {
+      chip.appendChild(copyButton(url, 'nbserve-copy-alias', `Copy ${url}`));
+    }
+  }
+  return line;
 }
 
 function fmtShare(value: number | null | undefined): string {
@@ -655,7 +707,7 @@ function liveName(version: number | null | undefined): string {
   return version === null || version === undefined ? '–' : `v${version}`;
 }
 
-function section(title: string, ...children: HTMLElement[]): HTMLElement {
+function section(title: string, ...children: (HTMLElement | null)[]): HTMLElement {
   return h('section', { class: 'nbserve-section', data: { section: title.toLowerCase() } }, h('h3', { text: title }), ...children);
 }
 

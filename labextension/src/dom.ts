@@ -48,20 +48,26 @@ export function statusBadge(status: string): HTMLElement {
   return h('span', { class: `nbserve-status nbserve-status-${status}`, data: { status } }, h('span', { class: 'nbserve-dot' }), status);
 }
 
+/** An icon button that copies `text` (a URL) to the clipboard and says so. */
+export function copyButton(text: string, cls = 'nbserve-copy', title = `Copy ${text}`): HTMLButtonElement {
+  const copy = h('button', { class: `nbserve-icon-button ${cls}`, title, data: { copy: text } });
+  copy.type = 'button';
+  copy.setAttribute('aria-label', title);
+  copyIcon.element({ container: copy, height: '14px', width: '14px' });
+  copy.addEventListener('click', event => {
+    event.stopPropagation();
+    Clipboard.copyToSystem(text);
+    Notification.info(`Copied ${text}`, { autoClose: 2000 });
+  });
+  return copy;
+}
+
 /** The stable URL with a copy button. */
 export function urlLine(url: string | null): HTMLElement {
   if (!url) {
     return h('span', { class: 'nbserve-url nbserve-muted', text: 'no URL yet' });
   }
-  const copy = h('button', { class: 'nbserve-icon-button nbserve-copy', title: `Copy ${url}` });
-  copy.type = 'button';
-  copyIcon.element({ container: copy, height: '14px', width: '14px' });
-  copy.addEventListener('click', event => {
-    event.stopPropagation();
-    Clipboard.copyToSystem(url);
-    Notification.info(`Copied ${url}`, { autoClose: 2000 });
-  });
-  return h('span', { class: 'nbserve-url' }, h('code', { text: url, title: url }), copy);
+  return h('span', { class: 'nbserve-url' }, h('code', { text: url, title: url }), copyButton(url));
 }
 
 /** "3 min ago" for an ISO time, with the full time as a tooltip. */

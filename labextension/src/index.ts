@@ -2,12 +2,13 @@
  * nbserve for JupyterLab: a sidebar panel with every deployment, and palette commands.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, ISanitizer, Notification, Sanitizer } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { Actions, notifyError, rollbackTargets } from './actions';
 import { notifyEvent } from './notify';
 import { NbserveAPI } from './api';
+import { IHtmlSanitizer, ModelCards } from './cardView';
 import { nbserveIcon } from './icons';
 import { DeploymentsModel } from './model';
 import { DeploymentsPanel } from './panel';
@@ -24,6 +25,7 @@ namespace CommandIDs {
   export const runSchedule = 'nbserve:run-schedule';
   export const pauseSchedule = 'nbserve:pause-schedule';
   export const resumeSchedule = 'nbserve:resume-schedule';
+  export const modelCard = 'nbserve:open-model-card';
 }
 
 const CATEGORY = 'nbserve';
@@ -32,14 +34,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'nbserve-labextension:plugin',
   description: 'nbserve deployments panel: every deployment at a glance, rollback in a click.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker],
+  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ISanitizer],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
-    notebooks: INotebookTracker | null
+    notebooks: INotebookTracker | null,
+    sanitizer: IHtmlSanitizer | null
   ) => {
     const api = new NbserveAPI(app.serviceManager.serverSettings);
+    // model cards are HTML: JupyterLab's sanitizer (its configured service, else the default)
+    const cards = new ModelCards(app, api, sanitizer ?? new Sanitizer());
     const model = new DeploymentsModel(api);
     const actions = new Actions(app, model, notebooks);
     const openNotebook = (path: string): void => {
@@ -133,9 +138,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: args => (name(args) ? actions.resumeSchedule(name(args)!) : false)
     });
 
+    app.commands.addCommand(CommandIDs.modelCard, {
+      label: args =>
+        name(args) ? `Model card of ${name(args)}${typeof args.version === 'number' ? ` v${args.version}` : ''}` : 'nbserve: open model card…',
+      caption: 'What a version is, where it came from, its input schema and how it has done so far',
+      execute: async args => {
+        // a name given (the panel's buttons) goes straight to the card route: an unknown one is its 404
+        const which = name(args) ?? (await actions.pickDeployment('Open the model card of which deployment?'))?.name;
+        if (!which) {
+          return false;
+        }
+        const version = typeof args.version === 'number' ? args.version : null;
+        try {
+          await cards.open(which, version);
+        } catch (reason) {
+          notifyError(`Model card of ${which}${version === null ? '' : ` v${version}`}`, reason);
+          return false;
+        }
+        return true;
+      }
+    });
+
     if (palette) {
       for (const command of [CommandIDs.show, CommandIDs.rollback, CommandIDs.stop, CommandIDs.start, CommandIDs.openInNotebook,
-        CommandIDs.promote, CommandIDs.abort, CommandIDs.setCanary, CommandIDs.runSchedule]) {
+        CommandIDs.promote, CommandIDs.abort, CommandIDs.setCanary, CommandIDs.runSchedule, CommandIDs.modelCard]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

@@ -1,4 +1,4 @@
-/** The list of deployments: status, live version, stable URL, traffic and drift at a glance. */
+/** The list of deployments: status, live version, stable URL, traffic, drift and quality at a glance. */
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
@@ -6,6 +6,7 @@ import { IDeploymentBrief, ISummary } from './api';
 import { fmt, sparkline } from './charts';
 import { h, rolloutBadge, statusBadge, urlLine } from './dom';
 import { DeploymentsModel } from './model';
+import { qualityBadge } from './quality';
 
 export class DeploymentList extends Widget {
   constructor(readonly model: DeploymentsModel) {
@@ -88,8 +89,11 @@ export class DeploymentList extends Widget {
   private _rendered = '';
 }
 
-/** p50/p99, request rate with its sparkline, error rate and the drift flag. */
-export function metrics(summary: ISummary | null): HTMLElement {
+/**
+ * p50/p99, request rate with its sparkline, error rate, the drift flag and (unless the
+ * caller shows it at length) the live version's quality from real outcomes.
+ */
+export function metrics(summary: ISummary | null, withQuality = true): HTMLElement {
   if (!summary) {
     return h('div', { class: 'nbserve-metrics nbserve-muted', text: 'no metrics' });
   }
@@ -113,6 +117,7 @@ export function metrics(summary: ISummary | null): HTMLElement {
     h('span', { class: 'nbserve-metric', title: 'requests per second' }, `${fmt(summary.rps)} req/s`),
     sparkline(summary.sparkline ?? []),
     summary.error_rate ? h('span', { class: 'nbserve-metric nbserve-errors', text: `${fmt(summary.error_rate * 100)}% err` }) : null,
-    flag
+    flag,
+    withQuality && summary.quality !== undefined ? qualityBadge(summary.quality) : null
   );
 }

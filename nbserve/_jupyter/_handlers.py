@@ -92,7 +92,13 @@ def _state(dep: nbserve.Deployment) -> dict[str, Any]:
         "url": dep.url,
         "versions": [{"number": v["number"], "status": v["status"]} for v in dep.versions],
         "rollout": _rollout_brief(dep),
+        "aliases": _aliases(dep),
     }
+
+
+def _aliases(dep: nbserve.Deployment) -> dict[str, int]:
+    """Named versions (alias -> number), each answering at ``<url>/v/<alias>/...``."""
+    return {str(alias): int(number) for alias, number in getattr(dep, "aliases", {}).items()}
 
 
 def _latest_event_id(dep: nbserve.Deployment) -> int | None:
@@ -107,7 +113,9 @@ def _latest_event_id(dep: nbserve.Deployment) -> int | None:
 
 
 def _summary(dep: nbserve.Deployment, window: str = "5m") -> dict[str, Any] | None:
-    """The deployment's traffic summary, or ``None`` where the client has no monitoring."""
+    """The deployment's traffic summary as the agent answers it (rps, latency, error rate,
+    sparkline, the drift flag and the live version's ``quality`` figure with its trend), or
+    ``None`` where the client has no monitoring."""
     if not hasattr(dep, "summary"):
         return None
     try:
@@ -164,7 +172,7 @@ def deployment_detail(name: str, events: int) -> dict[str, Any]:
     history = _records(dep.history(), index="version")  # history() refreshes the snapshot
     # the rollout with its gates, figures so far and verdict (None: none under way)
     return {**_state(dep), "rollout": _rollout_detail(dep), "history": history,
-            "events": _records(dep.events(limit=events))}
+            "events": _records(dep.events(limit=events)), "summary": _summary(dep)}
 
 
 def deployment_history(name: str) -> list[dict[str, Any]]:
@@ -185,6 +193,16 @@ def deployment_audit(name: str, limit: int) -> dict[str, Any]:
         chain = {"ok": None, "records": None, "broken_at": None, "problem": None, "head": None,
                  "unavailable": exc.to_payload()["error"]}
     return {"records": records, "chain": chain}
+
+
+def model_card(name: str, version: int | None) -> dict[str, Any]:
+    """A version's model card (default: the live one) as sanitisable HTML and as Markdown."""
+    dep = nbserve.get(name)
+    if version is not None and version < 1:
+        raise InvalidArgument(f"version must be a version number (1, 2, ...), not {version}")
+    number = version if version is not None else dep.version
+    card = dep.model_card(number)
+    return {"html": card.to_html(), "markdown": card.to_markdown(), "version": number}
 
 
 def deployment_logs(name: str, version: int | None, lines: int) -> dict[str, Any]:
@@ -358,6 +376,13 @@ class AuditHandler(_Handler):
         self.reply(await self.call(deployment_audit, name, limit))
 
 
+class CardHandler(_Handler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        version = self.int_argument("version")
+        self.reply(await self.call(model_card, name, version))
+
+
 class LogsHandler(_Handler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
@@ -480,6 +505,7 @@ def routes() -> list[tuple[str, type[_Handler]]]:
         (f"{base}/{_NAME}/history", HistoryHandler),
         (f"{base}/{_NAME}/events", EventsHandler),
         (f"{base}/{_NAME}/audit", AuditHandler),
+        (f"{base}/{_NAME}/card", CardHandler),
         (f"{base}/{_NAME}/logs", LogsHandler),
         (f"{base}/{_NAME}/metrics", MetricsHandler),
         (f"{base}/{_NAME}/rollback", RollbackHandler),

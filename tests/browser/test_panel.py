@@ -3,10 +3,11 @@
 Deploys v1 from this process and v2 from a kernel that JupyterLab started, checks both in
 the panel, rolls back to v1 through the panel's confirmation dialog and checks that the
 stable URL answers from v1 and that the Audit section shows the rollback (v2 → v1) over an
-intact hash chain. Then a canary: its badge and Rollout section, a share change and a
-promotion through the panel, a slow canary rolled back by its gates (a warning notification,
-and the agent's own gate_breached in the audit), and a schedule paused, resumed and run from
-the Schedules section.
+intact hash chain; real outcomes sent from here show up as the list's and the detail's
+accuracy, next to an alias chip, and the model card opens from the panel. Then a canary: its
+badge and Rollout section, a share change and a promotion through the panel, a slow canary
+rolled back by its gates (a warning notification, and the agent's own gate_breached in the
+audit), and a schedule paused, resumed and run from the Schedules section.
 Screenshots (light and dark) go to tests/artifacts/.
 """
 
@@ -51,6 +52,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = repo_root() / "tests" / "artifacts"
+# Earlier actions' toasts sit over the main area: hidden from the model card's screenshots.
+NO_TOASTS = ".Toastify, .Toastify__toast-container { display: none !important; }"
 
 KERNEL_DEPLOY = """
 %load_ext nbserve
@@ -364,6 +367,45 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     background = page.evaluate(
         "() => getComputedStyle(document.querySelector('.nbserve-Panel')).backgroundColor")
     assert background != "rgb(255, 255, 255)", background
+
+    # Quality: real outcomes sent from here show up as the list's accuracy, by polling alone.
+    _, X_test, _, y_test = iris
+    dep = nbserve.get(NAME)
+    frame = dep.predict(X_test, ids=True)  # v1 (forest) is live
+    assert dep.feedback(frame["id"], y_test)["stored"] == len(X_test)
+    dep.alias("staging", 2)
+    expected = f"accuracy {float((forest.predict(X_test) == y_test).mean()):.3g}"
+    badge = row.locator('.nbserve-quality[data-metric="accuracy"]')
+    badge.wait_for(timeout=15000)
+    assert re.fullmatch(r"acc [0-9.]+", badge.inner_text()), badge.inner_text()
+    assert badge.get_attribute("title").startswith(f"{expected} ({len(X_test)} labelled)"), badge.get_attribute("title")
+    page.mouse.move(800, 500)
+    page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-quality-list-dark.png"))
+
+    # The detail: the Quality line, the alias chip, each version's own URL; then the model card.
+    row.click()
+    quality = detail.locator('.nbserve-quality-line[data-metric="accuracy"]')
+    quality.wait_for(timeout=10000)
+    assert f"{len(X_test)} labelled" in quality.inner_text(), quality.inner_text()
+    chip = detail.locator('.nbserve-alias-chip[data-alias="staging"]')
+    chip.wait_for(timeout=10000)
+    assert chip.inner_text().strip() == "staging → v2"
+    assert v1_row.locator(".nbserve-copy-version").get_attribute("data-copy") == f"{v1.url}/v/1"
+    detail.locator("button.nbserve-model-card").click()
+    card = page.locator(f'.nbserve-CardView[data-name="{NAME}"][data-version="1"][data-state="loaded"]')
+    card.wait_for(timeout=20000)
+    card.locator("h3", has_text="Input schema").wait_for(timeout=5000)  # rendered (sanitized) HTML, not text
+    assert "RandomForestClassifier" in card.locator("h2").inner_text()
+    assert "sepal_length" in card.inner_text() and "accuracy" in card.inner_text()
+    page.mouse.move(800, 500)
+    tab_visible.screenshot(path=str(ARTIFACTS / "panel-quality-detail-dark.png"))
+    page.locator(".nbserve-CardWidget").screenshot(path=str(ARTIFACTS / "model-card-dark.png"), style=NO_TOASTS)
+    _theme(page, light=True)
+    tab_visible.screenshot(path=str(ARTIFACTS / "panel-quality-detail-light.png"))
+    page.locator(".nbserve-CardWidget").screenshot(path=str(ARTIFACTS / "model-card-light.png"), style=NO_TOASTS)
+    detail.locator("button.nbserve-back").click()
+    page.mouse.move(800, 500)
+    page.locator(".nbserve-List").screenshot(path=str(ARTIFACTS / "panel-quality-list-light.png"))
 
     assert not errors, errors
     page.close()
