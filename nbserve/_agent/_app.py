@@ -77,7 +77,7 @@ class VersionOut(BaseModel):
 class DeploymentOut(BaseModel):
     name: str
     url: str | None = Field(description="the stable URL: a BentoML-compatible service base URL")
-    status: Literal["serving", "starting", "restarting", "failed", "stopped"]
+    status: Literal["serving", "starting", "restarting", "failed", "stopped", "cold"]
     live_version: int | None
     latest_version: int | None
     created_at: str
@@ -116,6 +116,9 @@ class DeployRequest(BaseModel):
     skip_parity: bool = Field(default=False, description="do not replay the reference sample before traffic")
     sticky_header: str | None = Field(default=None, max_length=100,
                                       description="canary routing by a hash of this header's value")
+    serving: dict[str, Any] | None = Field(
+        default=None, description="workers, memory, cpus, idle_timeout: set on the deployment before this "
+                                  "version starts")
 
 
 class RollbackRequest(BaseModel):
@@ -217,6 +220,31 @@ class DriftOut(BaseModel):
 class ConfigUpdate(BaseModel):
     settings: dict[str, Any] = Field(description="capture, sample_rate, sample_budget_per_minute, drift, drift_window")
     actor: str | None = Field(default=None, max_length=200)
+
+
+class ScaleRequest(BaseModel):
+    workers: int | None = Field(default=None, ge=1, le=64)
+    memory: str | int | None = Field(default=None, description='a cap such as "1G"; "none" removes it')
+    cpus: float | str | None = Field(default=None, description='cores, e.g. 1.5; "none" removes the cap')
+    idle_timeout: str | None = Field(default=None, description='e.g. "15m"; "none": never scale to zero')
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class ResourceRow(BaseModel):
+    deployment: str
+    state: Literal["warm", "cold", "stopped", "starting"]
+    live_version: int | None
+    servers: int = Field(description="bentoml serve processes (live, warm, canary)")
+    workers: int = Field(description="workers per server")
+    cpu_percent: float
+    rss_bytes: int
+    processes: int
+    memory_cap: int | None
+    cpus_cap: float | None
+    enforcement: str | None = Field(description="cgroup-v2, cgroup-v1 or watchdog, when a cap is set")
+    idle_timeout: str | None
+    idle_seconds: float | None = Field(description="since the last request through the stable URL")
+    held: int = Field(description="connections waiting for a cold deployment to start")
 
 
 class FeedbackIn(BaseModel):
@@ -494,7 +522,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         archive, remove = uploads.archive_for(body.upload_id, body.archive_path, who, body.remove_archive)
         version = await manager.deploy(
             name, archive, actor=who.actor(body.actor), stable_port=body.stable_port,
-            remove_archive=remove, release=release,
+            remove_archive=remove, release=release, serving=body.serving,
         )
         return version_out(manager.view(name), version)
 
@@ -575,6 +603,24 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         v = manager.get_version(name, number)
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
+
+    # -- resources ---------------------------------------------------------------------------
+
+    @app.post("/v1/deployments/{name}/scale", response_model=DeploymentOut, tags=["resources"])
+    async def scale(name: str, body: ScaleRequest, who: Principal = deploy) -> DeploymentOut:
+        """Change workers, caps or the idle timeout; the live server is replaced without
+        dropping a request (a new one starts, takes the traffic, the old one drains)."""
+        changes = {k: (None if v == "none" else v) for k, v in body.model_dump(exclude={"actor"}).items()
+                   if v is not None}
+        if not changes:
+            raise errors.InvalidArgument("nothing to change", hint="give workers, memory, cpus or idle_timeout")
+        await manager.scale(name, changes, actor=who.actor(body.actor))
+        return deployment_out(manager.view(name))
+
+    @app.get("/v1/resources", response_model=list[ResourceRow], tags=["resources"])
+    async def host_resources(who: Principal = view) -> list[ResourceRow]:
+        """Every deployment now: warm or cold, servers and workers, CPU, memory and caps."""
+        return [ResourceRow(**r) for r in manager.host_resources() if who.sees(r["deployment"])]
 
     # -- quality, aliases, metadata --------------------------------------------------------
 
