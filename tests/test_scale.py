@@ -82,11 +82,9 @@ def test_bad_settings_are_refused_before_anything_exists(module_home, iris, fore
     assert parse_memory("1.5G") == int(1.5 * 2**30) and parse_memory("512MiB") == 512 * 2**20
 
 
-def test_a_deployment_over_its_memory_cap_is_restarted_and_the_agent_stays_up(module_home, iris, forest):
-    _, X_test, _, _ = iris
-    dep = nbserve.deploy(Hog(forest), "hog", X_test, memory="900M", progress=False)
-    row = nbserve.top().loc["hog"]
-    assert row["memory_cap"] == 900 * 2**20 and row["enforcement"] == enforcement()
+def _over_the_cap_is_restarted(dep, X_test, forest, mode: str) -> None:
+    row = nbserve.top().loc[dep.name]
+    assert row["memory_cap"] == 900 * 2**20 and row["enforcement"] == mode
     hungry = X_test[:1].copy()
     hungry.iloc[0, 0] = 1500.0  # 1.5 GB, over the cap
     try:
@@ -98,7 +96,20 @@ def test_a_deployment_over_its_memory_cap_is_restarted_and_the_agent_stays_up(mo
     assert "900 MiB" in exceeded["message"]
     _wait(lambda: dep.refresh().status == "serving" and "over its memory cap" in " ".join(dep.events()["message"]))
     np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))  # a fresh server answers
-    assert nbserve.get("hog").version == 1
+    assert nbserve.get(dep.name).version == 1
+
+
+def test_a_deployment_over_its_memory_cap_is_restarted_and_the_agent_stays_up(module_home, iris, forest):
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(Hog(forest), "hog", X_test, memory="900M", progress=False)
+    _over_the_cap_is_restarted(dep, X_test, forest, enforcement())
+
+
+def test_without_cgroups_a_watchdog_enforces_the_memory_cap(fresh_home, monkeypatch, iris, forest):
+    monkeypatch.setenv("NBSERVE_CGROUP_ROOT", str(fresh_home.root / "no-cgroups"))  # the agent started below
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(Hog(forest), "hog-watched", X_test, memory="900M", progress=False)
+    _over_the_cap_is_restarted(dep, X_test, forest, "watchdog")
 
 
 def test_an_idle_deployment_goes_cold_and_the_next_request_wakes_it_and_is_answered(module_home, iris, tree):
