@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Deployment", "connect", "deploy", "get", "deployments", "top"]
 
 _clients: dict[str, AgentClient] = {}
+# A rollback or start may cold-start a server from its Bento; a stop drains in-flight requests.
+CHANGE_TIMEOUT = 300.0
 
 
 def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
@@ -342,7 +344,8 @@ class Deployment:
     def rollback(self, to: int | None = None) -> "Deployment":
         """Point the stable URL at version ``to`` (default: the one before the live one)."""
         self._data = self._client.post(
-            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": _actor()}
+            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": _actor()},
+            timeout=CHANGE_TIMEOUT,
         )
         return self
 
@@ -354,12 +357,14 @@ class Deployment:
 
     def promote(self) -> "Deployment":
         """Make the canary (or shadow) version live now; the previous one stays warm."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def abort(self) -> "Deployment":
         """End the canary (or shadow): its traffic goes back to the live version at once."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def set_canary(self, percent: float) -> "Deployment":
@@ -387,11 +392,13 @@ class Deployment:
 
     def stop(self) -> "Deployment":
         """Stop every serving process; the stable URL stays and answers 503 until started."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def start(self) -> "Deployment":
-        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def logs(self, version: int | None = None, lines: int = 200) -> str:
