@@ -32,6 +32,7 @@ __all__ = [
     "deploy",
     "get",
     "deployments",
+    "top",
     "connect",
     "Deployment",
     "schedule",
@@ -51,10 +52,10 @@ __all__ = [
     "load_ipython_extension",
 ]
 
-_LAZY = {"deploy", "get", "deployments", "connect", "Deployment"}
+_LAZY = {"deploy", "get", "deployments", "connect", "Deployment", "top"}
 
 if TYPE_CHECKING:
-    from ._api import Deployment, connect, deploy, deployments, get
+    from ._api import Deployment, connect, deploy, deployments, get, top
     from ._drift import DriftConfig
     from ._schedules import Schedule, get_schedule, schedule, schedules
 

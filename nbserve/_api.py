@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["Deployment", "connect", "deploy", "get", "deployments"]
+__all__ = ["Deployment", "connect", "deploy", "get", "deployments", "top"]
 
 _clients: dict[str, AgentClient] = {}
+# A rollback or start may cold-start a server from its Bento; a stop drains in-flight requests.
+CHANGE_TIMEOUT = 300.0
 
 
 def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
@@ -322,6 +324,16 @@ class Deployment:
 
         return build_card(self, version or self.version)
 
+    def scale(self, *, workers: int | None = None, memory: str | int | None = None,
+              cpus: float | str | None = None, idle_timeout: str | None = None) -> "Deployment":
+        """Change workers, memory/CPU caps or the idle timeout (``"none"`` removes a cap or
+        the timeout). The live server is replaced without dropping a request: the new one
+        starts beside it, takes the traffic once ready, and the old one drains."""
+        body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout, "actor": _actor()}
+        self._data = self._client.post(f"/v1/deployments/{self.name}/scale",
+                                       json={k: v for k, v in body.items() if v is not None}, timeout=600)
+        return self
+
     def audit(self, limit: int = 200) -> "pd.DataFrame":
         """Who changed this deployment, when, from where, and the live version before and after
         (the agent's hash-chained audit log, oldest first)."""
@@ -332,7 +344,8 @@ class Deployment:
     def rollback(self, to: int | None = None) -> "Deployment":
         """Point the stable URL at version ``to`` (default: the one before the live one)."""
         self._data = self._client.post(
-            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": _actor()}
+            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": _actor()},
+            timeout=CHANGE_TIMEOUT,
         )
         return self
 
@@ -344,12 +357,14 @@ class Deployment:
 
     def promote(self) -> "Deployment":
         """Make the canary (or shadow) version live now; the previous one stays warm."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def abort(self) -> "Deployment":
         """End the canary (or shadow): its traffic goes back to the live version at once."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def set_canary(self, percent: float) -> "Deployment":
@@ -377,11 +392,13 @@ class Deployment:
 
     def stop(self) -> "Deployment":
         """Stop every serving process; the stable URL stays and answers 503 until started."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def start(self) -> "Deployment":
-        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()})
+        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()},
+                                       timeout=CHANGE_TIMEOUT)
         return self
 
     def logs(self, version: int | None = None, lines: int = 200) -> str:
@@ -629,6 +646,10 @@ def deploy(
     sticky_header: str | None = None,
     intended_use: str | None = None,
     limitations: str | None = None,
+    workers: int | None = None,
+    memory: str | int | None = None,
+    cpus: float | None = None,
+    idle_timeout: str | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -654,6 +675,11 @@ def deploy(
         skip_parity: do not replay the reference sample through the new server before it
             takes traffic (the skip is recorded in the version's history).
         intended_use, limitations: free text for the model card, stored with the version.
+        workers: BentoML worker processes behind the stable URL (``dep.scale`` changes it live).
+        memory, cpus: caps on the server's processes ("1G", 1.5); enforced by cgroups where the
+            host allows, else by a watchdog and CPU affinity (``nbserve top`` says which).
+        idle_timeout: stop the servers after this long without requests ("15m"); the next
+            request starts them again and is answered once ready (scale to zero).
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -685,7 +711,9 @@ def deploy(
                 f"/v1/deployments/{name}/versions",
                 json={"upload_id": upload_id, "stable_port": port, "actor": _actor(),
                       "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
-                      "skip_parity": skip_parity, "sticky_header": sticky_header},
+                      "skip_parity": skip_parity, "sticky_header": sticky_header,
+                      "serving": {k: v for k, v in {"workers": workers, "memory": memory, "cpus": cpus,
+                                                     "idle_timeout": idle_timeout}.items() if v is not None} or None},
                 timeout=max(60.0, timeout),
             )
         finally:
@@ -763,6 +791,15 @@ def get(name: str, *, target: str | None = None, start: bool = True) -> Deployme
     """The deployment called ``name`` (``DeploymentNotFound`` if there is none)."""
     client = connect(target, start=start)
     return Deployment(client, client.get(f"/v1/deployments/{name}"))
+
+
+def top(*, target: str | None = None) -> "pd.DataFrame":
+    """Every deployment now: warm or cold, servers and workers, CPU %, RSS, caps and how they
+    are enforced, seconds since the last request (what ``nbserve top`` shows)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(connect(target).get("/v1/resources"))
+    return frame.set_index("deployment") if not frame.empty else frame
 
 
 def deployments(*, target: str | None = None, start: bool = True) -> list[Deployment]:

@@ -114,6 +114,41 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from ._api import top
+
+    while True:
+        frame = top(target=args.target)
+        rows = [] if frame.empty else [
+            {**r, "deployment": name, "version": f"v{r['live_version']}" if r["live_version"] else "-",
+             "cpu": f"{r['cpu_percent']:.0f}%", "rss": f"{r['rss_bytes'] / 2**20:.0f}M",
+             "caps": " ".join(x for x in (f"{r['memory_cap'] / 2**20:.0f}M" if r["memory_cap"] else "",
+                                          f"{r['cpus_cap']:g}cpu" if r["cpus_cap"] else "") if x)
+             + (f" ({r['enforcement']})" if r["enforcement"] else ""),
+             "idle": "-" if r["idle_seconds"] is None else f"{r['idle_seconds']:.0f}s",
+             "idle_timeout": r["idle_timeout"] or "-"}
+            for name, r in frame.iterrows()
+        ]
+        if not args.once:
+            print("\033[2J\033[H", end="")
+        print(_table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
+                            "caps", "idle", "idle_timeout", "held"]))
+        if args.once:
+            return 0
+        _time.sleep(args.interval)
+
+
+def _cmd_scale(args: argparse.Namespace) -> int:
+    from ._api import get
+
+    dep = get(args.name, target=args.target).scale(workers=args.workers, memory=args.memory, cpus=args.cpus,
+                                                    idle_timeout=args.idle_timeout)
+    print(f"{dep.name}: {dep.status}, v{dep.version}")
+    return 0
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     from ._config import Home
     from ._local import find_agent, start_agent, stop_agent
@@ -135,7 +170,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
         exposure = Exposure(tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
                             predict_auth=args.predict_auth, public_host=args.public_host)
-        return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure)
+        return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure,
+                   memory_budget=args.memory_budget)
     if args.action == "init-tls":
         from ._cli_access import init_tls
 
@@ -186,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     logs = add("logs", _cmd_logs, "server log of a version")
     logs.add_argument("--version", type=int, default=None, help="version (default: live)")
     logs.add_argument("--lines", type=int, default=200)
+    top = add("top", _cmd_top, "every deployment's state, workers, CPU, memory and caps, refreshed", named=False)
+    top.add_argument("--once", action="store_true", help="print once and exit")
+    top.add_argument("--interval", type=float, default=2.0)
+    scale = add("scale", _cmd_scale, "change workers, caps or the idle timeout without dropping requests")
+    scale.add_argument("--workers", type=int)
+    scale.add_argument("--memory", help='a cap such as "1G"; "none" removes it')
+    scale.add_argument("--cpus", help='cores, e.g. 1.5; "none" removes the cap')
+    scale.add_argument("--idle-timeout", help='scale to zero after this long without requests, e.g. "15m"; "none"')
     events = add("events", _cmd_events, "what happened, newest last", named=None)
     events.add_argument("--limit", type=int, default=50)
     from ._cli_schedule import register as register_schedule
@@ -208,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sampled requests kept per deployment (run only; default 100000)")
     agent.add_argument("--metrics-max-mb", type=float, default=None,
                        help="size budget of metrics.sqlite; oldest samples go first (run only; default 1024)")
+    agent.add_argument("--memory-budget", default=None,
+                       help='memory for every server together, e.g. "8G": past it the least recently used '
+                            "deployments are scaled to zero (run only)")
     agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run only)")
     agent.add_argument("--tls-key", default=None, help="... and this private key (run only)")
     agent.add_argument("--insecure", action="store_true",

@@ -19,6 +19,7 @@ USAGE = """\
 %deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N] [--target T]
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
         [--intended-use TEXT] [--limitations TEXT]
+        [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-promote", action="store_true")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--sticky-header")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--memory")
+    p.add_argument("--cpus", type=float)
+    p.add_argument("--idle-timeout")
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     actions = p.add_mutually_exclusive_group()
@@ -150,6 +155,7 @@ class DeployMagics(Magics):
             canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
+            workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

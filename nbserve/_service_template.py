@@ -40,6 +40,7 @@ _COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
 _NAMES = [c["name"] for c in _COLUMNS]
 _POSITIONAL = bool(_BUNDLE["schema"].get("positional"))
 _NUMERIC = {"int", "float", "bool"}
+_WORKER = str(__import__("os").getpid())
 
 
 def _unprocessable(message: str, **detail: t.Any) -> JSONResponse:
@@ -167,7 +168,8 @@ class ${class_name}:
 
         self.model = ${loader_module}.load_model(self.model_ref)
 
-    def _answer(self, data: pd.DataFrame, predict: t.Callable[[t.Any], t.Any]) -> t.Any:
+    def _answer(self, data: pd.DataFrame, predict: t.Callable[[t.Any], t.Any], ctx: t.Any) -> t.Any:
+        ctx.response.headers["x-nbserve-worker"] = _WORKER  # which worker answered (scaling checks)
         frame = _conform(data)
         if isinstance(frame, JSONResponse):
             return frame
@@ -175,18 +177,18 @@ class ${class_name}:
 
     @bentoml.api
     def predict(
-        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")]
+        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
     ) -> np.ndarray:
-        return self._answer(data, lambda frame: ${predict_expr})
+        return self._answer(data, lambda frame: ${predict_expr}, ctx)
 ${extra_apis}'''
 )
 
 _PREDICT_PROBA_API = '''
     @bentoml.api
     def predict_proba(
-        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")]
+        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
     ) -> np.ndarray:
-        return self._answer(data, self.model.predict_proba)
+        return self._answer(data, self.model.predict_proba, ctx)
 '''
 
 

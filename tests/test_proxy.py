@@ -954,3 +954,41 @@ def test_a_refused_token_is_answered_before_the_body_and_never_reaches_the_upstr
 
     run(main())
     assert seen[:1] == [None]
+
+
+def test_a_scaled_to_zero_endpoint_holds_requests_until_woken_and_answers_503_if_waking_fails(run, up_a):
+    async def main() -> None:
+        async with Proxy(None) as p:
+            woken: list[float] = []
+
+            def waker() -> None:
+                woken.append(time.monotonic())
+                asyncio.get_running_loop().call_later(0.3, p.ep.set_upstream, up_a.upstream)
+
+            p.ep.set_waker(waker)
+            started = time.monotonic()
+            results = await asyncio.gather(*(p.client.get("/whoami") for _ in range(5)))
+            assert [r.status_code for r in results] == [200] * 5  # held, not refused
+            assert time.monotonic() - started >= 0.3 and len(woken) == 1  # one wake for all of them
+            # scaled to zero again; this time starting fails: the held request gets a 503 with the reason
+            p.ep.set_upstream(None)
+
+            def failing() -> None:
+                asyncio.get_running_loop().call_later(
+                    0.1, lambda: p.ep.wake_failed("v1 did not start: boom", "see its log"))
+
+            p.ep.set_waker(failing)
+            r = await p.client.get("/whoami")
+            assert r.status_code == 503 and r.json()["error"] == "v1 did not start: boom"
+            r = await p.client.get("/whoami")  # within the back-off: at once, no new start
+            assert r.status_code == 503
+            p.ep.set_waker(None)
+            assert (await p.client.get("/whoami")).status_code == 503
+            # a held request that waits past the wake timeout is answered, not dropped
+            p.ep.set_waker(lambda: None, timeout=0.3)
+            p.ep._no_wake_until = 0.0
+            r = await p.client.get("/whoami")
+            assert r.status_code == 503 and "did not start within" in r.json()["error"]
+            assert p.ep.held() == 0
+
+    run(main())

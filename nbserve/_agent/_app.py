@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,6 +38,8 @@ from ._uploads import Uploads
 log = logging.getLogger("nbserve.agent")
 
 API_VERSION = "v1"
+# Version numbers and row ids are SQLite INTEGERs: a larger one cannot even be looked up.
+MAX_INT = 2**63 - 1
 
 # -- models ---------------------------------------------------------------------------
 
@@ -77,7 +80,7 @@ class VersionOut(BaseModel):
 class DeploymentOut(BaseModel):
     name: str
     url: str | None = Field(description="the stable URL: a BentoML-compatible service base URL")
-    status: Literal["serving", "starting", "restarting", "failed", "stopped"]
+    status: Literal["serving", "starting", "restarting", "failed", "stopped", "cold"]
     live_version: int | None
     latest_version: int | None
     created_at: str
@@ -116,6 +119,9 @@ class DeployRequest(BaseModel):
     skip_parity: bool = Field(default=False, description="do not replay the reference sample before traffic")
     sticky_header: str | None = Field(default=None, max_length=100,
                                       description="canary routing by a hash of this header's value")
+    serving: dict[str, Any] | None = Field(
+        default=None, description="workers, memory, cpus, idle_timeout: set on the deployment before this "
+                                  "version starts")
 
 
 class RollbackRequest(BaseModel):
@@ -219,6 +225,31 @@ class ConfigUpdate(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
+class ScaleRequest(BaseModel):
+    workers: int | None = Field(default=None, ge=1, le=64)
+    memory: str | int | None = Field(default=None, description='a cap such as "1G"; "none" removes it')
+    cpus: float | str | None = Field(default=None, description='cores, e.g. 1.5; "none" removes the cap')
+    idle_timeout: str | None = Field(default=None, description='e.g. "15m"; "none": never scale to zero')
+    actor: str | None = Field(default=None, max_length=200)
+
+
+class ResourceRow(BaseModel):
+    deployment: str
+    state: Literal["warm", "cold", "stopped", "starting"]
+    live_version: int | None
+    servers: int = Field(description="bentoml serve processes (live, warm, canary)")
+    workers: int = Field(description="workers per server")
+    cpu_percent: float
+    rss_bytes: int
+    processes: int
+    memory_cap: int | None
+    cpus_cap: float | None
+    enforcement: str | None = Field(description="cgroup-v2, cgroup-v1 or watchdog, when a cap is set")
+    idle_timeout: str | None
+    idle_seconds: float | None = Field(description="since the last request through the stable URL")
+    held: int = Field(description="connections waiting for a cold deployment to start")
+
+
 class FeedbackIn(BaseModel):
     ids: list[str] = Field(max_length=1_000_000,
                            description='prediction ids: "<x-request-id>:<row>" (or the bare id of a one-row request)')
@@ -242,7 +273,7 @@ class QualityOut(BaseModel):
 
 
 class AliasIn(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT)
     actor: str | None = Field(default=None, max_length=200)
 
 
@@ -494,13 +525,13 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         archive, remove = uploads.archive_for(body.upload_id, body.archive_path, who, body.remove_archive)
         version = await manager.deploy(
             name, archive, actor=who.actor(body.actor), stable_port=body.stable_port,
-            remove_archive=remove, release=release,
+            remove_archive=remove, release=release, serving=body.serving,
         )
         return version_out(manager.view(name), version)
 
     @app.get("/v1/deployments/{name}/versions/{number}", response_model=VersionOut,
              dependencies=[view], tags=["deployments"])
-    async def get_version(name: str, number: int) -> VersionOut:
+    async def get_version(name: str, number: int = PathParam(ge=1, le=MAX_INT)) -> VersionOut:
         return version_out(manager.view(name), manager.get_version(name, number))
 
     @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, tags=["deployments"])
@@ -547,7 +578,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     @app.get("/v1/deployments/{name}/events", response_model=list[EventOut], dependencies=[view],
              tags=["deployments"])
     async def deployment_events(name: str, limit: int = Query(200, ge=1, le=10_000),
-                                after: int = Query(0, ge=0)) -> list[EventOut]:
+                                after: int = Query(0, ge=0, le=MAX_INT)) -> list[EventOut]:
         manager.get_row(name)
         return [event_out(e) for e in manager.registry.events(name, limit=limit, after_id=after)]
 
@@ -558,14 +589,15 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
                                                     actor=who.actor(body.actor)))
 
     @app.get("/v1/events", response_model=list[EventOut], tags=["agent"])
-    async def all_events(limit: int = Query(200, ge=1, le=10_000), after: int = Query(0, ge=0),
+    async def all_events(limit: int = Query(200, ge=1, le=10_000),
+                         after: int = Query(0, ge=0, le=MAX_INT),
                          who: Principal = view) -> list[EventOut]:
         return [event_out(e) for e in manager.registry.events(None, limit=limit, after_id=after)
                 if who.sees(e.deployment)]
 
     @app.get("/v1/deployments/{name}/logs", response_model=LogsOut, dependencies=[view],
              tags=["deployments"])
-    async def logs(name: str, version: int | None = Query(None, ge=1),
+    async def logs(name: str, version: int | None = Query(None, ge=1, le=MAX_INT),
                    lines: int = Query(200, ge=1, le=10_000)) -> LogsOut:
         row = manager.get_row(name)
         versions = manager.registry.list_versions(name)
@@ -576,6 +608,24 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
 
+    # -- resources ---------------------------------------------------------------------------
+
+    @app.post("/v1/deployments/{name}/scale", response_model=DeploymentOut, tags=["resources"])
+    async def scale(name: str, body: ScaleRequest, who: Principal = deploy) -> DeploymentOut:
+        """Change workers, caps or the idle timeout; the live server is replaced without
+        dropping a request (a new one starts, takes the traffic, the old one drains)."""
+        changes = {k: (None if v == "none" else v) for k, v in body.model_dump(exclude={"actor"}).items()
+                   if v is not None}
+        if not changes:
+            raise errors.InvalidArgument("nothing to change", hint="give workers, memory, cpus or idle_timeout")
+        await manager.scale(name, changes, actor=who.actor(body.actor))
+        return deployment_out(manager.view(name))
+
+    @app.get("/v1/resources", response_model=list[ResourceRow], tags=["resources"])
+    async def host_resources(who: Principal = view) -> list[ResourceRow]:
+        """Every deployment now: warm or cold, servers and workers, CPU, memory and caps."""
+        return [ResourceRow(**r) for r in manager.host_resources() if who.sees(r["deployment"])]
+
     # -- quality, aliases, metadata --------------------------------------------------------
 
     @app.post("/v1/deployments/{name}/feedback", response_model=FeedbackOut, tags=["quality"])
@@ -585,7 +635,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/deployments/{name}/quality", response_model=QualityOut, dependencies=[view], tags=["quality"])
     async def quality(name: str, window: str = "1d", bucket: str = "1h", metrics: str | None = None,
-                      version: int | None = Query(None, ge=1)) -> QualityOut:
+                      version: int | None = Query(None, ge=1, le=MAX_INT)) -> QualityOut:
         """Metrics (scikit-learn) per time bucket and version over labelled predictions."""
         chosen = metrics.split(",") if metrics else None
         return QualityOut(**await asyncio.to_thread(manager.quality, name, window, bucket=bucket,
@@ -601,18 +651,21 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         return manager.set_alias(name, alias, None, actor=who.actor(None))
 
     @app.get("/v1/deployments/{name}/versions/{number}/metadata", dependencies=[view], tags=["quality"])
-    async def version_metadata(name: str, number: int) -> dict[str, Any]:
+    async def version_metadata(name: str,
+                               number: int = PathParam(ge=1, le=MAX_INT)) -> dict[str, Any]:
         """What the version is (also ``GET <stable URL>/v/N/metadata``)."""
         return await asyncio.to_thread(manager.metadata, name, number)
 
     @app.get("/v1/deployments/{name}/versions/{number}/schema", dependencies=[view], tags=["quality"])
-    async def version_schema(name: str, number: int) -> dict[str, Any]:
+    async def version_schema(name: str,
+                             number: int = PathParam(ge=1, le=MAX_INT)) -> dict[str, Any]:
         """The input schema and an example row (also ``GET <stable URL>/v/N/schema``)."""
         return await asyncio.to_thread(manager.schema, name, number)
 
     # -- uploads, tokens, audit ----------------------------------------------------------
 
     @app.post("/v1/uploads", response_model=UploadOut, status_code=201, tags=["deployments"],
+              responses={code: {"model": ErrorResponse} for code in (411, 415)},
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def upload(request: Request, who: Principal = deploy) -> UploadOut:
@@ -662,7 +715,8 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/audit", response_model=list[AuditOut], tags=["access"])
     async def audit(deployment: str | None = None, limit: int = Query(200, ge=1, le=10_000),
-                    after: int = Query(0, ge=0), who: Principal = view) -> list[AuditOut]:
+                    after: int = Query(0, ge=0, le=MAX_INT),
+                    who: Principal = view) -> list[AuditOut]:
         """Who changed what, when, from where: oldest first, the newest ``limit`` after ``after``."""
         if deployment is not None:
             tokens.authorize(who, "view", deployment)
@@ -679,8 +733,8 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     @app.get("/v1/deployments/{name}/latency", response_model=list[LatencyRow], dependencies=[view],
              tags=["monitoring"])
     async def latency(name: str, window: str = "1h", by_version: bool = False,
-                      since_version: int | None = Query(None, ge=1),
-                      version: int | None = Query(None, ge=0)) -> list[LatencyRow]:
+                      since_version: int | None = Query(None, ge=1, le=MAX_INT),
+                      version: int | None = Query(None, ge=0, le=MAX_INT)) -> list[LatencyRow]:
         rows = await asyncio.to_thread(manager.latency, name, window, by_version=by_version,
                                        since_version=since_version, version=version)
         return [LatencyRow(**r) for r in rows]
@@ -692,20 +746,22 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/deployments/{name}/traffic", response_model=TableOut, dependencies=[view],
              tags=["monitoring"])
-    async def traffic(name: str, window: str = "1h", version: int | None = Query(None, ge=0),
+    async def traffic(name: str, window: str = "1h",
+                      version: int | None = Query(None, ge=0, le=MAX_INT),
                       limit: int = Query(10_000, ge=1, le=1_000_000)) -> Response:
         frame = await asyncio.to_thread(manager.traffic, name, window, version=version, limit=limit)
         return _frame_response(frame)
 
     @app.get("/v1/deployments/{name}/drift", response_model=DriftOut, dependencies=[view],
              tags=["monitoring"])
-    async def drift(name: str, window: str = "1h", version: int | None = Query(None, ge=1)) -> DriftOut:
+    async def drift(name: str, window: str = "1h",
+                    version: int | None = Query(None, ge=1, le=MAX_INT)) -> DriftOut:
         report = await asyncio.to_thread(manager.drift, name, window, version=version)
         return DriftOut(version=version or manager.get_row(name).live_version, **report_payload(report))
 
     @app.get("/v1/deployments/{name}/reference", dependencies=[view], tags=["monitoring"],
              responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
-    async def reference(name: str, version: int | None = Query(None, ge=1)) -> Response:
+    async def reference(name: str, version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
         """The version's reference sample (inputs and the model's predictions) as Parquet."""
         number, bento_path = await asyncio.to_thread(manager.reference_path, name, version)
         from .._service_template import REFERENCE_FILE

@@ -123,7 +123,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
-                lock: IO[str] | None = None, exposure: Exposure | None = None) -> None:
+                lock: IO[str] | None = None, exposure: Exposure | None = None,
+                memory_budget: int | None = None) -> None:
     import uvicorn
 
     from .._tls import server_context
@@ -143,6 +144,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
                           predict_auth=exposure.default_predict_auth(host),
                           public_host=exposure.public_host or _public_host(host))
+        manager.memory_budget = memory_budget
         scheduler = Scheduler(home, registry, revert=manager.revert)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -208,9 +210,17 @@ def _public_host(host: str) -> str:
 
 
 def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
-        exposure: Exposure | None = None) -> int:
+        exposure: Exposure | None = None, memory_budget: str | int | None = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     exposure = exposure or Exposure()
+    from ..errors import InvalidArgument
+    from ._limits import parse_memory
+
+    try:
+        budget = parse_memory(memory_budget or os.environ.get("NBSERVE_MEMORY_BUDGET") or None)
+    except InvalidArgument as exc:
+        print(f"nbserve agent: {exc.message}", file=sys.stderr)
+        return 2
     refusal = exposure.refusal(host)
     if refusal:
         print(f"nbserve agent: {refusal}", file=sys.stderr)
@@ -236,7 +246,7 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure))
+    runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget))
     return 0
 
 

@@ -43,6 +43,7 @@ from ._rollout import (
 from ._proxy import LocalAnswer, Router, StableEndpoint, Upstream
 from ._quality import check_metrics, parse_ids, quality_rows
 from ._access import Tokens
+from ._limits import Limits, parse_cpus, parse_memory
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
 
@@ -61,6 +62,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # "token": the stable URL needs a token allowed to predict; "open": it does not; None:
     # the agent's default (open on a loopback agent without TLS, token otherwise).
     "predict_auth": None,
+    # Serving resources (applied when a server starts; dep.scale() restarts the live one).
+    "workers": 1,  # BentoML worker processes behind the stable URL
+    "memory": None,  # bytes: a cap on the server's whole process tree (cgroups, else a watchdog)
+    "cpus": None,  # cores: a CFS quota (cgroups), else CPU affinity
+    "idle_timeout": None,  # e.g. "15m": stop the servers after this long without requests (scale to zero)
 }
 DRIFT_SUMMARY_SECONDS = 10.0
 GATE_CHECK_SECONDS = 2.0  # the summary's drift flag is recomputed at most this often
@@ -88,7 +94,11 @@ class Manager:
         self.tls = tls  # an ssl.SSLContext: stable URLs are https
         self.tokens = tokens
         self.predict_auth = predict_auth  # the default of the predict_auth setting
-        self.supervisor = Supervisor(home, registry, on_exit=self._on_process_exit)
+        self.supervisor = Supervisor(home, registry, on_exit=self._on_process_exit,
+                                     on_limit=self._on_memory_limit)
+        self.memory_budget: int | None = None  # bytes for every server together (nbserve agent --memory-budget)
+        self.cold: set[str] = set()  # deployments scaled to zero: no server, requests wake them
+        self._active_since: dict[str, float] = {}  # loop time a deployment last started serving
         self.endpoints: dict[str, StableEndpoint] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -135,7 +145,8 @@ class Manager:
             v: p for (d, v), p in self.supervisor.processes.items() if d == name and p.alive()
         }
         ready = {v for v, p in running.items() if p.ready}
-        return DeploymentView(row, self._status(row, versions, ready), self.stable_url(row), versions, running)
+        status = "cold" if name in self.cold and row.state == "serving" else self._status(row, versions, ready)
+        return DeploymentView(row, status, self.stable_url(row), versions, running)
 
     def views(self) -> list[DeploymentView]:
         return [self.view(row.name) for row in self.registry.list_deployments()]
@@ -178,12 +189,19 @@ class Manager:
         stable_port: int | None = None,
         remove_archive: bool = False,
         release: ReleasePlan | None = None,
+        serving: dict[str, Any] | None = None,
     ) -> VersionRow:
         """Import a Bento archive and register it as the next version; roll it out in the
         background. Bad archives fail here, before any version exists."""
         check_name(name)
         if self.closing:
             raise Conflict("the agent is shutting down", hint="try again in a moment")
+        if serving:
+            unknown = set(serving) - {"workers", "memory", "cpus", "idle_timeout"}
+            if unknown:
+                raise InvalidArgument(f"unknown serving setting(s): {', '.join(sorted(unknown))}",
+                                      hint="workers, memory, cpus, idle_timeout")
+            _validate_config({**DEFAULT_CONFIG, **serving})  # a wrong one fails before anything exists
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.home)
         metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
         if remove_archive:
@@ -196,6 +214,8 @@ class Manager:
                 f"{name} already serves on port {row.stable_port}",
                 hint="leave out --port, or stop and delete the deployment first",
             )
+        if serving:
+            self.configure(name, serving, actor=actor)  # before the version starts, so it starts with them
         version = self.registry.add_version(name, bento_tag, metadata, actor)
         self.registry.add_event(
             "version_registered", f"v{version.number} registered from {bento_tag}",
@@ -221,7 +241,7 @@ class Manager:
             plan = ReleasePlan(**version.metadata.get("release", {}))
             try:
                 endpoint = await self._endpoint(self.get_row(name))
-                proc = await self.supervisor.start(name, number, version.bento_tag)
+                proc = await self._start(name, number, version.bento_tag)
                 await self._check_parity(name, number, proc, plan, actor)
             except NbserveError as exc:
                 self._fail(name, number, exc, actor)
@@ -470,6 +490,10 @@ class Manager:
         """Judge every canary and shadow against its gates; roll back or promote on its own."""
         while not self.closing:
             await asyncio.sleep(GATE_CHECK_SECONDS)
+            try:
+                await self._scale_down()
+            except Exception:  # noqa: BLE001 - must not stop the gates
+                log.exception("scale-to-zero check failed")
             for row in self.registry.list_deployments():
                 if not row.rollout or row.state != "serving":
                     continue
@@ -504,7 +528,10 @@ class Manager:
         )
 
     def _switch(self, endpoint: StableEndpoint, proc: ServingProcess) -> None:
-        endpoint.set_upstream(Upstream("127.0.0.1", proc.port, str(proc.version)))
+        endpoint.set_upstream(Upstream("127.0.0.1", proc.port, str(proc.version)))  # held requests go too
+        if endpoint.name in self.cold:  # a deploy, rollback or start while cold: it is warm now
+            self.cold.discard(endpoint.name)
+            endpoint.set_waker(None)
 
     def _make_live(self, name: str, endpoint: StableEndpoint, proc: ServingProcess) -> int | None:
         """Point the stable URL at a ready server and record it; return the previous live
@@ -584,7 +611,7 @@ class Manager:
                     "restarting", f"v{target.number} is not running; starting it from its Bento",
                     deployment=name, version=target.number, actor=actor,
                 )
-                proc = await self.supervisor.start(name, target.number, target.bento_tag)
+                proc = await self._start(name, target.number, target.bento_tag)
             assert proc is not None
             previous = self._make_live(name, endpoint, proc)
             self.registry.add_event(
@@ -628,8 +655,10 @@ class Manager:
                 await self._abort_locked(name, "deployment stopped", actor=actor)
             row = self.get_row(name)
             endpoint = self.endpoints.get(name)
+            self.cold.discard(name)
             if endpoint is not None:
                 endpoint.set_upstream(None)
+                endpoint.set_waker(None)  # stopped means 503, not "start on the next request"
             for (d, number) in list(self.supervisor.processes):
                 if d == name:
                     await self._retire(name, number, "stopped")
@@ -649,7 +678,7 @@ class Manager:
                 raise VersionNotFound(f"{name} has no version that served", hint="deploy a model first")
             version = self.get_version(name, row.live_version)
             endpoint = await self._endpoint(row)
-            proc = await self.supervisor.start(name, version.number, version.bento_tag)
+            proc = await self._start(name, version.number, version.bento_tag)
             self._make_live(name, endpoint, proc)
             self.registry.add_event(
                 "started", f"v{version.number} is serving again",
@@ -679,6 +708,8 @@ class Manager:
                                             deployment=row.name, version=number)
                     if number == row.live_version:
                         self._switch(await self._endpoint(row), proc)
+                elif number == row.live_version and self.config(row.name)["idle_timeout"]:
+                    self._make_cold(await self._endpoint(row), "the agent restarted")  # woken by traffic
                 elif number == row.live_version:
                     self._spawn(self._restart(row.name, number, reason="agent restarted"))
                 else:
@@ -719,7 +750,7 @@ class Manager:
             version = self.get_version(name, number)
             endpoint = await self._endpoint(row)
             try:
-                proc = await self.supervisor.start(name, number, version.bento_tag)
+                proc = await self._start(name, number, version.bento_tag)
             except NbserveError as exc:
                 self.registry.add_event("restart_failed", f"v{number} did not restart: {exc.message}",
                                         deployment=name, version=number, data=exc.details)
@@ -768,6 +799,176 @@ class Manager:
         for endpoint in self.endpoints.values():
             await endpoint.close()
         await asyncio.to_thread(self.monitor.close)
+
+    # -- resources: workers, caps, scale to zero ------------------------------------------
+
+    async def _start(self, name: str, number: int, bento_tag: str, *, replace: bool = False) -> ServingProcess:
+        """Start a version's server with the deployment's workers and caps."""
+        config = self.config(name)
+        proc = await self.supervisor.start(
+            name, number, bento_tag, workers=int(config["workers"]),
+            limits=Limits(config["memory"], config["cpus"]), replace=replace,
+        )
+        self._active_since[name] = asyncio.get_running_loop().time()
+        return proc
+
+    async def scale(self, name: str, changes: dict[str, Any], *, actor: str | None) -> None:
+        """Change workers or caps and restart the live version's server with them: the new
+        server starts beside the old, takes the traffic once ready, then the old one drains."""
+        self.configure(name, changes, actor=actor)
+        async with self._lock(name):
+            row = self.get_row(name)
+            if row.state != "serving" or name in self.cold or row.live_version is None:
+                return  # applied at the next start
+            await self._replace_live(name, row.live_version, reason="scaled")
+
+    async def _replace_live(self, name: str, number: int, *, reason: str) -> None:
+        version = self.get_version(name, number)
+        endpoint = await self._endpoint(self.get_row(name))
+        old = self.supervisor.processes.get((name, number))
+        proc = await self._start(name, number, version.bento_tag, replace=True)
+        self._switch(endpoint, proc)
+        if old is not None and old is not proc:
+            upstream = Upstream("127.0.0.1", old.port, str(number))
+            await endpoint.drain(upstream)
+            endpoint.close_idle(upstream)
+            await self.supervisor.stop(old)
+        self.registry.add_event(
+            "scaled" if reason == "scaled" else "restarted",
+            f"v{number} now runs {proc.workers} worker(s)" + _caps_text(proc.limits) + f" ({reason})",
+            deployment=name, version=number,
+            data={"workers": proc.workers, "memory": proc.limits.memory, "cpus": proc.limits.cpus,
+                  "enforcement": self.supervisor.enforcement, "ready_seconds": proc.ready_seconds},
+        )
+
+    def _on_memory_limit(self, proc: ServingProcess, what: str) -> None:
+        name, number = proc.deployment, proc.version
+        self.registry.add_event("memory_exceeded", f"v{number}: {what}; restarting it",
+                                deployment=name, version=number,
+                                data={"memory": proc.limits.memory, "enforcement": self.supervisor.enforcement})
+        proc.limits = Limits(None, proc.limits.cpus)  # report once; the replacement has its own cap
+
+        async def restart() -> None:
+            async with self._lock(name):
+                row = self.get_row(name)
+                if row.state != "serving" or self.closing:
+                    return
+                if row.live_version == number or row.rollout.get("version") == number:
+                    try:
+                        await self._replace_live(name, number, reason="over its memory cap")
+                    except NbserveError as exc:
+                        self.registry.add_event("restart_failed", f"v{number} did not restart: {exc.message}",
+                                                deployment=name, version=number)
+                else:
+                    await self.supervisor.stop(proc)
+                    self.registry.set_version_status(name, number, "stopped")
+
+        self._spawn(restart())
+
+    async def _scale_down(self) -> None:
+        """Cool idle deployments (``idle_timeout``) and, over the host's memory budget, the
+        least recently used ones (never the most recent)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        warm = []
+        for row in self.registry.list_deployments():
+            endpoint = self.endpoints.get(row.name)
+            if (row.state != "serving" or row.rollout or row.name in self.cold or endpoint is None
+                    or endpoint.upstream is None):
+                continue
+            last = max(endpoint.last_request, self._active_since.get(row.name, now))
+            warm.append((last, row.name))
+            timeout = self.config(row.name)["idle_timeout"]
+            if timeout and now - last >= parse_window(timeout) and endpoint.inflight() == 0:
+                await self._cool(row.name, f"no requests for {timeout}")
+        if self.memory_budget is None:
+            return
+        warm = [(last, name) for last, name in sorted(warm) if name not in self.cold]
+        used = sum(p.rss_bytes() for p in self.supervisor.processes.values())
+        for _last, name in warm[:-1]:  # the most recently used stays warm
+            if used <= self.memory_budget:
+                break
+            freed = sum(p.rss_bytes() for (d, _), p in self.supervisor.processes.items() if d == name)
+            await self._cool(name, f"the host's memory budget ({self.memory_budget // 2**20} MiB) was exceeded")
+            used -= freed
+
+    async def _cool(self, name: str, reason: str) -> None:
+        """Scale to zero: stop every server of the deployment; its stable URL holds the next
+        request, starts the live version again and then answers it."""
+        async with self._lock(name):
+            row = self.get_row(name)
+            endpoint = self.endpoints.get(row.name)
+            if row.state != "serving" or row.rollout or name in self.cold or endpoint is None:
+                return
+            self._make_cold(endpoint, reason)
+            procs = [p for (d, _), p in list(self.supervisor.processes.items()) if d == name]
+            for proc in procs:
+                upstream = Upstream("127.0.0.1", proc.port, str(proc.version))
+                await endpoint.drain(upstream)
+                endpoint.close_idle(upstream)
+                await self.supervisor.stop(proc)
+                if proc.version != row.live_version:
+                    self.registry.set_version_status(name, proc.version, "stopped")
+            self.registry.add_event("scaled_to_zero", f"every server stopped: {reason}; the next request "
+                                    "starts v{0} again".format(row.live_version), deployment=name,
+                                    version=row.live_version, data={"reason": reason})
+
+    def _make_cold(self, endpoint: StableEndpoint, reason: str) -> None:
+        name = endpoint.name
+        self.cold.add(name)
+        endpoint.set_upstream(None)
+        endpoint.set_waker(lambda: self._spawn(self._wake(name)))
+
+    async def _wake(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        endpoint = self.endpoints[name]
+        async with self._lock(name):
+            row = self.get_row(name)
+            if name not in self.cold:
+                return
+            try:
+                version = self.get_version(name, row.live_version)  # type: ignore[arg-type]
+                proc = await self._start(name, version.number, version.bento_tag)
+            except NbserveError as exc:
+                endpoint.wake_failed(f"{name} could not be started: {exc.message}", exc.hint or "see its log")
+                self.registry.add_event("wake_failed", f"v{row.live_version} did not start: {exc.message}",
+                                        deployment=name, version=row.live_version)
+                return
+            held = endpoint.held()
+            self._switch(endpoint, proc)  # held requests go now; no longer cold
+            seconds = loop.time() - started
+            self.registry.add_event(
+                "woken", f"v{version.number} started again in {seconds:.1f} s for {held} waiting connection(s)",
+                deployment=name, version=version.number,
+                data={"cold_start_seconds": seconds, "held": held, "ready_seconds": proc.ready_seconds},
+            )
+
+    def host_resources(self) -> list[dict[str, Any]]:
+        """Per deployment, now: state, workers, caps, CPU, RSS, processes, idle seconds."""
+        now = asyncio.get_running_loop().time() if self.endpoints else 0.0
+        out = []
+        for row in self.registry.list_deployments():
+            config = self.config(row.name)
+            procs = [p for (d, _), p in self.supervisor.processes.items() if d == row.name]
+            endpoint = self.endpoints.get(row.name)
+            state = ("stopped" if row.state == "stopped" else "cold" if row.name in self.cold
+                     else "warm" if procs else "starting")
+            current = [self.monitor.resources_now.get((row.name, p.version), {}) for p in procs]
+            last = endpoint.last_request if endpoint is not None and endpoint.last_request else None
+            out.append({
+                "deployment": row.name, "state": state, "live_version": row.live_version,
+                "servers": len(procs), "workers": int(config["workers"]),
+                "cpu_percent": sum(c.get("cpu_percent", 0.0) for c in current),
+                "rss_bytes": sum(p.rss_bytes() for p in procs),
+                "processes": sum(len(p.known) for p in procs),
+                "memory_cap": config["memory"], "cpus_cap": config["cpus"],
+                "enforcement": self.supervisor.enforcement if (config["memory"] or config["cpus"]) else None,
+                "idle_timeout": config["idle_timeout"],
+                "idle_seconds": (now - last) if last is not None else None,
+                "held": endpoint.held() if endpoint is not None else 0,
+            })
+        return out
 
     # -- per-version URLs and what a stable URL answers itself ---------------------------
 
@@ -1130,7 +1331,23 @@ def _answer(status: int, payload: Any) -> LocalAnswer:
     return LocalAnswer(status, json.dumps(payload, default=str).encode())
 
 
+def _caps_text(limits: Limits) -> str:
+    caps = []
+    if limits.memory is not None:
+        caps.append(f"{limits.memory // 2**20} MiB")
+    if limits.cpus is not None:
+        caps.append(f"{limits.cpus:g} CPU")
+    return f", capped at {' and '.join(caps)}" if caps else ""
+
+
 def _validate_config(config: dict[str, Any]) -> None:
+    workers = config["workers"]
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise InvalidArgument(f"workers must be a whole number from 1 to 64, got {workers!r}")
+    config["memory"] = parse_memory(config["memory"])
+    config["cpus"] = parse_cpus(config["cpus"])
+    if config["idle_timeout"] is not None:
+        parse_window(config["idle_timeout"])
     if config["predict_auth"] not in (None, "token", "open"):
         raise InvalidArgument(f"predict_auth must be 'token', 'open' or null (the agent's default), "
                               f"got {config['predict_auth']!r}")

@@ -527,6 +527,7 @@ class _ClientConnection(asyncio.Protocol):
         "_deadline",
         "_ep",
         "_head_armed",
+        "_held",
         "_linger",
         "_local",
         "_loop",
@@ -565,6 +566,7 @@ class _ClientConnection(asyncio.Protocol):
         self._closed = False
         self._linger = False  # answered 413 early; reading the rest of the body before closing
         self._local: asyncio.Task[Any] | None = None  # a local route's coroutine being awaited
+        self._held = False  # waiting for a scaled-to-zero deployment to start
         self._write_paused = False
         self._paused_queue = False
         self._paused_upstream = False
@@ -634,6 +636,9 @@ class _ClientConnection(asyncio.Protocol):
         self._closing = True
         self._ep._clients.discard(self)
         self._queue.clear()
+        if self._held:
+            self._held = False
+            self._ep._waiting.discard(self)
         if self._local is not None:  # a local route still working: nobody to answer
             self._local.cancel()
             self._local = None
@@ -790,6 +795,14 @@ class _ClientConnection(asyncio.Protocol):
                     pinned = ep._pool_for(upstream)
                     req.head = req.method + b" " + path + req.head[len(req.method) + 1 + len(req.url):]
             pool = pinned or ep._pool
+            if pool is None and ep._waker is not None and self._loop.time() >= ep._no_wake_until:
+                # Scaled to zero: hold the request (and this connection's queue) until the
+                # version is started again; set_upstream() resumes us, wake_failed() answers.
+                queue.appendleft(req)
+                self._held = True
+                self._deadline = self._loop.time() + ep._wake_timeout
+                ep._hold(self)
+                return
             if pool is None:
                 self._respond_error(
                     req,
@@ -814,7 +827,8 @@ class _ClientConnection(asyncio.Protocol):
             self._retried = False
             pool.inflight += 1
             ep._inflight += 1
-            self._deadline = self._loop.time() + ep._upstream_timeout
+            ep.last_request = now = self._loop.time()
+            self._deadline = now + ep._upstream_timeout
             conn = pool.take_idle()
             if conn is not None:
                 self._conn = conn
@@ -833,6 +847,14 @@ class _ClientConnection(asyncio.Protocol):
             self._arm_read_deadline()
         else:
             self._deadline = self._loop.time() + ep._idle_timeout
+
+    def _release_held(self, error: str, hint: str) -> None:
+        """Answer the held request with a 503 (waking failed or took too long); go on."""
+        self._held = False
+        if self._queue:
+            self._respond_error(self._queue.popleft(), 503, error, hint)
+        if not self._closed:
+            self._next()
 
     def _connect(self) -> None:
         task = self._loop.create_task(self._connect_and_send(self._req, self._pool))
@@ -907,6 +929,11 @@ class _ClientConnection(asyncio.Protocol):
     def _timed_out(self) -> None:
         """Called by the endpoint's sweep when _deadline has passed."""
         if self._closed:
+            return
+        if self._held:
+            self._ep._waiting.discard(self)
+            self._release_held(f"deployment {self._ep.name!r} did not start within {self._ep._wake_timeout:g} s",
+                               "It was scaled to zero and is still starting: retry shortly, or check its logs.")
             return
         if not self._busy:
             # Idle keep-alive, a request arriving too slowly, or the end of a 413 linger.
@@ -1111,6 +1138,13 @@ class StableEndpoint:
         # Checks a request's Authorization header: None lets it through, else (status, error, hint).
         self._auth: Callable[[bytes | None], tuple[int, str, str] | None] | None = None
         self._router: Router | None = None
+        # Scale to zero: with no upstream, a waker starts the version and requests wait for it.
+        self._waker: Callable[[], None] | None = None
+        self._waiting: set[_ClientConnection] = set()
+        self._waking = False
+        self._wake_timeout = 120.0
+        self._no_wake_until = 0.0  # after a failed start, answer 503 at once for a while
+        self.last_request = 0.0  # loop.time() of the newest request: what idle time is measured from
         # Request ids: a per-endpoint random prefix and a counter (unique across agent restarts).
         self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = 0
@@ -1157,6 +1191,34 @@ class StableEndpoint:
         """Who sees each finished request, and who picks the ones whose bodies are kept."""
         self._observer = observer
         self._sampler = sampler
+
+    def set_waker(self, waker: Callable[[], None] | None, timeout: float = 120.0) -> None:
+        """While no upstream is set, hold requests and call ``waker`` (once) to start one;
+        ``None``: answer 503 instead (stopped deployments)."""
+        self._waker = waker
+        self._wake_timeout = timeout
+        if waker is None and self._waiting:
+            self.wake_failed("the deployment was stopped", "Start it, then retry.", retry_after=0.0)
+
+    def _hold(self, client: "_ClientConnection") -> None:
+        self._waiting.add(client)
+        if not self._waking and self._waker is not None:
+            self._waking = True
+            self._waker()
+
+    def held(self) -> int:
+        """Connections waiting for the deployment to start."""
+        return len(self._waiting)
+
+    def wake_failed(self, error: str, hint: str, *, retry_after: float = 10.0) -> None:
+        """Starting failed: answer every held request with a 503, and for ``retry_after``
+        seconds answer new ones at once instead of starting again."""
+        self._waking = False
+        self._no_wake_until = self._loop.time() + retry_after if self._loop is not None else 0.0
+        waiting, self._waiting = self._waiting, set()
+        for client in waiting:
+            if not client._closed:
+                client._release_held(error, hint)
 
     def set_router(self, router: Router | None) -> None:
         """Who decides about per-version URLs (``/v/...``) and the endpoint's own routes."""
@@ -1271,6 +1333,13 @@ class StableEndpoint:
             pool = self._pools[upstream] = _UpstreamPool(self, upstream)
         pool.retired = False
         self._pool = pool
+        if self._waiting:  # a scaled-to-zero deployment is back: let the held requests go
+            self._waking = False
+            waiting, self._waiting = self._waiting, set()
+            for client in waiting:
+                client._held = False
+                if not client._closed:
+                    client._next()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: Any = None) -> int:
         """Listen on host:port (0 picks a free port), over TLS with an ``ssl.SSLContext``;

@@ -26,6 +26,7 @@ import psutil
 
 from .._config import Home, private_env
 from ..errors import DeployFailed
+from ._limits import Group, Limits, affinity, enforcement
 from ._registry import ProcessRow, Registry
 
 log = logging.getLogger("nbserve.agent")
@@ -55,6 +56,10 @@ class ServingProcess:
     ready_seconds: float | None = None
     stopping: bool = False
     known: dict[int, psutil.Process] = field(default_factory=dict)
+    workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    group: Group | None = None
+    oom_kills: int = 0  # the group's count when last looked at
 
     @property
     def url(self) -> str:
@@ -173,51 +178,72 @@ class Supervisor:
         home: Home,
         registry: Registry,
         on_exit: Callable[[ServingProcess], None] | None = None,
+        on_limit: Callable[[ServingProcess, str], None] | None = None,
     ) -> None:
         self.home = home
         self.registry = registry
         self.on_exit = on_exit
+        self.on_limit = on_limit  # (process, what happened) when it broke its memory cap
+        self.enforcement = enforcement()
         self.processes: dict[tuple[str, int], ServingProcess] = {}
         self._watch_task: asyncio.Task[None] | None = None
 
     # -- start ----------------------------------------------------------------------
 
-    async def start(self, deployment: str, version: int, bento_tag: str) -> ServingProcess:
-        """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``."""
+    async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
+                    limits: Limits | None = None, replace: bool = False) -> ServingProcess:
+        """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``.
+
+        ``replace``: start a second server of the version even if one runs (to change its
+        workers or caps); the caller switches traffic and stops the old one."""
         key = (deployment, version)
         existing = self.processes.get(key)
-        if existing and existing.alive():
+        if existing and existing.alive() and not replace:
             return existing
+        limits = limits or Limits()
         log_path = self.home.version_log(deployment, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         port = free_port()
         with log_path.open("ab") as handle:
             handle.write(f"\n--- nbserve: starting {bento_tag} on port {port} at {time.ctime()}\n".encode())
+        group = Group(f"{deployment}-v{version}-{port}", limits, self.enforcement)
+        command = group.wrap([sys.executable, "-m", "bentoml", "serve", bento_tag,
+                              "--host", "127.0.0.1", "--port", str(port)])
+        env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1"}
+        if workers != 1:
+            # the service is named after the deployment (see _service_template.py)
+            env["BENTOML_CONFIG_OPTIONS"] = f"services.{deployment}.workers={int(workers)}"
         with log_path.open("ab") as log_file:
             # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
             # and asyncio's child watcher would then wait for an exit it never sees.
             popen = subprocess.Popen(
-                [sys.executable, "-m", "bentoml", "serve", bento_tag,
-                 "--host", "127.0.0.1", "--port", str(port)],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env=private_env({
-                    "BENTOML_HOME": str(self.home.bentoml_home),
-                    "PYTHONUNBUFFERED": "1",
-                }),
+                env=private_env(env),
                 cwd=str(self.home.root),
                 start_new_session=True,
             )
         proc = ServingProcess(
-            deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen
+            deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen,
+            workers=workers, limits=limits, group=group,
         )
+        pinned = affinity(limits.cpus) if self.enforcement == "watchdog" else None
+        if pinned is not None:
+            try:
+                proc.root.cpu_affinity(pinned)  # inherited by every worker it forks
+            except psutil.Error:
+                pass
+        old = self.processes.get(key)
         self.processes[key] = proc
         self._record(proc)
         try:
             await self._wait_ready(proc)
         except BaseException:
             await self.stop(proc, grace=1.0)  # it never served: nothing to drain
+            if old is not None and replace:
+                self.processes[key] = old  # the one that serves keeps serving
             raise
         self._record(proc)
         self._ensure_watching()
@@ -319,6 +345,8 @@ class Supervisor:
         if leftover:
             log.error("processes %s of %s v%s survived SIGKILL", leftover, proc.deployment, proc.version)
         self.registry.forget_processes(proc.pid)
+        if proc.group is not None:
+            proc.group.remove()
         if self.processes.get((proc.deployment, proc.version)) is proc:
             del self.processes[(proc.deployment, proc.version)]
 
@@ -328,6 +356,28 @@ class Supervisor:
             self._watch_task.cancel()
 
     # -- watch ----------------------------------------------------------------------
+
+    def _check_memory(self, proc: ServingProcess) -> None:
+        """Report a server that broke its memory cap: the kernel killed one of its processes
+        (cgroups), or the tree's RSS is over it (watchdog)."""
+        cap = proc.limits.memory
+        if cap is None or self.on_limit is None:
+            return
+        what = None
+        if proc.group is not None and proc.group.dirs:
+            kills = proc.group.oom_kills()
+            if kills > proc.oom_kills:
+                proc.oom_kills = kills
+                what = f"the kernel killed a process of it for going over its {cap // 2**20} MiB cap"
+        else:
+            rss = proc.rss_bytes()
+            if rss > cap:
+                what = f"its processes used {rss // 2**20} MiB, over the {cap // 2**20} MiB cap"
+        if what is not None:
+            try:
+                self.on_limit(proc, what)
+            except Exception:  # noqa: BLE001
+                log.exception("memory limit handler failed")
 
     def _ensure_watching(self) -> None:
         if self._watch_task is None or self._watch_task.done():
@@ -342,6 +392,7 @@ class Supervisor:
                     continue
                 if proc.alive():
                     self._record(proc)
+                    self._check_memory(proc)
                     continue
                 if proc.popen is not None:
                     proc.popen.poll()  # reap it and keep its exit code
