@@ -69,10 +69,10 @@ def __getattr__(name: str) -> Any:
         from . import _schedules
 
         return getattr(_schedules, name)
-    if name == "admin":  # tokens, the audit log, targets
-        from . import _admin
+    if name == "admin":  # tokens, the audit log, targets (a submodule, imported on first use)
+        import importlib
 
-        return _admin
+        return importlib.import_module(f"{__name__}.admin")
     if name == "DriftConfig":
         from ._drift import DriftConfig
 

@@ -113,3 +113,37 @@ def test_quality_notebook(fresh_home, tmp_path):
     assert card.startswith("# nb-quality v2") and "retention call" in card and "| accuracy |" in card
     pngs = [o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert pngs, "the quality plot is shown inline"
+
+
+def test_remote_notebook(fresh_home, tmp_path):
+    import socket
+
+    import papermill
+    import psutil
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        executed = papermill.execute_notebook(
+            str(repo_root() / "notebooks" / "05-remote.ipynb"),
+            str(tmp_path / "05-remote.out.ipynb"),
+            parameters={"host_port": port, "deployment_name": "nb-remote"},
+            kernel_name="python3",
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+    finally:  # the notebook's "serving host" lives under tmp_path: nothing of it may outlive the test
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            try:
+                if str(tmp_path) in " ".join(proc.info["cmdline"] or []) + str(proc.info["environ"] or ""):
+                    proc.kill()
+            except psutil.Error:
+                pass
+    text = _outputs(executed)
+    assert "refused: the certificate of" in text and "not the pinned" in text
+    assert "served prediction: [" in text
+    assert "no token: 401" in text and "dashboards (viewer): 403" in text and "churn-app (predict): 200" in text
+    assert "after revoking churn-app: 401" in text
+    assert "audit chain intact: True" in text and "serving host agent stopped: 0" in text
+    assert not fresh_home.agent_file.exists(), "deploying to a remote target starts no local agent"
