@@ -121,6 +121,7 @@ class Deployment:
 
     @property
     def name(self) -> str:
+        """The deployment's name."""
         return self._data["name"]
 
     @property
@@ -135,18 +136,22 @@ class Deployment:
 
     @property
     def status(self) -> str:
+        """serving, starting, restarting, failed, stopped or cold (scaled to zero)."""
         return self._data["status"]
 
     @property
     def versions(self) -> list[dict[str, Any]]:
+        """Every version: number, status, created_at/by, bento_tag, running, ready, metadata."""
         return list(self._data["versions"])
 
     @property
     def schema(self) -> dict[str, Any]:
+        """The live version's input schema: columns (name, dtype, kind) and ``positional``."""
         live = next((v for v in self.versions if v["number"] == self.version), None)
         return (live or {}).get("metadata", {}).get("schema", {})
 
     def refresh(self) -> "Deployment":
+        """Reload the snapshot (status, versions, rollout, aliases) from the agent."""
         self._data = self._client.get(f"/v1/deployments/{self.name}")
         return self
 
@@ -311,6 +316,7 @@ class Deployment:
 
     @property
     def aliases(self) -> dict[str, int]:
+        """Named versions: alias -> version number (``<url>/v/<alias>/...``)."""
         return dict(self._data.get("aliases") or {})
 
     def metadata(self, version: int | None = None) -> dict[str, Any]:
@@ -397,11 +403,13 @@ class Deployment:
         return self
 
     def start(self) -> "Deployment":
+        """Serve the live version again after ``stop()`` (a cold start from its Bento)."""
         self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()},
                                        timeout=CHANGE_TIMEOUT)
         return self
 
     def logs(self, version: int | None = None, lines: int = 200) -> str:
+        """The tail of a version's server log (default: the live version)."""
         params: dict[str, Any] = {"lines": lines}
         if version is not None:
             params["version"] = version
@@ -597,6 +605,7 @@ class Deployment:
     # -- display --------------------------------------------------------------------
 
     def _repr_html_(self) -> str:
+        """Status, stable URL, and copy-paste curl and Python examples (the notebook's view)."""
         return deployment_html(self._data)
 
     def __repr__(self) -> str:
@@ -661,7 +670,8 @@ def deploy(
             is kept (up to 10,000 rows) as the reference for drift.
         description: free text stored with the version.
         port: fix the stable URL's port on first deploy (default: a free port).
-        target: where to deploy; ``None`` is the local agent, started on demand.
+        target: where to deploy; ``None`` is the local agent, started on demand (or
+            ``NBSERVE_TARGET``); a name from ``nbserve target add`` is a remote agent.
         notebook: the notebook path for provenance (found automatically in Jupyter).
         timeout: seconds to wait for the new version to pass its health check.
         progress: show the steps as they run.

@@ -22,10 +22,13 @@ Block = tuple[Any, ...]  # ("p", text) | ("kv", [(key, value)]) | ("table", colu
 
 @dataclass
 class ModelCard:
+    """A model card of one version: sections of text, key/value lists and tables."""
+
     title: str
     sections: list[tuple[str, list[Block]]] = field(default_factory=list)
 
     def to_markdown(self) -> str:
+        """The card as Markdown (what ``save("card.md")`` writes)."""
         out = [f"# {self.title}", ""]
         for heading, blocks in self.sections:
             out += [f"## {heading}", ""]
@@ -43,6 +46,7 @@ class ModelCard:
         return "\n".join(out)
 
     def to_html(self) -> str:
+        """The card as an HTML fragment (what the notebook shows)."""
         parts = [f'<div class="nbserve-card"><h2>{html.escape(self.title)}</h2>']
         for heading, blocks in self.sections:
             parts.append(f"<h3>{html.escape(heading)}</h3>")

@@ -104,6 +104,7 @@ def add_target(target: Target, home: Home | None = None, *, verify: bool = True)
 
 
 def remove_target(name: str, home: Home | None = None) -> None:
+    """Forget a target (its token file is left alone)."""
     home = home or Home.resolve()
     targets = _load(home)
     if targets.pop(name, None) is None:
@@ -112,6 +113,7 @@ def remove_target(name: str, home: Home | None = None) -> None:
 
 
 def list_targets(home: Home | None = None) -> list[Target]:
+    """This machine's targets, by name."""
     home = home or Home.resolve()
     return [Target(name=name, **fields) for name, fields in sorted(_load(home).items())]
 

@@ -23,3 +23,11 @@ def test_every_documented_error_is_in_the_tree():
     for name in errors.__all__:
         if name[0].isupper():
             assert f"`{name}`" in text, f"{name} is missing from docs/api.md"
+
+
+def test_committed_reference_matches_the_docstrings():
+    from nbserve._reference import render
+
+    committed = (repo_root() / "docs" / "reference.md").read_text()
+    assert committed == render(), "docs/reference.md is stale: run `python -m nbserve._reference > docs/reference.md`"
+    assert "(undocumented)" not in committed, "every public function and method has a docstring"
