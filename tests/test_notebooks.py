@@ -11,6 +11,16 @@ from .conftest import repo_root
 pytestmark = pytest.mark.slow
 
 
+def _run(name: str, tmp_path, parameters: dict):
+    """Execute notebooks/<name>.ipynb with papermill in tmp_path; the executed notebook."""
+    import papermill
+
+    return papermill.execute_notebook(
+        str(repo_root() / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.out.ipynb"),
+        parameters=parameters, kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
+    )
+
+
 def _outputs(nb) -> str:
     text = []
     for cell in nb.cells:
@@ -20,16 +30,7 @@ def _outputs(nb) -> str:
 
 
 def test_quickstart_notebook(fresh_home, tmp_path):
-    import papermill
-
-    executed = papermill.execute_notebook(
-        str(repo_root() / "notebooks" / "01-quickstart.ipynb"),
-        str(tmp_path / "01-quickstart.out.ipynb"),
-        parameters={"n_estimators": 10, "deployment_name": "nb-iris"},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
+    executed = _run("01-quickstart", tmp_path, {"n_estimators": 10, "deployment_name": "nb-iris"})
     text = _outputs(executed)
     assert "served prediction:" in text and "latency over 200 requests: p50" in text
     # the deploy cell rendered the rich result (stable URL, curl and Python examples)
@@ -45,16 +46,7 @@ def test_quickstart_notebook(fresh_home, tmp_path):
 def test_monitoring_notebook(fresh_home, tmp_path):
     import base64
 
-    import papermill
-
-    executed = papermill.execute_notebook(
-        str(repo_root() / "notebooks" / "02-monitoring.ipynb"),
-        str(tmp_path / "02-monitoring.out.ipynb"),
-        parameters={"deployment_name": "nb-watch", "requests_per_phase": 40},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
+    executed = _run("02-monitoring", tmp_path, {"deployment_name": "nb-watch", "requests_per_phase": 40})
     text = _outputs(executed)
     assert "dataset drift: False" in text and "dataset drift: True" in text
     pngs = [o["data"]["image/png"] for c in executed.cells for o in c.get("outputs", [])
@@ -70,16 +62,7 @@ def test_monitoring_notebook(fresh_home, tmp_path):
 
 
 def test_rollouts_notebook(fresh_home, tmp_path):
-    import papermill
-
-    executed = papermill.execute_notebook(
-        str(repo_root() / "notebooks" / "04-rollouts.ipynb"),
-        str(tmp_path / "04-rollouts.out.ipynb"),
-        parameters={"deployment_name": "nb-release"},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
+    executed = _run("04-rollouts", tmp_path, {"deployment_name": "nb-release"})
     text = _outputs(executed)
     assert "rolled back: v2 canary ended: p99" in text
     assert "live version: 3" in text
@@ -93,16 +76,7 @@ def test_rollouts_notebook(fresh_home, tmp_path):
 def test_quality_notebook(fresh_home, tmp_path):
     import re
 
-    import papermill
-
-    executed = papermill.execute_notebook(
-        str(repo_root() / "notebooks" / "06-quality.ipynb"),
-        str(tmp_path / "06-quality.out.ipynb"),
-        parameters={"deployment_name": "nb-quality", "phase_seconds": 6},
-        kernel_name="python3",
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
+    executed = _run("06-quality", tmp_path, {"deployment_name": "nb-quality", "phase_seconds": 6})
     text = _outputs(executed)
     before, after = map(float, re.search(r"accuracy before: ([\d.]+), after: ([\d.]+)", text).groups())
     assert before > after + 0.05, "quality falls once the world changes"
@@ -118,21 +92,13 @@ def test_quality_notebook(fresh_home, tmp_path):
 def test_remote_notebook(fresh_home, tmp_path):
     import socket
 
-    import papermill
     import psutil
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     try:
-        executed = papermill.execute_notebook(
-            str(repo_root() / "notebooks" / "05-remote.ipynb"),
-            str(tmp_path / "05-remote.out.ipynb"),
-            parameters={"host_port": port, "deployment_name": "nb-remote"},
-            kernel_name="python3",
-            cwd=str(tmp_path),
-            progress_bar=False,
-        )
+        executed = _run("05-remote", tmp_path, {"host_port": port, "deployment_name": "nb-remote"})
     finally:  # the notebook's "serving host" lives under tmp_path: nothing of it may outlive the test
         for proc in psutil.process_iter(["cmdline", "environ"]):
             try:
