@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_access import register as register_access
 
     register_access(sub)
+    from ._export import register as register_export
+
+    register_export(sub)
 
     agent = sub.add_parser("agent", help="run or control the local agent")
     agent.add_argument("action", choices=["run", "start", "stop", "status", "init-tls"],
