@@ -33,6 +33,7 @@ __all__ = [
     "get",
     "deployments",
     "top",
+    "export_k8s",
     "connect",
     "Deployment",
     "schedule",
@@ -57,6 +58,7 @@ _LAZY = {"deploy", "get", "deployments", "connect", "Deployment", "top"}
 if TYPE_CHECKING:
     from ._api import Deployment, connect, deploy, deployments, get, top
     from ._drift import DriftConfig
+    from ._export import export_k8s
     from ._schedules import Schedule, get_schedule, schedule, schedules
 
 
@@ -73,6 +75,10 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(f"{__name__}.admin")
+    if name == "export_k8s":  # Kubernetes manifests for a deployment (past one host)
+        from ._export import export_k8s
+
+        return export_k8s
     if name == "DriftConfig":
         from ._drift import DriftConfig
 
