@@ -256,3 +256,26 @@ def test_bad_uploads_and_slow_clients_get_4xx_and_leave_nothing(fresh_home, monk
     # ... and the agent still answers everyone else, with nothing left in staging
     assert client.get("/v1/health")["status"] == "ok"
     assert list((fresh_home.staging / "uploads").iterdir()) == []
+
+
+def test_a_large_upload_shows_a_progress_bar_and_is_accepted(fresh_home, tmp_path, capfd):
+    """A 12 MiB archive (a bento.yaml and incompressible data, as export_bento lays it out)
+    streams with a progress bar and passes the agent's checks; nothing is deployed."""
+    import io
+    import os
+    import tarfile
+
+    from nbserve._api import connect, upload_archive
+
+    archive = tmp_path / "big.bento"
+    with tarfile.open(archive, "w:xz", preset=0) as tar:
+        for name, data in (("bento.yaml", b"service: x\n"), ("src/blob.bin", os.urandom(12 * 2**20))):
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    upload_id = upload_archive(connect(), archive, progress=True)
+    assert len(upload_id) == 32
+    err = capfd.readouterr().err
+    assert "uploading big.bento" in err and "100%" in err
+    staged = list((fresh_home.staging / "uploads").iterdir())
+    assert [p.stat().st_size for p in staged] == [archive.stat().st_size]
