@@ -128,13 +128,14 @@ def _cmd_top(args: argparse.Namespace) -> int:
                                           f"{r['cpus_cap']:g}cpu" if r["cpus_cap"] else "") if x)
              + (f" ({r['enforcement']})" if r["enforcement"] else ""),
              "idle": "-" if r["idle_seconds"] is None else f"{r['idle_seconds']:.0f}s",
-             "idle_timeout": r["idle_timeout"] or "-"}
+             "idle_timeout": r["idle_timeout"] or "-",
+             "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s"}
             for name, r in frame.iterrows()
         ]
         if not args.once:
             print("\033[2J\033[H", end="")
         print(_table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
-                            "caps", "idle", "idle_timeout", "held"]))
+                            "caps", "idle", "idle_timeout", "cold_start", "held"]))
         if args.once:
             return 0
         _time.sleep(args.interval)

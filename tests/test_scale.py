@@ -127,5 +127,9 @@ def test_an_idle_deployment_goes_cold_and_the_next_request_wakes_it_and_is_answe
     assert woken["data"]["cold_start_seconds"] <= time.monotonic() - started + 1
     assert woken["data"]["held"] >= 1
     assert dep.refresh().status == "serving"
+    assert nbserve.top().loc["sleepy", "last_cold_start_seconds"] == pytest.approx(woken["data"]["cold_start_seconds"])
+    from nbserve._cli import main
+
+    assert main(["top", "--once"]) == 0  # the terminal view prints (cold start included)
     dep.scale(idle_timeout="none")  # stays warm from now on
     assert nbserve.top().loc["sleepy", "idle_timeout"] is None

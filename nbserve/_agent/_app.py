@@ -248,6 +248,8 @@ class ResourceRow(BaseModel):
     idle_timeout: str | None
     idle_seconds: float | None = Field(description="since the last request through the stable URL")
     held: int = Field(description="connections waiting for a cold deployment to start")
+    last_cold_start_seconds: float | None = Field(default=None,
+                                                  description="how long the last start from zero took")
 
 
 class FeedbackIn(BaseModel):

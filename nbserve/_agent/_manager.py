@@ -99,6 +99,7 @@ class Manager:
         self.memory_budget: int | None = None  # bytes for every server together (nbserve agent --memory-budget)
         self.cold: set[str] = set()  # deployments scaled to zero: no server, requests wake them
         self._active_since: dict[str, float] = {}  # loop time a deployment last started serving
+        self.cold_starts: dict[str, float] = {}  # seconds the last wake from zero took
         self.endpoints: dict[str, StableEndpoint] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -937,7 +938,7 @@ class Manager:
                 return
             held = endpoint.held()
             self._switch(endpoint, proc)  # held requests go now; no longer cold
-            seconds = loop.time() - started
+            seconds = self.cold_starts[name] = loop.time() - started
             self.registry.add_event(
                 "woken", f"v{version.number} started again in {seconds:.1f} s for {held} waiting connection(s)",
                 deployment=name, version=version.number,
@@ -967,6 +968,7 @@ class Manager:
                 "idle_timeout": config["idle_timeout"],
                 "idle_seconds": (now - last) if last is not None else None,
                 "held": endpoint.held() if endpoint is not None else 0,
+                "last_cold_start_seconds": self.cold_starts.get(row.name),
             })
         return out
 
