@@ -100,7 +100,8 @@ def test_requests_without_jupyters_token_are_refused(api: Fetch) -> None:
             status, _ = api("GET", *parts, headers=headers)
             assert status in (401, 403), (parts, status)
         for parts in (("deployments", NAME, "promote"), ("deployments", NAME, "abort"),
-                      ("deployments", NAME, "canary"), ("schedules", SCHEDULE, "run"),
+                      ("deployments", NAME, "canary"), ("deployments", NAME, "scale"),
+                      ("schedules", SCHEDULE, "run"),
                       ("schedules", SCHEDULE, "pause"), ("schedules", SCHEDULE, "resume")):
             status, _ = api("POST", *parts, headers=headers)
             assert status in (401, 403), (parts, status)
@@ -118,6 +119,46 @@ def test_list_is_compact_with_state_and_metrics(api: Fetch, two_versions: nbserv
     assert summary is not None
     assert {"requests", "rps", "p50_ms", "p99_ms", "error_rate", "sparkline", "drift"} <= set(summary)
     assert isinstance(summary["sparkline"], list)
+
+
+RESOURCE_COLUMNS = {"state", "live_version", "servers", "workers", "cpu_percent", "rss_bytes", "processes",
+                    "memory_cap", "cpus_cap", "enforcement", "idle_timeout", "idle_seconds", "held"}
+
+
+def test_state_and_detail_carry_resources_from_one_top_call(
+        api: Fetch, two_versions: nbserve.Deployment, monkeypatch) -> None:
+    real_top, calls = nbserve.top, []
+
+    def counting_top(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args or kwargs)
+        return real_top(*args, **kwargs)
+
+    monkeypatch.setattr(nbserve, "top", counting_top)
+    status, state = api("GET", "state")
+    assert status == 200, state
+    assert len(calls) == 1, calls  # one call for every deployment, not one each
+    (item,) = [d for d in state["deployments"] if d["name"] == NAME]
+    resources = item["resources"]
+    assert RESOURCE_COLUMNS <= set(resources), resources
+    assert resources["state"] == "warm" and resources["live_version"] == 2
+    assert resources["workers"] == 1 and resources["servers"] == 2  # v2 live, v1 warm
+    assert resources["rss_bytes"] > 0 and resources["processes"] >= 2
+    assert resources["memory_cap"] is None and resources["enforcement"] is None
+
+    status, detail = api("GET", "deployments", NAME)
+    assert status == 200, detail
+    assert RESOURCE_COLUMNS <= set(detail["resources"]) and detail["resources"]["workers"] == 1
+
+    def failing_top(*args: Any, **kwargs: Any) -> Any:
+        raise nbserve.errors.AgentError("the agent could not read its processes")
+
+    monkeypatch.setattr(nbserve, "top", failing_top)  # the rest of the poll's answer stands
+    status, state = api("GET", "state")
+    assert status == 200, state
+    (item,) = [d for d in state["deployments"] if d["name"] == NAME]
+    assert item["resources"] is None and item["version"] == 2 and item["summary"] is not None
+    status, detail = api("GET", "deployments", NAME)
+    assert status == 200 and detail["resources"] is None and detail["version"] == 2
 
 
 def test_detail_history_events_logs(api: Fetch, two_versions: nbserve.Deployment) -> None:
@@ -316,6 +357,39 @@ def test_quality_aliases_and_model_card(api: Fetch, two_versions: nbserve.Deploy
         assert status == 400 and data["error"]["type"] == "InvalidArgument", data
     status, data = api("GET", "deployments", "no-such", "card")
     assert status == 404 and data["error"]["type"] == "DeploymentNotFound", data
+
+
+def test_scale_through_the_extension(api: Fetch, two_versions: nbserve.Deployment, iris) -> None:
+    _, X_test, _, _ = iris
+    assert nbserve.top().loc[NAME, "workers"] == 1
+    status, state = api("POST", "deployments", NAME, "scale", body={"workers": 2})
+    try:
+        assert status == 200, state
+        assert state["name"] == NAME and state["status"] == "serving", state
+        assert nbserve.top().loc[NAME, "workers"] == 2
+        status, polled = api("GET", "state")
+        assert [d["resources"]["workers"] for d in polled["deployments"] if d["name"] == NAME] == [2]
+        assert len(two_versions.predict(X_test[:3])) == 3  # the replaced server answers
+
+        # the agent's own refusal, as a 400 with its message; nothing changes
+        status, data = api("POST", "deployments", NAME, "scale", body={"workers": 0})
+        assert status == 400 and data["error"]["type"] == "InvalidArgument", data
+        message = data["error"]["message"]
+        assert "workers" in message and "greater than or equal to 1" in message, message
+        status, data = api("POST", "deployments", NAME, "scale", body={})
+        assert status == 400 and data["error"]["message"] == "nothing to change", data
+        # the extension's own checks: JSON types and names
+        for body in ({"workers": "two"}, {"workers": True}, {"idle_timeout": 15}, {"replicas": 3}):
+            status, data = api("POST", "deployments", NAME, "scale", body=body)
+            assert status == 400 and data["error"]["type"] == "InvalidArgument", (body, data)
+        assert "replicas" in data["error"]["message"]
+        status, data = api("POST", "deployments", "no-such", "scale", body={"workers": 2})
+        assert status == 404 and data["error"]["type"] == "DeploymentNotFound", data
+        assert nbserve.top().loc[NAME, "workers"] == 2
+    finally:
+        status, state = api("POST", "deployments", NAME, "scale", body={"workers": 1})  # as it was
+    assert status == 200, state
+    assert nbserve.top().loc[NAME, "workers"] == 1
 
 
 # -- rollouts --------------------------------------------------------------------------------

@@ -141,20 +141,36 @@ def list_deployments() -> list[dict[str, Any]]:
         deps = nbserve.deployments(start=False)
     except AgentUnreachable:
         return []
-    return [_brief(dep) for dep in deps]
+    resources = _resources() if deps else {}
+    return [_brief(dep, resources) for dep in deps]
 
 
-def _brief(dep: nbserve.Deployment) -> dict[str, Any]:
-    return {**_state(dep), "summary": _summary(dep), "latest_event_id": _latest_event_id(dep)}
+def _brief(dep: nbserve.Deployment, resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The compact entry; ``resources`` is every deployment's row from one ``_resources()``."""
+    return {**_state(dep), "summary": _summary(dep), "latest_event_id": _latest_event_id(dep),
+            "resources": resources.get(dep.name)}
+
+
+def _resources() -> dict[str, dict[str, Any]]:
+    """Every deployment's resources now (state, workers x servers, CPU %, RSS, caps and their
+    enforcement, idle seconds), by name, from ONE ``nbserve.top()`` call; ``{}`` when the agent
+    cannot answer it (e.g. an agent older than scaling): the rest of the answer stands."""
+    try:
+        frame = nbserve.top()
+    except NbserveError:
+        return {}
+    return {row.pop("deployment"): row for row in _records(frame, index="deployment")}
 
 
 def panel_state(root: str | None) -> dict[str, Any]:
-    """What the panel polls every 2 s: every deployment (compact) and every schedule, in one answer."""
+    """What the panel polls every 2 s: every deployment (compact, with its resources) and every
+    schedule, in one answer."""
     try:
         deps = nbserve.deployments(start=False)
     except AgentUnreachable:
         return {"deployments": [], "schedules": []}
-    return {"deployments": [_brief(dep) for dep in deps], "schedules": _schedule_briefs(root)}
+    resources = _resources() if deps else {}
+    return {"deployments": [_brief(dep, resources) for dep in deps], "schedules": _schedule_briefs(root)}
 
 
 def _rollout_detail(dep: nbserve.Deployment) -> dict[str, Any] | None:
@@ -172,7 +188,8 @@ def deployment_detail(name: str, events: int) -> dict[str, Any]:
     history = _records(dep.history(), index="version")  # history() refreshes the snapshot
     # the rollout with its gates, figures so far and verdict (None: none under way)
     return {**_state(dep), "rollout": _rollout_detail(dep), "history": history,
-            "events": _records(dep.events(limit=events)), "summary": _summary(dep)}
+            "events": _records(dep.events(limit=events)), "summary": _summary(dep),
+            "resources": _resources().get(dep.name)}
 
 
 def deployment_history(name: str) -> list[dict[str, Any]]:
@@ -254,6 +271,20 @@ def abort(name: str) -> dict[str, Any]:
 
 def set_canary(name: str, percent: float) -> dict[str, Any]:
     return _state(nbserve.get(name).set_canary(percent))
+
+
+#: What ``POST .../scale`` takes, as ``Deployment.scale`` does ("none" removes a cap or the idle
+#: timeout): the JSON types each may have and how to say it; the agent validates the values.
+SCALE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "workers": ((int,), "an integer"),
+    "memory": ((str, int), 'a size such as "1G" (or bytes) or "none"'),
+    "cpus": ((int, float, str), 'a number of cores or "none"'),
+    "idle_timeout": ((str,), 'a duration such as "15m" or "none"'),
+}
+
+
+def scale(name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    return _state(nbserve.get(name).scale(**changes))
 
 
 # -- schedules -------------------------------------------------------------------------------
@@ -440,6 +471,25 @@ class CanaryHandler(_Handler):
         self.reply(await self.call(set_canary, name, percent))
 
 
+class ScaleHandler(_Handler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        body = self.body()
+        unknown = sorted(set(body) - set(SCALE_FIELDS))
+        if unknown:
+            self._fail(InvalidArgument(f"unknown setting(s): {', '.join(unknown)}",
+                                       hint=f"give {', '.join(SCALE_FIELDS)}"))
+        changes = {}
+        for key, (types, what) in SCALE_FIELDS.items():
+            value = body.get(key)
+            if value is None:  # not given: unchanged
+                continue
+            if isinstance(value, bool) or not isinstance(value, types):
+                self._fail(InvalidArgument(f"`{key}` must be {what}, not {value!r}"))
+            changes[key] = value
+        self.reply(await self.call(scale, name, changes))
+
+
 class _ScheduleHandler(_Handler):
     @property
     def root(self) -> str | None:
@@ -511,4 +561,5 @@ def routes() -> list[tuple[str, type[_Handler]]]:
         (f"{base}/{_NAME}/rollback", RollbackHandler),
         (f"{base}/{_NAME}/stop", StopHandler),
         (f"{base}/{_NAME}/start", StartHandler),
+        (f"{base}/{_NAME}/scale", ScaleHandler),
     ]
