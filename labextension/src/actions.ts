@@ -6,8 +6,9 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Dialog, InputDialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
-import { IDeploymentBrief, IDeploymentState, ISchedule, NbserveApiError, asApiError } from './api';
+import { IDeploymentBrief, IDeploymentState, IScaleChanges, ISchedule, NbserveApiError, asApiError } from './api';
 import { DeploymentsModel } from './model';
+import { ScaleForm, describeScale } from './resources';
 
 /** Show an error from the server as a notification, with a "Details" action. */
 export function notifyError(what: string, reason: unknown): NbserveApiError {
@@ -50,6 +51,10 @@ export function fmtPercent(value: number | null | undefined): string {
   }
   return `${Number(value.toFixed(2))}%`;
 }
+
+/** An action's in-progress notification shows after this long (ms), and for at least PROGRESS_SHOWN. */
+const PROGRESS_AFTER = 400;
+const PROGRESS_SHOWN = 800;
 
 /** Preset canary shares offered by the panel. */
 export const CANARY_PRESETS = [5, 10, 25, 50, 75];
@@ -281,6 +286,53 @@ export class Actions {
     });
   }
 
+  /**
+   * Change workers, caps or the idle timeout: a form (unless `changes` are given), then the
+   * confirmation. A serving deployment's live server is replaced without dropping a request.
+   */
+  async scale(name?: string, changes?: IScaleChanges | null): Promise<boolean> {
+    const dep = await this.pickDeployment('Scale which deployment?', name);
+    if (!dep) {
+      return false;
+    }
+    let wanted = changes ?? null;
+    if (wanted === null) {
+      const form = await showDialog<IScaleChanges>({
+        title: `Scale ${dep.name}`,
+        body: new ScaleForm(dep.resources),
+        buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Next…' })],
+        focusNodeSelector: 'input'
+      });
+      if (!form.button.accept || !form.value) {
+        return false;
+      }
+      wanted = form.value;
+    }
+    const what = describeScale(wanted);
+    if (!what) {
+      Notification.info(`nbserve: nothing to change for ${dep.name}`, { autoClose: 4000 });
+      return false;
+    }
+    const serving = dep.status === 'serving' && dep.version !== null;
+    const confirmed = await showDialog({
+      title: `Scale ${dep.name}: ${what}?`,
+      body: serving
+        ? `A new server for v${dep.version} starts with these settings beside the running one; ` +
+          `the stable URL ${dep.url ?? ''} switches to it once it is ready, and the old one drains ` +
+          `its requests first. Other warm versions keep theirs until they start again.`
+        : `${dep.name} is ${dep.status}: the settings apply when it next starts.`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Scale' })]
+    });
+    if (!confirmed.button.accept) {
+      return false;
+    }
+    const value = wanted;
+    return this.run(`Scaling ${dep.name} (${what})`, async () => {
+      const state = await this.model.api.scale(dep.name, value);
+      return `${dep.name}: ${what} (${state.status})`;
+    });
+  }
+
   /** Ask which schedule (when not given), from the agent's list. */
   async pickSchedule(title: string, name?: string): Promise<ISchedule | null> {
     let list: ISchedule[];
@@ -375,14 +427,40 @@ export class Actions {
     return true;
   }
 
+  /**
+   * Run an action with an in-progress notification that becomes its outcome. JupyterLab's
+   * toast drops an update (or a dismissal) that arrives before the toast is on screen, which
+   * left a fast action's "in progress" toast up for good: so it appears only for actions
+   * slower than PROGRESS_AFTER and is changed no sooner than PROGRESS_SHOWN after it appeared.
+   */
   private async run(what: string, action: () => Promise<string>): Promise<boolean> {
-    const id = Notification.emit(`${what}…`, 'in-progress', { autoClose: false });
+    const progress = { id: null as string | null, at: 0 };
+    const timer = window.setTimeout(() => {
+      progress.id = Notification.emit(`${what}…`, 'in-progress', { autoClose: false });
+      progress.at = Date.now();
+    }, PROGRESS_AFTER);
+    const settled = async (): Promise<string | null> => {
+      window.clearTimeout(timer);
+      const wait = progress.id === null ? 0 : progress.at + PROGRESS_SHOWN - Date.now();
+      if (wait > 0) {
+        await new Promise(resolve => window.setTimeout(resolve, wait));
+      }
+      return progress.id;
+    };
     try {
       const done = await action();
-      Notification.update({ id, message: done, type: 'success', autoClose: 4000 });
+      const id = await settled();
+      if (id === null) {
+        Notification.success(done, { autoClose: 4000 });
+      } else {
+        Notification.update({ id, message: done, type: 'success', autoClose: 4000 });
+      }
       return true;
     } catch (reason) {
-      Notification.dismiss(id);
+      const id = await settled();
+      if (id !== null) {
+        Notification.dismiss(id);
+      }
       notifyError(what, reason);
       return false;
     } finally {

@@ -100,10 +100,49 @@ export interface IDeploymentState {
   aliases?: Record<string, number>;
 }
 
+/**
+ * A deployment's resources now, as `nbserve.top()` has them: one row of the agent's
+ * `/v1/resources`. Absent (null) when the agent could not answer it.
+ */
+export interface IResources {
+  /** "cold": scaled to zero, the next request starts it. */
+  state: 'warm' | 'cold' | 'stopped' | 'starting';
+  live_version: number | null;
+  /** `bentoml serve` processes: live, warm and canary versions. */
+  servers: number;
+  /** Workers per server. */
+  workers: number;
+  cpu_percent: number;
+  rss_bytes: number;
+  processes: number;
+  /** Bytes; null: no cap. */
+  memory_cap: number | null;
+  /** Cores; null: no cap. */
+  cpus_cap: number | null;
+  /** How the caps are enforced: "cgroup-v2", "cgroup-v1" or "watchdog"; null without caps. */
+  enforcement: string | null;
+  /** e.g. "15m"; null: never scaled to zero. */
+  idle_timeout: string | null;
+  /** Since the last request through the stable URL; null: none yet. */
+  idle_seconds: number | null;
+  /** Connections waiting for a cold deployment to start. */
+  held: number;
+}
+
+/** What `POST .../scale` changes; "none" removes a cap or the idle timeout. */
+export interface IScaleChanges {
+  workers?: number;
+  memory?: string | number;
+  cpus?: number | string;
+  idle_timeout?: string;
+}
+
 export interface IDeploymentBrief extends IDeploymentState {
   summary: ISummary | null;
   /** The id of its newest event: the panel fetches events only when this moves. */
   latest_event_id?: number | null;
+  /** Absent from server extensions older than scaling; null when the agent could not say. */
+  resources?: IResources | null;
 }
 
 export interface IScheduleRun {
@@ -181,6 +220,7 @@ export interface IDeploymentDetail extends IDeploymentState {
   history: IHistoryRow[];
   events: IEvent[];
   summary?: ISummary | null;
+  resources?: IResources | null;
 }
 
 /** A version's model card: HTML (sanitized before it is shown) and Markdown. */
@@ -354,6 +394,11 @@ export class NbserveAPI {
 
   setCanary(name: string, percent: number): Promise<IDeploymentState> {
     return this.post(`deployments/${enc(name)}/canary`, { percent });
+  }
+
+  /** Change workers, caps or the idle timeout; the live server is replaced without dropping a request. */
+  scale(name: string, changes: IScaleChanges): Promise<IDeploymentState> {
+    return this.post(`deployments/${enc(name)}/scale`, changes);
   }
 
   schedules(): Promise<ISchedule[]> {

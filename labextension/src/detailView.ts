@@ -19,6 +19,7 @@ import {
   IHistoryRow,
   ILogs,
   IMetrics,
+  IResources,
   IRollout,
   ISummary,
   NbserveApiError,
@@ -30,6 +31,7 @@ import { ago, button, copyButton, h, rolloutBadge, statusBadge, urlLine } from '
 import { metrics as summaryLine } from './listView';
 import { DeploymentsModel } from './model';
 import { qualityLine } from './quality';
+import { resourceFacts } from './resources';
 
 const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
 const ERROR_LINES = /error|exception|traceback|failed|critical/i;
@@ -131,6 +133,7 @@ export class DeploymentDetail extends Widget {
       this.close(); // it is gone
       return;
     }
+    this.updateResources(brief?.resources);
     const every = brief?.rollout ? RELOAD_ROLLOUT_EVERY : RELOAD_EVERY;
     if (stamp(brief) !== this._stamp || Date.now() - this._loadedAt > every) {
       void this.reload();
@@ -186,8 +189,53 @@ export class DeploymentDetail extends Widget {
       ),
       urlLine(detail.url),
       summary ? summaryLine(summary, false) : null,
-      summary && summary.quality !== undefined ? qualityLine(summary.quality) : null
+      summary && summary.quality !== undefined ? qualityLine(summary.quality) : null,
+      this.resources(detail, brief)
     );
+  }
+
+  /**
+   * "Resources": warm or cold, workers × servers, CPU, RSS, caps and their enforcement, idle
+   * time, and Scale…. The poll's row (every 2 s) is the freshest; the detail's own until then.
+   */
+  private resources(detail: IDeploymentDetail, brief: IDeploymentBrief | undefined): HTMLElement {
+    const r = brief?.resources ?? detail.resources ?? null;
+    const facts = resourceFacts(r);
+    const line = h(
+      'div',
+      { class: 'nbserve-resources', data: { state: r?.state ?? '', workers: r ? String(r.workers) : '' } },
+      h('span', { class: 'nbserve-res-label', text: 'Resources' }),
+      facts,
+      button(
+        'Scale…',
+        () => void this.commands.execute('nbserve:scale', { name: detail.name }),
+        'nbserve-scale',
+        'Change workers, memory and CPU caps, or the idle timeout'
+      )
+    );
+    this._resourcesLine = line;
+    this._resourcesFacts = facts;
+    this._resourcesKey = JSON.stringify(r);
+    return line;
+  }
+
+  /** Every poll moves CPU and idle time: swap the facts in place (the Scale… button keeps focus). */
+  private updateResources(r: IResources | null | undefined): void {
+    const line = this._resourcesLine;
+    const old = this._resourcesFacts;
+    if (!r || !line || !old || !line.isConnected) {
+      return; // none from the poll: keep the detail's own
+    }
+    const key = JSON.stringify(r);
+    if (key === this._resourcesKey) {
+      return;
+    }
+    const facts = resourceFacts(r);
+    old.replaceWith(facts);
+    this._resourcesFacts = facts;
+    this._resourcesKey = key;
+    line.dataset.state = r.state;
+    line.dataset.workers = String(r.workers);
   }
 
   private actions(detail: IDeploymentDetail): HTMLElement {
@@ -564,6 +612,9 @@ export class DeploymentDetail extends Widget {
   private _audit: IAudit | null = null;
   private _auditError: NbserveApiError | null = null;
   private _error: NbserveApiError | null = null;
+  private _resourcesLine: HTMLElement | null = null;
+  private _resourcesFacts: HTMLElement | null = null;
+  private _resourcesKey = '';
   private _loadedAt = 0;
   private _renderedWidth = 0;
   private _stamp = '';

@@ -43,8 +43,17 @@ export function button(label: string, onClick: () => void, cls = '', title = '')
   return el;
 }
 
-/** Status as a coloured dot and a word: serving, starting, restarting, failed, stopped. */
+/** The tooltip of a cold deployment, wherever its state shows. */
+export const COLD_TOOLTIP = 'scaled to zero: the next request starts it';
+
+/**
+ * Status as a coloured dot and a word: serving, starting, restarting, failed, stopped; a
+ * deployment scaled to zero as a muted "cold" pill (it is fine: the next request starts it).
+ */
 export function statusBadge(status: string): HTMLElement {
+  if (status === 'cold') {
+    return h('span', { class: 'nbserve-status nbserve-status-cold nbserve-pill', text: 'cold', title: COLD_TOOLTIP, data: { status } });
+  }
   return h('span', { class: `nbserve-status nbserve-status-${status}`, data: { status } }, h('span', { class: 'nbserve-dot' }), status);
 }
 

@@ -7,7 +7,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { Actions, notifyError, rollbackTargets } from './actions';
 import { notifyEvent } from './notify';
-import { NbserveAPI } from './api';
+import { IScaleChanges, NbserveAPI } from './api';
 import { IHtmlSanitizer, ModelCards } from './cardView';
 import { nbserveIcon } from './icons';
 import { DeploymentsModel } from './model';
@@ -26,6 +26,7 @@ namespace CommandIDs {
   export const pauseSchedule = 'nbserve:pause-schedule';
   export const resumeSchedule = 'nbserve:resume-schedule';
   export const modelCard = 'nbserve:open-model-card';
+  export const scale = 'nbserve:scale';
 }
 
 const CATEGORY = 'nbserve';
@@ -122,6 +123,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: args => (name(args) ? `Change ${name(args)}'s canary share` : 'nbserve: change canary share…'),
       execute: args => actions.setCanary(name(args), typeof args.percent === 'number' ? args.percent : null)
     });
+    app.commands.addCommand(CommandIDs.scale, {
+      label: args => (name(args) ? `Scale ${name(args)}…` : 'nbserve: scale deployment…'),
+      caption: 'Change a deployment’s workers, memory and CPU caps or idle timeout',
+      execute: args => {
+        const changes: IScaleChanges = {};
+        for (const key of ['workers', 'memory', 'cpus', 'idle_timeout'] as const) {
+          const value = args[key];
+          if (typeof value === 'number' || typeof value === 'string') {
+            (changes as Record<string, number | string>)[key] = value;
+          }
+        }
+        return actions.scale(name(args), Object.keys(changes).length > 0 ? changes : null);
+      }
+    });
     app.commands.addCommand(CommandIDs.runSchedule, {
       label: args => (name(args) ? `Run ${name(args)} now` : 'nbserve: run schedule now…'),
       caption: 'Run a scheduled notebook now',
@@ -161,7 +176,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (palette) {
       for (const command of [CommandIDs.show, CommandIDs.rollback, CommandIDs.stop, CommandIDs.start, CommandIDs.openInNotebook,
-        CommandIDs.promote, CommandIDs.abort, CommandIDs.setCanary, CommandIDs.runSchedule, CommandIDs.modelCard]) {
+        CommandIDs.promote, CommandIDs.abort, CommandIDs.setCanary, CommandIDs.scale, CommandIDs.runSchedule, CommandIDs.modelCard]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }

@@ -24,7 +24,9 @@ export class DeploymentList extends Widget {
   render(): void {
     const node = this.node;
     const { deployments, loaded, error } = this.model;
-    const key = JSON.stringify([loaded, error?.text ?? null, deployments]);
+    // the resources' figures move every poll and the list shows none of them: not in the key
+    const shown = deployments.map(({ resources, ...rest }) => ({ ...rest, state: resources?.state ?? null }));
+    const key = JSON.stringify([loaded, error?.text ?? null, shown]);
     if (key === this._rendered && node.childElementCount > 0) {
       return; // nothing changed: keep the DOM (and keyboard focus) as it is
     }

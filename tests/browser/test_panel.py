@@ -4,10 +4,11 @@ Deploys v1 from this process and v2 from a kernel that JupyterLab started, check
 the panel, rolls back to v1 through the panel's confirmation dialog and checks that the
 stable URL answers from v1 and that the Audit section shows the rollback (v2 → v1) over an
 intact hash chain; real outcomes sent from here show up as the list's and the detail's
-accuracy, next to an alias chip, and the model card opens from the panel. Then a canary: its
-badge and Rollout section, a share change and a promotion through the panel, a slow canary
-rolled back by its gates (a warning notification, and the agent's own gate_breached in the
-audit), and a schedule paused, resumed and run from the Schedules section.
+accuracy, next to an alias chip, and the model card opens from the panel; the detail's
+Resources line shows the deployment's worker count (its Scale… form opens and is cancelled).
+Then a canary: its badge and Rollout section, a share change and a promotion through the
+panel, a slow canary rolled back by its gates (a warning notification, and the agent's own
+gate_breached in the audit), and a schedule paused, resumed and run from the Schedules section.
 Screenshots (light and dark) go to tests/artifacts/.
 """
 
@@ -231,9 +232,10 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     # The sidebar has the nbserve icon; the palette has the commands.
     tab = page.locator('.jp-SideBar .lm-TabBar-tab[data-id="nbserve-deployments"]')
     tab.wait_for(timeout=30000)
-    labels = page.evaluate("""() => ['nbserve:show-deployments', 'nbserve:rollback']
+    labels = page.evaluate("""() => ['nbserve:show-deployments', 'nbserve:rollback', 'nbserve:scale']
         .map(id => window.jupyterapp.commands.label(id))""")
-    assert labels == ["nbserve: show deployments", "nbserve: rollback deployment…"]
+    assert labels == ["nbserve: show deployments", "nbserve: rollback deployment…",
+                      "nbserve: scale deployment…"]
     tab.click()
     row = page.locator(f'.nbserve-row[data-name="{NAME}"]')
     row.wait_for(timeout=20000)
@@ -285,6 +287,23 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert detail.locator(".nbserve-bar").count() >= 4
     page.screenshot(path=str(ARTIFACTS / "lab-light.png"))
     tab_visible.screenshot(path=str(ARTIFACTS / "panel-detail-light.png"))
+
+    # Resources: warm, one worker per server, its RSS, no caps; Scale… opens its form (cancelled:
+    # a scale would restart the servers).
+    resources = detail.locator('.nbserve-resources[data-state="warm"][data-workers="1"]')
+    resources.wait_for(timeout=10000)
+    text = resources.inner_text()
+    assert "1 worker × " in text and re.search(r"RSS [0-9.]+ (MiB|GiB)", text) and "no caps" in text, text
+    head = detail.locator(".nbserve-detail-head")
+    page.mouse.move(800, 500)
+    head.screenshot(path=str(ARTIFACTS / "panel-resources-light.png"))
+    resources.locator("button.nbserve-scale").click()
+    form = page.locator(".jp-Dialog", has_text=f"Scale {NAME}")
+    form.wait_for(timeout=10000)
+    assert form.locator('input[name="workers"]').get_attribute("placeholder") == "1"
+    form.screenshot(path=str(ARTIFACTS / "scale-dialog-light.png"))
+    form.locator("button.jp-mod-reject").click()
+    form.wait_for(state="detached", timeout=10000)
 
     # "Open in notebook" inserts the %deploy cell into the notebook.
     detail.locator("button.nbserve-open").click()
@@ -359,6 +378,8 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     page.wait_for_timeout(500)
     tab_visible.screenshot(path=str(ARTIFACTS / "panel-detail-dark.png"))
     audit.screenshot(path=str(ARTIFACTS / "panel-audit-dark.png"))
+    page.mouse.move(800, 500)
+    head.screenshot(path=str(ARTIFACTS / "panel-resources-dark.png"))
     page.screenshot(path=str(ARTIFACTS / "lab-dark.png"))
     detail.locator("button.nbserve-back").click()
     page.locator(".nbserve-List").wait_for(timeout=10000)

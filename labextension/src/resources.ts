@@ -1,0 +1,195 @@
+/**
+ * A deployment's resources as `nbserve top` shows them, in one line for the detail view:
+ * warm or cold, workers × servers, CPU %, RSS, the caps and how they are enforced, idle time.
+ * And the Scale… dialog's form (workers, memory, CPU, idle timeout).
+ */
+import { Widget } from '@lumino/widgets';
+
+import { IResources, IScaleChanges } from './api';
+import { fmt } from './charts';
+import { COLD_TOOLTIP, h } from './dom';
+
+/** How each enforcement holds the caps (docs/scaling.md). */
+const ENFORCEMENT: Record<string, string> = {
+  'cgroup-v2': "enforced by the kernel: memory.max and cpu.max of the server's cgroup (v2)",
+  'cgroup-v1': "enforced by the kernel: memory.limit_in_bytes and the CFS quota of the server's cgroups (v1)",
+  watchdog: 'no writable cgroups: the agent checks the servers’ RSS every second and pins them to ceil(cpus) CPUs'
+};
+
+const STATE_TITLES: Record<string, string> = {
+  warm: 'its servers are running',
+  cold: COLD_TOOLTIP,
+  stopped: 'stopped: nothing serves until it is started',
+  starting: 'its server is starting'
+};
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+
+/** "212 MiB", or "1.5 GiB" from 1 GiB up. */
+export function fmtBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !isFinite(bytes)) {
+    return '–';
+  }
+  return bytes >= GiB ? `${Number((bytes / GiB).toFixed(2))} GiB` : `${Math.round(bytes / MiB)} MiB`;
+}
+
+/** "12 s", "4 min", "2.5 h". */
+export function fmtSeconds(seconds: number): string {
+  if (seconds < 90) {
+    return `${Math.round(seconds)} s`;
+  }
+  if (seconds < 5400) {
+    return `${Math.round(seconds / 60)} min`;
+  }
+  return `${fmt(seconds / 3600)} h`;
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** The caps and how they are enforced: "cap 1 GiB · 1.5 CPU (watchdog)", or "no caps". */
+function capsFact(r: IResources): HTMLElement {
+  const caps = [r.memory_cap !== null && r.memory_cap !== undefined ? fmtBytes(r.memory_cap) : '', r.cpus_cap ? `${fmt(r.cpus_cap)} CPU` : '']
+    .filter(Boolean)
+    .join(' · ');
+  if (!caps) {
+    return h('span', { class: 'nbserve-res-fact nbserve-res-caps nbserve-res-none', text: 'no caps', title: 'no memory or CPU cap (Scale… sets them)', data: { fact: 'caps' } });
+  }
+  const how = r.enforcement ?? 'not enforced';
+  return h('span', {
+    class: 'nbserve-res-fact nbserve-res-caps',
+    text: `cap ${caps} (${how})`,
+    title: ENFORCEMENT[how] ?? `enforcement: ${how}`,
+    data: { fact: 'caps', enforcement: r.enforcement ?? '' }
+  });
+}
+
+function idleFact(r: IResources): HTMLElement {
+  const timeout = r.idle_timeout ? `scales to zero after ${r.idle_timeout} without requests` : 'never scales to zero (no idle timeout)';
+  let text: string;
+  if (r.state === 'cold') {
+    text = r.held > 0 ? `${plural(r.held, 'request')} held while it starts` : `cold after ${r.idle_timeout ?? 'idling'}`;
+  } else if (r.idle_seconds === null || r.idle_seconds === undefined) {
+    text = 'no requests yet';
+  } else {
+    text = `idle ${fmtSeconds(r.idle_seconds)}`;
+  }
+  if (r.state !== 'cold' && r.idle_timeout) {
+    text += ` / ${r.idle_timeout}`;
+  }
+  return h('span', {
+    class: `nbserve-res-fact nbserve-res-idle${r.held > 0 ? ' nbserve-res-held' : ''}`,
+    text,
+    title: `time since the last request through the stable URL; ${timeout}`,
+    data: { fact: 'idle' }
+  });
+}
+
+/** The facts of the Resources line (the detail view keeps its Scale… button beside them). */
+export function resourceFacts(r: IResources | null | undefined): HTMLElement {
+  if (!r) {
+    return h('span', { class: 'nbserve-res-facts nbserve-muted', text: 'not available from the agent' });
+  }
+  return h(
+    'span',
+    { class: 'nbserve-res-facts' },
+    h('span', { class: `nbserve-res-state nbserve-res-state-${r.state}`, text: r.state, title: STATE_TITLES[r.state] ?? r.state, data: { fact: 'state' } }),
+    h('span', {
+      class: 'nbserve-res-fact nbserve-res-workers',
+      text: `${plural(r.workers, 'worker')} × ${plural(r.servers, 'server')}`,
+      title: 'workers per server × servers running (the live version, warm ones, a canary)',
+      data: { fact: 'workers' }
+    }),
+    h('span', { class: 'nbserve-res-fact', text: `CPU ${fmt(r.cpu_percent)}%`, title: 'CPU of every server process together (100% = one core)', data: { fact: 'cpu' } }),
+    h('span', { class: 'nbserve-res-fact', text: `RSS ${fmtBytes(r.rss_bytes)}`, title: `resident memory of ${plural(r.processes, 'process')}`, data: { fact: 'rss' } }),
+    capsFact(r),
+    idleFact(r)
+  );
+}
+
+/** The Scale… dialog's body: empty fields stay as they are; "none" removes a cap or the timeout. */
+export class ScaleForm extends Widget {
+  constructor(current: IResources | null | undefined) {
+    super();
+    this.addClass('nbserve-ScaleForm');
+    const row = (label: string, input: HTMLInputElement, now: string, hint: string): HTMLElement => {
+      input.classList.add('jp-mod-styled', 'nbserve-scale-input');
+      input.placeholder = now;
+      const id = `nbserve-scale-${input.name}-${++ScaleForm._ids}`;
+      input.id = id;
+      const labelEl = h('label', { text: label });
+      labelEl.htmlFor = id;
+      return h('div', { class: 'nbserve-scale-row' }, labelEl, input, h('span', { class: 'nbserve-muted nbserve-scale-hint', text: hint }));
+    };
+    this.workers = field('workers', 'number');
+    this.workers.min = '1';
+    this.workers.step = '1';
+    this.memory = field('memory');
+    this.cpus = field('cpus');
+    this.idle = field('idle_timeout');
+    const r = current ?? null;
+    this.node.append(
+      h('p', { class: 'nbserve-muted', text: 'Leave a field empty to keep it; "none" removes a cap or the idle timeout.' }),
+      row('Workers', this.workers, r ? String(r.workers) : '', 'per server'),
+      row('Memory cap', this.memory, r ? (r.memory_cap ? fmtBytes(r.memory_cap) : 'none') : '', 'e.g. 1G, 512M'),
+      row('CPU cap', this.cpus, r ? (r.cpus_cap ? String(r.cpus_cap) : 'none') : '', 'cores, e.g. 1.5'),
+      row('Idle timeout', this.idle, r ? r.idle_timeout ?? 'none' : '', 'e.g. 15m: scale to zero')
+    );
+  }
+
+  /** What to change (only the fields filled in). */
+  getValue(): IScaleChanges {
+    const changes: IScaleChanges = {};
+    const workers = this.workers.value.trim();
+    if (workers) {
+      changes.workers = Number(workers);
+    }
+    const memory = this.memory.value.trim();
+    if (memory) {
+      changes.memory = memory;
+    }
+    const cpus = this.cpus.value.trim();
+    if (cpus) {
+      changes.cpus = isFinite(Number(cpus)) ? Number(cpus) : cpus; // "none" stays a word
+    }
+    const idle = this.idle.value.trim();
+    if (idle) {
+      changes.idle_timeout = idle;
+    }
+    return changes;
+  }
+
+  readonly workers: HTMLInputElement;
+  readonly memory: HTMLInputElement;
+  readonly cpus: HTMLInputElement;
+  readonly idle: HTMLInputElement;
+  private static _ids = 0;
+}
+
+function field(name: string, type = 'text'): HTMLInputElement {
+  const input = document.createElement('input');
+  input.type = type;
+  input.name = name;
+  input.autocomplete = 'off';
+  return input;
+}
+
+/** "workers 2, memory cap 1G, no idle timeout": what a scale changes, in words. */
+export function describeScale(changes: IScaleChanges): string {
+  const parts: string[] = [];
+  if (changes.workers !== undefined) {
+    parts.push(plural(changes.workers, 'worker'));
+  }
+  if (changes.memory !== undefined) {
+    parts.push(changes.memory === 'none' ? 'no memory cap' : `memory cap ${changes.memory}`);
+  }
+  if (changes.cpus !== undefined) {
+    parts.push(changes.cpus === 'none' ? 'no CPU cap' : `CPU cap ${changes.cpus}`);
+  }
+  if (changes.idle_timeout !== undefined) {
+    parts.push(changes.idle_timeout === 'none' ? 'no idle timeout' : `idle timeout ${changes.idle_timeout}`);
+  }
+  return parts.join(', ');
+}
