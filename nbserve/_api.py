@@ -803,12 +803,13 @@ def get(name: str, *, target: str | None = None, start: bool = True) -> Deployme
     return Deployment(client, client.get(f"/v1/deployments/{name}"))
 
 
-def top(*, target: str | None = None) -> "pd.DataFrame":
+def top(*, target: str | None = None, start: bool = True) -> "pd.DataFrame":
     """Every deployment now: warm or cold, servers and workers, CPU %, RSS, caps and how they
-    are enforced, seconds since the last request (what ``nbserve top`` shows)."""
+    are enforced, seconds since the last request (what ``nbserve top`` shows). ``start=False``:
+    do not start a local agent to ask."""
     import pandas as pd
 
-    frame = pd.DataFrame(connect(target).get("/v1/resources"))
+    frame = pd.DataFrame(connect(target, start=start).get("/v1/resources"))
     return frame.set_index("deployment") if not frame.empty else frame
 
 

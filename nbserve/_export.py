@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._agent._limits import workers_option
 from .errors import InvalidArgument, NbserveError, VersionNotFound
 
 __all__ = ["export_k8s", "register"]
@@ -324,7 +325,7 @@ def deployment(plan: Plan, release: Release) -> dict[str, Any]:
                    "protocol": "TCP"}],
         "env": [
             # the service is named after the deployment (see _service_template.py)
-            {"name": "BENTOML_CONFIG_OPTIONS", "value": f"services.{plan.deployment}.workers={plan.workers}"},
+            {"name": "BENTOML_CONFIG_OPTIONS", "value": workers_option(plan.deployment, plan.workers)},
             {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
         ],
         "resources": resources(plan),
@@ -627,7 +628,7 @@ def _readme(plan: Plan) -> str:
             f"  Deployment {plan.k8s_name}-canary. Abort: kubectl delete deployment {plan.k8s_name}-canary.",
         ]
     parts += [
-        f"  Each pod: {plan.workers} BentoML worker(s) (BENTOML_CONFIG_OPTIONS services.{plan.deployment}.workers),",
+        f"  Each pod: {plan.workers} BentoML worker(s) (BENTOML_CONFIG_OPTIONS {workers_option(plan.deployment, plan.workers)}),",
         f"  requests cpu {res['requests']['cpu']} / memory {res['requests']['memory']}, "
         f"limits cpu {res['limits']['cpu']} / memory {res['limits']['memory']}"
         + (" (the deployment's caps)" if plan.memory and plan.cpus else " (defaults where no cap was set)") + ".",

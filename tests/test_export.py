@@ -89,7 +89,7 @@ def test_probes_resources_workers_and_provenance(dep, canary):
     assert model["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     assert model["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
     env = {e["name"]: e.get("value") for e in model["env"]}
-    assert env["BENTOML_CONFIG_OPTIONS"] == f"services.{NAME}.workers=2"  # the service is named NAME
+    assert env["BENTOML_CONFIG_OPTIONS"] == f'services."{NAME}".workers=2'  # the service is named NAME (quoted)
     v1 = dep.metadata(1)
     assert model["image"] == "registry.example.com/ml/" + v1["bento"]
     labels = stable["spec"]["template"]["metadata"]["labels"]

@@ -48,8 +48,8 @@ def _wait(predicate, timeout: float = 60.0) -> None:
 
 def test_two_workers_both_answer_and_scale_changes_them_without_dropping_a_request(module_home, iris, forest):
     _, X_test, _, _ = iris
-    dep = nbserve.deploy(forest, "wide", X_test, workers=2, progress=False)
-    assert nbserve.top().loc["wide", "workers"] == 2
+    dep = nbserve.deploy(forest, "wide-model", X_test, workers=2, progress=False)
+    assert nbserve.top().loc["wide-model", "workers"] == 2
 
     def worker_ids(_: int) -> set[str]:
         with httpx.Client(trust_env=False) as client:
@@ -65,7 +65,7 @@ def test_two_workers_both_answer_and_scale_changes_them_without_dropping_a_reque
         dep.scale(workers=1)
         time.sleep(1.0)
     assert load.total > 50 and set(load.statuses) == {200} and not load.failures, (load.statuses, load.failures)
-    assert nbserve.top().loc["wide", "workers"] == 1 and nbserve.top().loc["wide", "servers"] == 1
+    assert nbserve.top().loc["wide-model", "workers"] == 1 and nbserve.top().loc["wide-model", "servers"] == 1
     scaled = dep.events().query("kind == 'scaled'").iloc[-1]
     assert "1 worker(s)" in scaled["message"]
     np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))

@@ -816,12 +816,18 @@ class Manager:
     async def scale(self, name: str, changes: dict[str, Any], *, actor: str | None) -> None:
         """Change workers or caps and restart the live version's server with them: the new
         server starts beside the old, takes the traffic once ready, then the old one drains."""
+        before = self.get_row(name).config
         self.configure(name, changes, actor=actor)
         async with self._lock(name):
             row = self.get_row(name)
             if row.state != "serving" or name in self.cold or row.live_version is None:
                 return  # applied at the next start
-            await self._replace_live(name, row.live_version, reason="scaled")
+            try:
+                await self._replace_live(name, row.live_version, reason="scaled")
+            except NbserveError:
+                # the old server keeps serving; so must its settings, or the next start fails too
+                self.registry.update_deployment(name, config=before)
+                raise
 
     async def _replace_live(self, name: str, number: int, *, reason: str) -> None:
         version = self.get_version(name, number)

@@ -26,7 +26,7 @@ import psutil
 
 from .._config import Home, private_env
 from ..errors import DeployFailed
-from ._limits import Group, Limits, affinity, enforcement
+from ._limits import Group, Limits, affinity, enforcement, workers_option
 from ._registry import ProcessRow, Registry
 
 log = logging.getLogger("nbserve.agent")
@@ -212,7 +212,7 @@ class Supervisor:
         env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1"}
         if workers != 1:
             # the service is named after the deployment (see _service_template.py)
-            env["BENTOML_CONFIG_OPTIONS"] = f"services.{deployment}.workers={int(workers)}"
+            env["BENTOML_CONFIG_OPTIONS"] = workers_option(deployment, workers)
         with log_path.open("ab") as log_file:
             # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
             # and asyncio's child watcher would then wait for an exit it never sees.

@@ -156,7 +156,7 @@ def _resources() -> dict[str, dict[str, Any]]:
     enforcement, idle seconds), by name, from ONE ``nbserve.top()`` call; ``{}`` when the agent
     cannot answer it (e.g. an agent older than scaling): the rest of the answer stands."""
     try:
-        frame = nbserve.top()
+        frame = nbserve.top(start=False)  # a poll never starts an agent the user stopped
     except NbserveError:
         return {}
     return {row.pop("deployment"): row for row in _records(frame, index="deployment")}
