@@ -172,6 +172,7 @@ class ${class_name}:
         ctx.response.headers["x-nbserve-worker"] = _WORKER  # which worker answered (scaling checks)
         frame = _conform(data)
         if isinstance(frame, JSONResponse):
+            ctx.response.status_code = frame.status_code  # BentoML applies ctx's status to any response
             return frame
         return _jsonable(predict(frame))
 

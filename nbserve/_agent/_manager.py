@@ -1104,17 +1104,15 @@ class Manager:
     def quality(self, name: str, window: str | float = "1d", *, bucket: str | float = "1h",
                 metrics: list[str] | None = None, version: int | None = None) -> dict[str, Any]:
         """Metrics per time bucket and version from labelled predictions."""
-        self.get_row(name)
+        row = self.get_row(name)
         since = time.time() - parse_window(window)
         bucket_seconds = parse_window(bucket)
-        labelled = self.monitor.labelled(name, since, version=version)
-        declared = None
-        versions = {row[1] for row in labelled}
-        if len(versions) >= 1:
-            declared = self._task(name, max(versions))
+        labelled = self.monitor.labelled(name, since, version=version)  # streamed: read once
+        number = version or row.live_version
+        declared = self._task(name, number) if number is not None else None
         task, rows = quality_rows(labelled, bucket_seconds=bucket_seconds, task=declared,
                                   metrics=check_metrics(metrics))
-        return {"task": task, "rows": rows, "labelled": len(labelled)}
+        return {"task": task, "rows": rows, "labelled": sum(r["labelled"] for r in rows)}
 
     def _task(self, name: str, number: int) -> str | None:
         try:
