@@ -211,25 +211,32 @@ class Deployment:
     # -- history and control --------------------------------------------------------
 
     def history(self) -> "pd.DataFrame":
-        """One row per version: number, status, when, who, notebook and cell, Bento."""
+        """One row per version: number, status, when, who (and from which address, from the
+        audit log), notebook and cell, description, intended use and limitations, Bento."""
         import pandas as pd
 
         self.refresh()
+        registered = {a["version"]: a for a in self._client.get(
+            "/v1/audit", params={"deployment": self.name, "limit": 10_000}) if a["action"] == "version_registered"}
         rows = []
         for v in self.versions:
             meta = v.get("metadata", {})
             prov = meta.get("provenance", {})
+            card = meta.get("card") or {}
             rows.append({
                 "version": v["number"],
                 "status": v["status"],
                 "live": v["number"] == self.version,
                 "created_at": pd.Timestamp(v["created_at"]),
                 "created_by": v.get("created_by"),
+                "from": (registered.get(v["number"]) or {}).get("source"),
                 "model": (meta.get("model") or {}).get("class"),
                 "notebook": prov.get("notebook"),
                 "cell": prov.get("cell_execution_count"),
                 "cell_sha256": (prov.get("cell_sha256") or "")[:12] or None,
                 "description": meta.get("description"),
+                "intended_use": card.get("intended_use"),
+                "limitations": card.get("limitations"),
                 "bento": v["bento_tag"],
                 "error": v.get("error"),
             })

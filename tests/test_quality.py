@@ -73,6 +73,9 @@ def test_metadata_and_schema_reflect_what_was_deployed(dep, iris, forest):
     assert httpx.post(f"{dep.url}/predict", json=example, trust_env=False).status_code == 200
     assert httpx.post(f"{dep.url}/metadata", trust_env=False).status_code == 405
     assert dep.metadata(1) == first
+    history = dep.history()
+    assert history.loc[1, "intended_use"] == "the quality tests" and history.loc[1, "limitations"] == "iris only"
+    assert history.loc[2, "from"] == "127.0.0.1"  # the deploy's source address, from the audit log
     # the stable URL's own OpenAPI document names the real columns and their types
     doc = httpx.get(f"{dep.url}/docs.json", trust_env=False).json()
     rows = doc["components"]["schemas"]["predict__Input"]["properties"]["data"]["items"]
