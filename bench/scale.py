@@ -1,0 +1,530 @@
+"""Scale on one host: workers, scale to zero, idle memory.  nbserve vs plain `bentoml serve`.
+
+    .venv/bin/python bench/scale.py [--parts throughput cold memory] [--seconds 10] [--rounds 5]
+                                    [--concurrency 16] [--trees 200] [--cold-rounds 5]
+                                    [--deployments 20] [--load auto|wrk|python]
+
+Three parts, each in its own scratch NBSERVE_HOME (so one part's agent and history do not
+weigh on the next), all on 127.0.0.1:
+
+  throughput  A RandomForest with ``--trees`` trees on iris (1-row predict: CPU-bound, one
+              worker keeps one core busy) is deployed once per worker count (``forest-w1``,
+              ``forest-w2``: ``nbserve.deploy(..., workers=1)``, then ``dep.scale(workers=2)``).
+              The baseline per worker count is a plain ``bentoml serve`` of the same Bento, with
+              ``BENTOML_CONFIG_OPTIONS='services."<name>".workers=2'`` for two workers. All four
+              servers stay up (idle ones cost ~nothing); each of ``--rounds`` rounds runs wrk
+              at ``--concurrency`` against every target's /predict for ``--seconds`` (order
+              reversed every other round), so load from other processes on the machine hits
+              all targets alike; ratios are medians of per-round ratios. Server CPU per request
+              and the cores the server kept busy come from /proc. Before measuring, concurrent
+              requests check that every worker answers (the ``x-nbserve-worker`` header).
+  cold        The same model with ``idle_timeout="2s"``: wait until ``nbserve.top()`` says the
+              deployment is cold with no server, then time one POST /predict on the stable URL
+              (the agent holds it and starts the server), read the agent's ``woken`` event
+              (``cold_start_seconds``), then time a warm request. Baseline per round: a plain
+              ``bentoml serve`` from exec to its first answer on /predict, /readyz polled first
+              as the agent does (started while the nbserve deployment is cold, so the two never
+              compete). Medians of ``--cold-rounds``.
+  memory      ``--deployments`` small deployments (one 10-tree iris forest, deployed under
+              as many names) on one agent: total RSS (and PSS, which counts shared pages once)
+              of every process under the scratch root (agent + servers + workers) and the
+              CPU they burn while idle, all warm; then ``dep.scale(idle_timeout="2s")`` on
+              each, wait until all are cold, measure again.
+
+Adaptive batching is not offered (docs/scaling.md says why); its row says so.
+Targets (printed, never asserted): 2 workers approach 2x one worker's throughput on a
+CPU-bound model; nbserve within 0.85x of plain BentoML at each worker count.
+Every process started here is stopped at the end, even on error, and the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402  (sets BENTOML_DO_NOT_TRACK / UV_OFFLINE first)
+
+RATIO_TARGET = 0.85  # nbserve / plain bentoml serve, as in endpoint.py
+MIB = 2**20
+
+
+# -- small helpers -------------------------------------------------------------------
+
+
+def cpu_of(procs: list) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            continue
+    return total
+
+
+def busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
+
+
+def timed_post(url: str, body: bytes, timeout: float = 180.0) -> tuple[float, int, dict[str, str]]:
+    """(seconds, status, headers) of one POST /predict on a fresh connection."""
+    host, port = c.split_url(url)
+    t0 = time.perf_counter()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return time.perf_counter() - t0, response.status, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def workers_answering(url: str, body: bytes, concurrency: int = 16, per_thread: int = 6) -> set[str]:
+    """The distinct ``x-nbserve-worker`` PIDs that answered concurrent requests."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def hit() -> None:
+        for _ in range(per_thread):
+            _s, status, headers = timed_post(url, body, timeout=60)
+            if status == 200:
+                with lock:
+                    seen.add(headers.get("x-nbserve-worker", "?"))
+
+    threads = [threading.Thread(target=hit) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return seen
+
+
+def plain_serve(bento_tag: str, home: Any, root: Path, name: str, workers: int, log: str) -> tuple[c.ProcessTree, str]:
+    """A plain ``bentoml serve`` of the Bento, with ``workers`` workers, as a user would run it."""
+    port = c.free_port()
+    extra = {"BENTOML_HOME": str(home.bentoml_home), "PYTHONUNBUFFERED": "1"}
+    if workers != 1:
+        # quoted: BentoML's key syntax rejects a bare '-' in a name segment
+        extra["BENTOML_CONFIG_OPTIONS"] = f'services."{name}".workers={workers}'
+    tree = c.ProcessTree(
+        [c.PY, "-m", "bentoml", "serve", bento_tag, "--host", c.HOST, "--port", str(port)],
+        env=c.child_env(**extra), cwd=root, log_path=root / log,
+    )
+    return tree, f"http://{c.HOST}:{port}"
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> float:
+    """Poll until ``predicate()`` is true; return the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
+
+def top_row(name: str) -> dict[str, Any]:
+    import nbserve
+
+    frame = nbserve.top()
+    return frame.loc[name].to_dict()
+
+
+def is_cold(name: str) -> bool:
+    row = top_row(name)
+    return row["state"] == "cold" and int(row["servers"]) == 0
+
+
+@contextlib.contextmanager
+def part(prefix: str, run_root: Path) -> Any:
+    """A fresh NBSERVE_HOME (and agent) under the run's scratch root; every process under
+    it is stopped at the end. The client's BENTOML_HOME stays the run's: BentoML reads it
+    once per process, so it cannot move between parts."""
+    from nbserve._config import Home
+    from nbserve._local import stop_agent
+
+    root = run_root / prefix
+    root.mkdir()
+    marker = str(root)
+    saved = os.environ["NBSERVE_HOME"]
+    os.environ["NBSERVE_HOME"] = str(root / "nbhome")
+    home = Home.resolve()
+    extra: list[c.ProcessTree] = []
+    try:
+        yield root, home, extra
+    finally:
+        try:
+            for tree in extra:
+                survivors = tree.stop()
+                if survivors:
+                    print(f"warning: plain server processes survived SIGKILL: {survivors}")
+            stop_agent(home)
+            time.sleep(0.5)
+        finally:
+            os.environ["NBSERVE_HOME"] = saved
+            left = c.reap(marker)
+            print(f"[{prefix}] processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
+            for line in left:
+                print(f"  {line}")
+
+
+def agent_process(home: Any) -> Any:
+    import psutil
+
+    from nbserve._local import find_agent
+
+    agent = find_agent(home)
+    assert agent is not None, "the agent is not running after deploy"
+    return psutil.Process(agent.pid)
+
+
+# -- throughput ----------------------------------------------------------------------
+
+
+def throughput(args: argparse.Namespace, tool: str, run_root: Path) -> None:
+    import nbserve
+
+    body = c.iris_body(1)
+    targets = [(w, kind) for w in args.workers for kind in ("plain", "nbserve")]
+    results: dict[tuple[int, str], list[dict[str, float]]] = {}
+    with part("throughput", run_root) as (root, home, extra):
+        model, X = c.iris_model(args.trees)
+        deps, tags, urls, plains = {}, {}, {}, {}
+        for w in args.workers:
+            # one deployment per worker count, so every round measures all of them alike
+            name = f"forest-w{w}"
+            t0 = time.monotonic()
+            deps[w] = nbserve.deploy(model, name, X, workers=1, progress=False)
+            line = f"deployed {name} ({args.trees} trees, workers=1) in {time.monotonic() - t0:.1f} s"
+            if w != 1:
+                t0 = time.monotonic()
+                deps[w].scale(workers=w)
+                line += f"; dep.scale(workers={w}) returned in {time.monotonic() - t0:.1f} s"
+            tags[w] = deps[w].refresh().versions[-1]["bento_tag"]
+            urls[(w, "nbserve")] = deps[w].url
+            print(f"{line}; stable URL {deps[w].url}", flush=True)
+        agent = agent_process(home)
+        for w in args.workers:
+            plains[w], urls[(w, "plain")] = plain_serve(tags[w], home, root, f"forest-w{w}", w, f"plain-w{w}.log")
+            extra.append(plains[w])
+            c.wait_until_ok(urls[(w, "plain")], "GET", "/readyz", timeout=180, alive=plains[w].alive)
+        print("plain servers: " + ", ".join(f"{w} worker(s) {urls[(w, 'plain')]} (pid {plains[w].pid})"
+                                            for w in args.workers) + f"; agent pid {agent.pid}")
+        for w, kind in targets:
+            seen = workers_answering(urls[(w, kind)], body)
+            print(f"  workers={w} {kind:<7} answered by {len(seen)} worker PID(s): {sorted(seen)}")
+            if len(seen) != w:
+                print(f"  warning: {kind} was asked for {w} worker(s); {len(seen)} answered")
+
+        def server_procs(w: int, kind: str) -> list:
+            if kind == "plain":
+                plains[w].refresh()
+                return list(plains[w].known.values())
+            out = []
+            for proc in agent.children(recursive=True):  # nbserve's servers, workers included
+                with contextlib.suppress(Exception):
+                    if any(tags[w] in arg for arg in proc.cmdline()):
+                        out.append(proc)
+            return out
+
+        print(f"warm-up: {args.warmup:g} s per target")
+        for w, kind in targets:
+            c.load(urls[(w, kind)], "/predict", body, args.concurrency, args.warmup, tool, root)
+        for rnd in range(args.rounds):
+            order = targets if rnd % 2 == 0 else list(reversed(targets))
+            for w, kind in order:
+                procs = server_procs(w, kind)
+                ours = [agent, *[p for t in targets for p in server_procs(*t)]]
+                server0, agent0, ours0 = cpu_of(procs), cpu_of([agent]), cpu_of(ours)
+                busy0, wall0 = busy_seconds(), time.monotonic()
+                out = c.load(urls[(w, kind)], "/predict", body, args.concurrency, args.seconds, tool, root)
+                wall = time.monotonic() - wall0
+                n = max(1, out["requests"])
+                server_s = cpu_of(procs) - server0
+                out["server_us"] = server_s / n * 1e6
+                out["server_cores"] = server_s / wall
+                out["agent_us"] = (cpu_of([agent]) - agent0) / n * 1e6
+                mine = cpu_of(ours) - ours0 + out["load_cpu_s"]
+                out["others_cores"] = max(0.0, busy_seconds() - busy0 - mine) / wall
+                results.setdefault((w, kind), []).append(out)
+                print(f"  round {rnd + 1} workers={w} {kind:<7} {out['rps']:7.1f} rps "
+                      f"p50 {out['p50_ms']:7.2f} ms p99 {out['p99_ms']:7.2f} ms errors {int(out['errors'])} "
+                      f"server {out['server_cores']:.2f} cores (others {out['others_cores']:.2f})", flush=True)
+    report_throughput(args, tool, results)
+
+
+def report_throughput(args: argparse.Namespace, tool: str, results: dict) -> None:
+    def med(workers: int, target: str, key: str) -> float:
+        return c.median([r[key] for r in results[(workers, target)]])
+
+    def paired(num: tuple[int, str], den: tuple[int, str]) -> tuple[float, float, float]:
+        """Median, min and max of the per-round ratio (both measured in the same round)."""
+        ratios = [a["rps"] / b["rps"] for a, b in zip(results[num], results[den])]
+        return c.median(ratios), min(ratios), max(ratios)
+
+    print()
+    print(f"iris RandomForest ({args.trees} trees), POST /predict with 1 row, concurrency {args.concurrency}, "
+          f"load: {tool}; medians of {args.rounds} rounds, each running every target for {args.seconds:g} s")
+    header = (f"{'workers':>7} {'target':<8}| {'rps':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} | "
+              f"{'server CPU us/req':>17} {'server cores':>12} {'agent us/req':>12} | {'others':>6}")
+    print(header)
+    print("-" * len(header))
+    for workers in args.workers:
+        for target in ("plain", "nbserve"):
+            errors = sum(int(r["errors"]) for r in results[(workers, target)])
+            agent = f"{med(workers, target, 'agent_us'):>12.0f}" if target == "nbserve" else f"{'-':>12}"
+            print(f"{workers:>7} {target:<8}| {med(workers, target, 'rps'):>7.1f} "
+                  f"{med(workers, target, 'p50_ms'):>8.2f} {med(workers, target, 'p99_ms'):>8.2f} {errors:>6} | "
+                  f"{med(workers, target, 'server_us'):>17.0f} {med(workers, target, 'server_cores'):>12.2f} "
+                  f"{agent} | {med(workers, target, 'others_cores'):>6.2f}")
+    print(f"{'-':>7} {'batching':<8}| not offered: adaptive batching is not implemented (docs/scaling.md: the "
+          f"service validates and answers each request on its own)")
+    print()
+    print("ratios: median of the per-round ratios (min - max)")
+    for workers in args.workers:
+        ratio, lo_r, hi_r = paired((workers, "nbserve"), (workers, "plain"))
+        ok = "met" if ratio >= RATIO_TARGET else "MISSED"
+        print(f"  workers={workers}: nbserve/plain throughput {ratio:.2f}x ({lo_r:.2f} - {hi_r:.2f}; "
+              f"target >= {RATIO_TARGET}x: {ok}); added p50 "
+              f"{med(workers, 'nbserve', 'p50_ms') - med(workers, 'plain', 'p50_ms'):+.2f} ms")
+    if len(args.workers) >= 2:
+        lo, hi = args.workers[0], args.workers[-1]
+        ideal = min(hi, os.cpu_count() or 1) / lo
+        for target in ("plain", "nbserve"):
+            gain, lo_r, hi_r = paired((hi, target), (lo, target))
+            print(f"  {target}: {hi} workers / {lo} worker throughput {gain:.2f}x ({lo_r:.2f} - {hi_r:.2f}; "
+                  f"target: approach {ideal:.1f}x on {os.cpu_count()} cores)")
+    print("server cores = CPU seconds of the serving process tree per wall second; agent us/req = the "
+          "nbserve agent (proxy + monitoring) per request; others = cores busy with processes not of this bench")
+
+
+# -- cold start ----------------------------------------------------------------------
+
+
+def cold(args: argparse.Namespace, run_root: Path) -> None:
+    import nbserve
+
+    body = c.iris_body(1)
+    name = "forest"
+    rows: list[dict[str, float]] = []
+    with part("cold", run_root) as (root, home, extra):
+        model, X = c.iris_model(args.trees)
+        dep = nbserve.deploy(model, name, X, workers=1, idle_timeout=args.idle_timeout, progress=False)
+        bento_tag = dep.refresh().versions[-1]["bento_tag"]
+        print(f"deployed {name} ({args.trees} trees, idle_timeout={args.idle_timeout}); stable URL {dep.url}")
+        for _ in range(5):  # the first requests of a fresh worker are slower
+            timed_post(dep.url, body)
+        for rnd in range(args.cold_rounds):
+            waited = wait_for(lambda: is_cold(name), 120, f"{name} to scale to zero")
+            # baseline while nbserve's side is cold and quiet: plain serve, exec to first 200
+            t0 = time.monotonic()
+            tree, plain_url = plain_serve(bento_tag, home, root, name, 1, f"plain-cold-{rnd}.log")
+            extra.append(tree)
+            # as the agent does: poll /readyz (short probes), then the request
+            c.wait_until_ok(plain_url, "GET", "/readyz", timeout=180, interval=0.05, alive=tree.alive)
+            _s, status, _h = timed_post(plain_url, body)
+            plain_s = time.monotonic() - t0
+            if status != 200:
+                raise RuntimeError(f"the plain server's first request answered {status}")
+            tree.stop()
+            extra.remove(tree)
+            if not is_cold(name):
+                raise RuntimeError(f"{name} woke up without a request")
+            last = dep.events(limit=1)
+            last_id = int(last["id"].max()) if not last.empty else 0
+            cold_s, status, _h = timed_post(dep.url, body)
+            if status != 200:
+                raise RuntimeError(f"the cold request answered {status}")
+            warm = sorted(timed_post(dep.url, body)[0] for _ in range(5))
+            event: dict[str, Any] = {}
+
+            def woken() -> bool:
+                frame = dep.events(limit=50, after=last_id)
+                found = frame[frame["kind"] == "woken"] if not frame.empty else frame
+                if not found.empty:
+                    event.update(found.iloc[-1]["data"])
+                return bool(event)
+
+            wait_for(woken, 10, "the woken event")
+            shown = top_row(name).get("last_cold_start_seconds")  # nbserve top's cold_start column
+            row = {"idle_wait_s": waited, "cold_s": cold_s, "event_s": float(event["cold_start_seconds"]),
+                   "ready_s": float(event.get("ready_seconds") or float("nan")), "held": event.get("held"),
+                   "top_s": float("nan") if shown is None else float(shown),
+                   "warm_ms": warm[len(warm) // 2] * 1000, "plain_s": plain_s}
+            rows.append(row)
+            print(f"  round {rnd + 1}: cold {waited:.1f} s after the last request; cold request "
+                  f"{cold_s:.2f} s (woken event {row['event_s']:.2f} s, server ready {row['ready_s']:.2f} s, "
+                  f"held {row['held']}); warm request {row['warm_ms']:.1f} ms; plain serve to first answer "
+                  f"{plain_s:.2f} s", flush=True)
+    report_cold(args, rows)
+
+
+def report_cold(args: argparse.Namespace, rows: list[dict[str, float]]) -> None:
+    def med(key: str) -> float:
+        return c.median([r[key] for r in rows])
+
+    print()
+    print(f"cold start, iris RandomForest ({args.trees} trees), 1 worker, idle_timeout={args.idle_timeout}; "
+          f"medians of {len(rows)} rounds")
+    print(f"{'what':<62}| {'median':>9} | {'range':>17}")
+    print("-" * 95)
+    lines = [
+        ("nbserve: cold request, client side (POST to answer)", "cold_s", "s"),
+        ("nbserve: woken event cold_start_seconds (agent)", "event_s", "s"),
+        ("nbserve: of which server start to /readyz (ready_seconds)", "ready_s", "s"),
+        ("nbserve: top() last_cold_start_seconds", "top_s", "s"),
+        ("nbserve: warm request, client side", "warm_ms", "ms"),
+        ("plain `bentoml serve`: exec to first answer on /predict", "plain_s", "s"),
+    ]
+    for label, key, unit in lines:
+        values = [r[key] for r in rows]
+        print(f"{label:<62}| {med(key):>7.2f} {unit:<2}| {min(values):>7.2f} - {max(values):>7.2f}")
+    print()
+    print(f"cold request / warm request: {med('cold_s') / (med('warm_ms') / 1000):.0f}x; "
+          f"cold request / plain serve start: {med('cold_s') / med('plain_s'):.2f}x; "
+          f"client minus agent figure: {(med('cold_s') - med('event_s')) * 1000:+.0f} ms")
+
+
+# -- memory --------------------------------------------------------------------------
+
+
+def host_memory(marker: str, agent: Any) -> dict[str, float]:
+    """RSS and PSS of every process under the scratch root, and the agent's own RSS."""
+    import psutil
+
+    rss = pss = 0
+    procs = c.our_processes(marker)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += getattr(info, "pss", info.rss)
+    return {"processes": len(procs), "rss": rss, "pss": pss, "agent_rss": agent.memory_info().rss}
+
+
+def idle_cores(marker: str, seconds: float = 10.0) -> float:
+    """Cores the processes under the scratch root keep busy while nobody calls them."""
+    procs = c.our_processes(marker)
+    before = cpu_of(procs)
+    time.sleep(seconds)
+    return (cpu_of(procs) - before) / seconds
+
+
+def memory(args: argparse.Namespace, run_root: Path) -> None:
+    import nbserve
+
+    names = [f"idle-{i:02d}" for i in range(1, args.deployments + 1)]
+    with part("memory", run_root) as (root, home, _extra):
+        marker = str(root)
+        model, X = c.iris_model(10)
+        deps = []
+        t0 = time.monotonic()
+        for name in names:
+            deps.append(nbserve.deploy(model, name, X, progress=False))
+        deploy_s = time.monotonic() - t0
+        agent = agent_process(home)
+        print(f"deployed {len(deps)} deployments (iris RandomForest, 10 trees) in {deploy_s:.0f} s "
+              f"({deploy_s / len(deps):.1f} s each)")
+        time.sleep(3)  # let the last server settle
+        frame = nbserve.top()
+        assert (frame["state"] == "warm").all(), frame["state"].value_counts().to_dict()
+        warm = host_memory(marker, agent)
+        warm["top_rss"] = float(frame["rss_bytes"].sum())
+        warm["top_servers"] = int(frame["servers"].sum())
+        warm["idle_cores"] = idle_cores(marker)
+
+        t0 = time.monotonic()
+        for dep in deps:
+            dep.scale(idle_timeout=args.idle_timeout)
+        scale_s = time.monotonic() - t0
+        scaled = sum(int((d.events(limit=50)["kind"] == "scaled").sum()) for d in deps)
+        waited = wait_for(lambda: (nbserve.top()["state"] == "cold").all() and nbserve.top()["servers"].sum() == 0,
+                          300, "every deployment to scale to zero", interval=0.5)
+        print(f"dep.scale(idle_timeout={args.idle_timeout!r}) on all took {scale_s:.1f} s "
+              f"({scaled} 'scaled' events: each call restarted the live server); all cold {waited:.1f} s later")
+        time.sleep(2)
+        frame = nbserve.top()
+        cold_m = host_memory(marker, agent)
+        cold_m["top_rss"] = float(frame["rss_bytes"].sum())
+        cold_m["top_servers"] = int(frame["servers"].sum())
+        cold_m["idle_cores"] = idle_cores(marker)
+    report_memory(args, warm, cold_m)
+
+
+def report_memory(args: argparse.Namespace, warm: dict[str, float], cold_m: dict[str, float]) -> None:
+    print()
+    print(f"idle host with {args.deployments} deployments (one 10-tree iris forest each, 1 worker), "
+          f"every process under the scratch NBSERVE_HOME")
+    header = (f"{'state':<22}| {'processes':>9} {'servers':>7} | {'RSS MiB':>8} {'PSS MiB':>8} | "
+              f"{'top() rss + agent MiB':>21} {'agent MiB':>9} | {'idle cores':>10}")
+    print(header)
+    print("-" * len(header))
+    for label, m in (("all warm", warm), (f"scaled to zero ({args.idle_timeout})", cold_m)):
+        print(f"{label:<22}| {m['processes']:>9} {m['top_servers']:>7} | {m['rss'] / MIB:>8.0f} "
+              f"{m['pss'] / MIB:>8.0f} | {(m['top_rss'] + m['agent_rss']) / MIB:>21.0f} "
+              f"{m['agent_rss'] / MIB:>9.0f} | {m['idle_cores']:>10.3f}")
+    print()
+    print(f"scaled to zero / all warm: RSS {cold_m['rss'] / warm['rss']:.3f}x, PSS {cold_m['pss'] / warm['pss']:.3f}x "
+          f"({(warm['pss'] - cold_m['pss']) / MIB / args.deployments:.0f} MiB PSS freed per deployment)")
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", nargs="+", choices=("throughput", "cold", "memory"),
+                    default=["throughput", "cold", "memory"])
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per throughput run")
+    ap.add_argument("--rounds", type=int, default=5, help="throughput rounds (each runs every target once)")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per target first")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--trees", type=int, default=200, help="trees of the CPU-bound forest")
+    ap.add_argument("--cold-rounds", type=int, default=5)
+    ap.add_argument("--idle-timeout", default="2s")
+    ap.add_argument("--deployments", type=int, default=20, help="deployments on the idle host (memory part)")
+    ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch dirs (logs) afterwards")
+    args = ap.parse_args()
+    tool = c.load_tool(args.load)
+    print(f"machine: {c.machine_line()}")
+    others = c.foreign_servers()
+    if others:
+        print(f"note: {len(others)} other bentoml/nbserve processes share the machine:")
+        for line in others[:6]:
+            print(f"  {line}")
+    with c.scratch("scale", keep=args.keep) as run_root:
+        try:
+            if "throughput" in args.parts:
+                print(f"load: {c.load_tool_description(tool)}")
+                throughput(args, tool, run_root)
+            if "cold" in args.parts:
+                print()
+                cold(args, run_root)
+            if "memory" in args.parts:
+                print()
+                memory(args, run_root)
+        finally:
+            left = c.reap(str(run_root))
+            print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
+            for line in left:
+                print(f"  {line}")
+
+
+if __name__ == "__main__":
+    main()
