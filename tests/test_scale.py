@@ -131,5 +131,9 @@ def test_an_idle_deployment_goes_cold_and_the_next_request_wakes_it_and_is_answe
     from nbserve._cli import main
 
     assert main(["top", "--once"]) == 0  # the terminal view prints (cold start included)
+    server = dep.refresh().versions[-1]["upstream_url"]
+    scaled = int((dep.events()["kind"] == "scaled").sum())
     dep.scale(idle_timeout="none")  # stays warm from now on
     assert nbserve.top().loc["sleepy", "idle_timeout"] is None
+    assert int((dep.events()["kind"] == "scaled").sum()) == scaled  # a timeout change restarts nothing
+    assert dep.refresh().versions[-1]["upstream_url"] == server

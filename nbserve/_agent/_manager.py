@@ -817,7 +817,10 @@ class Manager:
         """Change workers or caps and restart the live version's server with them: the new
         server starts beside the old, takes the traffic once ready, then the old one drains."""
         before = self.get_row(name).config
-        self.configure(name, changes, actor=actor)
+        old = self.config(name)
+        new = self.configure(name, changes, actor=actor)
+        if all(old[key] == new[key] for key in ("workers", "memory", "cpus")):
+            return  # only the idle timeout changed: the running server stays
         async with self._lock(name):
             row = self.get_row(name)
             if row.state != "serving" or name in self.cold or row.live_version is None:
