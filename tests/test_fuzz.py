@@ -53,29 +53,6 @@ ENDERS = ("/promote", "/abort", "/rollback", "/stop", "/start")
 
 # -- known 5xx, left out of the fuzz until fixed --------------------------------------------
 
-SQLITE_INT_MAX = 2**63 - 1
-
-
-def _integers(case) -> list[int]:
-    """The integers among the parameters and the body's fields, as the agent would parse them."""
-    found = []
-    for part in (case.path_parameters, case.query, case.body if isinstance(case.body, dict) else None):
-        for value in (part or {}).values():
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, int) and not isinstance(item, bool):
-                    found.append(item)
-                elif isinstance(item, str) and item.isascii():
-                    try:
-                        found.append(int(item))
-                    except ValueError:
-                        pass
-    return found
-
-
-def _beyond_sqlite(case) -> bool:
-    return any(abs(v) > SQLITE_INT_MAX for v in _integers(case))
-
-
 @dataclass(frozen=True)
 class Known:
     reason: str

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -251,7 +250,3 @@ class Tokens:
                                      audit={"token": name, "old_id": old.id, "new_id": token_id, **old_state})
             self._rows[token_id] = row
         return f"{TOKEN_PREFIX}_{token_id}_{secret}", row
-
-
-def scope_json(deployments: tuple[str, ...] | None) -> str | None:
-    return json.dumps(list(deployments)) if deployments is not None else None
