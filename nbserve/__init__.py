@@ -22,6 +22,7 @@ from .errors import (
     InvalidArgument,
     ModelNotServable,
     NbserveError,
+    NbserveWarning,
     SchemaMismatch,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidArgument",
     "ModelNotServable",
     "SchemaMismatch",
+    "NbserveWarning",
     "DeploymentNotFound",
     "DeployFailed",
     "AgentUnreachable",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._config import Home
@@ -20,6 +21,7 @@ from .errors import (
     DeployFailed,
     InvalidArgument,
     NbserveError,
+    NbserveWarning,
     PredictionFailed,
     SchemaMismatch,
 )
@@ -338,11 +340,16 @@ class Deployment:
         return build_card(self, version or self.version)
 
     def scale(self, *, workers: int | None = None, memory: str | int | None = None,
-              cpus: float | str | None = None, idle_timeout: str | None = None) -> "Deployment":
-        """Change workers, memory/CPU caps or the idle timeout (``"none"`` removes a cap or
-        the timeout). The live server is replaced without dropping a request: the new one
-        starts beside it, takes the traffic once ready, and the old one drains."""
-        body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout, "actor": _actor()}
+              cpus: float | str | None = None, idle_timeout: str | None = None,
+              batching: bool | None = None, max_batch_size: int | None = None,
+              max_latency_ms: float | None = None) -> "Deployment":
+        """Change workers, memory/CPU caps, the idle timeout (``"none"`` removes a cap or
+        the timeout) or adaptive batching (``batching=False`` turns it off; ``max_batch_size``
+        or ``max_latency_ms`` alone change that knob). The live server is replaced without
+        dropping a request: the new one starts beside it, takes the traffic once ready, and
+        the old one drains."""
+        body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
+                "batching": batching_setting(batching, max_batch_size, max_latency_ms), "actor": _actor()}
         self._data = self._client.post(f"/v1/deployments/{self.name}/scale",
                                        json={k: v for k, v in body.items() if v is not None}, timeout=600)
         return self
@@ -666,6 +673,9 @@ def deploy(
     memory: str | int | None = None,
     cpus: float | None = None,
     idle_timeout: str | None = None,
+    batching: bool | None = None,
+    max_batch_size: int | None = None,
+    max_latency_ms: float | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -697,6 +707,11 @@ def deploy(
             host allows, else by a watchdog and CPU affinity (``nbserve top`` says which).
         idle_timeout: stop the servers after this long without requests ("15m"); the next
             request starts them again and is answered once ready (scale to zero).
+        batching: BentoML's adaptive batching: concurrent requests are validated one by one,
+            then merged into one model call of up to ``max_batch_size`` rows (default 100);
+            a request waits at most ``max_latency_ms`` (default 60000) for its batch's answer,
+            else it gets a 503 and the agent records a ``batch_overloaded`` warning. Giving
+            either knob turns batching on. See docs/scaling.md for the trade-off.
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -729,8 +744,10 @@ def deploy(
                 json={"upload_id": upload_id, "stable_port": port, "actor": _actor(),
                       "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
                       "skip_parity": skip_parity, "sticky_header": sticky_header,
-                      "serving": {k: v for k, v in {"workers": workers, "memory": memory, "cpus": cpus,
-                                                     "idle_timeout": idle_timeout}.items() if v is not None} or None},
+                      "serving": {k: v for k, v in {
+                          "workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
+                          "batching": batching_setting(batching, max_batch_size, max_latency_ms),
+                      }.items() if v is not None} or None},
                 timeout=max(60.0, timeout),
             )
         finally:
@@ -746,6 +763,9 @@ def deploy(
                       f"at {dep.url}")
         else:
             show.step("live", f"{dep.url} (v{dep.version})")
+        for message in _version_warnings(client, name, version["number"]):
+            show.step("warning", message)
+            warnings.warn(message, NbserveWarning, stacklevel=2)
         show.finish(True)
         return dep
     except NbserveError as exc:
@@ -754,6 +774,29 @@ def deploy(
 
 
 UPLOAD_CHUNK = 1 << 20
+WARNING_EVENTS = ("batching_warning", "batching_unavailable")  # said to the user who deployed
+
+
+def _version_warnings(client: AgentClient, name: str, number: int) -> list[str]:
+    """What the agent warned about while bringing this version up (it went live anyway)."""
+    events = client.get(f"/v1/deployments/{name}/events", params={"limit": 50})
+    return [e["message"] for e in events if e.get("version") == number and e["kind"] in WARNING_EVENTS]
+
+
+def batching_setting(batching: bool | None, max_batch_size: int | None,
+                     max_latency_ms: float | None) -> bool | dict[str, Any] | None:
+    """What to send for the batching arguments: None (leave it), False (off), or the knobs
+    (either knob alone turns batching on; the agent fills the other)."""
+    knobs = {k: v for k, v in {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}.items()
+             if v is not None}
+    if batching is False:
+        if knobs:
+            raise InvalidArgument("max_batch_size and max_latency_ms need batching on",
+                                  hint="leave out batching=False, or the knobs")
+        return False
+    if batching is None and not knobs:
+        return None
+    return knobs
 
 
 def upload_archive(client: AgentClient, archive: Any, *, progress: bool = True) -> str:

@@ -33,6 +33,7 @@ from . import _config  # noqa: F401  (privacy env before bentoml)
 from ._service_template import (
     BUNDLE_FILE,
     REFERENCE_FILE,
+    SERVICE_FEATURES,
     SERVICE_FILE,
     SERVICE_MODULE,
     render_bundle_file,
@@ -487,6 +488,7 @@ def build_bundle(
             "card": {k: v for k, v in (card or {}).items() if v},
             "reference_rows": len(frame),
             "nbserve_version": _version(),
+            "service_features": list(SERVICE_FEATURES),
         }
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
 

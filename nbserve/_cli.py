@@ -129,13 +129,15 @@ def _cmd_top(args: argparse.Namespace) -> int:
              + (f" ({r['enforcement']})" if r["enforcement"] else ""),
              "idle": "-" if r["idle_seconds"] is None else f"{r['idle_seconds']:.0f}s",
              "idle_timeout": r["idle_timeout"] or "-",
+             "batching": (f"{r['batching']['max_batch_size']}/{r['batching']['max_latency_ms']:g}ms"
+                          if isinstance(r.get("batching"), dict) else "-"),
              "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s"}
             for name, r in frame.iterrows()
         ]
         if not args.once:
             print("\033[2J\033[H", end="")
         print(_table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
-                            "caps", "idle", "idle_timeout", "cold_start", "held"]))
+                            "caps", "batching", "idle", "idle_timeout", "cold_start", "held"]))
         if args.once:
             return 0
         _time.sleep(args.interval)
@@ -144,8 +146,10 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_scale(args: argparse.Namespace) -> int:
     from ._api import get
 
-    dep = get(args.name, target=args.target).scale(workers=args.workers, memory=args.memory, cpus=args.cpus,
-                                                    idle_timeout=args.idle_timeout)
+    dep = get(args.name, target=args.target).scale(
+        workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
+        batching=args.batching, max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
+    )
     print(f"{dep.name}: {dep.status}, v{dep.version}")
     return 0
 
@@ -231,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--memory", help='a cap such as "1G"; "none" removes it')
     scale.add_argument("--cpus", help='cores, e.g. 1.5; "none" removes the cap')
     scale.add_argument("--idle-timeout", help='scale to zero after this long without requests, e.g. "15m"; "none"')
+    scale.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
+                       help="BentoML's adaptive batching on (--batching) or off (--no-batching)")
+    scale.add_argument("--max-batch-size", type=int, help="rows in one model call (turns batching on)")
+    scale.add_argument("--max-latency-ms", type=float, help="the longest a request waits for its batch's answer")
     events = add("events", _cmd_events, "what happened, newest last", named=None)
     events.add_argument("--limit", type=int, default=50)
     from ._cli_schedule import register as register_schedule

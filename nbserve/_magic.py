@@ -20,6 +20,7 @@ USAGE = """\
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
         [--intended-use TEXT] [--limitations TEXT]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
+        [--batching [--max-batch-size 64] [--max-latency-ms 20]]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory")
     p.add_argument("--cpus", type=float)
     p.add_argument("--idle-timeout")
+    p.add_argument("--batching", action="store_true", default=None)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     actions = p.add_mutually_exclusive_group()
@@ -156,6 +160,7 @@ class DeployMagics(Magics):
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
             workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
+            batching=args.batching, max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

@@ -16,6 +16,12 @@ BUNDLE_FILE = "nbserve_bundle.json"
 REFERENCE_FILE = "reference.parquet"
 SERVICE_MODULE = "nbserve_service"  # distinctive: never shadows a user's own service.py
 SERVICE_FILE = f"{SERVICE_MODULE}.py"
+# What the rendered service can do beyond predicting, recorded in every bundle so the agent
+# knows whether an older version honours a setting (batching) before it starts it.
+SERVICE_FEATURES = ("batching",)
+# The serving process reads its batching settings from here (set by the agent, or by hand
+# when the Bento is served elsewhere): {"max_batch_size": 100, "max_latency_ms": 60000}.
+BATCHING_ENV = "NBSERVE_BATCHING"
 
 _TEMPLATE = string.Template(
     '''\
@@ -24,6 +30,7 @@ _TEMPLATE = string.Template(
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import typing as t
 
@@ -40,7 +47,8 @@ _COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
 _NAMES = [c["name"] for c in _COLUMNS]
 _POSITIONAL = bool(_BUNDLE["schema"].get("positional"))
 _NUMERIC = {"int", "float", "bool"}
-_WORKER = str(__import__("os").getpid())
+_WORKER = str(os.getpid())
+_BATCHING: dict | None = json.loads(os.environ.get("${batching_env}") or "null")
 
 
 def _unprocessable(message: str, **detail: t.Any) -> JSONResponse:
@@ -148,6 +156,65 @@ def _jsonable(result: t.Any) -> t.Any:
     return np.asarray(result)
 
 
+class _Shed(Exception):
+    """The batch dispatcher gave up on a request: it could not be answered within max_latency_ms."""
+
+
+def _shed() -> t.NoReturn:
+    raise _Shed
+
+
+class _Answer(np.ndarray):
+    """One request's share of a batch's predictions, knowing how many rows the batch had."""
+
+    batch_rows = 0
+
+
+class _Batcher:
+    """BentoML's adaptive batching -- its CorkDispatcher, the engine behind
+    ``@bentoml.api(batchable=True)`` -- placed after each request's own validation, so a
+    bad request gets its own 422 and never joins a batch, and a batch the model fails on
+    is retried request by request: one request's rows cannot fail another's."""
+
+    def __init__(self, predict: t.Callable[[t.Any], t.Any], max_batch_size: int, max_latency_ms: float) -> None:
+        from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+        self._predict = predict
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=_shed,
+            get_batch_size=len, batch_dim=(0, 0),
+        )
+        self.submit = dispatcher(self._run)  # runs _run in a thread, one batch at a time
+
+    def _run(self, frames: t.Sequence[t.Any]) -> list[t.Any]:
+        sizes = [len(f) for f in frames]
+        try:
+            if len(frames) == 1:
+                joined = frames[0]
+            elif isinstance(frames[0], np.ndarray):
+                joined = np.concatenate(frames)
+            else:
+                joined = pd.concat(frames, ignore_index=True)
+            served = _jsonable(self._predict(joined))
+            if len(served) != len(joined):
+                raise ValueError(f"the model returned {len(served)} answers for {len(joined)} rows")
+            parts = np.split(served.view(_Answer), np.cumsum(sizes)[:-1])
+        except Exception:
+            if len(frames) == 1:
+                raise
+            parts = [self._alone(f) for f in frames]
+        for part in parts:
+            if isinstance(part, _Answer):
+                part.batch_rows = sum(sizes)
+        return parts
+
+    def _alone(self, frame: t.Any) -> t.Any:
+        try:
+            return _jsonable(self._predict(frame)).view(_Answer)
+        except Exception as exc:  # this request's own failure, answered to it alone
+            return exc
+
+
 # BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.
 _DOCS = Starlette(routes=[Route("/", lambda request: RedirectResponse(url="/"))])
 
@@ -167,29 +234,71 @@ class ${class_name}:
         import ${loader_module}
 
         self.model = ${loader_module}.load_model(self.model_ref)
+        self._predictors = {"predict": lambda frame: ${predict_expr}}
+        if hasattr(self.model, "predict_proba"):
+            self._predictors["predict_proba"] = self.model.predict_proba
+        self._batchers = {api: _Batcher(f, **_BATCHING) for api, f in self._predictors.items()} if _BATCHING else {}
 
-    def _answer(self, data: pd.DataFrame, predict: t.Callable[[t.Any], t.Any], ctx: t.Any) -> t.Any:
+    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         ctx.response.headers["x-nbserve-worker"] = _WORKER  # which worker answered (scaling checks)
         frame = _conform(data)
         if isinstance(frame, JSONResponse):
             ctx.response.status_code = frame.status_code  # BentoML applies ctx's status to any response
             return frame
-        return _jsonable(predict(frame))
+        return _jsonable(self._predictors[api](frame))
 
-    @bentoml.api
-    def predict(
-        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
-    ) -> np.ndarray:
-        return self._answer(data, lambda frame: ${predict_expr}, ctx)
+    async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        ctx.response.headers["x-nbserve-worker"] = _WORKER
+        frame = _conform(data)  # per request, before batching: a bad request fails alone
+        if isinstance(frame, JSONResponse):
+            ctx.response.status_code = frame.status_code
+            return frame
+        try:
+            served = await self._batchers[api].submit(frame)
+        except _Shed:
+            ctx.response.status_code = 503
+            ctx.response.headers["retry-after"] = "1"
+            ctx.response.headers["x-nbserve-shed"] = "batch-latency"  # the agent counts these
+            return JSONResponse(
+                {"error": f"not answered within the batching latency budget (max_latency_ms="
+                          f"{_BATCHING['max_latency_ms']:g}): batches of this model take longer under this load",
+                 "hint": "raise max_latency_ms or add workers (dep.scale(max_latency_ms=..., workers=...))",
+                 "type": "batch_latency_exceeded"},
+                status_code=503,
+            )
+        ctx.response.headers["x-nbserve-batch-rows"] = str(getattr(served, "batch_rows", 0) or len(served))
+        return np.asarray(served)
+
+    # With batching the APIs are coroutines, so requests can wait together for a batch;
+    # without it they run in BentoML's thread, as plain BentoML APIs do.
+    if _BATCHING:
+        @bentoml.api
+        async def predict(
+            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
+        ) -> np.ndarray:
+            return await self._answer_batched("predict", data, ctx)
+    else:
+        @bentoml.api
+        def predict(
+            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
+        ) -> np.ndarray:
+            return self._answer("predict", data, ctx)
 ${extra_apis}'''
 )
 
 _PREDICT_PROBA_API = '''
-    @bentoml.api
-    def predict_proba(
-        self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
-    ) -> np.ndarray:
-        return self._answer(data, self.model.predict_proba, ctx)
+    if _BATCHING:
+        @bentoml.api
+        async def predict_proba(
+            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
+        ) -> np.ndarray:
+            return await self._answer_batched("predict_proba", data, ctx)
+    else:
+        @bentoml.api
+        def predict_proba(
+            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
+        ) -> np.ndarray:
+            return self._answer("predict_proba", data, ctx)
 '''
 
 
@@ -218,6 +327,7 @@ def render_service(
         loader_module=loader_module,
         predict_expr=predict_expr,
         extra_apis=_PREDICT_PROBA_API if has_predict_proba else "",
+        batching_env=BATCHING_ENV,
     )
 
 

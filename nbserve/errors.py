@@ -31,6 +31,7 @@ __all__ = [
     "PermissionDenied",
     "PredictionFailed",
     "error_from_payload",
+    "NbserveWarning",
 ]
 
 
@@ -214,3 +215,7 @@ def error_from_payload(status: int, payload: Any) -> NbserveError:
         details = body.get("details") if isinstance(body.get("details"), dict) else {}
         return cls(body["message"], hint=body.get("hint"), **details)
     return AgentError(f"the agent answered HTTP {status}: {str(payload)[:300]}")
+
+
+class NbserveWarning(UserWarning):
+    """Something worked but deserves a look: e.g. a batching budget too small for the model."""

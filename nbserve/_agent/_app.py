@@ -20,7 +20,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
@@ -120,8 +120,8 @@ class DeployRequest(BaseModel):
     sticky_header: str | None = Field(default=None, max_length=100,
                                       description="canary routing by a hash of this header's value")
     serving: dict[str, Any] | None = Field(
-        default=None, description="workers, memory, cpus, idle_timeout: set on the deployment before this "
-                                  "version starts")
+        default=None, description="workers, memory, cpus, idle_timeout, batching: set on the deployment "
+                                  "before this version starts")
 
 
 class RollbackRequest(BaseModel):
@@ -225,11 +225,28 @@ class ConfigUpdate(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
+class BatchingIn(BaseModel):
+    """BentoML's adaptive batching; a field left out keeps its current value (or BentoML's default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int | None = Field(default=None, ge=1, le=100_000, description="rows in one model call")
+    max_latency_ms: float | None = Field(default=None, ge=1, le=600_000,
+                                         description="the longest a request may wait for its batch's answer; "
+                                                     "past it the request is answered 503")
+
+
+class BatchingOut(BaseModel):
+    max_batch_size: int
+    max_latency_ms: float
+
+
 class ScaleRequest(BaseModel):
     workers: int | None = Field(default=None, ge=1, le=64)
     memory: str | int | None = Field(default=None, description='a cap such as "1G"; "none" removes it')
     cpus: float | str | None = Field(default=None, description='cores, e.g. 1.5; "none" removes the cap')
     idle_timeout: str | None = Field(default=None, description='e.g. "15m"; "none": never scale to zero')
+    batching: bool | BatchingIn | None = Field(default=None, description="true/settings: turn adaptive batching "
+                                                                         "on or change it; false: off")
     actor: str | None = Field(default=None, max_length=200)
 
 
@@ -246,6 +263,7 @@ class ResourceRow(BaseModel):
     cpus_cap: float | None
     enforcement: str | None = Field(description="cgroup-v2, cgroup-v1 or watchdog, when a cap is set")
     idle_timeout: str | None
+    batching: BatchingOut | None = Field(default=None, description="adaptive batching settings, when on")
     idle_seconds: float | None = Field(description="since the last request through the stable URL")
     held: int = Field(description="connections waiting for a cold deployment to start")
     last_cold_start_seconds: float | None = Field(default=None,
@@ -618,8 +636,11 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         dropping a request (a new one starts, takes the traffic, the old one drains)."""
         changes = {k: (None if v == "none" else v) for k, v in body.model_dump(exclude={"actor"}).items()
                    if v is not None}
+        if isinstance(changes.get("batching"), dict):
+            changes["batching"] = {k: v for k, v in changes["batching"].items() if v is not None}
         if not changes:
-            raise errors.InvalidArgument("nothing to change", hint="give workers, memory, cpus or idle_timeout")
+            raise errors.InvalidArgument("nothing to change",
+                                         hint="give workers, memory, cpus, idle_timeout or batching")
         await manager.scale(name, changes, actor=who.actor(body.actor))
         return deployment_out(manager.view(name))
 

@@ -59,6 +59,35 @@ def parse_cpus(value: float | int | str | None) -> float | None:
     return found
 
 
+# BentoML's own defaults for @bentoml.api(batchable=True): the dispatcher waits far less than
+# max_latency_ms (it regresses the model's batch time); the budget only bounds a request's wait.
+BATCHING_DEFAULTS = {"max_batch_size": 100, "max_latency_ms": 60_000}
+
+
+def parse_batching(value: bool | dict | None) -> dict | None:
+    """``None``/``False``: off; ``True``: BentoML's defaults; a mapping with
+    ``max_batch_size`` (rows) and/or ``max_latency_ms``: those over the defaults."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return dict(BATCHING_DEFAULTS)
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"batching must be true, false or a mapping, got {value!r}",
+                              hint="e.g. {'max_batch_size': 64, 'max_latency_ms': 20}")
+    unknown = set(value) - set(BATCHING_DEFAULTS)
+    if unknown:
+        raise InvalidArgument(f"unknown batching setting(s): {', '.join(sorted(map(str, unknown)))}",
+                              hint="max_batch_size, max_latency_ms")
+    found = {**BATCHING_DEFAULTS, **value}
+    size, latency = found["max_batch_size"], found["max_latency_ms"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100_000:
+        raise InvalidArgument(f"max_batch_size must be a whole number of rows from 1 to 100000, got {size!r}")
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not 1 <= latency <= 600_000:
+        raise InvalidArgument(f"max_latency_ms must be from 1 to 600000, got {latency!r}",
+                              hint="the longest a request may wait for its batch to be answered")
+    return {"max_batch_size": size, "max_latency_ms": latency}
+
+
 @dataclass(frozen=True)
 class Limits:
     memory: int | None = None  # bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import httpx
@@ -43,7 +44,7 @@ from ._rollout import (
 from ._proxy import LocalAnswer, Router, StableEndpoint, Upstream
 from ._quality import check_metrics, parse_ids, quality_rows
 from ._access import Tokens
-from ._limits import Limits, parse_cpus, parse_memory
+from ._limits import Limits, parse_batching, parse_cpus, parse_memory
 from ._registry import DeploymentRow, Registry, VersionRow
 from ._supervisor import ServingProcess, Supervisor, free_port
 
@@ -67,9 +68,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "memory": None,  # bytes: a cap on the server's whole process tree (cgroups, else a watchdog)
     "cpus": None,  # cores: a CFS quota (cgroups), else CPU affinity
     "idle_timeout": None,  # e.g. "15m": stop the servers after this long without requests (scale to zero)
+    # BentoML's adaptive batching: None (off) or {"max_batch_size": rows, "max_latency_ms": ms}
+    "batching": None,
 }
+SERVING_SETTINGS = ("workers", "memory", "cpus", "idle_timeout", "batching")
+RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching")  # the server must restart to change them
 DRIFT_SUMMARY_SECONDS = 10.0
-GATE_CHECK_SECONDS = 2.0  # the summary's drift flag is recomputed at most this often
+GATE_CHECK_SECONDS = 2.0
+OVERLOAD_REPORT_SECONDS = 60.0
+BATCH_PROBE_MAX_ROWS = 10_000  # the deploy-time batching check never sends more rows than this  # a batching server's 503s are reported at most this often  # the summary's drift flag is recomputed at most this often
 
 
 @dataclass
@@ -112,6 +119,8 @@ class Manager:
         self._shadows: dict[str, ShadowStats] = {}
         self._info: dict[tuple[str, int, str], LocalAnswer] = {}  # /metadata, /schema per version
         self._quality_flags: dict[str, tuple[float, dict[str, Any]]] = {}
+        # per deployment: (monotonic time of the last batch_overloaded event, 503s not yet reported)
+        self._overloads: dict[str, tuple[float, dict[str, int]]] = {}
 
     def start_background(self) -> None:
         """Background work of a running agent: request capture and rollout gates."""
@@ -198,10 +207,10 @@ class Manager:
         if self.closing:
             raise Conflict("the agent is shutting down", hint="try again in a moment")
         if serving:
-            unknown = set(serving) - {"workers", "memory", "cpus", "idle_timeout"}
+            unknown = set(serving) - set(SERVING_SETTINGS)
             if unknown:
                 raise InvalidArgument(f"unknown serving setting(s): {', '.join(sorted(unknown))}",
-                                      hint="workers, memory, cpus, idle_timeout")
+                                      hint=", ".join(SERVING_SETTINGS))
             _validate_config({**DEFAULT_CONFIG, **serving})  # a wrong one fails before anything exists
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.home)
         metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
@@ -244,6 +253,8 @@ class Manager:
                 endpoint = await self._endpoint(self.get_row(name))
                 proc = await self._start(name, number, version.bento_tag)
                 await self._check_parity(name, number, proc, plan, actor)
+                if proc.batching:
+                    await self._check_batching(name, number, proc, actor)
             except NbserveError as exc:
                 self._fail(name, number, exc, actor)
                 return
@@ -319,6 +330,53 @@ class Manager:
             )
         self.registry.add_event("parity_passed", f"v{number} reproduces the notebook on {report['rows']} rows",
                                 deployment=name, version=number, actor=actor, data=report)
+
+    async def _check_batching(self, name: str, number: int, proc: ServingProcess, actor: str | None) -> None:
+        """Time one row and one full batch through the new server, before any traffic, and
+        warn when the latency budget cannot hold a full batch: under load those requests
+        would be answered 503. Never fails the deploy."""
+        batching = proc.batching or {}
+        budget, size = float(batching["max_latency_ms"]), int(batching["max_batch_size"])
+        _, bento_path = self.reference_path(name, number)
+        reference = (await asyncio.to_thread(read_reference, bento_path)).drop(columns="prediction", errors="ignore")
+        rows = min(size, BATCH_PROBE_MAX_ROWS)
+        full = reference.sample(n=rows, replace=len(reference) < rows, random_state=0)
+        timings: dict[str, float] = {}
+        async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
+            for key, frame, repeat in (("one_row_ms", reference.iloc[:1], 5), ("full_batch_ms", full, 3)):
+                body = '{"data": ' + frame.to_json(orient="records", date_format="iso") + "}"
+                took = []
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    response = await client.post(f"{proc.url}/predict", content=body,
+                                                 headers={"content-type": "application/json"})
+                    took.append((time.perf_counter() - started) * 1000)
+                    if response.status_code != 200:
+                        self.registry.add_event(
+                            "batching_warning", f"v{number}: the batching check got {response.status_code} for "
+                            f"{len(frame)} row(s): {response.text[:200]}", deployment=name, version=number,
+                            actor=actor, data=batching)
+                        return
+                timings[key] = sorted(took)[len(took) // 2]
+        figures = {**batching, **{k: round(v, 2) for k, v in timings.items()}, "probe_rows": rows,
+                   "suggested_max_latency_ms": math.ceil(2 * timings["full_batch_ms"])}
+        self.registry.add_event(
+            "batching_checked", f"v{number}: one row {timings['one_row_ms']:.1f} ms, {rows} rows "
+            f"{timings['full_batch_ms']:.1f} ms, budget {budget:g} ms", deployment=name, version=number,
+            actor=actor, data=figures)
+        if timings["one_row_ms"] >= budget:
+            problem = (f"a single row already takes {timings['one_row_ms']:.1f} ms, at or over max_latency_ms="
+                       f"{budget:g}: under concurrent load most requests will be answered 503")
+        elif timings["full_batch_ms"] > budget:
+            problem = (f"a batch of {rows} rows takes {timings['full_batch_ms']:.1f} ms, over max_latency_ms="
+                       f"{budget:g}: batches will stay small and requests that wait past the budget are "
+                       f"answered 503 under load")
+        else:
+            return
+        self.registry.add_event(
+            "batching_warning", f"v{number}: {problem}; raise max_latency_ms to at least "
+            f"{figures['suggested_max_latency_ms']} or lower max_batch_size", deployment=name, version=number,
+            actor=actor, data=figures)
 
     # -- canary and shadow ---------------------------------------------------------------
 
@@ -495,6 +553,10 @@ class Manager:
                 await self._scale_down()
             except Exception:  # noqa: BLE001 - must not stop the gates
                 log.exception("scale-to-zero check failed")
+            try:
+                self._report_overloads()
+            except Exception:  # noqa: BLE001
+                log.exception("batching overload check failed")
             for row in self.registry.list_deployments():
                 if not row.rollout or row.state != "serving":
                     continue
@@ -806,9 +868,15 @@ class Manager:
     async def _start(self, name: str, number: int, bento_tag: str, *, replace: bool = False) -> ServingProcess:
         """Start a version's server with the deployment's workers and caps."""
         config = self.config(name)
+        batching = config["batching"]
+        if batching and "batching" not in self.get_version(name, number).metadata.get("service_features", ()):
+            batching = None
+            self.registry.add_event(
+                "batching_unavailable", f"v{number} was built by an nbserve without batching; it serves unbatched",
+                deployment=name, version=number)
         proc = await self.supervisor.start(
             name, number, bento_tag, workers=int(config["workers"]),
-            limits=Limits(config["memory"], config["cpus"]), replace=replace,
+            limits=Limits(config["memory"], config["cpus"]), batching=batching, replace=replace,
         )
         self._active_since[name] = asyncio.get_running_loop().time()
         return proc
@@ -819,7 +887,7 @@ class Manager:
         before = self.get_row(name).config
         old = self.config(name)
         new = self.configure(name, changes, actor=actor)
-        if all(old[key] == new[key] for key in ("workers", "memory", "cpus")):
+        if all(old[key] == new[key] for key in RESTARTING_SETTINGS):
             return  # only the idle timeout changed: the running server stays
         async with self._lock(name):
             row = self.get_row(name)
@@ -845,11 +913,40 @@ class Manager:
             await self.supervisor.stop(old)
         self.registry.add_event(
             "scaled" if reason == "scaled" else "restarted",
-            f"v{number} now runs {proc.workers} worker(s)" + _caps_text(proc.limits) + f" ({reason})",
+            f"v{number} now runs {proc.workers} worker(s)" + _caps_text(proc.limits) + _batching_text(proc.batching)
+            + f" ({reason})",
             deployment=name, version=number,
             data={"workers": proc.workers, "memory": proc.limits.memory, "cpus": proc.limits.cpus,
+                  "batching": proc.batching,
                   "enforcement": self.supervisor.enforcement, "ready_seconds": proc.ready_seconds},
         )
+
+    def _report_overloads(self) -> None:
+        """Turn the 503s a batching server answers (its latency budget ran out) into a
+        ``batch_overloaded`` event saying what to change: at once, then at most once a minute."""
+        now = time.monotonic()
+        for name, endpoint in self.endpoints.items():
+            if not endpoint.refused:
+                continue
+            counts, endpoint.refused = endpoint.refused, {}
+            batching = self.config(name)["batching"]
+            if not batching:
+                continue  # another server's 503s: the monitor counts them as errors
+            last, pending = self._overloads.get(name, (float("-inf"), {}))
+            for label, n in counts.items():
+                pending[label] = pending.get(label, 0) + n
+            if now - last < OVERLOAD_REPORT_SECONDS:
+                self._overloads[name] = (last, pending)
+                continue
+            self._overloads[name] = (now, {})
+            for label, refused in sorted(pending.items()):
+                self.registry.add_event(
+                    "batch_overloaded",
+                    f"v{label} answered {refused} request(s) 503: its batches did not finish within "
+                    f"max_latency_ms={batching['max_latency_ms']:g} under this load; raise it "
+                    f"(dep.scale(max_latency_ms=...)), lower max_batch_size or add workers",
+                    deployment=name, version=int(label), data={"refused": refused, **batching},
+                )
 
     def _on_memory_limit(self, proc: ServingProcess, what: str) -> None:
         name, number = proc.deployment, proc.version
@@ -975,6 +1072,7 @@ class Manager:
                 "memory_cap": config["memory"], "cpus_cap": config["cpus"],
                 "enforcement": self.supervisor.enforcement if (config["memory"] or config["cpus"]) else None,
                 "idle_timeout": config["idle_timeout"],
+                "batching": config["batching"],
                 "idle_seconds": (now - last) if last is not None else None,
                 "held": endpoint.held() if endpoint is not None else 0,
                 "last_cold_start_seconds": self.cold_starts.get(row.name),
@@ -1158,7 +1256,10 @@ class Manager:
                 f"unknown setting(s): {', '.join(sorted(unknown))}",
                 hint=f"settings: {', '.join(DEFAULT_CONFIG)}",
             )
-        merged = {**self.config(name), **changes}
+        current = self.config(name)
+        if isinstance(changes.get("batching"), dict) and current["batching"]:
+            changes = {**changes, "batching": {**current["batching"], **changes["batching"]}}  # change one knob
+        merged = {**current, **changes}
         _validate_config(merged)
         before = self.get_row(name).config
         stored = {k: v for k, v in merged.items() if v != DEFAULT_CONFIG[k]}
@@ -1349,11 +1450,18 @@ def _caps_text(limits: Limits) -> str:
     return f", capped at {' and '.join(caps)}" if caps else ""
 
 
+def _batching_text(batching: dict[str, Any] | None) -> str:
+    if not batching:
+        return ""
+    return f", batching up to {batching['max_batch_size']} rows within {batching['max_latency_ms']:g} ms"
+
+
 def _validate_config(config: dict[str, Any]) -> None:
     workers = config["workers"]
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise InvalidArgument(f"workers must be a whole number from 1 to 64, got {workers!r}")
     config["memory"] = parse_memory(config["memory"])
+    config["batching"] = parse_batching(config["batching"])
     config["cpus"] = parse_cpus(config["cpus"])
     if config["idle_timeout"] is not None:
         parse_window(config["idle_timeout"])

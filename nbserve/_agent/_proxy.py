@@ -967,6 +967,8 @@ class _ClientConnection(asyncio.Protocol):
         self._busy = False
         ep = self._ep
         ep._exchange_done(pool)
+        if status == 503 and label is not None:
+            ep.refused[label] = ep.refused.get(label, 0) + 1
         if ep._observer is not None:
             ep._observe(req, label, status)
         if ep._shadow is not None and pool is ep._pool and req.response is not None and req.method == b"POST":
@@ -1145,6 +1147,9 @@ class StableEndpoint:
         self._wake_timeout = 120.0
         self._no_wake_until = 0.0  # after a failed start, answer 503 at once for a while
         self.last_request = 0.0  # loop.time() of the newest request: what idle time is measured from
+        # 503s answered by a version's own server, by version label (a batching server sheds
+        # load this way); the agent reads and resets it.
+        self.refused: dict[str, int] = {}
         # Request ids: a per-endpoint random prefix and a counter (unique across agent restarts).
         self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = 0

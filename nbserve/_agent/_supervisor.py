@@ -10,6 +10,7 @@ then checking. The creation time guards against killing a recycled PID.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import httpx
 import psutil
 
 from .._config import Home, private_env
+from .._service_template import BATCHING_ENV
 from ..errors import DeployFailed
 from ._limits import Group, Limits, affinity, enforcement, workers_option
 from ._registry import ProcessRow, Registry
@@ -58,6 +61,7 @@ class ServingProcess:
     known: dict[int, psutil.Process] = field(default_factory=dict)
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    batching: dict[str, Any] | None = None  # {"max_batch_size", "max_latency_ms"} when on
     group: Group | None = None
     oom_kills: int = 0  # the group's count when last looked at
 
@@ -191,7 +195,8 @@ class Supervisor:
     # -- start ----------------------------------------------------------------------
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
-                    limits: Limits | None = None, replace: bool = False) -> ServingProcess:
+                    limits: Limits | None = None, batching: dict[str, Any] | None = None,
+                    replace: bool = False) -> ServingProcess:
         """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``.
 
         ``replace``: start a second server of the version even if one runs (to change its
@@ -213,6 +218,8 @@ class Supervisor:
         if workers != 1:
             # the service is named after the deployment (see _service_template.py)
             env["BENTOML_CONFIG_OPTIONS"] = workers_option(deployment, workers)
+        if batching:
+            env[BATCHING_ENV] = json.dumps(batching)  # read by the generated service at import
         with log_path.open("ab") as log_file:
             # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
             # and asyncio's child watcher would then wait for an exit it never sees.
@@ -227,7 +234,7 @@ class Supervisor:
             )
         proc = ServingProcess(
             deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen,
-            workers=workers, limits=limits, group=group,
+            workers=workers, limits=limits, group=group, batching=batching,
         )
         pinned = affinity(limits.cpus) if self.enforcement == "watchdog" else None
         if pinned is not None:
