@@ -127,14 +127,29 @@ export interface IResources {
   idle_seconds: number | null;
   /** Connections waiting for a cold deployment to start. */
   held: number;
+  /** BentoML's adaptive batching; null: off. Absent from agents older than batching. */
+  batching?: IBatching | null;
 }
 
-/** What `POST .../scale` changes; "none" removes a cap or the idle timeout. */
+/** Adaptive batching's two knobs. */
+export interface IBatching {
+  /** The most rows merged into one model call. */
+  max_batch_size: number;
+  /** The longest a request may wait for its batch to be answered; past it, a 503. */
+  max_latency_ms: number;
+}
+
+/**
+ * What `POST .../scale` changes; "none" removes a cap or the idle timeout. `batching`: false
+ * turns it off, true on (current or default knobs), an object changes the knobs it names
+ * and turns it on.
+ */
 export interface IScaleChanges {
   workers?: number;
   memory?: string | number;
   cpus?: number | string;
   idle_timeout?: string;
+  batching?: boolean | Partial<IBatching>;
 }
 
 export interface IDeploymentBrief extends IDeploymentState {
@@ -396,7 +411,7 @@ export class NbserveAPI {
     return this.post(`deployments/${enc(name)}/canary`, { percent });
   }
 
-  /** Change workers, caps or the idle timeout; the live server is replaced without dropping a request. */
+  /** Change workers, caps, batching or the idle timeout; the live server is replaced without dropping a request. */
   scale(name: string, changes: IScaleChanges): Promise<IDeploymentState> {
     return this.post(`deployments/${enc(name)}/scale`, changes);
   }

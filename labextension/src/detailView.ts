@@ -34,6 +34,8 @@ import { qualityLine } from './quality';
 import { resourceFacts } from './resources';
 
 const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
+/** Events shown as warnings: it still serves, but a setting wants changing (batching, memory cap). */
+const WARN_EVENTS = /^(batching_warning|batch_overloaded|batching_unavailable|memory_exceeded)$/;
 const ERROR_LINES = /error|exception|traceback|failed|critical/i;
 /** Audit actions shown as warnings: the agent or a user took traffic away from a version. */
 const WARN_ACTIONS = /^(gate_breached|rollback|aborted)$/;
@@ -210,7 +212,7 @@ export class DeploymentDetail extends Widget {
         'Scale…',
         () => void this.commands.execute('nbserve:scale', { name: detail.name }),
         'nbserve-scale',
-        'Change workers, memory and CPU caps, or the idle timeout'
+        'Change workers, memory and CPU caps, batching, or the idle timeout'
       )
     );
     this._resourcesLine = line;
@@ -526,11 +528,12 @@ export class DeploymentDetail extends Widget {
     const list = h('ul', { class: 'nbserve-events' });
     for (const event of recent) {
       const bad = ERROR_EVENTS.test(event.kind);
+      const warn = !bad && WARN_EVENTS.test(event.kind);
       const version = event.version;
       const item = list.appendChild(
         h(
           'li',
-          { class: `nbserve-event${bad ? ' nbserve-event-error' : ''}`, data: { kind: event.kind } },
+          { class: `nbserve-event${bad ? ' nbserve-event-error' : warn ? ' nbserve-event-warn' : ''}`, data: { kind: event.kind } },
           ago(event.ts),
           h('span', { class: 'nbserve-event-kind', text: event.kind }),
           event.version !== null && event.version !== undefined ? h('span', { class: 'nbserve-version-tag', text: `v${event.version}` }) : null,

@@ -1,14 +1,22 @@
 /**
  * JupyterLab notifications for what happened to a deployment while the panel was open:
- * a canary or shadow rolled back by its gates, a promotion, a failed deploy. The model
- * emits each new event once; this module words it.
+ * a canary or shadow rolled back by its gates, a promotion, a failed deploy, a batching
+ * budget too short for a full batch or refusing requests, a server over its memory cap.
+ * The model emits each new event once; this module words it.
  */
 import { Notification } from '@jupyterlab/apputils';
 
 import { IEvent } from './api';
 
 /** The event kinds that deserve a notification. */
-export const NOTIFIED_KINDS = ['gate_breached', 'promoted', 'deploy_failed'];
+export const NOTIFIED_KINDS = ['gate_breached', 'promoted', 'deploy_failed', 'batching_warning', 'batch_overloaded', 'memory_exceeded'];
+
+/** The agent words these itself (what happened and what to change); this is only for an event without a message. */
+const AGENT_WORDED: Record<string, string> = {
+  batching_warning: 'the latency budget cannot hold a full batch',
+  batch_overloaded: 'requests waited past the batching latency budget and were answered 503',
+  memory_exceeded: 'a server went over its memory cap and is restarted'
+};
 
 function data(event: IEvent): Record<string, any> {
   const value = event.data;
@@ -36,6 +44,11 @@ export function eventMessage(name: string, event: IEvent): { type: 'warning' | '
     }
     case 'deploy_failed':
       return { type: 'warning', text: clip(`${name}: ${event.message ?? `${version} did not go live`}`) };
+    case 'batching_warning':
+    case 'batch_overloaded':
+    case 'memory_exceeded':
+      // the message names the version and the knob to change; the fallback only says what happened
+      return { type: 'warning', text: clip(`${name}: ${event.message || `${version}: ${AGENT_WORDED[event.kind]}`}`) };
     default:
       return null;
   }

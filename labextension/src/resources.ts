@@ -1,11 +1,11 @@
 /**
  * A deployment's resources as `nbserve top` shows them, in one line for the detail view:
- * warm or cold, workers × servers, CPU %, RSS, the caps and how they are enforced, idle time.
- * And the Scale… dialog's form (workers, memory, CPU, idle timeout).
+ * warm or cold, workers × servers, CPU %, RSS, the caps and how they are enforced, batching,
+ * idle time. And the Scale… dialog's form (workers, memory, CPU, batching, idle timeout).
  */
 import { Widget } from '@lumino/widgets';
 
-import { IResources, IScaleChanges } from './api';
+import { IBatching, IResources, IScaleChanges } from './api';
 import { fmt } from './charts';
 import { COLD_TOOLTIP, h } from './dom';
 
@@ -45,6 +45,21 @@ export function fmtSeconds(seconds: number): string {
   return `${fmt(seconds / 3600)} h`;
 }
 
+/** "20 ms", "1.5 s", "60 s", "10 min": a latency budget. */
+export function fmtMs(ms: number): string {
+  if (!isFinite(ms)) {
+    return '–';
+  }
+  if (ms < 1000) {
+    return `${Number(ms.toFixed(1))} ms`;
+  }
+  const seconds = ms / 1000;
+  return seconds < 90 ? `${Number(seconds.toFixed(1))} s` : fmtSeconds(seconds);
+}
+
+/** The agent's knobs when batching is turned on without them (BentoML's defaults). */
+export const BATCHING_DEFAULTS: IBatching = { max_batch_size: 100, max_latency_ms: 60000 };
+
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
@@ -63,6 +78,30 @@ function capsFact(r: IResources): HTMLElement {
     text: `cap ${caps} (${how})`,
     title: ENFORCEMENT[how] ?? `enforcement: ${how}`,
     data: { fact: 'caps', enforcement: r.enforcement ?? '' }
+  });
+}
+
+/** "batching ≤100 rows / 60 s", or "no batching"; nothing from an agent older than batching. */
+function batchingFact(r: IResources): HTMLElement | null {
+  if (r.batching === undefined) {
+    return null;
+  }
+  if (r.batching === null) {
+    return h('span', {
+      class: 'nbserve-res-fact nbserve-res-batching nbserve-res-none',
+      text: 'no batching',
+      title: 'each request is its own model call (Scale… turns on adaptive batching)',
+      data: { fact: 'batching' }
+    });
+  }
+  const { max_batch_size: rows, max_latency_ms: ms } = r.batching;
+  return h('span', {
+    class: 'nbserve-res-fact nbserve-res-batching',
+    text: `batching ≤${plural(rows, 'row')} / ${fmtMs(ms)}`,
+    title:
+      'adaptive batching: concurrent requests are validated one by one, then merged into one model call ' +
+      `of at most ${plural(rows, 'row')}; a request still waiting after ${fmtMs(ms)} is answered 503`,
+    data: { fact: 'batching' }
   });
 }
 
@@ -105,11 +144,16 @@ export function resourceFacts(r: IResources | null | undefined): HTMLElement {
     h('span', { class: 'nbserve-res-fact', text: `CPU ${fmt(r.cpu_percent)}%`, title: 'CPU of every server process together (100% = one core)', data: { fact: 'cpu' } }),
     h('span', { class: 'nbserve-res-fact', text: `RSS ${fmtBytes(r.rss_bytes)}`, title: `resident memory of ${plural(r.processes, 'process')}`, data: { fact: 'rss' } }),
     capsFact(r),
+    batchingFact(r),
     idleFact(r)
   );
 }
 
-/** The Scale… dialog's body: empty fields stay as they are; "none" removes a cap or the timeout. */
+/**
+ * The Scale… dialog's body: empty fields stay as they are; "none" removes a cap or the timeout.
+ * Batching's checkbox and knobs start at the deployment's own (the defaults when it is off).
+ * Out-of-range numbers are `:invalid`, which keeps the dialog's accept button disabled.
+ */
 export class ScaleForm extends Widget {
   constructor(current: IResources | null | undefined) {
     super();
@@ -130,12 +174,44 @@ export class ScaleForm extends Widget {
     this.cpus = field('cpus');
     this.idle = field('idle_timeout');
     const r = current ?? null;
+    this._batching = r?.batching ?? null;
+    const knobs = this._batching ?? BATCHING_DEFAULTS;
+    this.batching = field('batching', 'checkbox');
+    this.batching.checked = this._batching !== null;
+    this.batchSize = numberField('max_batch_size', 1, 100000, knobs.max_batch_size);
+    this.batchLatency = numberField('max_latency_ms', 1, 600000, knobs.max_latency_ms);
+    const batchingId = `nbserve-scale-batching-${++ScaleForm._ids}`;
+    this.batching.id = batchingId;
+    const batchingLabel = h('label', { text: 'Batching' });
+    batchingLabel.htmlFor = batchingId;
+    const sync = (): void => {
+      this.batchSize.disabled = this.batchLatency.disabled = !this.batching.checked;
+    };
+    sync();
+    this.batching.addEventListener('change', () => {
+      sync();
+      // the dialog checks its inputs' validity on `input`, in the capture phase: before this
+      // handler enabled or disabled the knobs (a disabled input is never invalid); check again
+      this.node.dispatchEvent(new Event('input', { bubbles: true }));
+    });
     this.node.append(
       h('p', { class: 'nbserve-muted', text: 'Leave a field empty to keep it; "none" removes a cap or the idle timeout.' }),
       row('Workers', this.workers, r ? String(r.workers) : '', 'per server'),
       row('Memory cap', this.memory, r ? (r.memory_cap ? fmtBytes(r.memory_cap) : 'none') : '', 'e.g. 1G, 512M'),
       row('CPU cap', this.cpus, r ? (r.cpus_cap ? String(r.cpus_cap) : 'none') : '', 'cores, e.g. 1.5'),
-      row('Idle timeout', this.idle, r ? r.idle_timeout ?? 'none' : '', 'e.g. 15m: scale to zero')
+      row('Idle timeout', this.idle, r ? r.idle_timeout ?? 'none' : '', 'e.g. 15m: scale to zero'),
+      h(
+        'div',
+        {
+          class: 'nbserve-scale-row nbserve-scale-batching',
+          title: 'adaptive batching: concurrent requests are validated one by one, then merged into one model call'
+        },
+        batchingLabel,
+        h('span', {}, this.batching),
+        h('span', { class: 'nbserve-muted nbserve-scale-hint', text: 'merge concurrent requests' })
+      ),
+      row('Max batch size', this.batchSize, String(knobs.max_batch_size), 'rows, 1–100000'),
+      row('Max latency', this.batchLatency, String(knobs.max_latency_ms), 'ms, 1–600000: past it, a 503')
     );
   }
 
@@ -158,6 +234,13 @@ export class ScaleForm extends Widget {
     if (idle) {
       changes.idle_timeout = idle;
     }
+    const batching = batchingChange(this._batching, this.batching.checked, {
+      max_batch_size: knob(this.batchSize),
+      max_latency_ms: knob(this.batchLatency)
+    });
+    if (batching !== null) {
+      changes.batching = batching;
+    }
     return changes;
   }
 
@@ -165,7 +248,55 @@ export class ScaleForm extends Widget {
   readonly memory: HTMLInputElement;
   readonly cpus: HTMLInputElement;
   readonly idle: HTMLInputElement;
+  readonly batching: HTMLInputElement;
+  readonly batchSize: HTMLInputElement;
+  readonly batchLatency: HTMLInputElement;
+  /** The deployment's batching when the form opened. */
+  private _batching: IBatching | null;
   private static _ids = 0;
+}
+
+/**
+ * What the form's batching asks of `scale`, or null for no change: false turns it off, true
+ * turns it on with the defaults, an object names the knobs that differ from what is there
+ * (the defaults, when it is off). A knob left empty (null) stays as it is.
+ */
+export function batchingChange(
+  current: IBatching | null,
+  on: boolean,
+  knobs: { max_batch_size: number | null; max_latency_ms: number | null }
+): boolean | Partial<IBatching> | null {
+  if (!on) {
+    return current === null ? null : false;
+  }
+  const base = current ?? BATCHING_DEFAULTS;
+  const changed: Partial<IBatching> = {};
+  for (const key of ['max_batch_size', 'max_latency_ms'] as const) {
+    const value = knobs[key];
+    if (value !== null && value !== base[key]) {
+      changed[key] = value;
+    }
+  }
+  if (Object.keys(changed).length > 0) {
+    return changed;
+  }
+  return current === null ? true : null;
+}
+
+/** A knob's whole number, or null when it is empty (or not a number: the dialog blocks that). */
+function knob(input: HTMLInputElement): number | null {
+  const value = input.value.trim();
+  return value && Number.isInteger(Number(value)) ? Number(value) : null;
+}
+
+/** A whole number from `min` to `max`; out of range or fractional, the input is `:invalid`. */
+function numberField(name: string, min: number, max: number, value: number): HTMLInputElement {
+  const input = field(name, 'number');
+  input.min = String(min);
+  input.max = String(max);
+  input.step = '1';
+  input.value = String(value);
+  return input;
 }
 
 function field(name: string, type = 'text'): HTMLInputElement {
@@ -190,6 +321,18 @@ export function describeScale(changes: IScaleChanges): string {
   }
   if (changes.idle_timeout !== undefined) {
     parts.push(changes.idle_timeout === 'none' ? 'no idle timeout' : `idle timeout ${changes.idle_timeout}`);
+  }
+  const batching = changes.batching;
+  if (batching === false) {
+    parts.push('no batching');
+  } else if (batching === true) {
+    parts.push('batching on');
+  } else if (batching !== undefined) {
+    const knobs = [
+      batching.max_batch_size !== undefined ? `≤${plural(batching.max_batch_size, 'row')}` : '',
+      batching.max_latency_ms !== undefined ? `max latency ${fmtMs(batching.max_latency_ms)}` : ''
+    ].filter(Boolean);
+    parts.push(knobs.length > 0 ? `batching ${knobs.join(' / ')}` : 'batching on');
   }
   return parts.join(', ');
 }

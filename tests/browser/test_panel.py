@@ -5,7 +5,8 @@ the panel, rolls back to v1 through the panel's confirmation dialog and checks t
 stable URL answers from v1 and that the Audit section shows the rollback (v2 → v1) over an
 intact hash chain; real outcomes sent from here show up as the list's and the detail's
 accuracy, next to an alias chip, and the model card opens from the panel; the detail's
-Resources line shows the deployment's worker count (its Scale… form opens and is cancelled).
+Resources line shows the deployment's worker count and no batching (its Scale… form opens and is
+cancelled).
 Then a canary: its badge and Rollout section, a share change and a promotion through the
 panel, a slow canary rolled back by its gates (a warning notification, and the agent's own
 gate_breached in the audit), and a schedule paused, resumed and run from the Schedules section.
@@ -294,6 +295,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     resources.wait_for(timeout=10000)
     text = resources.inner_text()
     assert "1 worker × " in text and re.search(r"RSS [0-9.]+ (MiB|GiB)", text) and "no caps" in text, text
+    assert resources.locator('[data-fact="batching"]').inner_text() == "no batching", text
     head = detail.locator(".nbserve-detail-head")
     page.mouse.move(800, 500)
     head.screenshot(path=str(ARTIFACTS / "panel-resources-light.png"))
@@ -301,6 +303,7 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     form = page.locator(".jp-Dialog", has_text=f"Scale {NAME}")
     form.wait_for(timeout=10000)
     assert form.locator('input[name="workers"]').get_attribute("placeholder") == "1"
+    assert not form.locator('input[name="batching"]').is_checked()
     form.screenshot(path=str(ARTIFACTS / "scale-dialog-light.png"))
     form.locator("button.jp-mod-reject").click()
     form.wait_for(state="detached", timeout=10000)
