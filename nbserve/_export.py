@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._agent._limits import workers_option
+from ._service_template import BATCHING_ENV
 from .errors import InvalidArgument, NbserveError, VersionNotFound
 
 __all__ = ["export_k8s", "register"]
@@ -70,6 +72,7 @@ class Plan:
     canary: Release | None
     max_replicas: int
     workers: int
+    batching: dict[str, Any] | None  # the deployment's adaptive batching, read by the service from its env
     memory: int | None  # bytes, the deployment's cap
     cpus: float | None
     predict_auth: str
@@ -232,7 +235,7 @@ def plan_k8s(name: str, *, version: int | None = None, replicas: int = 2, max_re
     plan = Plan(
         deployment=name, k8s_name=k8s_name(name), namespace=namespace, stable=stable, canary=None,
         max_replicas=max_replicas or 3 * replicas, workers=int(config.get("workers") or 1),
-        memory=config.get("memory"), cpus=config.get("cpus"), predict_auth=predict_auth,
+        batching=config.get("batching"), memory=config.get("memory"), cpus=config.get("cpus"), predict_auth=predict_auth,
         agent_bentoml_home=str(Path(agent_home) / "bentoml") if agent_home else None,
         source=source, exported_at=exported_at,
     )
@@ -327,7 +330,7 @@ def deployment(plan: Plan, release: Release) -> dict[str, Any]:
             # the service is named after the deployment (see _service_template.py)
             {"name": "BENTOML_CONFIG_OPTIONS", "value": workers_option(plan.deployment, plan.workers)},
             {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
-        ],
+        ] + ([{"name": BATCHING_ENV, "value": json.dumps(plan.batching)}] if plan.batching else []),
         "resources": resources(plan),
         # A slow model load gets up to 5 minutes before liveness counts.
         "startupProbe": _probe("/livez", PORT, period=5, failures=60),
@@ -629,6 +632,8 @@ def _readme(plan: Plan) -> str:
         ]
     parts += [
         f"  Each pod: {plan.workers} BentoML worker(s) (BENTOML_CONFIG_OPTIONS {workers_option(plan.deployment, plan.workers)}),",
+        *([f"  Adaptive batching as on the host: up to {plan.batching['max_batch_size']} rows within "
+           f"{plan.batching['max_latency_ms']:g} ms ({BATCHING_ENV})."] if plan.batching else []),
         f"  requests cpu {res['requests']['cpu']} / memory {res['requests']['memory']}, "
         f"limits cpu {res['limits']['cpu']} / memory {res['limits']['memory']}"
         + (" (the deployment's caps)" if plan.memory and plan.cpus else " (defaults where no cap was set)") + ".",

@@ -145,7 +145,8 @@ def test_rendered_service_is_valid_python_with_names_quoted():
     )
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert classes == ["_Rows", "ABCService"]  # the schema of the OpenAPI document, then the service
+    # the schema of the OpenAPI document, the batching helpers, then the service
+    assert classes == ["_Rows", "_Shed", "_Answer", "_Batcher", "ABCService"]
     assert "'a-b_c:xyz'" in source and "def predict_proba" in source
 
 

@@ -4,6 +4,7 @@ Kubernetes' own OpenAPI schemas (kubernetes-validate, strict: unknown fields fai
 from __future__ import annotations
 
 import copy
+import json
 import re
 import stat
 
@@ -27,7 +28,8 @@ K8S_VERSION = latest_version()  # the newest schemas the package ships
 @pytest.fixture(scope="module")
 def dep(module_home, iris, forest, tree):
     _, X_test, _, _ = iris
-    nbserve.deploy(forest, NAME, X_test, memory="1G", cpus=1, workers=2, skip_parity=True, progress=False)
+    nbserve.deploy(forest, NAME, X_test, memory="1G", cpus=1, workers=2, max_batch_size=32, max_latency_ms=500,
+                   skip_parity=True, progress=False)
     return nbserve.deploy(tree, NAME, X_test, skip_parity=True, progress=False)  # v2, same settings
 
 
@@ -90,6 +92,7 @@ def test_probes_resources_workers_and_provenance(dep, canary):
     assert model["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
     env = {e["name"]: e.get("value") for e in model["env"]}
     assert env["BENTOML_CONFIG_OPTIONS"] == f'services."{NAME}".workers=2'  # the service is named NAME (quoted)
+    assert json.loads(env["NBSERVE_BATCHING"]) == {"max_batch_size": 32, "max_latency_ms": 500}
     v1 = dep.metadata(1)
     assert model["image"] == "registry.example.com/ml/" + v1["bento"]
     labels = stable["spec"]["template"]["metadata"]["labels"]
