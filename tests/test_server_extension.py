@@ -379,13 +379,20 @@ def test_scale_through_the_extension(api: Fetch, two_versions: nbserve.Deploymen
         status, data = api("POST", "deployments", NAME, "scale", body={})
         assert status == 400 and data["error"]["message"] == "nothing to change", data
         # the extension's own checks: JSON types and names
-        for body in ({"workers": "two"}, {"workers": True}, {"idle_timeout": 15}, {"replicas": 3}):
+        for body in ({"workers": "two"}, {"workers": True}, {"idle_timeout": 15}, {"batching": "yes"},
+                     {"batching": {"rows": 3}}, {"replicas": 3}):
             status, data = api("POST", "deployments", NAME, "scale", body=body)
             assert status == 400 and data["error"]["type"] == "InvalidArgument", (body, data)
         assert "replicas" in data["error"]["message"]
         status, data = api("POST", "deployments", "no-such", "scale", body={"workers": 2})
         assert status == 404 and data["error"]["type"] == "DeploymentNotFound", data
         assert nbserve.top().loc[NAME, "workers"] == 2
+        # batching as the panel's Scale dialog sends it: the knobs changed, then off
+        status, state = api("POST", "deployments", NAME, "scale", body={"batching": {"max_latency_ms": 500}})
+        assert status == 200, state
+        assert nbserve.top().loc[NAME, "batching"] == {"max_batch_size": 100, "max_latency_ms": 500}
+        status, state = api("POST", "deployments", NAME, "scale", body={"batching": False})
+        assert status == 200 and nbserve.top().loc[NAME, "batching"] is None, state
     finally:
         status, state = api("POST", "deployments", NAME, "scale", body={"workers": 1})  # as it was
     assert status == 200, state

@@ -125,7 +125,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     app.commands.addCommand(CommandIDs.scale, {
       label: args => (name(args) ? `Scale ${name(args)}…` : 'nbserve: scale deployment…'),
-      caption: 'Change a deployment’s workers, memory and CPU caps or idle timeout',
+      caption: 'Change a deployment’s workers, memory and CPU caps, idle timeout or adaptive batching',
       execute: args => {
         const changes: IScaleChanges = {};
         for (const key of ['workers', 'memory', 'cpus', 'idle_timeout'] as const) {
@@ -133,6 +133,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
           if (typeof value === 'number' || typeof value === 'string') {
             (changes as Record<string, number | string>)[key] = value;
           }
+        }
+        // batching: true/false, or the knobs as an object (as the Scale… dialog sends them)
+        const batching = args.batching;
+        if (typeof batching === 'boolean') {
+          changes.batching = batching;
+        } else if (batching && typeof batching === 'object' && !Array.isArray(batching)) {
+          changes.batching = batching as IScaleChanges['batching'];
         }
         return actions.scale(name(args), Object.keys(changes).length > 0 ? changes : null);
       }

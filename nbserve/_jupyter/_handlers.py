@@ -280,10 +280,18 @@ SCALE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "memory": ((str, int), 'a size such as "1G" (or bytes) or "none"'),
     "cpus": ((int, float, str), 'a number of cores or "none"'),
     "idle_timeout": ((str,), 'a duration such as "15m" or "none"'),
+    "batching": ((bool, dict), "true, false or {max_batch_size, max_latency_ms}"),
 }
 
 
 def scale(name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    batching = changes.pop("batching", None)
+    if isinstance(batching, dict):  # the knobs given turn batching on; none given: on as it is
+        changes.update(max_batch_size=batching.get("max_batch_size"), max_latency_ms=batching.get("max_latency_ms"))
+        if not batching:
+            changes["batching"] = True
+    elif batching is not None:
+        changes["batching"] = batching
     return _state(nbserve.get(name).scale(**changes))
 
 
@@ -484,8 +492,10 @@ class ScaleHandler(_Handler):
             value = body.get(key)
             if value is None:  # not given: unchanged
                 continue
-            if isinstance(value, bool) or not isinstance(value, types):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 self._fail(InvalidArgument(f"`{key}` must be {what}, not {value!r}"))
+            if isinstance(value, dict) and set(value) - {"max_batch_size", "max_latency_ms"}:
+                self._fail(InvalidArgument(f"`{key}` takes max_batch_size and max_latency_ms, not {value!r}"))
             changes[key] = value
         self.reply(await self.call(scale, name, changes))
 
