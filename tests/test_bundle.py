@@ -211,4 +211,5 @@ def test_errors_round_trip_through_json():
     odd = errors.error_from_payload(502, "<html>bad gateway</html>")
     assert isinstance(odd, errors.AgentError)
     assert all(issubclass(getattr(errors, name), errors.NbserveError)
-               for name in errors.__all__ if name[0].isupper())
+               for name in errors.__all__ if name[0].isupper() and name != "NbserveWarning")
+    assert issubclass(errors.NbserveWarning, UserWarning)

@@ -47,6 +47,7 @@ def cli(*args: str, home) -> subprocess.CompletedProcess[str]:
         ("--list --history iris", "not allowed with argument"),
         ("--rollback iris --to notanumber", "invalid int value"),
         ("'unbalanced", "No closing quotation"),
+        ("model --name iris --sample X --max-batch-size many", "invalid int value"),
     ],
 )
 def test_bad_magic_arguments_raise_usage_error_with_the_usage(shell, line, message):
@@ -121,6 +122,22 @@ def test_cli_lists_shows_history_rolls_back_and_shows_logs(module_home, iris, fo
 
     status = cli("agent", "status", home=module_home)
     assert status.returncode == 0 and '"pid"' in status.stdout
+
+
+def test_batching_from_the_magic_and_the_cli(shell, module_home, iris, forest):
+    _, X_test, _, _ = iris
+    shell.user_ns.update(model=forest, X_test=X_test)
+    dep = shell.run_line_magic("deploy", "model --name magic-batched --sample X_test --batching --max-latency-ms 3000")
+    assert nbserve.top().loc["magic-batched", "batching"] == {"max_batch_size": 100, "max_latency_ms": 3000}
+    assert "x-nbserve-batch-rows" in httpx.post(f"{dep.url}/predict", json={"data": X_test[:2].to_dict("records")},
+                                                 trust_env=False).headers
+    top = cli("top", "--once", home=module_home)
+    assert top.returncode == 0 and "100/3000ms" in top.stdout, top.stdout
+    off = cli("scale", "magic-batched", "--no-batching", home=module_home)
+    assert off.returncode == 0, off.stderr
+    assert nbserve.top().loc["magic-batched", "batching"] is None
+    bad = cli("scale", "magic-batched", "--no-batching", "--max-batch-size", "8", home=module_home)
+    assert bad.returncode == 1 and "need batching on" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_cli_errors_are_one_line_with_a_hint_and_exit_1(module_home):
