@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -182,7 +183,13 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
         return init_tls(args)
     if args.action == "start":
-        info = start_agent(home)
+        options = _run_options(args)
+        if options and find_agent(home) is not None:
+            print(f"error: an agent already runs for {home.root}; its options stay as they are",
+                  file=sys.stderr)
+            print("hint: `nbserve agent stop` first, then start it with the new options", file=sys.stderr)
+            return 1
+        info = start_agent(home, options)
         print(f"agent running: pid {info.pid} at {info.url} (home {home.root})")
         return 0
     if args.action == "stop":
@@ -195,6 +202,26 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"pid": info.pid, "url": info.url, "home": str(home.root)}, indent=2))
     return 0
+
+
+# `agent run` flags that `agent start` passes on to the agent it starts: (dest, flag, default)
+_RUN_FLAGS = (("host", "--host", "127.0.0.1"), ("port", "--port", 0),
+              ("metrics_retention_days", "--metrics-retention-days", None), ("max_samples", "--max-samples", None),
+              ("metrics_max_mb", "--metrics-max-mb", None), ("memory_budget", "--memory-budget", None),
+              ("tls_cert", "--tls-cert", None), ("tls_key", "--tls-key", None), ("insecure", "--insecure", False),
+              ("predict_auth", "--predict-auth", None), ("public_host", "--public-host", None))
+
+
+def _run_options(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for dest, flag, default in _RUN_FLAGS:
+        value = getattr(args, dest)
+        if value == default:
+            continue
+        if dest in ("tls_cert", "tls_key"):
+            value = os.path.abspath(value)  # the agent runs in NBSERVE_HOME, not here
+        out += [flag] if value is True else [flag, str(value)]
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,26 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run: in the foreground; start: in the background; "
                             "init-tls: make a self-signed certificate for this host")
     agent.add_argument("--home", default=None, help="NBSERVE_HOME (default: ~/.nbserve)")
-    agent.add_argument("--host", default="127.0.0.1", help="address to listen on (run only)")
-    agent.add_argument("--port", type=int, default=0, help="port (run only; default: any free)")
+    agent.add_argument("--host", default="127.0.0.1", help="address to listen on (run and start)")
+    agent.add_argument("--port", type=int, default=0, help="port (run and start; default: any free)")
     agent.add_argument("--metrics-retention-days", type=float, default=None,
-                       help="keep latency panes, samples and resources this long (run only; default 14)")
+                       help="keep latency panes, samples and resources this long (run and start; default 14)")
     agent.add_argument("--max-samples", type=int, default=None,
-                       help="sampled requests kept per deployment (run only; default 100000)")
+                       help="sampled requests kept per deployment (run and start; default 100000)")
     agent.add_argument("--metrics-max-mb", type=float, default=None,
-                       help="size budget of metrics.sqlite; oldest samples go first (run only; default 1024)")
+                       help="size budget of metrics.sqlite; oldest samples go first (run and start; default 1024)")
     agent.add_argument("--memory-budget", default=None,
                        help='memory for every server together, e.g. "8G": past it the least recently used '
-                            "deployments are scaled to zero (run only)")
-    agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run only)")
-    agent.add_argument("--tls-key", default=None, help="... and this private key (run only)")
+                            "deployments are scaled to zero (run and start)")
+    agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run and start)")
+    agent.add_argument("--tls-key", default=None, help="... and this private key (run and start)")
     agent.add_argument("--insecure", action="store_true",
-                       help="allow listening beyond loopback without TLS (run only; not advised)")
+                       help="allow listening beyond loopback without TLS (run and start; not advised)")
     agent.add_argument("--predict-auth", choices=["token", "open"], default=None,
                        help="stable URLs need a predict token by default (token) or not (open); "
-                            "default: open only on loopback without TLS (run only)")
+                            "default: open only on loopback without TLS (run and start)")
     agent.add_argument("--public-host", default=None,
-                       help="host name in stable URLs (run only; default: --host, or this host's name)")
+                       help="host name in stable URLs (run and start; default: --host, or this host's name)")
     agent.add_argument("--tls-host", action="append", default=None,
                        help="init-tls: a name or address the certificate is for (repeatable; "
                             "default: this host's names)")

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,9 @@ def _agent_env() -> dict[str, str]:
     return env
 
 
-def start_agent(home: Home) -> AgentInfo:
-    """Start the local agent in the background (if none runs) and wait until it answers."""
+def start_agent(home: Home, options: Sequence[str] = ()) -> AgentInfo:
+    """Start the local agent in the background (if none runs) and wait until it answers.
+    ``options``: ``nbserve agent run`` flags for it (ignored when one already runs)."""
     found = find_agent(home)
     if found:
         return found
@@ -84,7 +86,7 @@ def start_agent(home: Home) -> AgentInfo:
     home.agent_log.parent.mkdir(parents=True, exist_ok=True)
     with home.agent_log.open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nbserve", "agent", "run", "--home", str(home.root)],
+            [sys.executable, "-m", "nbserve", "agent", "run", "--home", str(home.root), *options],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -140,6 +140,26 @@ def test_batching_from_the_magic_and_the_cli(shell, module_home, iris, forest):
     assert bad.returncode == 1 and "need batching on" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_agent_start_passes_run_options_to_the_agent_it_starts(tmp_path):
+    import psutil
+
+    from nbserve._config import Home
+
+    home = Home.resolve(tmp_path / "home")
+    started = cli("agent", "start", "--home", str(home.root), "--memory-budget", "2G", "--max-samples", "500",
+                  home=home)
+    try:
+        assert started.returncode == 0, started.stderr
+        pid = int(started.stdout.split("pid ")[1].split()[0])
+        command = psutil.Process(pid).cmdline()
+        assert command[command.index("--memory-budget") + 1] == "2G", command
+        assert command[command.index("--max-samples") + 1] == "500", command
+        again = cli("agent", "start", "--home", str(home.root), "--memory-budget", "4G", home=home)
+        assert again.returncode == 1 and "already runs" in again.stderr, again.stderr
+    finally:
+        assert cli("agent", "stop", "--home", str(home.root), home=home).returncode == 0
+
+
 def test_cli_errors_are_one_line_with_a_hint_and_exit_1(module_home):
     result = cli("rollback", "ghost", home=module_home)
     assert result.returncode == 1
