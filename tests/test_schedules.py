@@ -324,6 +324,43 @@ def test_injected_clock_and_missed_policy_in_process(tmp_path):
         registry.close()
 
 
+def test_old_run_files_are_pruned_but_a_run_that_made_a_version_keeps_them(tmp_path):
+    """Real papermill runs of a notebook that deploys nothing; files of the newest runs stay."""
+    from nbserve._agent._registry import Registry
+    from nbserve._agent._scheduler import Scheduler
+    from nbserve._config import Home
+
+    notebook = tmp_path / "tiny.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('hello')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebook)
+    home = Home(tmp_path / "home").ensure()
+    registry = Registry(home.registry)
+    sched = Scheduler(home, registry, keep_run_files=2)
+
+    async def scenario() -> list:
+        await sched.add(name="tiny", notebook=str(notebook), cron=CRON, timezone=TZ)
+        for i in range(4):
+            sched.run_now("tiny")
+            while sched.running("tiny") is not None:
+                await asyncio.sleep(0.1)
+            if i == 0:  # as if the first run had deployed a version: its files are provenance
+                with registry.transaction() as db:
+                    db.execute("UPDATE schedule_runs SET version = 1 WHERE schedule = 'tiny'")
+        return sched.runs("tiny")
+
+    try:
+        runs = sorted(asyncio.run(scenario()), key=lambda r: r.id)
+    finally:
+        registry.close()
+    assert [r.status for r in runs] == ["succeeded"] * 4, [(r.status, r.error) for r in runs]
+    kept = [r.executed_notebook is not None for r in runs]
+    assert kept == [True, False, True, True], kept  # the version's run, then the newest two
+    files = sorted(p.name for p in (home.root / "runs" / "tiny").iterdir())
+    assert files == sorted(f"{r.id}.{ext}" for r in (runs[0], runs[2], runs[3]) for ext in ("ipynb", "log"))
+
+
 # -- through the release gates --------------------------------------------------------------
 
 

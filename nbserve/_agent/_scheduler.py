@@ -60,6 +60,8 @@ ON_TIME_SECONDS = 120.0
 POLL_SECONDS = 5.0  # the loop looks at the clock at least this often
 KILL_GRACE = 5.0
 ERROR_CHARS = 1000
+# Executed notebooks and logs kept per schedule (runs that made a version keep theirs always).
+KEEP_RUN_FILES = int(os.environ.get("NBSERVE_KEEP_RUN_FILES", "50"))
 MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; it cannot even compare a larger one
 
 Clock = Callable[[], _dt.datetime]
@@ -295,7 +297,7 @@ class Scheduler:
 
     def __init__(self, home: Home, registry: Registry, *, clock: Clock | None = None,
                  python: str | None = None, poll_seconds: float = POLL_SECONDS,
-                 revert: Revert | None = None) -> None:
+                 revert: Revert | None = None, keep_run_files: int | None = None) -> None:
         self.home = home
         self.registry = registry
         # Undoes what a failed run deployed (the agent passes Manager.revert), so a failed
@@ -305,6 +307,7 @@ class Scheduler:
         self.python = python or sys.executable
         self.poll_seconds = poll_seconds
         self.runs_dir = home.root / "runs"
+        self.keep_run_files = keep_run_files if keep_run_files is not None else KEEP_RUN_FILES
         self._active: dict[str, _Active] = {}
         self._loop_task: asyncio.Task[Any] | None = None
         self._wake: asyncio.Event | None = None
@@ -668,6 +671,27 @@ class Scheduler:
             deployment=row.deployment, version=version,
             data={"schedule": row.name, "run": run_id, "status": status, "duration_seconds": round(duration, 3)},
         )
+        self._prune_run_files(row.name)
+
+    def _prune_run_files(self, name: str) -> int:
+        """Delete the executed notebooks and logs of a schedule's older runs, keeping the newest
+        ``keep_run_files`` and every run that made a version (its provenance points at them).
+        The run records stay; their ``executed_notebook`` becomes null."""
+        with self.registry.transaction() as db:
+            old = db.execute(
+                "SELECT id, executed_notebook, log_path FROM schedule_runs WHERE schedule = ? AND version IS NULL"
+                " AND status != 'running' AND (executed_notebook IS NOT NULL OR log_path IS NOT NULL)"
+                " AND id NOT IN (SELECT id FROM schedule_runs WHERE schedule = ? ORDER BY id DESC LIMIT ?)",
+                (name, name, self.keep_run_files),
+            ).fetchall()
+            if old:
+                db.executemany("UPDATE schedule_runs SET executed_notebook = NULL, log_path = NULL WHERE id = ?",
+                               [(r["id"],) for r in old])
+        for r in old:
+            for path in (r["executed_notebook"], r["log_path"]):
+                if path:
+                    Path(path).unlink(missing_ok=True)
+        return len(old)
 
     def _produced_version(self, deployment: str, run_id: int) -> VersionRow | None:
         """The newest version of the deployment whose provenance names this run."""
