@@ -47,6 +47,8 @@ _COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
 _NAMES = [c["name"] for c in _COLUMNS]
 _POSITIONAL = bool(_BUNDLE["schema"].get("positional"))
 _NUMERIC = {"int", "float", "bool"}
+_DTYPES = [c["dtype"] for c in _COLUMNS]
+_ALL_NUMERIC = all(c["kind"] in _NUMERIC for c in _COLUMNS)
 _WORKER = str(os.getpid())
 _BATCHING: dict | None = json.loads(os.environ.get("${batching_env}") or "null")
 
@@ -76,12 +78,24 @@ def _conform(data: pd.DataFrame) -> pd.DataFrame | JSONResponse:
             unexpected_columns=unexpected,
             expected_columns={c["name"]: c["dtype"] for c in _COLUMNS},
         )
-    data = data.set_axis(got, axis=1)[_NAMES]
+    if got != _NAMES:
+        data = data.set_axis(got, axis=1)[_NAMES]
+    # Fast path (most requests; ~1 ms saved on a 1-row request): numeric columns that JSON
+    # already parsed to their deploy-time dtypes hold nothing but valid values of them.
+    have_dtypes = data.dtypes.tolist()
+    if _ALL_NUMERIC and [str(d) for d in have_dtypes] == _DTYPES:
+        return data.to_numpy() if _POSITIONAL else data
     type_errors: dict[str, dict[str, t.Any]] = {}
     out = {}
-    for col in _COLUMNS:
+    for col, have in zip(_COLUMNS, have_dtypes):
         name, kind, dtype = col["name"], col["kind"], col["dtype"]
         values = data[name]
+        if kind in _NUMERIC and str(have) == dtype:
+            out[name] = values
+            continue
+        if kind == "float" and have.kind in "iu":
+            out[name] = values.astype(dtype)
+            continue
         present = values.notna()
         if kind in _NUMERIC:
             if kind == "bool":
@@ -239,19 +253,24 @@ class ${class_name}:
             self._predictors["predict_proba"] = self.model.predict_proba
         self._batchers = {api: _Batcher(f, **_BATCHING) for api, f in self._predictors.items()} if _BATCHING else {}
 
-    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+    @staticmethod
+    def _checked(data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        """The request's rows conformed to the schema, or its 422 (per request, before any batching)."""
         ctx.response.headers["x-nbserve-worker"] = _WORKER  # which worker answered (scaling checks)
         frame = _conform(data)
         if isinstance(frame, JSONResponse):
             ctx.response.status_code = frame.status_code  # BentoML applies ctx's status to any response
+        return frame
+
+    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        frame = self._checked(data, ctx)
+        if isinstance(frame, JSONResponse):
             return frame
         return _jsonable(self._predictors[api](frame))
 
     async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
-        ctx.response.headers["x-nbserve-worker"] = _WORKER
-        frame = _conform(data)  # per request, before batching: a bad request fails alone
+        frame = self._checked(data, ctx)
         if isinstance(frame, JSONResponse):
-            ctx.response.status_code = frame.status_code
             return frame
         try:
             served = await self._batchers[api].submit(frame)
@@ -271,35 +290,26 @@ class ${class_name}:
 
     # With batching the APIs are coroutines, so requests can wait together for a batch;
     # without it they run in BentoML's thread, as plain BentoML APIs do.
-    if _BATCHING:
-        @bentoml.api
-        async def predict(
-            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
-        ) -> np.ndarray:
-            return await self._answer_batched("predict", data, ctx)
-    else:
-        @bentoml.api
-        def predict(
-            self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
-        ) -> np.ndarray:
-            return self._answer("predict", data, ctx)
-${extra_apis}'''
+${apis}'''
 )
 
-_PREDICT_PROBA_API = '''
+# One API endpoint (predict, predict_proba) of the service class.
+_API = string.Template(
+    '''
     if _BATCHING:
         @bentoml.api
-        async def predict_proba(
+        async def ${api}(
             self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
         ) -> np.ndarray:
-            return await self._answer_batched("predict_proba", data, ctx)
+            return await self._answer_batched("${api}", data, ctx)
     else:
         @bentoml.api
-        def predict_proba(
+        def ${api}(
             self, data: t.Annotated[pd.DataFrame, _Rows(orient="records")], ctx: bentoml.Context
         ) -> np.ndarray:
-            return self._answer("predict_proba", data, ctx)
+            return self._answer("${api}", data, ctx)
 '''
+)
 
 
 def service_class_name(deployment: str) -> str:
@@ -326,7 +336,7 @@ def render_service(
         model_tag=repr(model_tag),
         loader_module=loader_module,
         predict_expr=predict_expr,
-        extra_apis=_PREDICT_PROBA_API if has_predict_proba else "",
+        apis="".join(_API.substitute(api=api) for api in ("predict", "predict_proba")[:2 if has_predict_proba else 1]),
         batching_env=BATCHING_ENV,
     )
 

@@ -213,3 +213,31 @@ def test_errors_round_trip_through_json():
     assert all(issubclass(getattr(errors, name), errors.NbserveError)
                for name in errors.__all__ if name[0].isupper() and name != "NbserveWarning")
     assert issubclass(errors.NbserveWarning, UserWarning)
+
+
+def _conform_for(columns: list[dict]):
+    """The generated service's request check, for a schema, without starting a server."""
+    source = render_service(deployment="c", model_tag="c:1", loader_module="bentoml.sklearn",
+                            predict_expr="self.model.predict(frame)", has_predict_proba=False)
+    head = source.split("# BentoML serves its Swagger UI")[0].replace(
+        '_BUNDLE = json.loads((pathlib.Path(__file__).parent / "nbserve_bundle.json").read_text())',
+        "_BUNDLE = {'schema': {'columns': COLUMNS}}")
+    namespace = {"COLUMNS": columns, "__file__": "service.py"}
+    exec(compile(head, "nbserve_service", "exec"), namespace)  # noqa: S102 - our own generated code
+    return namespace["_conform"]
+
+
+def test_request_check_fast_path_and_conversions_agree():
+    conform = _conform_for([{"name": "a", "kind": "float", "dtype": "float64"},
+                            {"name": "n", "kind": "int", "dtype": "int64"},
+                            {"name": "b", "kind": "bool", "dtype": "bool"}])
+    exact = pd.DataFrame({"a": [1.5, None], "n": [2, 3], "b": [True, False]})
+    assert conform(exact) is exact  # already the deploy-time dtypes: passed through, not copied
+    reordered = conform(exact[["b", "n", "a"]])
+    assert list(reordered.columns) == ["a", "n", "b"]
+    ints = conform(pd.DataFrame({"a": [1, 2], "n": [2.0, 3.0], "b": [True, False]}))  # JSON 1 / 2.0
+    assert [str(d) for d in ints.dtypes] == ["float64", "int64", "bool"] and ints["n"].tolist() == [2, 3]
+    fractional = conform(pd.DataFrame({"a": [1.0], "n": [2.5], "b": [True]}))
+    assert fractional.status_code == 422 and b"type_errors" in fractional.body
+    text = conform(pd.DataFrame({"a": ["x"], "n": [1], "b": [True]}))
+    assert text.status_code == 422 and b'"a"' in text.body

@@ -212,6 +212,9 @@ class Registry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
+        # (PRAGMA data_version, seq, hash, records) of the last intact audit chain: while no other
+        # connection has written (data_version unchanged), only records after it need checking.
+        self._audit_verified: tuple[int, int, str, int] | None = None
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -447,7 +450,14 @@ class Registry:
         record (an edited field, a deleted or reordered record)."""
         expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
         with self._lock:
-            cursor = self._db.execute("SELECT * FROM audit ORDER BY seq")
+            # This connection only ever appends (and triggers forbid edits); any other writer,
+            # the sqlite3 shell included, changes data_version, and the whole chain is checked again.
+            data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            cached = self._audit_verified
+            if cached is not None and cached[0] == data_version:
+                _, last_seq, expected_prev, checked = cached
+                expected_seq = last_seq + 1
+            cursor = self._db.execute("SELECT * FROM audit WHERE seq >= ? ORDER BY seq", (expected_seq,))
             for raw in cursor:
                 row = _audit(raw)
                 record = {k: getattr(row, k) for k in _AUDIT_FIELDS}
@@ -459,9 +469,11 @@ class Registry:
                 elif audit_hash(row.prev_hash, record) != row.hash:
                     problem = f"record {row.seq} was changed after it was written"
                 if problem:
+                    self._audit_verified = None
                     return {"ok": False, "records": checked, "broken_at": row.seq, "problem": problem,
                             "head": None}
                 expected_prev, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+            self._audit_verified = (data_version, expected_seq - 1, expected_prev, checked)
         return {"ok": True, "records": checked, "broken_at": None, "problem": None, "head": expected_prev}
 
     # -- events -------------------------------------------------------------------
