@@ -764,7 +764,7 @@ def deploy(
         else:
             show.step("live", f"{dep.url} (v{dep.version})")
         for message in _version_warnings(client, name, version["number"]):
-            show.step("warning", message)
+            show.warn(message)
             warnings.warn(message, NbserveWarning, stacklevel=2)
         show.finish(True)
         return dep

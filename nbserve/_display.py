@@ -22,6 +22,7 @@ STEPS = {
     "health": "Health check (/readyz)",
     "parity": "Parity check (replaying the reference sample)",
     "live": "Live",
+    "warning": "Warning",
 }
 
 
@@ -49,15 +50,26 @@ class Progress:
         if self.rows and self.rows[-1][0] == key:
             self.rows[-1][1] = detail or self.rows[-1][1]
         else:
-            if self.rows and self.rows[-1][2] == "running":
-                self.rows[-1][2] = "done"
-                self.rows[-1].append(now)
+            self._close_running(now)
             self.rows.append([key, detail, "running", now])
             if self.enabled and not self._notebook:
                 ellipsis = "" if key == "live" else " ..."
                 print(f"  {STEPS.get(key, key)}" + (f": {detail}" if detail else "") + ellipsis,
                       file=sys.stderr, flush=True)
         self._render()
+
+    def warn(self, message: str) -> None:
+        """A line that needs the user's eye; the deploy carries on."""
+        self._close_running(time.monotonic())
+        self.rows.append(["warning", message, "warning", time.monotonic()])
+        if self.enabled and not self._notebook:
+            print(f"  warning: {message}", file=sys.stderr, flush=True)
+        self._render()
+
+    def _close_running(self, now: float) -> None:
+        if self.rows and self.rows[-1][2] == "running":
+            self.rows[-1][2] = "done"
+            self.rows[-1].append(now)
 
     def finish(self, ok: bool, detail: str | None = None) -> None:
         now = time.monotonic()
@@ -82,7 +94,7 @@ class Progress:
             self._handle.update(body)
 
     def html(self) -> str:
-        marks = {"running": "&#8987;", "done": "&#10004;", "failed": "&#10008;"}
+        marks = {"running": "&#8987;", "done": "&#10004;", "failed": "&#10008;", "warning": "&#9888;"}
         items = []
         for row in self.rows:
             key, detail, state, started = row[:4]

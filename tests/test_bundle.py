@@ -241,3 +241,17 @@ def test_request_check_fast_path_and_conversions_agree():
     assert fractional.status_code == 422 and b"type_errors" in fractional.body
     text = conform(pd.DataFrame({"a": ["x"], "n": [1], "b": [True]}))
     assert text.status_code == 422 and b'"a"' in text.body
+
+
+def test_deploy_progress_shows_a_warning_after_live_without_failing(capsys):
+    from nbserve._display import Progress
+
+    show = Progress("Deploying churn")
+    show.step("starting")
+    show.step("live", "http://127.0.0.1:1 (v1)")
+    show.warn("v1: a batch of 64 rows takes 80.0 ms, over max_latency_ms=20")
+    show.finish(True)
+    html_text = show.html()
+    assert "&#9888; Warning: <code>v1: a batch of 64 rows" in html_text
+    assert html_text.count("&#10004;") == 2 and "&#10008;" not in html_text  # starting and live done
+    assert "  warning: v1: a batch of 64 rows" in capsys.readouterr().err
