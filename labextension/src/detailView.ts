@@ -5,7 +5,6 @@
  * (rollback, stop/start, open in notebook, model card).
  */
 import { CommandRegistry } from '@lumino/commands';
-import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import {
@@ -31,6 +30,7 @@ import { ago, button, copyButton, h, rolloutBadge, statusBadge, urlLine } from '
 import { metrics as summaryLine } from './listView';
 import { DeploymentsModel } from './model';
 import { qualityLine } from './quality';
+import { ReloadingView } from './reloadingView';
 import { resourceFacts } from './resources';
 
 const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
@@ -46,66 +46,65 @@ const RELOAD_EVERY = 10000;
 /** ... and this often while a canary or shadow is under way: its figures move (ms). */
 const RELOAD_ROLLOUT_EVERY = 4000;
 
-export class DeploymentDetail extends Widget {
+/** What one reload of the detail brings, each request settled on its own. */
+type DetailLoad = [
+  PromiseSettledResult<IDeploymentDetail>,
+  PromiseSettledResult<IMetrics>,
+  PromiseSettledResult<ILogs>,
+  PromiseSettledResult<IAudit>
+];
+
+export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad> {
   constructor(
-    readonly model: DeploymentsModel,
+    model: DeploymentsModel,
     readonly commands: CommandRegistry
   ) {
-    super();
-    this.addClass('nbserve-Detail');
-    model.changed.connect(this._onListChanged, this);
+    super(model);
   }
 
-  /** Emitted when the user goes back to the list. */
-  get closed(): ISignal<this, void> {
-    return this._closed;
+  protected brief(name: string): IDeploymentBrief | undefined {
+    return this.model.find(name);
   }
 
-  get name(): string | null {
-    return this._name;
-  }
-
-  /** Show a deployment (loads it). */
-  async open(name: string): Promise<void> {
-    if (name !== this._name) {
-      this._name = name;
-      this._detail = null;
-      this._metrics = null;
-      this._logs = null;
-      this._logVersion = null;
-      this._audit = null;
-      this._auditError = null;
-      this._error = null;
-      this.node.replaceChildren(h('div', { class: 'nbserve-empty', text: `Loading ${name}…` }));
+  /** What, in the compact list, means the detail is out of date. */
+  protected stamp(brief: IDeploymentBrief | undefined): string {
+    if (!brief) {
+      return '';
     }
-    await this.reload();
+    return JSON.stringify([brief.status, brief.version, brief.versions, brief.rollout, brief.aliases ?? null]);
   }
 
-  close(): void {
-    this._name = null;
-    this._closed.emit();
+  protected maxAge(brief: IDeploymentBrief | undefined): number {
+    return brief?.rollout ? RELOAD_ROLLOUT_EVERY : RELOAD_EVERY;
   }
 
-  async reload(): Promise<void> {
-    const name = this._name;
-    if (!name) {
-      return;
-    }
-    this._loadedAt = Date.now();
-    this._stamp = stamp(this.model.find(name));
+  protected onPoll(brief: IDeploymentBrief | undefined): void {
+    this.updateResources(brief?.resources);
+  }
+
+  protected forget(): void {
+    this._detail = null;
+    this._metrics = null;
+    this._logs = null;
+    this._logVersion = null;
+    this._audit = null;
+    this._auditError = null;
+  }
+
+  protected fetch(name: string): Promise<DetailLoad> {
     const api = this.model.api;
-    const [detail, metrics, logs, audit] = await Promise.allSettled([
+    return Promise.allSettled([
       api.detail(name),
       api.metrics(name, '1h'),
       api.logs(name, this._logVersion, 200),
       api.audit(name, AUDIT_ROWS)
     ]);
-    if (name !== this._name) {
-      return; // the user moved on meanwhile
-    }
+  }
+
+  protected async keep([detail, metrics, logs, audit]: DetailLoad): Promise<void> {
     if (detail.status === 'fulfilled') {
       this._detail = detail.value;
-      this._error = null;
+      this.loadError = null;
       const newest = [...detail.value.history].sort((a, b) => b.version - a.version)[0];
       if (this._logVersion === null && newest?.status === 'failed') {
         // the newest version failed: its log is the one that explains why
@@ -115,7 +114,7 @@ export class DeploymentDetail extends Widget {
         return;
       }
     } else {
-      this._error = asApiError(detail.reason);
+      this.loadError = asApiError(detail.reason);
     }
     this._metrics = metrics.status === 'fulfilled' ? metrics.value : null;
     this._metricsError = metrics.status === 'rejected' ? asApiError(metrics.reason) : null;
@@ -125,53 +124,29 @@ export class DeploymentDetail extends Widget {
     this.render();
   }
 
-  private _onListChanged(): void {
-    const name = this._name;
-    if (!name || !this.isVisible || !this.model.loaded) {
-      return;
+  protected body(name: string): (HTMLElement | null)[] {
+    const detail = this._detail;
+    if (!detail) {
+      return [];
     }
     const brief = this.model.find(name);
-    if (!brief && !this.model.error) {
-      this.close(); // it is gone
-      return;
-    }
-    this.updateResources(brief?.resources);
-    const every = brief?.rollout ? RELOAD_ROLLOUT_EVERY : RELOAD_EVERY;
-    if (stamp(brief) !== this._stamp || Date.now() - this._loadedAt > every) {
-      void this.reload();
-    }
+    return [
+      this.header(detail, brief),
+      this.actions(detail),
+      detail.rollout ? this.rollout(detail, detail.rollout) : null,
+      this.history(detail),
+      this.charts(),
+      this.events(detail.events),
+      this.audit(detail.name),
+      this.logs(detail)
+    ];
   }
 
-  render(): void {
-    const name = this._name;
-    if (!name) {
-      return;
-    }
-    const scroll = this.node.scrollTop;
+  /** The node says which deployment, live version and rollout it shows. */
+  protected onRendered(): void {
     const detail = this._detail;
-    const back = button('‹ All deployments', () => this.close(), 'nbserve-back', 'Back to the list');
-    const children: (HTMLElement | null)[] = [h('div', { class: 'nbserve-toolbar' }, back)];
-    if (this._error) {
-      children.push(h('div', { class: 'nbserve-error-banner', text: this._error.text, data: { type: this._error.type } }));
-    }
-    if (detail) {
-      const brief = this.model.find(name);
-      children.push(
-        this.header(detail, brief),
-        this.actions(detail),
-        detail.rollout ? this.rollout(detail, detail.rollout) : null,
-        this.history(detail),
-        this.charts(),
-        this.events(detail.events),
-        this.audit(detail.name),
-        this.logs(detail)
-      );
-    }
-    this.node.replaceChildren(...children.filter((c): c is HTMLElement => c !== null));
-    this.node.dataset.name = name;
     this.node.dataset.version = String(detail?.version ?? '');
     this.node.dataset.rollout = detail?.rollout ? `${detail.rollout.mode}:${detail.rollout.version}` : '';
-    this.node.scrollTop = scroll;
     this._renderedWidth = this.node.clientWidth;
   }
 
@@ -606,7 +581,6 @@ export class DeploymentDetail extends Widget {
     return box;
   }
 
-  private _name: string | null = null;
   private _detail: IDeploymentDetail | null = null;
   private _metrics: IMetrics | null = null;
   private _metricsError: NbserveApiError | null = null;
@@ -614,22 +588,10 @@ export class DeploymentDetail extends Widget {
   private _logVersion: number | null = null;
   private _audit: IAudit | null = null;
   private _auditError: NbserveApiError | null = null;
-  private _error: NbserveApiError | null = null;
   private _resourcesLine: HTMLElement | null = null;
   private _resourcesFacts: HTMLElement | null = null;
   private _resourcesKey = '';
-  private _loadedAt = 0;
   private _renderedWidth = 0;
-  private _stamp = '';
-  private _closed = new Signal<this, void>(this);
-}
-
-/** What, in the compact list, means the detail is out of date. */
-function stamp(brief: IDeploymentBrief | undefined): string {
-  if (!brief) {
-    return '';
-  }
-  return JSON.stringify([brief.status, brief.version, brief.versions, brief.rollout, brief.aliases ?? null]);
 }
 
 /** The named versions above the version list: "staging → v1", each copying its URL. */

@@ -6,10 +6,11 @@ import { CommandRegistry } from '@lumino/commands';
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { ISchedule, IScheduleDetail, IScheduleRun, NbserveApiError, asApiError } from './api';
+import { ISchedule, IScheduleDetail, IScheduleRun, asApiError } from './api';
 import { fmt } from './charts';
 import { ago, button, h } from './dom';
 import { DeploymentsModel } from './model';
+import { ReloadingView } from './reloadingView';
 
 /** When a schedule fires next, as "in 3 h" with the exact time as a tooltip. */
 export function nextRun(sched: ISchedule): HTMLElement {
@@ -143,122 +144,76 @@ export class ScheduleList extends Widget {
   private _rendered = '';
 }
 
-export class ScheduleDetail extends Widget {
+export class ScheduleDetail extends ReloadingView<ISchedule, PromiseSettledResult<IScheduleDetail>> {
   constructor(
-    readonly model: DeploymentsModel,
+    model: DeploymentsModel,
     readonly commands: CommandRegistry,
     readonly openNotebook: (path: string) => void
   ) {
-    super();
-    this.addClass('nbserve-Detail');
+    super(model);
     this.addClass('nbserve-ScheduleDetail');
-    model.changed.connect(this._onListChanged, this);
   }
 
-  get closed(): ISignal<this, void> {
-    return this._closed;
+  protected brief(name: string): ISchedule | undefined {
+    return this.model.findSchedule(name);
   }
 
-  get name(): string | null {
-    return this._name;
+  /** Anything in the list's row: a run started or ended, paused, rescheduled. */
+  protected stamp(brief: ISchedule | undefined): string {
+    return JSON.stringify(brief ?? null);
   }
 
-  async open(name: string): Promise<void> {
-    if (name !== this._name) {
-      this._name = name;
-      this._detail = null;
-      this._error = null;
-      this.node.replaceChildren(h('div', { class: 'nbserve-empty', text: `Loading ${name}…` }));
-    }
-    await this.reload();
+  protected forget(): void {
+    this._detail = null;
   }
 
-  close(): void {
-    this._name = null;
-    this._closed.emit();
+  protected async fetch(name: string): Promise<PromiseSettledResult<IScheduleDetail>> {
+    const [detail] = await Promise.allSettled([this.model.api.schedule(name)]);
+    return detail;
   }
 
-  async reload(): Promise<void> {
-    const name = this._name;
-    if (!name) {
-      return;
-    }
-    this._stamp = JSON.stringify(this.model.findSchedule(name) ?? null);
-    try {
-      const detail = await this.model.api.schedule(name);
-      if (name !== this._name) {
-        return;
-      }
-      this._detail = detail;
-      this._error = null;
-    } catch (reason) {
-      if (name !== this._name) {
-        return;
-      }
-      this._error = asApiError(reason);
+  protected keep(detail: PromiseSettledResult<IScheduleDetail>): void {
+    if (detail.status === 'fulfilled') {
+      this._detail = detail.value;
+      this.loadError = null;
+    } else {
+      this.loadError = asApiError(detail.reason);
     }
     this.render();
   }
 
-  private _onListChanged(): void {
-    const name = this._name;
-    if (!name || !this.isVisible || !this.model.loaded) {
-      return;
-    }
-    const brief = this.model.findSchedule(name);
-    if (!brief && !this.model.error) {
-      this.close();
-      return;
-    }
-    if (JSON.stringify(brief ?? null) !== this._stamp) {
-      void this.reload();
-    }
-  }
-
-  render(): void {
-    const name = this._name;
-    if (!name) {
-      return;
-    }
-    const scroll = this.node.scrollTop;
-    const back = button('‹ All deployments', () => this.close(), 'nbserve-back', 'Back to the list');
-    const children: HTMLElement[] = [h('div', { class: 'nbserve-toolbar' }, back)];
-    if (this._error) {
-      children.push(h('div', { class: 'nbserve-error-banner', text: this._error.text, data: { type: this._error.type } }));
-    }
+  protected body(): HTMLElement[] {
     const d = this._detail;
-    if (d) {
-      const state = d.paused ? 'paused' : d.running_run !== null ? 'running' : 'active';
-      const params = Object.entries(d.parameters ?? {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ') || 'none';
-      children.push(
-        h(
-          'div',
-          { class: 'nbserve-detail-head' },
-          h(
-            'div',
-            { class: 'nbserve-row-head' },
-            h('span', { class: 'nbserve-name nbserve-title', text: d.name }),
-            h('span', { class: 'nbserve-sched-deployment', text: `→ ${d.deployment}` }),
-            h('span', { class: `nbserve-sched-state nbserve-sched-state-${state}`, text: state })
-          ),
-          h('div', { class: 'nbserve-sched-when' }, h('code', { text: d.cron }), h('span', { class: 'nbserve-muted', text: d.timezone }), h('span', { class: 'nbserve-muted', text: '· next' }), nextRun(d)),
-          h('div', { class: 'nbserve-version-meta', title: d.notebook, text: d.notebook }),
-          h('div', { class: 'nbserve-muted', text: `parameters: ${params} · timeout ${fmt(d.timeout_seconds)} s · missed runs: ${d.missed}` })
-        ),
-        h(
-          'div',
-          { class: 'nbserve-actions' },
-          button('Run now', () => void this.commands.execute('nbserve:run-schedule', { name: d.name }), 'nbserve-sched-run'),
-          d.paused
-            ? button('Resume', () => void this.commands.execute('nbserve:resume-schedule', { name: d.name }), 'nbserve-sched-resume')
-            : button('Pause', () => void this.commands.execute('nbserve:pause-schedule', { name: d.name }), 'nbserve-sched-pause')
-        ),
-        this.runs(d.runs)
-      );
+    if (!d) {
+      return [];
     }
-    this.node.replaceChildren(...children);
-    this.node.dataset.name = name;
-    this.node.scrollTop = scroll;
+    const state = d.paused ? 'paused' : d.running_run !== null ? 'running' : 'active';
+    const params = Object.entries(d.parameters ?? {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ') || 'none';
+    return [
+      h(
+        'div',
+        { class: 'nbserve-detail-head' },
+        h(
+          'div',
+          { class: 'nbserve-row-head' },
+          h('span', { class: 'nbserve-name nbserve-title', text: d.name }),
+          h('span', { class: 'nbserve-sched-deployment', text: `→ ${d.deployment}` }),
+          h('span', { class: `nbserve-sched-state nbserve-sched-state-${state}`, text: state })
+        ),
+        h('div', { class: 'nbserve-sched-when' }, h('code', { text: d.cron }), h('span', { class: 'nbserve-muted', text: d.timezone }), h('span', { class: 'nbserve-muted', text: '· next' }), nextRun(d)),
+        h('div', { class: 'nbserve-version-meta', title: d.notebook, text: d.notebook }),
+        h('div', { class: 'nbserve-muted', text: `parameters: ${params} · timeout ${fmt(d.timeout_seconds)} s · missed runs: ${d.missed}` })
+      ),
+      h(
+        'div',
+        { class: 'nbserve-actions' },
+        button('Run now', () => void this.commands.execute('nbserve:run-schedule', { name: d.name }), 'nbserve-sched-run'),
+        d.paused
+          ? button('Resume', () => void this.commands.execute('nbserve:resume-schedule', { name: d.name }), 'nbserve-sched-resume')
+          : button('Pause', () => void this.commands.execute('nbserve:pause-schedule', { name: d.name }), 'nbserve-sched-pause')
+      ),
+      this.runs(d.runs)
+    ];
   }
 
   private runs(runs: IScheduleRun[]): HTMLElement {
@@ -320,9 +275,5 @@ export class ScheduleDetail extends Widget {
     return link;
   }
 
-  private _name: string | null = null;
   private _detail: IScheduleDetail | null = null;
-  private _error: NbserveApiError | null = null;
-  private _stamp = '';
-  private _closed = new Signal<this, void>(this);
 }
