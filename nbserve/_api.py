@@ -350,8 +350,12 @@ class Deployment:
         the old one drains."""
         body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
                 "batching": batching_setting(batching, max_batch_size, max_latency_ms), "actor": _actor()}
+        seen = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": 1})
         self._data = self._client.post(f"/v1/deployments/{self.name}/scale",
                                        json={k: v for k, v in body.items() if v is not None}, timeout=600)
+        after = seen[-1]["id"] if seen else 0
+        for message in _version_warnings(self._client, self.name, self.version, after=after):
+            warnings.warn(message, NbserveWarning, stacklevel=2)
         return self
 
     def audit(self, limit: int = 200) -> "pd.DataFrame":
@@ -777,9 +781,9 @@ UPLOAD_CHUNK = 1 << 20
 WARNING_EVENTS = ("batching_warning", "batching_unavailable")  # said to the user who deployed
 
 
-def _version_warnings(client: AgentClient, name: str, number: int) -> list[str]:
+def _version_warnings(client: AgentClient, name: str, number: int | None, *, after: int = 0) -> list[str]:
     """What the agent warned about while bringing this version up (it went live anyway)."""
-    events = client.get(f"/v1/deployments/{name}/events", params={"limit": 50})
+    events = client.get(f"/v1/deployments/{name}/events", params={"limit": 50, "after": after})
     return [e["message"] for e in events if e.get("version") == number and e["kind"] in WARNING_EVENTS]
 
 

@@ -100,6 +100,8 @@ def test_concurrent_requests_are_batched_and_each_is_answered_and_validated_alon
     # One knob changes alone; batching=False turns it off (the server is replaced).
     dep.scale(max_latency_ms=2000)
     assert nbserve.top().loc["batched", "batching"] == {"max_batch_size": 64, "max_latency_ms": 2000}
+    with pytest.warns(errors.NbserveWarning, match="max_latency_ms=1"):  # checked as at a deploy
+        dep.scale(max_latency_ms=1)
     dep.scale(batching=False)
     assert nbserve.top().loc["batched", "batching"] is None
     r = _post(dep.url, X_test.iloc[[2]])

@@ -894,13 +894,15 @@ class Manager:
             if row.state != "serving" or name in self.cold or row.live_version is None:
                 return  # applied at the next start
             try:
-                await self._replace_live(name, row.live_version, reason="scaled")
+                proc = await self._replace_live(name, row.live_version, reason="scaled")
             except NbserveError:
                 # the old server keeps serving; so must its settings, or the next start fails too
                 self.registry.update_deployment(name, config=before)
                 raise
+            if proc.batching and proc.batching != old["batching"]:
+                await self._check_batching(name, proc.version, proc, actor)  # as a deploy does
 
-    async def _replace_live(self, name: str, number: int, *, reason: str) -> None:
+    async def _replace_live(self, name: str, number: int, *, reason: str) -> ServingProcess:
         version = self.get_version(name, number)
         endpoint = await self._endpoint(self.get_row(name))
         old = self.supervisor.processes.get((name, number))
@@ -920,6 +922,7 @@ class Manager:
                   "batching": proc.batching,
                   "enforcement": self.supervisor.enforcement, "ready_seconds": proc.ready_seconds},
         )
+        return proc
 
     def _report_overloads(self) -> None:
         """Turn the 503s a batching server answers (its latency budget ran out) into a
