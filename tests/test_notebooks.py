@@ -113,3 +113,18 @@ def test_remote_notebook(fresh_home, tmp_path):
     assert "after revoking churn-app: 401" in text
     assert "audit chain intact: True" in text and "serving host agent stopped: 0" in text
     assert not fresh_home.agent_file.exists(), "deploying to a remote target starts no local agent"
+
+
+def test_scale_notebook(fresh_home, tmp_path):
+    import re
+
+    executed = _run("07-scale", tmp_path, {"deployment_name": "nb-scale", "requests": 240})
+    text = _outputs(executed)
+    gain = float(re.search(r"batching: ([\d.]+)x one unbatched worker", text).group(1))
+    assert gain > 1.5, text  # a 200-tree forest costs about the same for 16 rows as for 1
+    assert "warned: ['v1: " in text and "max_latency_ms=2" in text
+    assert re.search(r"under load: \{.*503: \d+", text), text  # the too-small budget refused requests
+    assert "answered 503" in text and "raise it" in text  # ... and the event said what to change
+    assert "state after idling: cold" in text and "cold request: 200 after" in text and "state now: warm" in text
+    assert nbserve.top().loc["nb-scale", "batching"] == {"max_batch_size": 64, "max_latency_ms": 1000}
+
