@@ -309,12 +309,14 @@ def reap(marker: str, grace: float = 5.0) -> list[str]:
 
 # -- load generation -----------------------------------------------------------------
 
-_WRK_LUA = """\
+# wrk scripts are %-formatted with the request body: the request part and the summary line
+# ``load`` parses, apart so other benches can add hooks between them (bench/scale.py).
+WRK_REQUEST_LUA = """\
 wrk.method = "POST"
 wrk.body = [==[%s]==]
 wrk.headers["Content-Type"] = "application/json"
-
-function done(summary, latency, requests)
+"""
+WRK_SUMMARY_LUA = """\
   local e = summary.errors
   io.write(string.format(
     "NBSERVE_BENCH {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
@@ -322,8 +324,8 @@ function done(summary, latency, requests)
     "\\"status\\": %%d, \\"timeout\\": %%d}\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     e.connect, e.read, e.write, e.status, e.timeout))
-end
 """
+_WRK_LUA = WRK_REQUEST_LUA + "\nfunction done(summary, latency, requests)\n" + WRK_SUMMARY_LUA + "end\n"
 
 
 def load_tool(choice: str = "auto") -> str:

@@ -188,11 +188,7 @@ def batch_stats(before: dict[str, int], after: dict[str, int]) -> tuple[float, f
 
 # bench/_common.py's wrk script, plus a response hook that tallies ``x-nbserve-batch-rows``
 # (absent on unbatched targets: nothing counted), so batch sizes are read under the load itself.
-_WRK_LUA = """\
-wrk.method = "POST"
-wrk.body = [==[%s]==]
-wrk.headers["Content-Type"] = "application/json"
-
+_WRK_LUA = c.WRK_REQUEST_LUA + """
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) seen = 0; rows = 0; inverse = 0 end
@@ -207,13 +203,7 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "NBSERVE_BENCH {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
-    "\\"p99_us\\": %%d, \\"connect\\": %%d, \\"read\\": %%d, \\"write\\": %%d, " ..
-    "\\"status\\": %%d, \\"timeout\\": %%d}\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
+""" + c.WRK_SUMMARY_LUA + """\
   local s, r, inv = 0, 0, 0
   for _, t in ipairs(threads) do s = s + t:get("seen"); r = r + t:get("rows"); inv = inv + t:get("inverse") end
   io.write(string.format("NBSERVE_BATCH {\\"seen\\": %%d, \\"rows\\": %%d, \\"inverse\\": %%.9f}\\n", s, r, inv))
