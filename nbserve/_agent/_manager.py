@@ -1485,6 +1485,8 @@ def _validate_config(config: dict[str, Any]) -> None:
     check_gates(config["gates"])
     if not isinstance(config["drift"], dict):
         raise InvalidArgument("drift must be a mapping of DriftConfig fields")
+    if not config["drift"]:
+        return  # the defaults: no need to import scipy (and pay ~57 MiB) to know they are valid
     from .._drift import DriftConfig
 
     try:
