@@ -215,8 +215,9 @@ def test_errors_round_trip_through_json():
     assert issubclass(errors.NbserveWarning, UserWarning)
 
 
-def _conform_for(columns: list[dict]):
-    """The generated service's request check, for a schema, without starting a server."""
+def _service_helpers(columns: list[dict]) -> dict:
+    """The generated service's module-level helpers (request check, batcher) for a schema,
+    without bentoml serving anything: the module up to its service class, executed."""
     source = render_service(deployment="c", model_tag="c:1", loader_module="bentoml.sklearn",
                             predict_expr="self.model.predict(frame)", has_predict_proba=False)
     head = source.split("# BentoML serves its Swagger UI")[0].replace(
@@ -224,7 +225,11 @@ def _conform_for(columns: list[dict]):
         "_BUNDLE = {'schema': {'columns': COLUMNS}}")
     namespace = {"COLUMNS": columns, "__file__": "service.py"}
     exec(compile(head, "nbserve_service", "exec"), namespace)  # noqa: S102 - our own generated code
-    return namespace["_conform"]
+    return namespace
+
+
+def _conform_for(columns: list[dict]):
+    return _service_helpers(columns)["_conform"]
 
 
 def test_request_check_fast_path_and_conversions_agree():
@@ -255,3 +260,27 @@ def test_deploy_progress_shows_a_warning_after_live_without_failing(capsys):
     assert "&#9888; Warning: <code>v1: a batch of 64 rows" in html_text
     assert html_text.count("&#10004;") == 2 and "&#10008;" not in html_text  # starting and live done
     assert "  warning: v1: a batch of 64 rows" in capsys.readouterr().err
+
+
+def test_batcher_merges_arrays_and_frames_and_isolates_a_failing_request():
+    """The generated service's batch step on its own: rows merged, answers split back in order."""
+    namespace = _service_helpers([])
+    calls = []
+
+    def double(rows):
+        calls.append(len(rows))
+        if (np.asarray(rows) < 0).any():
+            raise ValueError("negative")
+        return np.asarray(rows)[:, 0] * 2
+
+    batcher = namespace["_Batcher"](double, max_batch_size=64, max_latency_ms=100)
+    parts = batcher._run([np.array([[1.0], [2.0]]), np.array([[3.0]])])  # positional requests: ndarrays
+    assert [p.tolist() for p in parts] == [[2.0, 4.0], [6.0]] and calls == [3]
+    assert [p.batch_rows for p in parts] == [3, 3]
+    frames = [pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": [-1.0]}), pd.DataFrame({"x": [5.0]})]
+    calls.clear()
+    parts = batcher._run(frames)  # the merged call fails: each request is answered alone
+    assert calls == [3, 1, 1, 1]
+    assert parts[0].tolist() == [2.0] and isinstance(parts[1], ValueError) and parts[2].tolist() == [10.0]
+    with pytest.raises(ValueError):
+        batcher._run([pd.DataFrame({"x": [-1.0]})])  # a batch of one fails as itself
