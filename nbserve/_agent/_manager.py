@@ -74,9 +74,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
 SERVING_SETTINGS = ("workers", "memory", "cpus", "idle_timeout", "batching")
 RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching")  # the server must restart to change them
 DRIFT_SUMMARY_SECONDS = 10.0
-GATE_CHECK_SECONDS = 2.0
-OVERLOAD_REPORT_SECONDS = 60.0
-BATCH_PROBE_MAX_ROWS = 10_000  # the deploy-time batching check never sends more rows than this  # a batching server's 503s are reported at most this often  # the summary's drift flag is recomputed at most this often
+GATE_CHECK_SECONDS = 2.0  # the summary's drift flag is recomputed at most this often
+OVERLOAD_REPORT_SECONDS = 60.0  # a batching server's 503s are reported at most this often
+BATCH_PROBE_MAX_ROWS = 10_000  # the deploy-time batching check never sends more rows than this
 
 
 @dataclass
@@ -334,7 +334,15 @@ class Manager:
     async def _check_batching(self, name: str, number: int, proc: ServingProcess, actor: str | None) -> None:
         """Time one row and one full batch through the new server, before any traffic, and
         warn when the latency budget cannot hold a full batch: under load those requests
-        would be answered 503. Never fails the deploy."""
+        would be answered 503. Never fails the deploy: a check that cannot run says so."""
+        try:
+            await self._time_batching(name, number, proc, actor)
+        except Exception as exc:  # noqa: BLE001 - a warning, never a failed deploy
+            log.exception("batching check of %s v%s failed", name, number)
+            self.registry.add_event("batching_warning", f"v{number}: the batching check could not run: "
+                                    f"{type(exc).__name__}: {exc}", deployment=name, version=number, actor=actor)
+
+    async def _time_batching(self, name: str, number: int, proc: ServingProcess, actor: str | None) -> None:
         batching = proc.batching or {}
         budget, size = float(batching["max_latency_ms"]), int(batching["max_batch_size"])
         _, bento_path = self.reference_path(name, number)
@@ -929,16 +937,17 @@ class Manager:
         ``batch_overloaded`` event saying what to change: at once, then at most once a minute."""
         now = time.monotonic()
         for name, endpoint in self.endpoints.items():
-            if not endpoint.refused:
-                continue
             counts, endpoint.refused = endpoint.refused, {}
-            batching = self.config(name)["batching"]
-            if not batching:
-                continue  # another server's 503s: the monitor counts them as errors
             last, pending = self._overloads.get(name, (float("-inf"), {}))
+            if not counts and not pending:
+                continue
+            batching = self.config(name)["batching"]
+            if not batching:  # another server's 503s (the monitor counts them as errors), or batching is off now
+                self._overloads.pop(name, None)
+                continue
             for label, n in counts.items():
                 pending[label] = pending.get(label, 0) + n
-            if now - last < OVERLOAD_REPORT_SECONDS:
+            if now - last < OVERLOAD_REPORT_SECONDS:  # reported later, with what follows
                 self._overloads[name] = (last, pending)
                 continue
             self._overloads[name] = (now, {})
