@@ -277,7 +277,7 @@ class ${class_name}:
         except _Shed:
             ctx.response.status_code = 503
             ctx.response.headers["retry-after"] = "1"
-            ctx.response.headers["x-nbserve-shed"] = "batch-latency"  # the agent counts these
+            ctx.response.headers["x-nbserve-shed"] = "batch-latency"  # which kind of 503 this is
             return JSONResponse(
                 {"error": f"not answered within the batching latency budget (max_latency_ms="
                           f"{_BATCHING['max_latency_ms']:g}): batches of this model take longer under this load",
