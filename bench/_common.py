@@ -398,21 +398,43 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q / 100 * len(sorted_values)) - 1)]
 
 
+def cpu_of(procs: list) -> float:
+    """CPU seconds (user + system) of these psutil processes so far; gone ones count nothing."""
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            continue
+    return total
+
+
+def busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 def _python_load(host: str, port: int, path: str, concurrency: int, seconds: float,
-                 body: bytes) -> dict[str, float]:
+                 body: bytes, extra_header: str = "") -> dict[str, float]:
     """Closed loop: each of ``concurrency`` keep-alive connections sends one POST, waits
-    for the whole response, sends the next; latency per request with perf_counter_ns."""
+    for the whole response, sends the next; latency per request with perf_counter_ns.
+    ``extra_header``: one more header line, e.g. ``"Authorization: Bearer ..."``."""
     import asyncio
 
     import httptools
 
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        + (f"{extra_header}\r\n" if extra_header else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     request_bytes = head + body
     state = {"measuring": True, "errors": 0}
@@ -485,8 +507,8 @@ def _python_load(host: str, port: int, path: str, concurrency: int, seconds: flo
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 8 and sys.argv[1] == "load":
-        _, _, h, p, pth, c, s, f = sys.argv
-        print(json.dumps(_python_load(h, int(p), pth, int(c), float(s), Path(f).read_bytes())))
+    if len(sys.argv) in (8, 9) and sys.argv[1] == "load":
+        _, _, h, p, pth, c, s, f, *extra = sys.argv
+        print(json.dumps(_python_load(h, int(p), pth, int(c), float(s), Path(f).read_bytes(), *extra)))
     else:
         sys.exit(__doc__)

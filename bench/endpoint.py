@@ -51,25 +51,6 @@ def server_tree_of(port: int, marker: str) -> list:
     return []
 
 
-def cpu_of(procs: list) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except Exception:  # noqa: BLE001
-            continue
-    return total
-
-
-def busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores)."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
-
-
 def met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -144,18 +125,18 @@ def run(args: argparse.Namespace) -> None:
                         direct_tree.refresh()
                         procs = trees[name]()
                         ours = [*direct_tree.known.values(), *upstream_procs, agent_proc]
-                        server0, agent0, ours0 = cpu_of(procs), cpu_of([agent_proc]), cpu_of(ours)
-                        busy0, wall0 = busy_seconds(), time.monotonic()
+                        server0, agent0, ours0 = c.cpu_of(procs), c.cpu_of([agent_proc]), c.cpu_of(ours)
+                        busy0, wall0 = c.busy_seconds(), time.monotonic()
                         out = c.load(urls[name], "/predict", body, conc, args.seconds, tool, root)
                         wall = time.monotonic() - wall0
                         n = max(1, out["requests"])
-                        out["server_us"] = (cpu_of(procs) - server0) / n * 1e6
-                        out["agent_us"] = (cpu_of([agent_proc]) - agent0) / n * 1e6
+                        out["server_us"] = (c.cpu_of(procs) - server0) / n * 1e6
+                        out["agent_us"] = (c.cpu_of([agent_proc]) - agent0) / n * 1e6
                         out["load_us"] = out["load_cpu_s"] / n * 1e6
                         # CPU the rest of the machine used meanwhile, in cores: other
                         # people's processes competing for the same two cores.
-                        mine = cpu_of(ours) - ours0 + out["load_cpu_s"]
-                        out["others_cores"] = max(0.0, busy_seconds() - busy0 - mine) / wall
+                        mine = c.cpu_of(ours) - ours0 + out["load_cpu_s"]
+                        out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
                         results.setdefault((conc, name), []).append(out)
                         print(f"  c={conc} round {rnd + 1} {name:<8} {out['rps']:7.1f} rps "
                               f"p50 {out['p50_ms']:6.2f} ms p99 {out['p99_ms']:6.2f} ms "

@@ -79,25 +79,6 @@ MIB = 2**20
 # -- small helpers -------------------------------------------------------------------
 
 
-def cpu_of(procs: list) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except Exception:  # noqa: BLE001 - gone meanwhile
-            continue
-    return total
-
-
-def busy_seconds() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores)."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
-
-
 def timed_post(url: str, body: bytes, timeout: float = 180.0) -> tuple[float, int, dict[str, str]]:
     """(seconds, status, headers) of one POST /predict on a fresh connection."""
     host, port = c.split_url(url)
@@ -461,17 +442,17 @@ def throughput(args: argparse.Namespace, tool: str, run_root: Path) -> None:
                 procs = server_procs(w, kind)
                 ours = [agent, *[p for t in targets for p in server_procs(*t)]]
                 counters = native_counters(url) if kind == "native+b" else None
-                server0, agent0, ours0 = cpu_of(procs), cpu_of([agent]), cpu_of(ours)
-                busy0, wall0 = busy_seconds(), time.monotonic()
+                server0, agent0, ours0 = c.cpu_of(procs), c.cpu_of([agent]), c.cpu_of(ours)
+                busy0, wall0 = c.busy_seconds(), time.monotonic()
                 out = load(url, body, args.concurrency, args.seconds, tool, root)
                 wall = time.monotonic() - wall0
                 n = max(1, out["requests"])
-                server_s = cpu_of(procs) - server0
+                server_s = c.cpu_of(procs) - server0
                 out["server_us"] = server_s / n * 1e6
                 out["server_cores"] = server_s / wall
-                out["agent_us"] = (cpu_of([agent]) - agent0) / n * 1e6
-                mine = cpu_of(ours) - ours0 + out["load_cpu_s"]
-                out["others_cores"] = max(0.0, busy_seconds() - busy0 - mine) / wall
+                out["agent_us"] = (c.cpu_of([agent]) - agent0) / n * 1e6
+                mine = c.cpu_of(ours) - ours0 + out["load_cpu_s"]
+                out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
                 line = ""
                 if kind in BATCH_KINDS:
                     if counters is not None:  # the native service counts its own calls and rows
@@ -671,9 +652,9 @@ def host_memory(marker: str, agent: Any) -> dict[str, float]:
 def idle_cores(marker: str, seconds: float = 10.0) -> float:
     """Cores the processes under the scratch root keep busy while nobody calls them."""
     procs = c.our_processes(marker)
-    before = cpu_of(procs)
+    before = c.cpu_of(procs)
     time.sleep(seconds)
-    return (cpu_of(procs) - before) / seconds
+    return (c.cpu_of(procs) - before) / seconds
 
 
 def memory(args: argparse.Namespace, run_root: Path) -> None:

@@ -10,7 +10,7 @@ steals another's event loop:
   proxy     one StableEndpoint on uvloop, switched between ``set_auth(None)`` and the
             check the agent wires (``Tokens.check_header`` bound to the deployment, over
             a real Registry in a temp dir), on command, without restarting
-  load      wrk (or the Python generator below), keep-alive, every request carrying
+  load      wrk (or bench/_common.py's Python generator), keep-alive, every request carrying
             ``Authorization: Bearer <a real predict token>`` in both modes, so only the
             check differs (the proxy drops the header either way; on, it checks it first)
 
@@ -101,65 +101,6 @@ class Proxy:
 _WRK_LUA = c._WRK_LUA + 'wrk.headers["Authorization"] = "%s"\n'
 
 
-def run_python_load(port: int, concurrency: int, duration: float, header: str) -> None:
-    """bench/proxy_overhead.py's generator, with an Authorization header on every request."""
-    import httptools
-    import uvloop
-
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-        b"Authorization: %s\r\nContent-Length: %d\r\n\r\n%s"
-        % (HOST.encode(), port, header.encode(), len(BODY), BODY)
-    )
-    latencies: list[int] = []
-    state = {"measuring": True, "stopped": False, "errors": 0}
-
-    class Client(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.parser = httptools.HttpResponseParser(self)
-            self.sent_ns = 0
-
-        def connection_made(self, transport: Any) -> None:
-            self.transport = transport
-            self.send()
-
-        def send(self) -> None:
-            self.sent_ns = time.perf_counter_ns()
-            self.transport.write(request)
-
-        def data_received(self, data: bytes) -> None:
-            self.parser.feed_data(data)
-
-        def on_message_complete(self) -> None:
-            if self.parser.get_status_code() != 200:
-                state["errors"] += 1
-            if state["measuring"]:
-                latencies.append(time.perf_counter_ns() - self.sent_ns)
-            if not state["stopped"]:
-                self.send()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if not state["stopped"]:
-                state["errors"] += 1
-
-    async def main() -> dict[str, float]:
-        loop = asyncio.get_running_loop()
-        transports = [(await loop.create_connection(Client, HOST, port))[0] for _ in range(concurrency)]
-        start = time.perf_counter()
-        await asyncio.sleep(duration)
-        state["measuring"] = False
-        elapsed = time.perf_counter() - start
-        state["stopped"] = True
-        for t in transports:
-            t.close()
-        lat = sorted(latencies)
-        n = len(lat)
-        return {"requests": n, "rps": n / elapsed, "p50_ms": c.percentile(lat, 50) / 1e6,
-                "p99_ms": c.percentile(lat, 99) / 1e6, "errors": state["errors"]}
-
-    print(json.dumps(uvloop.run(main())), flush=True)
-
-
 def load(tool: str, port: int, concurrency: int, seconds: float, header: str, workdir: Path) -> dict[str, float]:
     """One closed-loop run from a separate process; rps, p50_ms, p99_ms, requests, errors."""
     if tool == "wrk":
@@ -178,21 +119,17 @@ def load(tool: str, port: int, concurrency: int, seconds: float, header: str, wo
         return {"requests": raw["requests"], "rps": raw["requests"] / (raw["duration_us"] / 1e6),
                 "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
                 "errors": sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))}
-    out = subprocess.run(
-        [sys.executable, __file__, "load", str(port), str(concurrency), str(seconds), header],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    body_file = workdir / "body.json"
+    body_file.write_bytes(BODY)
+    out = subprocess.run(  # bench/_common.py's generator, with the Authorization header
+        [sys.executable, c.__file__, "load", HOST, str(port), "/predict", str(concurrency), str(seconds),
+         str(body_file), f"Authorization: {header}"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True, env=c.child_env(),
     )
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # -- measuring ---------------------------------------------------------------------------------
-
-
-def busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
 
 
 def status_of(port: int, header: str | None) -> int:
@@ -286,7 +223,7 @@ def run(args: argparse.Namespace) -> None:
                     for mode in order:
                         proxy.set(mode)
                         load(tool, proxy.port, conc, args.warmup, header, root)
-                        cpu0, busy0, wall0 = po.cpu_seconds(proxy.proc.pid), busy_seconds(), time.monotonic()
+                        cpu0, busy0, wall0 = po.cpu_seconds(proxy.proc.pid), c.busy_seconds(), time.monotonic()
                         mine0 = po.cpu_seconds(upstream.pid)
                         kids0 = os.times()
                         out = load(tool, proxy.port, conc, args.duration, header, root)
@@ -297,7 +234,7 @@ def run(args: argparse.Namespace) -> None:
                             kids1.children_system - kids0.children_system)
                         mine = proxy_cpu + po.cpu_seconds(upstream.pid) - mine0 + load_cpu
                         out["proxy_us"] = proxy_cpu / max(1, out["requests"]) * 1e6
-                        out["others_cores"] = max(0.0, busy_seconds() - busy0 - mine) / wall
+                        out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
                         results.setdefault((conc, mode), []).append(out)
                         print(f"  c={conc} round {rnd + 1} auth {mode:<3} {out['rps']:8.0f} rps  "
                               f"p50 {out['p50_ms'] * 1000:7.1f} us  p99 {out['p99_ms'] * 1000:7.1f} us  "
@@ -338,12 +275,8 @@ def report(args: argparse.Namespace, tool: str, results: dict[tuple[int, str], l
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("proxy", "load"):
-        role, *rest = sys.argv[1:]
-        if role == "proxy":
-            run_proxy(rest[0], rest[1], int(rest[2]))
-        else:
-            run_python_load(int(rest[0]), int(rest[1]), float(rest[2]), rest[3])
+    if len(sys.argv) > 1 and sys.argv[1] == "proxy":
+        run_proxy(*sys.argv[2:4], int(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")

@@ -201,13 +201,6 @@ class PeakRss:
         self.growth_kib = max(0, peak - self.rss0)
 
 
-def busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq
-
-
 def time_v(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run ``cmd`` under /usr/bin/time -v; (result, peak RSS in KiB)."""
     out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=900)
@@ -423,11 +416,11 @@ class Bench:
         """Run ``send()`` (which starts the client process), with the server's peak RSS growth
         and CPU, the client process's CPU, and the CPU the rest of the machine used."""
         with PeakRss(server_pid) as server:
-            busy0, wall0, kids0 = busy_seconds(), time.monotonic(), children_cpu()
+            busy0, wall0, kids0 = c.busy_seconds(), time.monotonic(), children_cpu()
             got = send()
             client_cpu = children_cpu() - kids0
             wall = time.monotonic() - wall0
-            busy = busy_seconds() - busy0
+            busy = c.busy_seconds() - busy0
         return got, {"server_growth_kib": server.growth_kib, "server_cpu_s": server.cpu_s,
                      "client_cpu_s": client_cpu, "server_method": server.method,
                      "others_cores": max(0.0, busy - server.cpu_s - client_cpu) / wall}
