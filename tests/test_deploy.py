@@ -177,6 +177,43 @@ def test_failed_start_leaves_the_previous_version_serving(dep, iris, tmp_path, m
     assert "deploy_failed" in set(dep.events()["kind"])
 
 
+def test_a_server_whose_port_was_taken_first_starts_again_on_another(dep, module_home, monkeypatch):
+    """free_port() finds a port free, then another process binds it before the server does:
+    a real bentoml serve fails with EADDRINUSE, and the supervisor starts it on a new port."""
+    import asyncio
+    import socket
+
+    from nbserve._agent import _supervisor
+    from nbserve._agent._registry import Registry
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    ports = iter([taken])
+    real_free_port = _supervisor.free_port
+    monkeypatch.setattr(_supervisor, "free_port", lambda host="127.0.0.1": next(ports, None) or real_free_port(host))
+    registry = Registry(module_home.registry)
+    supervisor = _supervisor.Supervisor(module_home, registry)
+    bento_tag = dep.refresh().versions[0]["bento_tag"]
+
+    async def start_and_stop() -> tuple[int, int]:
+        proc = await supervisor.start("port-race", 1, bento_tag)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            status = (await client.get(f"{proc.url}/readyz")).status_code
+        await supervisor.stop(proc)
+        return proc.port, status
+
+    try:
+        port, status = asyncio.run(start_and_stop())
+    finally:
+        squatter.close()
+        registry.close()
+    assert port != taken and status == 200
+    log = module_home.version_log("port-race", 1).read_text()
+    assert "Address already in use" in log and f"on port {port}" in log  # the first try, then the second
+
+
 def test_rollback_to_a_reaped_version_restarts_it_from_its_bento(dep, iris, forest, tree):
     _, X_test, _, _ = iris
     nbserve.deploy(forest, "iris", X_test, description="third", progress=False)

@@ -35,6 +35,8 @@ from ._registry import ProcessRow, Registry
 log = logging.getLogger("nbserve.agent")
 
 READY_TIMEOUT = float(os.environ.get("NBSERVE_READY_TIMEOUT", "180"))
+PORT_ATTEMPTS = 3  # a server whose port another process took first is started again on a new one
+PORT_TAKEN = "Address already in use"
 STOP_GRACE = 10.0
 
 
@@ -201,14 +203,30 @@ class Supervisor:
 
         ``replace``: start a second server of the version even if one runs (to change its
         workers or caps); the caller switches traffic and stops the old one."""
-        key = (deployment, version)
-        existing = self.processes.get(key)
+        existing = self.processes.get((deployment, version))
         if existing and existing.alive() and not replace:
             return existing
-        limits = limits or Limits()
+        def attempt() -> Any:
+            return self._start_on(free_port(), deployment, version, bento_tag, workers=workers,
+                                  limits=limits or Limits(), batching=batching, replace=replace)
+
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return await attempt()
+            except DeployFailed as exc:
+                # free_port() only found a port free a moment ago; another process on the host
+                # may bind it before the server does. That is ours to retry, not the model's fault.
+                if PORT_TAKEN not in exc.message:
+                    raise
+                log.warning("%s v%s: its port was taken before the server bound it; trying another",
+                            deployment, version)
+        return await attempt()
+
+    async def _start_on(self, port: int, deployment: str, version: int, bento_tag: str, *, workers: int,
+                        limits: Limits, batching: dict[str, Any] | None, replace: bool) -> ServingProcess:
+        key = (deployment, version)
         log_path = self.home.version_log(deployment, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        port = free_port()
         with log_path.open("ab") as handle:
             handle.write(f"\n--- nbserve: starting {bento_tag} on port {port} at {time.ctime()}\n".encode())
         group = Group(f"{deployment}-v{version}-{port}", limits, self.enforcement)
