@@ -30,6 +30,15 @@ __all__ = [
     "AuthenticationFailed",
     "PermissionDenied",
     "PredictionFailed",
+    "InvalidArchive",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "LengthRequired",
+    "TokenNotFound",
+    "TargetNotFound",
+    "TLSVerificationFailed",
+    "InsufficientStorage",
+    "RegistryDamaged",
     "error_from_payload",
     "NbserveWarning",
 ]
@@ -162,6 +171,20 @@ class BundleError(NbserveError):
 
 class DeployFailed(NbserveError):
     """A new version did not become live; the previous version keeps serving."""
+
+    status = 500
+
+
+class InsufficientStorage(NbserveError):
+    """A disk the agent writes to is full: nothing was half-written, nothing that serves
+    changed. ``details`` say where (``path``) and, when known, how much was needed."""
+
+    status = 507
+
+
+class RegistryDamaged(NbserveError):
+    """The registry file failed SQLite's integrity check: the agent refuses to start
+    rather than lose or invent state. ``details["path"]`` names the file."""
 
     status = 500
 
