@@ -118,6 +118,20 @@ def test_process_resources_are_sampled(traffic_run) -> None:
     assert (live["rss_bytes"] > 10 * 2**20).all() and (live["processes"] >= 1).all()
 
 
+def test_resources_right_after_a_deploy_have_the_current_row(module_home, iris, forest) -> None:
+    """The first stored sample came up to 15 s after go-live: a user who deployed and asked
+    got an empty frame. Now the servers are measured when asked."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "res-now", X_test, progress=False)
+    frame = dep.resources("10m")
+    assert not frame.empty, "no row for a version that is serving"
+    row = frame[frame["version"] == dep.version].iloc[-1]
+    assert row["rss_bytes"] > 10 * 2**20 and row["processes"] >= 1 and row["cpu_percent"] >= 0
+    again = dep.resources("10m")  # measured rows are stored: asking again does not add another
+    assert len(again) == len(frame)
+    dep.stop()
+
+
 def test_settings_turn_sampling_and_capture_off_and_bad_ones_are_refused(traffic_run, iris) -> None:
     dep, _ = traffic_run
     _, X_test, _, _ = iris
@@ -233,6 +247,25 @@ def test_unparseable_and_unsampled_bodies_are_counted_not_stored(tmp_path) -> No
     assert stored["panes"] == 2 and stored["dropped"] == 0
     monitor.close()
     assert json.loads(json.dumps(stored))
+
+
+def test_a_body_nested_past_the_parser_costs_no_other_request_its_record(tmp_path) -> None:
+    """A 100,000-deep ``{"data": [[[...]]]}`` raised RecursionError in the capture thread and
+    threw away every sample of that cycle; now it is counted as unreadable, alone."""
+    monitor = Monitor(tmp_path / "metrics.sqlite")
+    observe = monitor.observer_for("d")
+    nested = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    observe(_record("1"))
+    observe(_record("1", body=nested))
+    observe(_record("1", body=b"\xff\xfe not utf-8"))
+    observe(_record("1"))
+    monitor._drain()
+    assert len(monitor.samples("d", 0)) == 2  # both readable requests kept their samples
+    totals = monitor.totals[("d", 1)]
+    assert totals.by_status == {200: 4} and totals.rows == 2 and totals.unreadable == 2
+    monitor.flush()
+    assert sum(p[2] for p in monitor.panes("d", 0)) == 4
+    monitor.close()
 
 
 # -- drift, figures and the dashboard on a real deployment ------------------------------

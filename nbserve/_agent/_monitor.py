@@ -174,17 +174,19 @@ class Totals:
 
     by_status: dict[int, int] = field(default_factory=dict)
     rows: int = 0
+    unreadable: int = 0  # POST bodies that could not be read as JSON (row count unknown)
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
-def _payload_rows(body: bytes) -> tuple[int, Any]:
-    """Rows in a ``{"data": [...]}`` body, and the parsed body (None if not JSON)."""
+def _payload_rows(body: bytes) -> tuple[int | None, Any]:
+    """Rows in a ``{"data": [...]}`` body and the parsed body; ``(None, None)`` when the
+    body cannot be read (not JSON, nested past the parser's depth, not UTF-8)."""
     if not body or len(body) > _ROWS_PARSE_LIMIT:
         return 0, None
     try:
         parsed = json.loads(body)
-    except ValueError:
-        return 0, None
+    except (ValueError, RecursionError):  # anyone allowed to predict can send either
+        return None, None
     data = parsed.get("data") if isinstance(parsed, dict) else parsed
     if isinstance(data, list):
         return len(data), parsed
@@ -215,6 +217,8 @@ class Monitor:
         _migrate_labels(self._db)
         self._db_lock = threading.RLock()
         self._lock = threading.RLock()  # panes, totals, resources
+        self._measure_lock = threading.Lock()
+        self._cpu_primed: set[int] = set()  # PIDs with a previous CPU reading in psutil
         self._queue: deque[tuple[str, RequestRecord]] = deque()
         self.dropped = 0
         self._panes: dict[tuple[str, int, int], Pane] = {}
@@ -305,25 +309,40 @@ class Monitor:
         with self._lock:
             while queue:
                 name, rec = queue.popleft()
-                version = int(rec.label) if rec.label and rec.label.isdigit() else 0
-                ts = now_wall - (now_perf - rec.started_ns) / 1e9
-                rows, parsed = _payload_rows(rec.body) if rec.method == "POST" else (0, None)
-                seconds = rec.elapsed_ns / 1e9
-                self._pane(name, version, int(ts) // 60).add(seconds, rec.status, rows)
-                totals = self.totals.get((name, version))
-                if totals is None:
-                    totals = self.totals[(name, version)] = Totals()
-                totals.by_status[rec.status] = totals.by_status.get(rec.status, 0) + 1
-                totals.rows += rows
-                totals.histogram.record(seconds)
-                if rec.response is not None and parsed is not None:
-                    samples.append(_sample_row(name, version, ts, rec, rows))
+                try:
+                    sample = self._count(name, rec, now_wall, now_perf)
+                except Exception:  # noqa: BLE001 - one odd record never costs the others theirs
+                    self.dropped += 1
+                    log.warning("monitor: a request record of %s could not be counted", name, exc_info=True)
+                    continue
+                if sample is not None:
+                    samples.append(sample)
         if samples:
             self._write(
                 "INSERT INTO samples (deployment, version, ts, path, status, latency_ms, rows,"
                 " request, response, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 samples,
             )
+
+    def _count(self, name: str, rec: RequestRecord, now_wall: float, now_perf: int) -> tuple[Any, ...] | None:
+        """Add one request to its pane and totals; its sample row if it is kept."""
+        version = int(rec.label) if rec.label and rec.label.isdigit() else 0
+        ts = now_wall - (now_perf - rec.started_ns) / 1e9
+        rows, parsed = _payload_rows(rec.body) if rec.method == "POST" else (0, None)
+        seconds = rec.elapsed_ns / 1e9
+        totals = self.totals.get((name, version))
+        if totals is None:
+            totals = self.totals[(name, version)] = Totals()
+        if rows is None:
+            totals.unreadable += 1
+            rows = 0
+        self._pane(name, version, int(ts) // 60).add(seconds, rec.status, rows)
+        totals.by_status[rec.status] = totals.by_status.get(rec.status, 0) + 1
+        totals.rows += rows
+        totals.histogram.record(seconds)
+        if rec.response is not None and parsed is not None:
+            return _sample_row(name, version, ts, rec, rows)
+        return None
 
     def _pane(self, name: str, version: int, minute: int) -> Pane:
         key = (name, version, minute)
@@ -368,30 +387,48 @@ class Monitor:
 
     def _sample_resources(self, store: bool) -> None:
         now = time.time()
-        seen: dict[tuple[str, int], dict[str, float]] = {}
-        for proc in self._processes():
-            cpu = rss = 0.0
-            count = 0
-            for p in list(proc.known.values()):
-                try:
-                    with p.oneshot():
-                        cpu += p.cpu_percent(interval=None)  # since the previous call on p
-                        rss += p.memory_info().rss
-                    count += 1
-                except Exception:  # noqa: BLE001 - processes come and go
-                    continue
-            seen[(proc.deployment, proc.version)] = {
-                "ts": now, "cpu_percent": cpu, "rss_bytes": rss, "processes": count,
-            }
+        procs = self._processes()
+        seen = self._measure(procs, now)
+        with self._measure_lock:  # forget PIDs that left every tree
+            self._cpu_primed &= {pid for proc in procs for pid in proc.known}
         with self._lock:
             self.resources_now = seen
         if store and seen:
-            self._write(
-                "INSERT INTO resources (deployment, version, ts, cpu_percent, rss_bytes, processes)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(d, v, r["ts"], r["cpu_percent"], int(r["rss_bytes"]), int(r["processes"]))
-                 for (d, v), r in seen.items()],
-            )
+            self._store_resources(seen)
+
+    def _measure(self, procs: list["ServingProcess"], now: float) -> dict[tuple[str, int], dict[str, float]]:
+        """CPU and RSS of each server's whole tree. A process measured for the first time has
+        no previous reading to take CPU from, so its CPU is its average since it started."""
+        seen: dict[tuple[str, int], dict[str, float]] = {}
+        with self._measure_lock:  # psutil keeps the previous reading on the Process object
+            for proc in procs:
+                cpu = rss = 0.0
+                count = 0
+                for p in list(proc.known.values()):
+                    try:
+                        with p.oneshot():
+                            percent = p.cpu_percent(interval=None)  # since the previous call on p
+                            if p.pid not in self._cpu_primed:
+                                self._cpu_primed.add(p.pid)
+                                times = p.cpu_times()
+                                percent = 100 * (times.user + times.system) / max(now - p.create_time(), 1e-3)
+                            cpu += percent
+                            rss += p.memory_info().rss
+                        count += 1
+                    except Exception:  # noqa: BLE001 - processes come and go
+                        continue
+                seen[(proc.deployment, proc.version)] = {
+                    "ts": now, "cpu_percent": cpu, "rss_bytes": rss, "processes": count,
+                }
+        return seen
+
+    def _store_resources(self, seen: dict[tuple[str, int], dict[str, float]]) -> None:
+        self._write(
+            "INSERT INTO resources (deployment, version, ts, cpu_percent, rss_bytes, processes)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(d, v, r["ts"], r["cpu_percent"], int(r["rss_bytes"]), int(r["processes"]))
+             for (d, v), r in seen.items()],
+        )
 
     # -- retention ---------------------------------------------------------------------
 
@@ -579,12 +616,24 @@ class Monitor:
         return db
 
     def resources(self, name: str, since: float) -> list[tuple[Any, ...]]:
+        """Stored samples of a deployment's servers, oldest first. A running server with no
+        sample newer than the storing interval (one that just went live) is measured now,
+        so the answer always ends with its current row."""
+        now = time.time()
         with self._reading() as db:
-            return db.execute(
+            stored = db.execute(
                 "SELECT ts, version, cpu_percent, rss_bytes, processes FROM resources"
                 " WHERE deployment = ? AND ts >= ? ORDER BY ts",
                 (name, since),
             ).fetchall()
+        fresh = {row[1] for row in stored if row[0] >= now - self.settings.resource_store_seconds}
+        stale = [p for p in self._processes() if p.deployment == name and p.version not in fresh]
+        if not stale or now < since:
+            return stored
+        seen = self._measure(stale, now)
+        self._store_resources(seen)
+        return stored + [(r["ts"], v, r["cpu_percent"], int(r["rss_bytes"]), int(r["processes"]))
+                         for (_, v), r in sorted(seen.items())]
 
     def storage(self) -> dict[str, int]:
         with self._db_lock:

@@ -29,6 +29,7 @@ class _MonitorCollector:
         with monitor._lock:  # a consistent snapshot of the running totals
             totals = {key: (dict(t.by_status), t.rows, t.histogram.counts.copy(), t.histogram.count,
                             t.histogram.total) for key, t in monitor.totals.items()}
+            unreadable = {key: t.unreadable for key, t in monitor.totals.items()}
             resources = dict(monitor.resources_now)
         requests = CounterMetricFamily(
             "nbserve_requests", "Requests through stable URLs, by answering version and status code",
@@ -36,6 +37,10 @@ class _MonitorCollector:
         )
         rows = CounterMetricFamily("nbserve_payload_rows", "Rows in prediction payloads",
                                    labels=["deployment", "version"])
+        unread = CounterMetricFamily(
+            "nbserve_unreadable_payloads", "Prediction bodies that could not be read as JSON (rows unknown)",
+            labels=["deployment", "version"],
+        )
         latency = HistogramMetricFamily(
             "nbserve_request_duration_seconds", "Latency seen at the stable URL (proxy included)",
             labels=["deployment", "version"],
@@ -47,6 +52,7 @@ class _MonitorCollector:
             for code, n in sorted(by_status.items()):
                 requests.add_metric([*labels, str(code)], n)
             rows.add_metric(labels, n_rows)
+            unread.add_metric(labels, unreadable[(name, version)])
             hist = LatencyHistogram()
             hist.counts, hist.count, hist.total = counts, count, total
             cumulative = hist.cumulative_below(BUCKETS)
@@ -54,6 +60,7 @@ class _MonitorCollector:
             latency.add_metric(labels, buckets, total)
         yield requests
         yield rows
+        yield unread
         yield latency
 
         cpu = GaugeMetricFamily("nbserve_version_cpu_percent", "CPU of a version's process tree (100 = one core)",
