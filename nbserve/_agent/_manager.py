@@ -759,21 +759,21 @@ class Manager:
     # -- restore and crash handling -------------------------------------------------
 
     async def restore(self) -> None:
-        """After the agent (re)starts: adopt or restart what was serving, kill strays."""
+        """After the agent (re)starts: adopt or restart what was serving, fail what was
+        starting, and stop every process no one adopted."""
         rows_by_root: dict[tuple[str, int], list[Any]] = {}
         for proc_row in self.registry.processes():
             rows_by_root.setdefault((proc_row.deployment, proc_row.version), []).append(proc_row)
+        restarts: list[tuple[str, int]] = []
         for row in self.registry.list_deployments():
+            self._fail_interrupted_starts(row.name)
             wanted = {v.number: v for v in self.registry.list_versions(row.name) if v.status in ("live", "warm")}
             if row.state == "serving" and row.live_version is not None:
                 wanted.setdefault(row.live_version, self.get_version(row.name, row.live_version))
             else:
                 wanted = {}
             for number, version in wanted.items():
-                recorded = rows_by_root.pop((row.name, number), [])
-                proc = await self.supervisor.adopt(recorded, version.bento_tag) if recorded else None
-                if proc is None and recorded:
-                    self.supervisor.kill_recorded(recorded)
+                proc = await self._adopt(rows_by_root.pop((row.name, number), []), version.bento_tag)
                 if proc is not None:
                     self.registry.add_event("adopted", f"v{number} was still serving; adopted it",
                                             deployment=row.name, version=number)
@@ -782,7 +782,7 @@ class Manager:
                 elif number == row.live_version and self.config(row.name)["idle_timeout"]:
                     self._make_cold(await self._endpoint(row), "the agent restarted")  # woken by traffic
                 elif number == row.live_version:
-                    self._spawn(self._restart(row.name, number, reason="agent restarted"))
+                    restarts.append((row.name, number))
                 else:
                     self.registry.set_version_status(row.name, number, "stopped")
             if row.state == "stopped" or row.live_version is None:
@@ -791,6 +791,40 @@ class Manager:
                 self._resume_rollout(row)
         for stray in rows_by_root.values():
             self.supervisor.kill_recorded(stray)
+        swept = await asyncio.to_thread(self.supervisor.sweep_servers)  # before anything new starts
+        if swept:
+            log.info("stopped %d server(s) a previous agent left half-started or unowned", len(swept))
+        for name, number in restarts:
+            self._spawn(self._restart(name, number, reason="agent restarted"))
+
+    async def _adopt(self, recorded: list[Any], bento_tag: str) -> ServingProcess | None:
+        """Adopt one whole, ready server of a version's recorded trees (a scale that was under
+        way leaves two); stop the others."""
+        trees: dict[int, list[Any]] = {}
+        for proc_row in recorded:
+            trees.setdefault(proc_row.root_pid, []).append(proc_row)
+        adopted = None
+        for tree in trees.values():
+            if adopted is None:
+                adopted = await self.supervisor.adopt(tree, bento_tag)
+                if adopted is not None:
+                    continue
+            self.supervisor.kill_recorded(tree)
+        return adopted
+
+    def _fail_interrupted_starts(self, name: str) -> None:
+        """A version still ``starting`` when the agent starts never finished its start: the
+        previous agent stopped during it. Its processes go with the sweep in ``restore``."""
+        for version in self.registry.list_versions(name):
+            if version.status != "starting":
+                continue
+            self.registry.set_version_status(name, version.number, "failed",
+                                             error="the agent stopped during its start")
+            self.registry.add_event(
+                "start_interrupted",
+                f"v{version.number} did not finish starting: the agent stopped during its start; deploy it again",
+                deployment=name, version=version.number,
+            )
 
     def _resume_rollout(self, row: DeploymentRow) -> None:
         """After an agent restart: keep the canary (or shadow) going if its server was adopted."""

@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS processes (
     PRIMARY KEY (pid, create_time)
 );
 
+-- A server is written here before it is spawned and removed once stopped, so an agent
+-- killed at any instant of a start leaves a record its successor cleans up from. Every
+-- process of the server carries server_id in its environment (NBSERVE_SERVER_ID).
+CREATE TABLE IF NOT EXISTS servers (
+    server_id   TEXT PRIMARY KEY,
+    deployment  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    port        INTEGER NOT NULL,
+    started_at  TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     ts          TEXT NOT NULL,
@@ -169,6 +180,15 @@ class ProcessRow:
     version: int
     port: int
     root_pid: int
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    server_id: str
+    deployment: str
+    version: int
+    port: int
+    started_at: str
 
 
 @dataclass(frozen=True)
@@ -360,6 +380,22 @@ class Registry:
     def forget_processes(self, root_pid: int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM processes WHERE root_pid = ?", (root_pid,))
+
+    def record_server(self, server_id: str, deployment: str, version: int, port: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO servers (server_id, deployment, version, port, started_at) VALUES (?, ?, ?, ?, ?)",
+                (server_id, deployment, version, port, utcnow()),
+            )
+
+    def servers(self) -> list[ServerRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM servers ORDER BY started_at").fetchall()
+        return [ServerRow(**dict(r)) for r in rows]
+
+    def forget_server(self, server_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM servers WHERE server_id = ?", (server_id,))
 
     # -- tokens -------------------------------------------------------------------
 

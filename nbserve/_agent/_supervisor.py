@@ -5,6 +5,10 @@ own: killing the parent alone leaves workers holding the port. So each server st
 a new session, every PID of its tree (children of children too) is recorded in the
 registry with its creation time, and stopping means stopping that whole recorded tree,
 then checking. The creation time guards against killing a recycled PID.
+
+A server is written to the registry (``servers``) *before* it is spawned, and each of its
+processes carries that record's id in its environment: an agent killed at any instant of a
+start leaves a record, and its successor finds every process of it, recorded PID or not.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,6 +43,7 @@ READY_TIMEOUT = float(os.environ.get("NBSERVE_READY_TIMEOUT", "180"))
 PORT_ATTEMPTS = 3  # a server whose port another process took first is started again on a new one
 PORT_TAKEN = "Address already in use"
 STOP_GRACE = 10.0
+SERVER_ID_ENV = "NBSERVE_SERVER_ID"  # inherited by every process of a server's tree
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,6 +72,7 @@ class ServingProcess:
     batching: dict[str, Any] | None = None  # {"max_batch_size", "max_latency_ms"} when on
     group: Group | None = None
     oom_kills: int = 0  # the group's count when last looked at
+    server_id: str | None = None  # its row in the registry's servers table
 
     @property
     def url(self) -> str:
@@ -232,27 +239,33 @@ class Supervisor:
         group = Group(f"{deployment}-v{version}-{port}", limits, self.enforcement)
         command = group.wrap([sys.executable, "-m", "bentoml", "serve", bento_tag,
                               "--host", "127.0.0.1", "--port", str(port)])
-        env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1"}
+        server_id = f"{deployment}-v{version}-{secrets.token_hex(6)}"
+        env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1", SERVER_ID_ENV: server_id}
         if workers != 1:
             # the service is named after the deployment (see _service_template.py)
             env["BENTOML_CONFIG_OPTIONS"] = workers_option(deployment, workers)
         if batching:
             env[BATCHING_ENV] = json.dumps(batching)  # read by the generated service at import
-        with log_path.open("ab") as log_file:
-            # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
-            # and asyncio's child watcher would then wait for an exit it never sees.
-            popen = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=private_env(env),
-                cwd=str(self.home.root),
-                start_new_session=True,
-            )
+        self.registry.record_server(server_id, deployment, version, port)  # before it can exist
+        try:
+            with log_path.open("ab") as log_file:
+                # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
+                # and asyncio's child watcher would then wait for an exit it never sees.
+                popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    env=private_env(env),
+                    cwd=str(self.home.root),
+                    start_new_session=True,
+                )
+        except BaseException:
+            self.registry.forget_server(server_id)
+            raise
         proc = ServingProcess(
             deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen,
-            workers=workers, limits=limits, group=group, batching=batching,
+            workers=workers, limits=limits, group=group, batching=batching, server_id=server_id,
         )
         pinned = affinity(limits.cpus) if self.enforcement == "watchdog" else None
         if pinned is not None:
@@ -331,7 +344,7 @@ class Supervisor:
             return None
         proc = ServingProcess(
             root_row.deployment, root_row.version, bento_tag, root_row.port, root,
-            self.home.version_log(root_row.deployment, root_row.version),
+            self.home.version_log(root_row.deployment, root_row.version), server_id=_server_id(root),
         )
         for row in rows:
             found = _matching(row)
@@ -359,6 +372,28 @@ class Supervisor:
             self.registry.forget_processes(root)
         return len(procs)
 
+    def sweep_servers(self) -> list[str]:
+        """After a restart, before anything new is started: stop every process of this home's
+        servers that no one adopted, whether or not its PID was recorded (an agent killed
+        mid-start may not have seen its workers yet), and forget their records."""
+        keep = {p.server_id for p in self.processes.values() if p.server_id}
+        ours = str(self.home.bentoml_home)
+        strays: list[psutil.Process] = []
+        for candidate in psutil.process_iter():
+            try:
+                env = candidate.environ()
+            except psutil.Error:
+                continue
+            server_id = env.get(SERVER_ID_ENV)
+            if server_id and server_id not in keep and env.get("BENTOML_HOME") == ours:
+                strays.append(candidate)
+        if strays:
+            kill_tree(strays, grace=3.0)
+        gone = [row.server_id for row in self.registry.servers() if row.server_id not in keep]
+        for server_id in gone:
+            self.registry.forget_server(server_id)
+        return gone
+
     # -- stop -----------------------------------------------------------------------
 
     async def stop(self, proc: ServingProcess, *, expected: bool = True, grace: float = STOP_GRACE) -> None:
@@ -370,6 +405,8 @@ class Supervisor:
         if leftover:
             log.error("processes %s of %s v%s survived SIGKILL", leftover, proc.deployment, proc.version)
         self.registry.forget_processes(proc.pid)
+        if proc.server_id is not None:
+            self.registry.forget_server(proc.server_id)
         if proc.group is not None:
             proc.group.remove()
         if self.processes.get((proc.deployment, proc.version)) is proc:
@@ -427,6 +464,13 @@ class Supervisor:
                         self.on_exit(proc)
                     except Exception:  # noqa: BLE001
                         log.exception("exit handler failed")
+
+
+def _server_id(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get(SERVER_ID_ENV)
+    except psutil.Error:
+        return None
 
 
 def _matching(row: ProcessRow) -> psutil.Process | None:
