@@ -9,13 +9,14 @@ import { Notification } from '@jupyterlab/apputils';
 import { IEvent } from './api';
 
 /** The event kinds that deserve a notification. */
-export const NOTIFIED_KINDS = ['gate_breached', 'promoted', 'deploy_failed', 'batching_warning', 'batch_overloaded', 'memory_exceeded'];
+export const NOTIFIED_KINDS = ['gate_breached', 'promoted', 'deploy_failed', 'batching_warning', 'batch_overloaded', 'memory_exceeded', 'start_interrupted'];
 
 /** The agent words these itself (what happened and what to change); this is only for an event without a message. */
 const AGENT_WORDED: Record<string, string> = {
   batching_warning: 'the latency budget cannot hold a full batch',
   batch_overloaded: 'requests waited past the batching latency budget and were answered 503',
-  memory_exceeded: 'a server went over its memory cap and is restarted'
+  memory_exceeded: 'a server went over its memory cap and is restarted',
+  start_interrupted: 'the agent stopped while the version was starting; it failed and the live version serves'
 };
 
 function data(event: IEvent): Record<string, any> {
@@ -47,6 +48,7 @@ export function eventMessage(name: string, event: IEvent): { type: 'warning' | '
     case 'batching_warning':
     case 'batch_overloaded':
     case 'memory_exceeded':
+    case 'start_interrupted':
       // the message names the version and the knob to change; the fallback only says what happened
       return { type: 'warning', text: clip(`${name}: ${event.message || `${version}: ${AGENT_WORDED[event.kind]}`}`) };
     default:
