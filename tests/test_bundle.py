@@ -284,3 +284,16 @@ def test_batcher_merges_arrays_and_frames_and_isolates_a_failing_request():
     assert parts[0].tolist() == [2.0] and isinstance(parts[1], ValueError) and parts[2].tolist() == [10.0]
     with pytest.raises(ValueError):
         batcher._run([pd.DataFrame({"x": [-1.0]})])  # a batch of one fails as itself
+
+
+def test_names_bentoml_reads_as_service_settings_are_refused_before_a_build():
+    """A deployment named "workers" failed deep in `bentoml build` with a schema error: BentoML
+    reads a service of that name as its own `workers` setting."""
+    from nbserve._names import check_name
+    from nbserve.errors import InvalidArgument
+
+    for name in ("workers", "traffic", "logging", "resources"):
+        with pytest.raises(InvalidArgument, match="BentoML reads a service of that name") as caught:
+            check_name(name)
+        assert f"{name}-model" in caught.value.hint
+    assert check_name("workers-model") == "workers-model"

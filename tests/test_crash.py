@@ -182,3 +182,80 @@ def test_an_agent_killed_during_a_deploy_leaves_no_orphan_and_the_old_version_se
         np.testing.assert_array_equal(v3.predict(X_test), tree.predict(X_test))
         assert nbserve.get("crash").history().loc[2, "status"] == "failed"
     # fresh_home's teardown stops the agent and fails if any process of this home is left
+
+
+# -- a worker killed under load -----------------------------------------------------------
+
+
+def _worker_pids(home) -> list[int]:
+    pids = []
+    for proc in psutil.process_iter():
+        try:
+            if "--worker-id" in proc.cmdline() and proc.environ().get("BENTOML_HOME", "").startswith(str(home.root)):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _load_while(url: str, body: dict, until: threading.Event) -> list[tuple[int | None, str | None]]:
+    """Two clients posting predictions until told to stop; (status, retry-after) per answer,
+    (None, error) for a request that got no complete answer."""
+    answers: list[tuple[int | None, str | None]] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            while not until.is_set():
+                try:
+                    r = http.post(f"{url}/predict", json=body)
+                    answers.append((r.status_code, r.headers.get("retry-after")))
+                except httpx.HTTPError as exc:
+                    answers.append((None, type(exc).__name__))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    until.wait()
+    for t in threads:
+        t.join(timeout=90)
+    return answers
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_worker_costs_requests_a_bounded_wait_and_is_reported(fresh_home, iris, forest, workers):
+    """A worker killed under load stalled its in-flight requests until circus had a new one
+    up (12 s seen). Now they are sent again: another worker answers them, or, with none, they
+    get a 503 with Retry-After after NBSERVE_RETRY_WAIT (5 s); the events say when the server
+    had its workers again."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "worker-kill", X_test, workers=workers, progress=False)
+    body = {"data": X_test.head(1).to_dict("records")}
+    done = threading.Event()
+    result: list[list[tuple[int | None, str | None]]] = []
+    loader = threading.Thread(target=lambda: result.append(_load_while(dep.url, body, done)), daemon=True)
+    loader.start()
+    time.sleep(1.5)
+    victim = _worker_pids(fresh_home)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while "worker_restarted" not in set(dep.events()["kind"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)  # traffic after the restart too
+    done.set()
+    loader.join(timeout=120)
+    answers = result[0]
+    statuses = [status for status, _ in answers]
+    assert statuses.count(200) > 50
+    odd = [a for a in answers if a[0] not in (200, 503, None)]
+    assert not odd, f"only 200s, or 503s while no worker was up: {odd}"
+    assert all(retry == "1" for status, retry in answers if status == 503), "a 503 says when to retry"
+    if workers > 1:
+        assert 503 not in statuses, "the other worker should answer the requests the dead one lost"
+    # a response whose head had left the dead worker cannot be sent again: at most the two in flight
+    assert statuses.count(None) <= 2
+    events = dep.events()
+    lost = events[events["kind"] == "worker_exited"]
+    back = events[events["kind"] == "worker_restarted"]
+    assert len(lost) == 1 and str(victim) in lost.iloc[0]["message"]
+    assert len(back) == 1 and back.iloc[0]["data"]["seconds"] > 0
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))

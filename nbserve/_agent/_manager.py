@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 
 import httpx
@@ -51,6 +52,8 @@ from ._supervisor import ServingProcess, Supervisor, free_port
 log = logging.getLogger("nbserve.agent")
 
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A request that lost its worker is sent again once and waits this long for one to take it.
+RETRY_WAIT = float(os.environ.get("NBSERVE_RETRY_WAIT", "5"))
 
 # What a deployment's config holds unless set (``dep.configure(...)``).
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -102,7 +105,7 @@ class Manager:
         self.tokens = tokens
         self.predict_auth = predict_auth  # the default of the predict_auth setting
         self.supervisor = Supervisor(home, registry, on_exit=self._on_process_exit,
-                                     on_limit=self._on_memory_limit)
+                                     on_limit=self._on_memory_limit, on_worker=self._on_worker)
         self.memory_budget: int | None = None  # bytes for every server together (nbserve agent --memory-budget)
         self.cold: set[str] = set()  # deployments scaled to zero: no server, requests wake them
         self._active_since: dict[str, float] = {}  # loop time a deployment last started serving
@@ -619,7 +622,7 @@ class Manager:
     async def _endpoint(self, row: DeploymentRow) -> StableEndpoint:
         endpoint = self.endpoints.get(row.name)
         if endpoint is None:
-            endpoint = StableEndpoint(row.name)
+            endpoint = StableEndpoint(row.name, retry_wait=RETRY_WAIT)
             config = self.config(row.name)
             self._apply_capture(endpoint, config)
             self._apply_access(endpoint, config)
@@ -894,6 +897,24 @@ class Manager:
                 pass  # the next exit report (or none) decides; the event says why
 
         self._spawn(later())
+
+    def _on_worker(self, proc: ServingProcess, what: str, data: dict[str, Any]) -> None:
+        """A worker of a running server died, or the server has all its workers again."""
+        if self.closing or proc.stopping:
+            return
+        name, number = proc.deployment, proc.version
+        if what == "lost":
+            others = proc.workers - 1
+            self.registry.add_event(
+                "worker_exited",
+                f"a worker of v{number} died (PID {', '.join(map(str, data['pids']))}); its server starts another"
+                + (f"; the other {others} answer meanwhile" if others > 0 else
+                   f"; requests wait up to {RETRY_WAIT:g} s for it, then get 503 with Retry-After"),
+                deployment=name, version=number, data=data)
+        else:
+            self.registry.add_event(
+                "worker_restarted", f"v{number} has its {proc.workers} worker(s) again after {data['seconds']:g} s",
+                deployment=name, version=number, data=data)
 
     async def close(self) -> None:
         """Stop every serving process and listener: nothing outlives the agent."""

@@ -895,10 +895,14 @@ class _ClientConnection(asyncio.Protocol):
     def _upstream_lost(self, conn: _UpstreamConnection) -> None:
         """The upstream connection closed before its response was complete."""
         self._conn = None
-        if not conn.received and conn.reused and not self._retried:
-            # A pooled connection the upstream had closed while idle (keep-alive
-            # expiry, restart): nothing was processed, retry on a fresh one.
+        if not conn.received and not self._retried:
+            # No response byte came back: a pooled connection the upstream had closed while
+            # idle (keep-alive expiry, restart), or a worker that died with the request. A
+            # prediction is safe to send again: retry once on a fresh connection, which another
+            # worker takes; with none left the kernel holds it until one is up, so the wait
+            # is bounded by retry_wait (then 503 with Retry-After).
             self._retried = True
+            self._deadline = min(self._deadline, self._loop.time() + self._ep._retry_wait)
             self._connect()
             return
         if conn.head_sent:
@@ -920,10 +924,10 @@ class _ClientConnection(asyncio.Protocol):
             "The model server may have crashed while handling the request: check its logs.",
         )
 
-    def _fail(self, status: int, error: str, hint: str) -> None:
+    def _fail(self, status: int, error: str, hint: str, *, retry_after: int | None = None) -> None:
         """The exchange failed before any response byte reached the client: answer with an error."""
         req = self._req
-        self._write_error(req, status, error, hint, close=not req.keep_alive)
+        self._write_error(req, status, error, hint, close=not req.keep_alive, retry_after=retry_after)
         self._complete(status, None, close=not req.keep_alive)
 
     def _timed_out(self) -> None:
@@ -952,6 +956,16 @@ class _ClientConnection(asyncio.Protocol):
             self._complete(conn.status, self._pool.upstream.label, close=True)
             return
         up = self._pool.upstream
+        if self._retried and self._ep._retry_wait < self._ep._upstream_timeout:
+            self._fail(
+                503,
+                f"upstream version {up.label} of {self._ep.name!r} lost the request (its worker may have "
+                f"died) and no worker took it again within {self._ep._retry_wait:g} s",
+                "The model server is restarting a worker: retry after a moment; more workers "
+                "(dep.scale(workers=2)) let the others answer meanwhile.",
+                retry_after=1,
+            )
+            return
         self._fail(
             504,
             f"upstream version {up.label} of {self._ep.name!r} did not respond within "
@@ -1034,16 +1048,19 @@ class _ClientConnection(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
 
-    def _write_error(self, req: _Request, status: int, error: str, hint: str, close: bool) -> None:
+    def _write_error(self, req: _Request, status: int, error: str, hint: str, close: bool, *,
+                     retry_after: int | None = None) -> None:
         payload = {"error": error, "hint": hint}
         if status in _ERROR_TYPES:
             payload["type"] = _ERROR_TYPES[status]
-        self._write(req, status, json.dumps(payload).encode(), close)
+        self._write(req, status, json.dumps(payload).encode(), close, retry_after=retry_after)
 
-    def _write(self, req: _Request, status: int, body: bytes, close: bool) -> None:
+    def _write(self, req: _Request, status: int, body: bytes, close: bool, *,
+               retry_after: int | None = None) -> None:
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            + (f"retry-after: {retry_after}\r\n" if retry_after is not None else "")
             + (f"x-request-id: {req.rid.decode('latin-1')}\r\n" if req.rid else "")
             + ("connection: close\r\n" if close else "")
             + "\r\n"
@@ -1119,6 +1136,7 @@ class StableEndpoint:
         idle_timeout: float = 60.0,
         header_timeout: float = 30.0,
         pool_idle_timeout: float = 3.0,
+        retry_wait: float = 5.0,
     ) -> None:
         """
         upstream_timeout: longest wait for the upstream's response head, and
@@ -1130,6 +1148,8 @@ class StableEndpoint:
         pool_idle_timeout: pooled upstream connections idle this long are closed
             by us, well below uvicorn's (and so BentoML's) 5 s keep-alive, so the
             upstream rarely closes one as we reuse it (that race is retried anyway).
+        retry_wait: a request whose connection was lost with no response (a worker that
+            died) is sent once more; this bounds the wait for a worker to take it (503 after).
         """
         self.name = name
         self._observer = observer
@@ -1163,6 +1183,7 @@ class StableEndpoint:
         self._idle_timeout = idle_timeout
         self._header_timeout = header_timeout
         self._pool_idle_timeout = pool_idle_timeout
+        self._retry_wait = retry_wait
         self._pools: dict[Upstream, _UpstreamPool] = {}
         self._pool: _UpstreamPool | None = (
             None  # the current upstream's pool; one attribute, so switching is atomic

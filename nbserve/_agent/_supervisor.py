@@ -73,6 +73,7 @@ class ServingProcess:
     group: Group | None = None
     oom_kills: int = 0  # the group's count when last looked at
     server_id: str | None = None  # its row in the registry's servers table
+    worker_lost_at: float | None = None  # monotonic time a worker died, until the server has them all again
 
     @property
     def url(self) -> str:
@@ -192,11 +193,13 @@ class Supervisor:
         registry: Registry,
         on_exit: Callable[[ServingProcess], None] | None = None,
         on_limit: Callable[[ServingProcess, str], None] | None = None,
+        on_worker: Callable[[ServingProcess, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.home = home
         self.registry = registry
         self.on_exit = on_exit
         self.on_limit = on_limit  # (process, what happened) when it broke its memory cap
+        self.on_worker = on_worker  # (process, "lost" | "back", data) as its workers die and come back
         self.enforcement = enforcement()
         self.processes: dict[tuple[str, int], ServingProcess] = {}
         self._watch_task: asyncio.Task[None] | None = None
@@ -441,6 +444,36 @@ class Supervisor:
             except Exception:  # noqa: BLE001
                 log.exception("memory limit handler failed")
 
+    async def _check_workers(self, proc: ServingProcess) -> None:
+        """Report a worker that died (circus starts another) and, once the server has as many
+        workers as it should and answers ``/readyz`` again, how long that took."""
+        dead = [pid for pid, p in proc.known.items() if pid != proc.pid and not _is_running(p)]
+        for pid in dead:
+            del proc.known[pid]
+        if dead and proc.worker_lost_at is None:
+            proc.worker_lost_at = time.monotonic()
+            self._report_worker(proc, "lost", {"pids": dead, "workers": proc.workers})
+            return
+        if proc.worker_lost_at is None or _worker_count(proc) < proc.workers:
+            return
+        try:
+            async with httpx.AsyncClient(timeout=0.5, trust_env=False) as client:
+                if (await client.get(f"{proc.url}/readyz")).status_code != 200:
+                    return
+        except httpx.HTTPError:
+            return  # /readyz waits while no worker is up: not back yet
+        seconds = time.monotonic() - proc.worker_lost_at
+        proc.worker_lost_at = None
+        self._report_worker(proc, "back", {"seconds": round(seconds, 2), "workers": proc.workers})
+
+    def _report_worker(self, proc: ServingProcess, what: str, data: dict[str, Any]) -> None:
+        if self.on_worker is None:
+            return
+        try:
+            self.on_worker(proc, what, data)
+        except Exception:  # noqa: BLE001
+            log.exception("worker handler failed")
+
     def _ensure_watching(self) -> None:
         if self._watch_task is None or self._watch_task.done():
             self._watch_task = asyncio.get_running_loop().create_task(self._watch())
@@ -454,7 +487,9 @@ class Supervisor:
                     continue
                 if proc.alive():
                     self._record(proc)
-                    self._check_memory(proc)
+                    if proc.ready:  # a start watches its own workers (_wait_ready)
+                        await self._check_workers(proc)
+                        self._check_memory(proc)
                     continue
                 if proc.popen is not None:
                     proc.popen.poll()  # reap it and keep its exit code
@@ -464,6 +499,18 @@ class Supervisor:
                         self.on_exit(proc)
                     except Exception:  # noqa: BLE001
                         log.exception("exit handler failed")
+
+
+def _worker_count(proc: ServingProcess) -> int:
+    """BentoML's worker processes in the tree (each started with ``--worker-id``)."""
+    count = 0
+    for p in list(proc.known.values()):
+        try:
+            if p.pid != proc.pid and _is_running(p) and "--worker-id" in p.cmdline():
+                count += 1
+        except psutil.Error:
+            continue
+    return count
 
 
 def _server_id(proc: psutil.Process) -> str | None:
