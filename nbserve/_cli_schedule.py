@@ -42,9 +42,9 @@ def _cmd_add(args: argparse.Namespace) -> int:
     params = dict(parse_param(p) for p in args.param or [])
     sched = schedule(args.notebook, cron=args.cron, name=args.name, params=params, timezone=args.timezone,
                      timeout=args.timeout, missed=args.missed, schedule_name=args.schedule_name,
-                     target=args.target)
+                     kernel=args.kernel, target=args.target)
     print(f"schedule {sched.name}: {sched.notebook} at {sched.cron!r} ({sched.timezone}), "
-          f"deploys {sched.deployment}; next run {sched.next_run_at}")
+          f"kernel {sched.kernel}, deploys {sched.deployment}; next run {sched.next_run_at}")
     return 0
 
 
@@ -58,7 +58,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
                      "running": d.get("running_run") or "",
                      "notebook": d["notebook"].rsplit("/", 1)[-1]})
     print(_table(rows, ["name", "deployment", "cron", "timezone", "next_run_at", "last_run_at", "running",
-                        "notebook"]))
+                        "notebook", "kernel"]))
     return 0
 
 
@@ -148,6 +148,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     add_p.add_argument("--timeout", type=float, default=1800, help="seconds before a run is stopped (default 1800)")
     add_p.add_argument("--missed", choices=["skip", "run_once"], default="run_once",
                        help="due times missed while the agent was down (default run_once)")
+    add_p.add_argument("--kernel", default=None, metavar="NAME",
+                       help="Jupyter kernel to run it with, one the agent has (default: the notebook's own, "
+                            "else python3)")
     add("list", _cmd_list, "list schedules", named=False)
     add("pause", _cmd_pause, "stop firing a schedule")
     add("resume", _cmd_resume, "fire a paused schedule again")

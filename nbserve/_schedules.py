@@ -59,6 +59,11 @@ class Schedule:
         return dict(self._data["parameters"])
 
     @property
+    def kernel(self) -> str:
+        """The Jupyter kernel its runs use (on the agent)."""
+        return self._data["kernel"]
+
+    @property
     def paused(self) -> bool:
         return bool(self._data["paused"])
 
@@ -150,6 +155,7 @@ class Schedule:
             ("next run", d["next_run_at"] if not d["paused"] else "paused"),
             ("last run", d["last_run_at"] or "never"),
             ("parameters", params),
+            ("kernel", d.get("kernel")),
             ("timeout", f"{d['timeout_seconds']:g} s; missed runs: {d['missed']}"),
         ]
         body = "".join(
@@ -175,6 +181,7 @@ def schedule(
     timeout: float = 1800,
     missed: str = "run_once",
     schedule_name: str | None = None,
+    kernel: str | None = None,
     target: str | None = None,
 ) -> Schedule:
     """Run ``notebook`` on a cron schedule in the agent, retraining deployment ``name``.
@@ -189,6 +196,9 @@ def schedule(
         missed: due times missed while the agent was down: ``"run_once"`` or ``"skip"``.
         schedule_name: the schedule's own name, for several schedules of one deployment
             (default: ``name``).
+        kernel: the Jupyter kernel the runs use, one the agent has (an unknown one is refused,
+            naming those it has). Default: the notebook's own (its kernelspec metadata), or
+            ``python3`` (the agent's Python) for a notebook that names none.
         target: the agent (``None``: the local one, started on demand).
     """
     if not isinstance(cron, str):
@@ -203,6 +213,7 @@ def schedule(
         "parameters": dict(params or {}),
         "timeout": timeout,
         "missed": missed,
+        "kernel": kernel,
         "actor": _actor(),
     }
     return Schedule(client, client.post("/v1/schedules", json=body))

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
+import re
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import nbformat
@@ -54,6 +59,21 @@ def _tick(now: str) -> list[dict]:
 
 def _run_processes(home, run_id: int) -> list[psutil.Process]:
     return [p for p in _processes_of_run(home, run_id) if p.pid]
+
+
+def _tool_notebook(path: Path, source: str = "print('ran for', deployment_name)") -> Path:
+    """A notebook as a tool writes it (``nbformat.v4.new_notebook()``): no kernelspec metadata."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("deployment_name = None", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+    assert "kernelspec" not in nbformat.read(path, as_version=4).metadata
+    return path
+
+
+def _printed(executed_notebook: str) -> str:
+    nb = nbformat.read(executed_notebook, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
 def _gone(pids: list[int]) -> bool:
@@ -139,6 +159,121 @@ def test_bad_schedules_are_refused_with_a_clear_message(module_home, tmp_path):
     get_schedule("dup").remove()
     with pytest.raises(errors.NotFound):
         _client().post("/v1/schedules/nope/run")
+
+
+# -- kernels ----------------------------------------------------------------------------------
+
+
+def test_a_notebook_without_a_kernelspec_runs_with_the_kernel_chosen_at_add_time(module_home, tmp_path, capsys):
+    from nbserve._cli_schedule import main
+
+    notebook = _tool_notebook(tmp_path / "generated.ipynb")
+    sched = schedule(notebook, cron=CRON, name="generated", timezone=TZ, timeout=120)
+    run = sched.run_now(wait=True, timeout=120)  # before the fix: "No language found in notebook"
+    assert run["status"] == "succeeded", run
+    assert "ran for generated" in _printed(run["executed_notebook"])
+    assert sched.kernel == "python3", "the default: the kernel of the agent's own Python"
+    assert _client().get("/v1/schedules/generated")["kernel"] == "python3"
+
+    # the CLI takes --kernel, and `schedule list` shows it (the last column)
+    assert main(["schedule", "add", str(notebook), "--cron", CRON, "--name", "generated",
+                 "--schedule-name", "generated-cli", "--kernel", "python3", "--timezone", TZ]) == 0
+    assert "kernel python3" in capsys.readouterr().out
+    assert main(["schedule", "list"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "KERNEL"
+    assert {line.split()[0]: line.split()[-1] for line in lines} == {"generated": "python3", "generated-cli": "python3"}
+    assert {s.name: s.kernel for s in schedules()} == {"generated": "python3", "generated-cli": "python3"}
+    assert "python3" in get_schedule("generated-cli")._repr_html_()
+    for name in ("generated", "generated-cli"):
+        get_schedule(name).remove()
+
+
+def test_an_unknown_kernel_is_refused_at_add_time_naming_the_kernels_there(module_home, tmp_path, capsys):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from nbserve._cli_schedule import main
+
+    kernels = sorted(KernelSpecManager().find_kernel_specs())  # what the agent (same host, same env) has
+    assert "python3" in kernels
+    there = re.escape(f"its kernels: {', '.join(kernels)}")
+    notebook = _tool_notebook(tmp_path / "generated.ipynb")
+    unknown = f"no Jupyter kernel named 'nonexistent' on the agent; {there}"
+    with pytest.raises(errors.InvalidArgument, match=unknown) as bad:
+        schedule(notebook, cron=CRON, name="bad", kernel="nonexistent")
+    assert bad.value.status == 400 and bad.value.details == {"kernel": "nonexistent", "kernels": kernels}
+    assert "--kernel" in bad.value.hint
+    with pytest.raises(errors.InvalidArgument, match="kernel must be a kernel name"):
+        schedule(notebook, cron=CRON, name="bad", kernel="../../tmp")
+
+    # the CLI says the same, exit 1
+    assert main(["schedule", "add", str(notebook), "--cron", CRON, "--name", "bad", "--kernel", "nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert "error: no Jupyter kernel named 'nonexistent' on the agent" in err and "python3" in err
+
+    # a notebook whose own kernelspec names a kernel the agent lacks: refused, unless --kernel says which
+    foreign = nbformat.read(notebook, as_version=4)
+    foreign.metadata["kernelspec"] = {"name": "julia-1.10", "display_name": "Julia 1.10", "language": "julia"}
+    nbformat.write(foreign, tmp_path / "foreign.ipynb")
+    not_there = f"the notebook's kernel 'julia-1.10' .* is not installed on the agent; {there}"
+    with pytest.raises(errors.InvalidArgument, match=not_there):
+        schedule(tmp_path / "foreign.ipynb", cron=CRON, name="bad")
+    assert not [s for s in schedules() if s.name == "bad"]
+    chosen = schedule(tmp_path / "foreign.ipynb", cron=CRON, name="bad", kernel="python3", timezone=TZ)
+    assert chosen.kernel == "python3"
+    chosen.remove()
+
+
+def test_a_notebook_keeps_its_own_kernel_and_schedules_from_before_kernels_keep_working(tmp_path, monkeypatch):
+    """In process, real papermill runs: a second kernel (marked through its env) on JUPYTER_PATH."""
+    from nbserve._agent._registry import Registry
+    from nbserve._agent._scheduler import Scheduler
+    from nbserve._config import Home
+
+    spec_dir = tmp_path / "jupyter" / "kernels" / "nbserve-marked"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "marked", "language": "python", "env": {"NBSERVE_TEST_KERNEL": "marked"},
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    says = "import os; print('kernel:', os.environ.get('NBSERVE_TEST_KERNEL', 'default'))"
+    own = _tool_notebook(tmp_path / "own.ipynb", says)
+    nb = nbformat.read(own, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "nbserve-marked", "display_name": "marked", "language": "python"}
+    nbformat.write(nb, own)
+    legacy_notebook = _tool_notebook(tmp_path / "legacy.ipynb", says)
+
+    home = Home(tmp_path / "home").ensure()
+    with sqlite3.connect(home.registry) as db:  # a schedule stored by an agent from before kernels
+        db.execute("CREATE TABLE schedules (name TEXT PRIMARY KEY, deployment TEXT NOT NULL, notebook TEXT NOT NULL,"
+                   " cron TEXT NOT NULL, timezone TEXT NOT NULL, parameters TEXT NOT NULL DEFAULT '{}',"
+                   " timeout_seconds REAL NOT NULL, missed TEXT NOT NULL, paused INTEGER NOT NULL DEFAULT 0,"
+                   " created_by TEXT, created_at TEXT NOT NULL, next_run_at TEXT, last_run_at TEXT)")
+        db.execute("INSERT INTO schedules VALUES ('legacy', 'legacy', ?, ?, 'UTC', '{}', 120, 'run_once', 0, NULL,"
+                   " '2026-01-01T00:00:00+00:00', '2099-01-01T03:00:00+00:00', NULL)", (str(legacy_notebook), CRON))
+    registry = Registry(home.registry)
+    sched = Scheduler(home, registry)
+
+    async def scenario() -> dict:
+        assert sched.get("legacy").kernel == "python3"
+        assert (await sched.add(name="own", notebook=str(own), cron=CRON, timezone=TZ)).kernel == "nbserve-marked"
+        assert (await sched.add(name="chosen", notebook=str(own), cron=CRON, timezone=TZ,
+                                kernel="python3")).kernel == "python3"
+        for name in ("legacy", "own", "chosen"):
+            sched.run_now(name)
+        while any(sched.running(name) is not None for name in ("legacy", "own", "chosen")):
+            await asyncio.sleep(0.1)
+        return {name: sched.runs(name)[-1] for name in ("legacy", "own", "chosen")}
+
+    try:
+        runs = asyncio.run(scenario())
+    finally:
+        registry.close()
+    assert {name: r.status for name, r in runs.items()} == dict.fromkeys(runs, "succeeded"), runs
+    assert "kernel: marked" in _printed(runs["own"].executed_notebook), "the notebook's own kernel"
+    assert "kernel: default" in _printed(runs["chosen"].executed_notebook), "the kernel given at add time"
+    assert "kernel: default" in _printed(runs["legacy"].executed_notebook)
 
 
 # -- real runs --------------------------------------------------------------------------------
@@ -378,6 +513,43 @@ def test_a_run_that_fails_after_deploying_is_taken_back(module_home, iris):
     assert dep.version == live and dep.status == "serving"
     r = httpx.post(f"{dep.url}/predict", json={"data": json.loads(X_test[:1].to_json(orient="records"))})
     assert r.headers["x-nbserve-version"] == str(live)
+    sched.remove()
+
+
+def test_a_run_on_a_full_disk_fails_saying_so_and_changes_nothing(module_home, iris, tmp_path):
+    """A real full disk: a small tmpfs over the schedule's run folder, filled."""
+    _, X_test, _, _ = iris
+    dep = nbserve.get("churn")
+    live, before = dep.version, dep.predict(X_test[:5]).tolist()
+    sched = schedule(NOTEBOOK, cron=CRON, name="churn", schedule_name="churn-disk-full",
+                     params={"n_estimators": 3}, timezone=TZ, timeout=120)
+    out_dir = module_home.root / "runs" / "churn-disk-full"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(out_dir)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        sched.remove()
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        with pytest.raises(OSError) as full, open(out_dir / "filler", "wb", buffering=0) as filler:
+            while True:
+                filler.write(b"\0" * 65536)
+        assert full.value.errno == errno.ENOSPC
+
+        run = sched.run_now(wait=True, timeout=120)
+        assert run["status"] == "failed" and run["version"] is None, run
+        assert run["error"].startswith(f"InsufficientStorage: the disk at {out_dir} is full"), run["error"]
+        assert "executed notebook and log could not be written" in run["error"] and len(run["error"]) < 300
+
+        # the scheduler keeps running: another schedule's run, meanwhile
+        other = schedule(_tool_notebook(tmp_path / "other.ipynb"), cron=CRON, name="other", timezone=TZ)
+        assert other.run_now(wait=True, timeout=120)["status"] == "succeeded"
+        other.remove()
+    finally:
+        subprocess.run(["umount", str(out_dir)], check=True)
+    dep.refresh()
+    assert dep.version == live and dep.status == "serving" and dep.predict(X_test[:5]).tolist() == before
+    assert [e for e in dep.events()["message"] if "churn-disk-full" in e and "InsufficientStorage" in e]
     sched.remove()
 
 

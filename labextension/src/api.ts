@@ -187,6 +187,7 @@ export interface ISchedule {
   parameters: Record<string, unknown>;
   timeout_seconds: number;
   missed: string;
+  kernel: string;
   paused: boolean;
   next_run_at: string | null;
   last_run_at: string | null;

@@ -202,7 +202,7 @@ export class ScheduleDetail extends ReloadingView<ISchedule, PromiseSettledResul
         ),
         h('div', { class: 'nbserve-sched-when' }, h('code', { text: d.cron }), h('span', { class: 'nbserve-muted', text: d.timezone }), h('span', { class: 'nbserve-muted', text: '· next' }), nextRun(d)),
         h('div', { class: 'nbserve-version-meta', title: d.notebook, text: d.notebook }),
-        h('div', { class: 'nbserve-muted', text: `parameters: ${params} · timeout ${fmt(d.timeout_seconds)} s · missed runs: ${d.missed}` })
+        h('div', { class: 'nbserve-muted', text: `parameters: ${params} · kernel ${d.kernel} · timeout ${fmt(d.timeout_seconds)} s · missed runs: ${d.missed}` })
       ),
       h(
         'div',

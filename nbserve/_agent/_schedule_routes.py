@@ -28,6 +28,10 @@ class ScheduleIn(BaseModel):
                            description="seconds before a run is stopped (whole process tree) as timed_out")
     missed: Literal["skip", "run_once"] = Field(
         default="run_once", description="due times missed while the agent was down: run once, or skip")
+    kernel: str | None = Field(
+        default=None, max_length=200,
+        description="Jupyter kernel the runs use (one the agent has); default: the notebook's own "
+                    "(its kernelspec metadata), else python3")
     actor: str | None = Field(default=None, max_length=200)
 
 
@@ -45,6 +49,7 @@ class ScheduleOut(BaseModel):
     created_at: str
     next_run_at: str | None = Field(description="next due time (UTC); ignored while paused")
     last_run_at: str | None
+    kernel: str = Field(description="the Jupyter kernel its runs use")
     running_run: int | None = Field(description="id of the run in progress, if any")
 
 
@@ -104,7 +109,7 @@ def schedule_router(scheduler: Scheduler, *, view: Any, deploy: Any) -> APIRoute
         row = await scheduler.add(
             name=body.name, deployment=body.deployment, notebook=body.notebook, cron=body.cron,
             parameters=body.parameters, timezone=body.timezone, timeout=body.timeout, missed=body.missed,
-            actor=who.actor(body.actor),
+            kernel=body.kernel, actor=who.actor(body.actor),
         )
         return schedule_out(scheduler, row)
 

@@ -11,6 +11,9 @@ Rules kept here, in one place:
 
 - every run is recorded (``schedule_runs``): status, duration, parameters, the executed
   notebook, the version it produced or why none, the error cut to what matters;
+- what would only fail at the first due time is refused at add time, the kernel included
+  (one the agent has, stored with the schedule: a notebook without kernelspec metadata runs);
+- a run whose files cannot be written for a full disk fails saying so, and the loop goes on;
 - a schedule with a run in progress does not start another: the overlap is recorded as
   ``skipped``;
 - due times missed while the agent was down are handled once, by the schedule's policy
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -43,7 +48,7 @@ import psutil
 
 from .._config import Home, private_env
 from .._names import check_name
-from ..errors import Conflict, InvalidArgument, NotFound
+from ..errors import Conflict, InsufficientStorage, InvalidArgument, NbserveError, NotFound
 from ._registry import Registry, VersionRow
 from ._supervisor import kill_tree
 
@@ -63,6 +68,12 @@ ERROR_CHARS = 1000
 # Executed notebooks and logs kept per schedule (runs that made a version keep theirs always).
 KEEP_RUN_FILES = int(os.environ.get("NBSERVE_KEEP_RUN_FILES", "50"))
 MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; it cannot even compare a larger one
+# The kernel of a notebook without kernelspec metadata: the Python the agent runs in
+# (jupyter_client's NATIVE_KERNEL_NAME). Schedules stored before they had a kernel ran with it too.
+DEFAULT_KERNEL = "python3"
+# A failed run whose output folder has less free space than this could not write its notebook or log.
+DISK_FULL_BYTES = 1 << 20
+_KERNEL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,200}")
 
 Clock = Callable[[], _dt.datetime]
 # (deployment, version the run deployed, live version before the run, why) -> what was done
@@ -82,7 +93,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     created_by       TEXT,
     created_at       TEXT NOT NULL,
     next_run_at      TEXT,
-    last_run_at      TEXT
+    last_run_at      TEXT,
+    kernel           TEXT
 );
 CREATE TABLE IF NOT EXISTS schedule_runs (
     id                 INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -105,6 +117,11 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
 );
 CREATE INDEX IF NOT EXISTS schedule_runs_by_schedule ON schedule_runs (schedule, id);
 """
+# Columns added since the tables were first written; a registry of an older agent gets them
+# (NULL in old rows).
+_MIGRATIONS = (
+    ("schedules", "kernel", "ALTER TABLE schedules ADD COLUMN kernel TEXT"),
+)
 
 
 def utc_now() -> _dt.datetime:
@@ -151,7 +168,8 @@ def check_timezone(name: str) -> ZoneInfo:
         ) from None
 
 
-def check_notebook(path: str) -> Path:
+def check_notebook(path: str) -> tuple[Path, str | None]:
+    """The notebook's resolved path and the kernel its kernelspec metadata names (or None)."""
     import nbformat
 
     notebook = Path(str(path)).expanduser()
@@ -170,7 +188,50 @@ def check_notebook(path: str) -> Path:
             f"{notebook} is not a valid notebook: {type(exc).__name__}: {str(exc)[:300]}",
             hint="open and save it in Jupyter, or check it with `jupyter nbconvert --to notebook`",
         ) from None
-    return notebook.resolve()
+    kernel = (nb.metadata.get("kernelspec") or {}).get("name")
+    return notebook.resolve(), str(kernel) if kernel else None
+
+
+def kernel_spec(name: str, problem: str | None = None) -> Any:
+    """The Jupyter kernelspec called ``name`` on this host (the agent runs the notebook), or an
+    ``InvalidArgument`` that says ``problem`` and names the kernels there are."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    try:
+        return manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a kernel.json that does not parse, a provisioner missing
+        raise InvalidArgument(f"the kernel {name!r} on the agent is broken: {type(exc).__name__}: {exc}"[:400],
+                              hint="check it with `jupyter kernelspec list` on the agent's host") from None
+    known = sorted(manager.find_kernel_specs())
+    raise InvalidArgument(
+        f"{problem or f'no Jupyter kernel named {name!r} on the agent'}; "
+        f"its kernels: {', '.join(known) or 'none'}",
+        hint="pass one of them with --kernel (kernel= in Python), or install the kernel on the agent's host "
+             "(`jupyter kernelspec list` there shows what it has)",
+        kernel=name, kernels=known,
+    )
+
+
+def check_kernel(requested: str | None, notebook_kernel: str | None) -> str:
+    """The kernel a schedule's runs use: ``requested``, else the notebook's own (its kernelspec
+    metadata), else DEFAULT_KERNEL. Refused unless the agent has it."""
+    if requested is not None:
+        name = requested.strip() if isinstance(requested, str) else ""
+        if not _KERNEL_NAME.fullmatch(name):  # jupyter_client's rule; also keeps paths out
+            raise InvalidArgument(f"kernel must be a kernel name such as 'python3', got {requested!r}",
+                                  hint="letters, digits, '.', '-' and '_' (see `jupyter kernelspec list`)")
+        problem = f"no Jupyter kernel named {name!r} on the agent"
+    elif notebook_kernel:
+        name = notebook_kernel
+        problem = f"the notebook's kernel {name!r} (its kernelspec metadata) is not installed on the agent"
+    else:
+        name = DEFAULT_KERNEL
+        problem = f"the notebook names no kernel and the default one, {name!r}, is not installed on the agent"
+    kernel_spec(name, problem)
+    return name
 
 
 def check_parameters(params: dict[str, Any] | None, deployment: str) -> dict[str, Any]:
@@ -229,6 +290,7 @@ class ScheduleRow:
     created_at: str
     next_run_at: str | None
     last_run_at: str | None
+    kernel: str
 
 
 @dataclass(frozen=True)
@@ -255,6 +317,7 @@ def _schedule(row: sqlite3.Row) -> ScheduleRow:
     data = dict(row)
     data["parameters"] = json.loads(data["parameters"] or "{}")
     data["paused"] = bool(data["paused"])
+    data["kernel"] = data.get("kernel") or DEFAULT_KERNEL  # rows from before the column: what they ran with
     return ScheduleRow(**data)
 
 
@@ -317,6 +380,9 @@ class Scheduler:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            for table, column, statement in _MIGRATIONS:
+                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(statement)
 
     def now(self) -> _dt.datetime:
         return aware(self.clock())
@@ -368,13 +434,16 @@ class Scheduler:
 
     async def add(self, *, name: str, notebook: str, cron: str, deployment: str | None = None,
             parameters: dict[str, Any] | None = None, timezone: str = "UTC",
-            timeout: float = DEFAULT_TIMEOUT, missed: str = "run_once", actor: str | None = None) -> ScheduleRow:
-        """Validate everything, then store the schedule with its first due time."""
+            timeout: float = DEFAULT_TIMEOUT, missed: str = "run_once", kernel: str | None = None,
+            actor: str | None = None) -> ScheduleRow:
+        """Validate everything that would otherwise fail at the first due time, then store the
+        schedule with that time. ``kernel``: see :func:`check_kernel`."""
         deployment = check_name(deployment or name)
         check_name(name)
         cron = check_cron(cron)
         check_timezone(timezone)
-        nb_path = await asyncio.to_thread(check_notebook, notebook)  # a big notebook takes a while
+        nb_path, nb_kernel = await asyncio.to_thread(check_notebook, notebook)  # a big notebook takes a while
+        kernel = await asyncio.to_thread(check_kernel, kernel, nb_kernel)  # reads the kernelspec folders
         params = check_parameters(parameters, deployment)
         if missed not in MISSED_POLICIES:
             raise InvalidArgument(f"missed must be 'skip' or 'run_once', got {missed!r}")
@@ -386,10 +455,10 @@ class Scheduler:
             with self.registry.transaction() as db:
                 db.execute(
                     "INSERT INTO schedules (name, deployment, notebook, cron, timezone, parameters,"
-                    " timeout_seconds, missed, paused, created_by, created_at, next_run_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                    " timeout_seconds, missed, paused, created_by, created_at, next_run_at, kernel)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                     (name, deployment, str(nb_path), cron, timezone, json.dumps(params), float(timeout),
-                     missed, actor, _iso(now), _iso(nxt)),
+                     missed, actor, _iso(now), _iso(nxt), kernel),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(
@@ -397,8 +466,10 @@ class Scheduler:
                 hint=f"remove it first (`nbserve schedule remove {name}`), or pick another --schedule-name",
             ) from None
         self.registry.add_event(
-            "schedule_added", f"schedule {name}: {nb_path.name} at {cron!r} ({timezone}); next {_iso(nxt)}",
-            deployment=deployment, actor=actor, data={"schedule": name, "cron": cron, "parameters": params},
+            "schedule_added",
+            f"schedule {name}: {nb_path.name} at {cron!r} ({timezone}), kernel {kernel}; next {_iso(nxt)}",
+            deployment=deployment, actor=actor,
+            data={"schedule": name, "cron": cron, "parameters": params, "kernel": kernel},
         )
         self._poke()
         return self.get(name)
@@ -495,8 +566,7 @@ class Scheduler:
             return self._record_skipped(row, trigger, due_at=due_at, actor=actor, reason="the agent is stopping")
         params = {"deployment_name": row.deployment, **row.parameters, "nbserve_scheduled_run": True}
         run_id = self._insert_run(row, trigger, "running", due_at=due_at, params=params, actor=actor)
-        out_dir = self.runs_dir / row.name
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = self.runs_dir / row.name  # made by the run itself: a full disk fails the run, not the tick
         executed, log_path = out_dir / f"{run_id}.ipynb", out_dir / f"{run_id}.log"
         with self.registry.transaction() as db:
             db.execute("UPDATE schedule_runs SET executed_notebook = ?, log_path = ? WHERE id = ?",
@@ -537,11 +607,15 @@ class Scheduler:
 
     # -- executing ----------------------------------------------------------------------
 
-    def _command(self, notebook: Path, executed: Path, params: dict[str, Any]) -> list[str]:
+    def _command(self, notebook: Path, executed: Path, params: dict[str, Any], kernel: str,
+                 language: str | None) -> list[str]:
         return [
             self.python, "-m", "papermill", str(notebook), str(executed),
             "-y", json.dumps(params),  # JSON is YAML: types are kept exactly
-            "-k", "python3", "--cwd", str(notebook.parent),
+            "-k", kernel, "--cwd", str(notebook.parent),
+            # papermill writes the parameters in the notebook's language, which a notebook without
+            # kernelspec metadata does not name: the kernel's is the one that runs them
+            *(["-l", language] if language else []),
             "--no-progress-bar", "--log-output", "--request-save-on-cell-execute",
         ]
 
@@ -567,9 +641,12 @@ class Scheduler:
         try:
             if not notebook.is_file():
                 raise FileNotFoundError(f"the notebook {notebook} is gone")
+            spec = await asyncio.to_thread(kernel_spec, row.kernel,
+                                           f"the schedule's kernel {row.kernel!r} is no longer installed on the agent")
+            log_path.parent.mkdir(parents=True, exist_ok=True)
             with log_path.open("ab") as log_file:
                 active.proc = await asyncio.create_subprocess_exec(
-                    *self._command(notebook, executed, params),
+                    *self._command(notebook, executed, params, row.kernel, spec.language),
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                     env=env, cwd=str(notebook.parent), start_new_session=True,
                 )
@@ -588,10 +665,16 @@ class Scheduler:
                 status = "succeeded"
             else:
                 status = "failed"
-                error = (await asyncio.to_thread(_notebook_error, executed) or _log_error(log_path)
-                         or f"papermill exited with code {code}")
+                error = await asyncio.to_thread(_run_error, executed, log_path, code)
         except asyncio.CancelledError:
             status, reason = "failed", active.stop_reason or "agent stopped"
+        except NbserveError as exc:  # the run could not start: its kernel is gone
+            status, error = "failed", _error_text(exc)
+        except OSError as exc:
+            full = _disk_full(log_path.parent, force=exc.errno == errno.ENOSPC)
+            if full is None:
+                log.exception("scheduled run %s of %s could not run", run_id, row.name)
+            status, error = "failed", _error_text(full) if full else f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - the run fails, the agent does not
             log.exception("scheduled run %s of %s could not run", run_id, row.name)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -797,6 +880,42 @@ def _processes_of_run(home: Home, run_id: int) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
+
+
+def _run_error(executed: Path, log_path: Path, code: int) -> str:
+    """Why papermill failed: the cell that raised, else a full disk, else its log's last error."""
+    full = _disk_full(log_path.parent, force=_log_says_disk_full(log_path))
+    return (_notebook_error(executed) or (_error_text(full) if full else None) or _log_error(log_path)
+            or f"papermill exited with code {code}")
+
+
+def _disk_full(folder: Path, *, force: bool = False) -> InsufficientStorage | None:
+    """An InsufficientStorage when the disk holding ``folder`` (a run's output folder) has no
+    room left (``force``: a write there already failed with ENOSPC), else None."""
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    if not force and (free is None or free >= DISK_FULL_BYTES):
+        return None
+    left = f" ({free // 1024} KiB free)" if free is not None else ""
+    return InsufficientStorage(
+        f"the disk at {folder} is full{left}: the run's executed notebook and log could not be written",
+        path=str(folder),
+    )
+
+
+def _log_says_disk_full(log_path: Path) -> bool:
+    from ._supervisor import log_tail
+
+    tail = log_tail(log_path, 40)
+    return "No space left on device" in tail or "[Errno 28]" in tail
+
+
+def _error_text(exc: NbserveError) -> str:
+    """What a run's ``error`` says of an nbserve error: ``Class: message``, as for a cell's."""
+    return f"{type(exc).__name__}: {exc.message}"
 
 
 def _notebook_error(executed: Path) -> str | None:
