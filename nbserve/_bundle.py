@@ -120,6 +120,10 @@ register_flavor(
 )
 register_flavor(Flavor("picklable", "bentoml.picklable_model", lambda m: True))
 
+def _flavor_named(name: str) -> Flavor:
+    return next(f for f in _FLAVORS if f.name == name)
+
+
 _entry_points_loaded = False
 
 
@@ -219,7 +223,11 @@ def _pickled_modules(model: Any) -> set[str]:
     """
     import cloudpickle
 
-    data = cloudpickle.dumps(model)
+    return {m.split(".")[0] for m in _modules_in_pickle(cloudpickle.dumps(model)) if m}
+
+
+def _modules_in_pickle(data: bytes) -> set[str]:
+    """Every module a pickle names: its globals, and cloudpickle's ``subimport`` calls."""
     memo: dict[int, Any] = {}
     pushed: list[Any] = [None, None]
     modules: set[str] = set()
@@ -254,7 +262,72 @@ def _pickled_modules(model: Any) -> set[str]:
         elif opcode.stack_after:
             pushed.append(None)
         del pushed[:-2]
-    return {m.split(".")[0] for m in modules if m}
+    return modules
+
+
+def _referenced_modules(model: Any) -> set[str]:
+    """Modules a plain pickle (what framework savers use) names the model's classes by."""
+    import pickle
+
+    try:
+        return _modules_in_pickle(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - lambdas, local functions: only cloudpickle takes those
+        return {"__main__"}
+
+
+def notebook_code(model: Any) -> list[str]:
+    """The modules of code that lives with the notebook, not in an installed package: classes
+    and functions defined in ``__main__`` (the notebook itself) or in ``.py`` files beside it.
+    A server has neither, so such code is saved by value with the model (and what that code
+    refers to in turn, e.g. a notebook class whose base class is in a file beside it)."""
+    import cloudpickle
+
+    installed = _metadata.packages_distributions()
+    found = {m for m in map(lambda n: _local_module(n, installed), _referenced_modules(model)) if m}
+    while True:
+        with _ByValue(sorted(found)):
+            data = cloudpickle.dumps(model)
+        more = {m for m in map(lambda n: _local_module(n, installed), _modules_in_pickle(data)) if m} - found
+        if not more:
+            return sorted(found)
+        found |= more
+
+
+def _local_module(name: str, installed: Any) -> str | None:
+    """The top-level module ``name`` belongs to, if it is notebook code (not stdlib, not an
+    installed distribution, not in site-packages); else None."""
+    if name == "__main__":
+        return name
+    top = name.split(".")[0]
+    if top in sys.stdlib_module_names or top in installed or top in _NEVER:
+        return None
+    path = getattr(sys.modules.get(top), "__file__", None)
+    if not path or any(part in ("site-packages", "dist-packages") for part in Path(path).parts):
+        return None
+    return top
+
+
+class _ByValue:
+    """While active, cloudpickle pickles these modules' code into the pickle itself."""
+
+    def __init__(self, modules: list[str]) -> None:
+        self.modules = [sys.modules[m] for m in modules if m != "__main__" and m in sys.modules]
+
+    def __enter__(self) -> "_ByValue":
+        import cloudpickle
+
+        for module in self.modules:
+            cloudpickle.register_pickle_by_value(module)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import cloudpickle
+
+        for module in self.modules:
+            try:
+                cloudpickle.unregister_pickle_by_value(module)
+            except ValueError:
+                pass
 
 
 def pinned_requirements(model: Any, extra_modules: Iterable[str] = ()) -> list[str]:
@@ -433,13 +506,20 @@ def build_bundle(
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
     flavor = flavor_for(model)
+    local_code = notebook_code(model)
+    if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
+        # Their savers pickle classes by reference ("__main__.Clip"), which a server that is
+        # not the notebook cannot resolve; cloudpickle carries the code itself.
+        flavor = _flavor_named("picklable")
     frame, positional = sample_frame(sample)
     if len(frame) > reference_rows:
         frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
     schema = infer_schema(frame, positional)
     predictions = _predict_column(model, frame, positional, flavor)
 
-    packages = pinned_requirements(model, ["torch"] if flavor.name == "pytorch" else ())
+    by_value = _ByValue(local_code)
+    with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
+        packages = pinned_requirements(model, ["torch"] if flavor.name == "pytorch" else ())
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {
@@ -447,13 +527,15 @@ def build_bundle(
         "flavor": flavor.name,
         "params": _model_params(model),
         "task": model_task(model, predictions),
+        "code_by_value": local_code,  # notebook code saved with the model (see notebook_code)
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s
 
     on_step("saving", f"{model_info['class']} with {flavor.bentoml_module}")
     try:
-        model_tag = flavor.save(name, model, {"nbserve_deployment": name})
+        with by_value:
+            model_tag = flavor.save(name, model, {"nbserve_deployment": name})
     except Exception as exc:  # noqa: BLE001
         raise BundleError(
             f"BentoML could not save the model: {_short(exc)}",
