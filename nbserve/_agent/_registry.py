@@ -309,14 +309,22 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; on a full disk nothing of it is kept and the caller gets
+        :class:`~nbserve.errors.InsufficientStorage` (507), not SQLite's own error."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")  # where WAL mode writes, so where a full disk shows
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back on its own
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if is_disk_full(exc):
+                    raise insufficient(self.path, what="writing the registry") from None
                 raise
-            self._db.execute("COMMIT")
 
     # -- deployments --------------------------------------------------------------
 
