@@ -1420,15 +1420,19 @@ def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
     if not archive.is_file():
         raise InvalidArgument(f"no Bento archive at {archive}")
     # A staged upload is deployed once: if it does not import, nothing else can use it.
-    bento = import_into_store(archive, home.bentoml_home, discard=archive.parent == home.staging / "uploads")
+    staged = archive.parent == home.staging / "uploads"
+    bento = import_into_store(archive, home.bentoml_home, discard=staged)
     bundle_path = Path(bento.path) / "src" / BUNDLE_FILE
     if not bundle_path.is_file():
+        if staged:
+            archive.unlink(missing_ok=True)
         raise InvalidArgument(
             f"{bento.tag} is not an nbserve bundle (no {BUNDLE_FILE})",
             hint="deploy models with nbserve.deploy() or %deploy",
         )
     metadata = json.loads(bundle_path.read_text())
     return str(bento.tag), metadata
+
 
 
 def _answer(status: int, payload: Any) -> LocalAnswer:
