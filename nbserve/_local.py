@@ -2,7 +2,8 @@
 
 The agent runs in its own session, so it outlives the kernel (or terminal) that started
 it. Two kernels racing to start it are safe: the agent takes a file lock, the loser
-exits, and both clients then find the winner through ``agent.json``.
+exits, and both clients then find the winner through ``agent.json``. An agent that does
+not start leaves its reason in ``logs/agent-refusal.json``; the starter raises it.
 """
 
 from __future__ import annotations
