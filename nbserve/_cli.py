@@ -204,6 +204,54 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOW_SPACE_BYTES = 100 * 1024**2
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Check a home without starting (or needing) an agent: SQLite's integrity_check of the
+    registry and the metrics file, free space, the agent, the last refused start."""
+    from ._agent._main import read_refusal
+    from ._agent._registry import RECOVERY_DOC, check_database, damaged
+    from ._agent._storage import free_bytes, size_text
+    from ._config import Home
+    from ._local import find_agent
+
+    home = Home.resolve(args.home)
+    problems = 0
+
+    def line(what: str, state: str, detail: str = "") -> None:
+        print(f"{what:<16} {state}{'  ' + detail if detail else ''}")
+
+    for path in (home.registry, home.metrics):
+        if not path.exists():
+            line(path.name, "absent", "(made at the first start)")
+            continue
+        found = check_database(path)
+        if not found:
+            line(path.name, "ok", f"(integrity_check, {size_text(path.stat().st_size)})")
+            continue
+        problems += 1
+        line(path.name, "DAMAGED", "; ".join(found[:3]))
+        if path == home.registry:
+            print(f"  hint: {damaged(path, found[0]).hint}")
+        else:
+            print(f"  hint: the next agent start moves it aside and starts a new one; to keep its history, "
+                  f"stop the agent and recover it first, see {RECOVERY_DOC}")
+    for aside in sorted(home.root.glob("metrics.sqlite.damaged-*[0-9]")):
+        line("set aside", aside.name, "(a damaged metrics file, kept for recovery)")
+    free = free_bytes(home.root)
+    low = free is not None and free < _LOW_SPACE_BYTES
+    problems += low
+    line("disk", "LOW" if low else "ok", f"{size_text(free)} free on the disk holding {home.root}")
+    agent = find_agent(home)
+    if agent is not None:
+        line("agent", "running", f"pid {agent.pid} at {agent.url}")
+    else:
+        refusal = read_refusal(home)
+        line("agent", "not running", f"(its last start was refused: {refusal['message']})" if refusal else "")
+    return 1 if problems else 0
+
+
 # `agent run` flags that `agent start` passes on to the agent it starts: (dest, flag, default)
 _RUN_FLAGS = (("host", "--host", "127.0.0.1"), ("port", "--port", 0),
               ("metrics_retention_days", "--metrics-retention-days", None), ("max_samples", "--max-samples", None),
@@ -277,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     from ._export import register as register_export
 
     register_export(sub)
+
+    doctor = sub.add_parser("doctor", help="check the registry, metrics file and disk of a home (no agent needed)",
+                            description="Run SQLite's integrity_check on registry.sqlite and metrics.sqlite, "
+                                        "report free space and the agent; exit 1 if anything is wrong.")
+    doctor.add_argument("--home", default=None, help="NBSERVE_HOME (default: ~/.nbserve)")
+    doctor.set_defaults(func=_cmd_doctor)
 
     agent = sub.add_parser("agent", help="run or control the local agent")
     agent.add_argument("action", choices=["run", "start", "stop", "status", "init-tls"],

@@ -2,7 +2,8 @@
 
 The agent runs in its own session, so it outlives the kernel (or terminal) that started
 it. Two kernels racing to start it are safe: the agent takes a file lock, the loser
-exits, and both clients then find the winner through ``agent.json``.
+exits, and both clients then find the winner through ``agent.json``. An agent that does
+not start leaves its reason in ``logs/agent-refusal.json``; the starter raises it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import httpx
 import psutil
 
+from ._agent._main import EXIT_ALREADY_RUNNING, START_ERRORS, read_refusal
+from ._agent._storage import free_bytes, insufficient
 from ._config import Home, private_env
-from .errors import AgentStartFailed
+from .errors import AgentStartFailed, NbserveError, error_from_payload
 
 START_TIMEOUT = float(os.environ.get("NBSERVE_AGENT_START_TIMEOUT", "60"))
 
@@ -84,6 +87,7 @@ def start_agent(home: Home, options: Sequence[str] = ()) -> AgentInfo:
         return found
     home.ensure()
     home.agent_log.parent.mkdir(parents=True, exist_ok=True)
+    spawned_at = time.time()
     with home.agent_log.open("ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nbserve", "agent", "run", "--home", str(home.root), *options],
@@ -100,16 +104,36 @@ def start_agent(home: Home, options: Sequence[str] = ()) -> AgentInfo:
         if found:
             return found
         code = proc.poll()
-        if code is not None and code != 3:  # 3: another agent won the race; wait for it
-            raise AgentStartFailed(
-                f"the nbserve agent exited with code {code} while starting",
-                hint=f"see {home.agent_log}",
-            )
+        if code is not None and code != EXIT_ALREADY_RUNNING:
+            raise _start_failure(home, proc.pid, code)
+        if code is not None:  # another agent won the race: wait for it, unless it refused too
+            refusal = read_refusal(home)
+            if refusal is not None and refusal.get("at", 0) >= spawned_at:
+                raise _refusal_error(home, refusal)
         time.sleep(0.05)
     raise AgentStartFailed(
         f"the nbserve agent did not answer within {START_TIMEOUT:.0f} s",
         hint=f"see {home.agent_log}",
     )
+
+
+def _start_failure(home: Home, pid: int, code: int) -> NbserveError:
+    """The agent's own reason for exiting, as the error class it named."""
+    refusal = read_refusal(home)
+    if refusal is not None and refusal.get("pid") == pid:
+        return _refusal_error(home, refusal)
+    free = free_bytes(home.root)
+    if free is not None and free < 1024**2:  # it could not even write its reason down
+        return insufficient(home.root, what=f"the agent exited with code {code} while starting")
+    return AgentStartFailed(f"the nbserve agent exited with code {code} while starting",
+                            hint=f"see {home.agent_log}", exit_code=code)
+
+
+def _refusal_error(home: Home, refusal: dict[str, Any]) -> NbserveError:
+    details = refusal.get("details") if isinstance(refusal.get("details"), dict) else {}
+    error = error_from_payload(500, {"error": {**refusal, "details": {**details, "log": str(home.agent_log)}}})
+    return error if isinstance(error, START_ERRORS) else AgentStartFailed(error.message, hint=error.hint,
+                                                                           **error.details)
 
 
 def stop_agent(home: Home, timeout: float = 60.0) -> bool:

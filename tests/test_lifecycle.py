@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -145,3 +146,66 @@ def test_an_agent_started_from_a_scheduled_run_does_not_inherit_the_run(monkeypa
     env = _agent_env()
     assert "NBSERVE_RUN_ID" not in env and "NBSERVE_RUN_NOTEBOOK" not in env
     assert env["BENTOML_DO_NOT_TRACK"] == "true"
+
+
+# -- an agent that cannot start says why, to whoever started it ------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nbserve", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", ["no-tls", "bad-certificate", "port-in-use"])
+def test_agent_start_shows_the_agents_own_reason_and_hint(fresh_home, tmp_path, case):
+    squatter = None
+    if case == "no-tls":
+        options, reason = ["--host", "0.0.0.0"], "refusing to listen on 0.0.0.0 without TLS"
+    elif case == "bad-certificate":
+        missing = tmp_path / "missing.crt"
+        options, reason = ["--tls-cert", str(missing), "--tls-key", str(missing)], "cannot load the TLS certificate"
+    else:
+        squatter = socket.create_server(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        options, reason = ["--port", str(port)], f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    try:
+        result = _cli("agent", "start", "--home", str(fresh_home.root), *options)
+    finally:
+        if squatter is not None:
+            squatter.close()
+    assert result.returncode != 0
+    assert f"error: {reason}" in result.stderr, result.stderr
+    assert "  hint: " in result.stderr
+    assert "Traceback" not in result.stderr and "exited with code" not in result.stderr
+    assert not fresh_home.agent_file.exists()
+
+
+def test_the_python_api_start_raises_the_agents_reason(fresh_home):
+    from nbserve import errors
+
+    with pytest.raises(errors.AgentStartFailed) as info:
+        start_agent(fresh_home, ["--host", "0.0.0.0"])
+    assert info.value.message.startswith("refusing to listen on 0.0.0.0 without TLS")
+    assert "--insecure" in info.value.hint
+    assert find_agent(fresh_home) is None
+
+
+def test_a_second_agent_says_which_one_runs_and_what_to_do(fresh_home):
+    start_agent(fresh_home)
+    result = _cli("agent", "run", "--home", str(fresh_home.root))
+    assert result.returncode == 3
+    assert f"another agent holds {fresh_home.lock_file}" in result.stderr
+    assert "hint: `nbserve agent status`" in result.stderr
+
+
+def test_agent_already_running_is_a_conflict_in_the_error_tree(fresh_home):
+    from nbserve import errors
+    from nbserve._agent._main import AgentAlreadyRunning, take_lock
+
+    fresh_home.ensure()
+    held = take_lock(fresh_home)
+    try:
+        with pytest.raises(AgentAlreadyRunning) as info:
+            take_lock(fresh_home)
+        assert isinstance(info.value, errors.Conflict) and info.value.status == 409 and info.value.hint
+    finally:
+        held.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
 from ._rollout import ReleasePlan
+from ._storage import insufficient, is_disk_full
 from ._supervisor import log_tail
 from ._uploads import Uploads
 
@@ -502,14 +504,29 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         err = errors.NotFound(str(exc.detail)) if exc.status_code == 404 else errors.InvalidArgument(str(exc.detail))
         return JSONResponse(err.to_payload(), status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
+    def unexpected(exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
         err = errors.AgentError(
             f"internal error in the agent: {type(exc).__name__}: {exc}",
             hint=f"see the agent log at {manager.home.agent_log}",
         )
         return JSONResponse(err.to_payload(), status_code=500)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        return unexpected(exc)
+
+    # A full disk is one 507 whichever write met it (a file, SQLite), never a 500 or a 400.
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.Error)
+    async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+        if not is_disk_full(exc):
+            return unexpected(exc)
+        filename = getattr(exc, "filename", None)
+        err = insufficient(Path(filename).parent if filename else manager.home.root,
+                           what=f"{request.method} {request.url.path}")
+        log.warning("%s %s: %s", request.method, request.url.path, err.message)
+        return JSONResponse(err.to_payload(), status_code=err.status)
 
     if scheduler is not None:
         from ._schedule_routes import schedule_router

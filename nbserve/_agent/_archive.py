@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, NoReturn
 
 from .. import errors
+from ._storage import insufficient, is_disk_full, require
 
 __all__ = [
     "DEFAULT_MAX_MEMBERS",
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_UNPACKED_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "check_archive",
+    "import_into_store",
     "receive_upload",
 ]
 
@@ -74,10 +76,11 @@ async def receive_upload(
 ) -> Path:
     """Write the streamed body to a new ``0600`` file under ``staging_dir`` and return it.
 
-    The declared ``size`` and ``sha256`` are checked before the first chunk is read;
-    the body is hashed as it arrives, written off the event loop about 1 MiB at a time,
-    and refused as soon as it runs past ``size``. On any failure, the client vanishing
-    included, the partial file is deleted and the error re-raised.
+    The declared ``size`` and ``sha256`` are checked before the first chunk is read, and
+    so is the free space for ``size`` bytes; the body is hashed as it arrives, written off
+    the event loop about 1 MiB at a time, and refused as soon as it runs past ``size``. On
+    any failure, the client vanishing included, the partial file is deleted and the error
+    re-raised (a full disk as ``InsufficientStorage``).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise errors.InvalidArchive(
@@ -95,10 +98,16 @@ async def receive_upload(
         )
     expected = sha256.lower()
     staging_dir = Path(staging_dir)
-    staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The name ends in .bento: import_bento picks the decompressor from the name (xz).
-    path = staging_dir / f"upload-{secrets.token_hex(12)}.bento"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        require(staging_dir, size, "the upload")
+        # The name ends in .bento: import_bento picks the decompressor from the name (xz).
+        path = staging_dir / f"upload-{secrets.token_hex(12)}.bento"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise insufficient(staging_dir, needed=size, what="the upload") from None
+        raise
     hasher = hashlib.sha256()
     received = 0
     pending = bytearray()
@@ -136,7 +145,7 @@ async def receive_upload(
                 hint="the archive changed in transit or on disk; deploy again",
                 expected_sha256=expected, received_sha256=actual,
             )
-    except BaseException:
+    except BaseException as exc:
         # Closing the file waits for a write still running in its thread (the buffered
         # writer's lock), so the unlink below is the last thing to touch it.
         path.unlink(missing_ok=True)
@@ -146,6 +155,8 @@ async def receive_upload(
                 await aclose()
             except Exception:  # noqa: BLE001 - the first error is the one to report
                 pass
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            raise insufficient(staging_dir, needed=size, what="the upload") from None
         raise
     return path
 
@@ -153,6 +164,102 @@ async def receive_upload(
 def _write(file: IO[bytes], hasher: Any, data: bytes | bytearray) -> None:
     hasher.update(data)
     file.write(data)
+
+
+# -- importing ---------------------------------------------------------------------------
+
+
+def import_into_store(archive: Path, store: Path, *, discard: bool = False) -> Any:
+    """``bentoml.import_bento`` in its two steps, all or nothing; returns the stored Bento.
+
+    Unpacking (into TMPDIR) first tells how much the Bento and its models need, which is
+    checked against the store's disk before the store is written. A save the disk cuts
+    short is undone (bentoml removes the version's directory itself; the empty
+    ``bentos/<name>/`` and any model saved before the Bento failed go too), and a full disk
+    is one short ``InsufficientStorage``, not the copy error of every file. ``store`` is the
+    ``BENTOML_HOME`` bentoml was imported with. ``discard``: delete ``archive`` on failure.
+    """
+    import tempfile
+
+    import bentoml
+    from bentoml.exceptions import NotFound as BentoNotFound
+
+    try:
+        try:
+            unpacked = bentoml.Bento.import_from(str(archive))  # bentoml removes it on failure
+        except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways
+            if is_disk_full(exc):
+                raise insufficient(Path(tempfile.gettempdir()), what="unpacking the Bento archive") from None
+            raise errors.InvalidArgument(
+                f"the Bento archive could not be imported: {_short_error(exc)}",
+                hint="rebuild it with nbserve.deploy(); the archive may be truncated",
+            ) from None
+        try:
+            return bentoml.get(unpacked.tag)  # imported before: Bentos are immutable, use that one
+        except BentoNotFound:
+            return _save(unpacked, store)
+    except BaseException:
+        if discard:
+            archive.unlink(missing_ok=True)
+        raise
+
+
+def _save(unpacked: Any, store: Path) -> Any:
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound as BentoNotFound
+
+    needed = _bytes_on_disk(Path(unpacked.path))
+    require(store, needed, f"the Bento {unpacked.tag}")
+    new_models = []
+    for model in unpacked.info.all_models:
+        try:
+            bentoml.models.get(model.tag)
+        except BentoNotFound:
+            new_models.append(model.tag)
+    try:
+        return unpacked.save()
+    except Exception as exc:  # noqa: BLE001 - undo, then say what happened
+        if isinstance(exc, BentoMLException) and "already exists" in str(exc):
+            return bentoml.get(unpacked.tag)  # a concurrent import of the same Bento won
+        for tag in new_models:  # saved before the Bento failed: nothing refers to them
+            try:
+                bentoml.models.delete(tag)
+            except Exception:  # noqa: BLE001 - it was not saved at all
+                pass
+        leftovers = [store / "bentos" / unpacked.tag.name, *(store / "models" / t.name for t in new_models)]
+        for leftover in leftovers:
+            try:
+                leftover.rmdir()  # only when empty: other versions may live there
+            except OSError:
+                pass
+        if is_disk_full(exc):
+            raise insufficient(store, needed=needed, what=f"the Bento {unpacked.tag}") from None
+        raise errors.InvalidArgument(f"the Bento archive could not be imported: {_short_error(exc)}",
+                                     hint="rebuild it with nbserve.deploy()") from None
+
+
+def _bytes_on_disk(root: Path) -> int:
+    """What a copy of the tree takes: each file rounded up to whole 4 KiB blocks, each
+    directory one block (a sum of sizes undercounts a Bento's many small files)."""
+    total = 0
+    for entry in root.rglob("*"):
+        if entry.is_symlink():
+            continue
+        size = entry.stat().st_size if entry.is_file() else 0
+        total += max(1, -(-size // 4096)) * 4096
+    return total
+
+
+def _short_error(exc: BaseException) -> str:
+    """One line: copytree's list of every file that failed becomes its first and a count."""
+    import shutil
+
+    failures = exc.args[0] if isinstance(exc, shutil.Error) and exc.args else None
+    if isinstance(failures, list) and failures:
+        first = failures[0][-1] if isinstance(failures[0], tuple) else failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return f"copying failed: {first}{more}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 # -- checking ----------------------------------------------------------------------------

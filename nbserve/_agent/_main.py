@@ -4,6 +4,10 @@ Start-up order matters: take the lock (a second agent exits at once), make the t
 open the registry, restore what was serving, then listen and write ``agent.json`` last,
 so a client that sees ``agent.json`` finds an agent ready to answer. On SIGTERM/SIGINT or
 ``POST /v1/agent/shutdown`` every serving process is stopped before the agent exits.
+
+An agent that cannot start (TLS needed, a bad certificate, its port taken, a damaged
+registry, a full disk) says why on stderr and, as one JSON line, in ``logs/agent-refusal.json``:
+the client that started it in the background (``_local.start_agent``) raises that error.
 """
 
 from __future__ import annotations
@@ -23,16 +27,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import errors
 from .._config import Home
 
 if TYPE_CHECKING:
     from ._monitor import MonitorSettings
+    from ._registry import Registry
 
 log = logging.getLogger("nbserve.agent")
 
+EXIT_REFUSED = 2  # the agent could not start; its reason is in the refusal file
+EXIT_ALREADY_RUNNING = 3  # another agent holds the lock: a starter waits for that one
 
-class AgentAlreadyRunning(RuntimeError):
-    pass
+
+class AgentAlreadyRunning(errors.Conflict):
+    """Another agent holds this home's lock. Only the agent process meets it (it exits with
+    EXIT_ALREADY_RUNNING and the starter waits for the winner), so it is not in errors.__all__."""
+
+
+class StartRefused(Exception):
+    """Start-up stopped before the agent was ready, for ``error``'s reason."""
+
+    def __init__(self, error: errors.NbserveError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def refusal_file(home: Home) -> Path:
+    return home.logs / "agent-refusal.json"
+
+
+def write_refusal(home: Home, error: errors.NbserveError) -> None:
+    """One JSON line for the client that started this agent; best effort (the disk may be full)."""
+    line = json.dumps({"pid": os.getpid(), "at": time.time(), **error.to_payload()["error"]}, default=str)
+    try:
+        home.logs.mkdir(parents=True, exist_ok=True)
+        tmp = refusal_file(home).with_name(f"agent-refusal.{os.getpid()}.tmp")
+        tmp.write_text(line + "\n")
+        os.replace(tmp, refusal_file(home))
+    except OSError:
+        pass
+
+
+def read_refusal(home: Home) -> dict[str, Any] | None:
+    """The last refusal an agent of this home wrote (``pid``, ``at``, ``type``, ``message``...)."""
+    try:
+        found = json.loads(refusal_file(home).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("message"), str) else None
 
 
 @dataclass(frozen=True)
@@ -46,15 +89,18 @@ class Exposure:
     predict_auth: str | None = None  # "token" | "open"; None: token unless loopback without TLS
     public_host: str | None = None  # the host name clients use, for stable URLs
 
-    def refusal(self, host: str) -> str | None:
+    def refusal(self, host: str) -> errors.AgentStartFailed | None:
         """Why the agent must not listen on ``host`` with these settings (None: it may)."""
         if bool(self.tls_cert) != bool(self.tls_key):
-            return "give both --tls-cert and --tls-key (make a pair with `nbserve agent init-tls`)"
+            return errors.AgentStartFailed("give both --tls-cert and --tls-key",
+                                           hint="make a pair with `nbserve agent init-tls`")
         if _is_loopback(host) or self.tls_cert or self.insecure:
             return None
-        return (f"refusing to listen on {host} without TLS: tokens and data would cross the network in "
-                "clear text. Make a certificate with `nbserve agent init-tls --host <name>` and pass "
-                "--tls-cert/--tls-key, or pass --insecure to accept the risk (e.g. behind a TLS proxy).")
+        return errors.AgentStartFailed(
+            f"refusing to listen on {host} without TLS: tokens and data would cross the network in clear text",
+            hint="make a certificate with `nbserve agent init-tls --tls-host <name>` and pass --tls-cert/--tls-key, "
+                 "or pass --insecure to accept the risk (e.g. behind a TLS proxy)",
+        )
 
     def default_predict_auth(self, host: str) -> str:
         if self.predict_auth:
@@ -90,7 +136,8 @@ def take_lock(home: Home) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise AgentAlreadyRunning(f"another agent holds {home.lock_file}") from None
+        raise AgentAlreadyRunning(f"another agent holds {home.lock_file}",
+                                  hint="`nbserve agent status` shows it; `nbserve agent stop` stops it") from None
     return handle
 
 
@@ -115,11 +162,65 @@ def write_agent_file(home: Home, host: str, port: int, exposure: Exposure | None
 
 def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise errors.AgentStartFailed(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another --port (or leave it out for a free one), or stop what holds it"
+            if port else "check --host: it must be an address of this machine",
+        ) from None
     sock.setblocking(False)
     return sock
+
+
+def _start_error(exc: Exception, home: Home) -> errors.NbserveError:
+    """What a start-up failure tells the person who started the agent."""
+    from ._storage import insufficient, is_disk_full
+
+    if isinstance(exc, errors.NbserveError):
+        return exc
+    if is_disk_full(exc):
+        return insufficient(home.root, what="the agent cannot start")
+    log.error("start-up failed", exc_info=exc)  # the traceback stays in the log
+    return errors.AgentStartFailed(f"the agent failed while starting: {type(exc).__name__}: {exc}",
+                                   hint=f"see {home.agent_log}")
+
+
+def _set_aside_damaged_metrics(home: Home, registry: "Registry") -> None:
+    """A metrics file SQLite cannot read is moved aside (kept, never deleted) and a new one
+    started: measurements are not worth refusing to serve for, but they are not dropped
+    silently either (a ``metrics_damaged`` event, a warning in the log, ``nbserve doctor``)."""
+    import sqlite3
+
+    from ._registry import is_damage
+
+    path = home.metrics
+    if not path.exists():
+        return
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header and schema
+        finally:
+            db.close()
+        return
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        found = str(exc)
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):  # the WAL keeps its name's pairing: sqlite3 opens it with the file
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            os.replace(part, f"{aside}{suffix}")
+    message = (f"metrics.sqlite was damaged ({found}): moved to {aside.name} and a new one started; "
+               f"latency and sample history before now is in that file (recover it with sqlite3 .recover)")
+    log.warning(message)
+    registry.add_event("metrics_damaged", message, data={"path": str(aside), "found": found})
 
 
 async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
@@ -135,10 +236,12 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
     from ._scheduler import Scheduler
 
     lock = lock or take_lock(home)
+    ready = False
     try:
         exposure = exposure or Exposure()
         token = read_or_create_token(home)
         registry = Registry(home.registry)
+        _set_aside_damaged_metrics(home, registry)
         tokens = Tokens(registry, token)
         tls: Any = server_context(exposure.tls_cert, exposure.tls_key) if exposure.tls_cert else None
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
@@ -171,7 +274,12 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         server_task = loop.create_task(server.serve(sockets=[sock]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)
+        if not server.started:
+            raise errors.AgentStartFailed(f"the API server did not start: {server_task.exception()!r}",
+                                          hint=f"see {home.agent_log}")
         write_agent_file(home, host, bound_port, exposure)
+        ready = True
+        refusal_file(home).unlink(missing_ok=True)  # an earlier start's reason no longer holds
         # What start-up loaded (FastAPI, BentoML, pandas...) lives as long as the agent: keep it
         # out of the collector, so a full collection does not pause the stable URLs for tens of ms.
         gc.collect()
@@ -190,6 +298,10 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         server.should_exit = True
         await asyncio.wait({server_task}, timeout=5)
         registry.close()
+    except Exception as exc:
+        if ready:
+            raise
+        raise StartRefused(_start_error(exc, home)) from None
     finally:
         if _owns_agent_file(home):
             home.agent_file.unlink(missing_ok=True)
@@ -213,26 +325,26 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         exposure: Exposure | None = None, memory_budget: str | int | None = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     exposure = exposure or Exposure()
-    from ..errors import InvalidArgument
     from ._limits import parse_memory
 
     try:
         budget = parse_memory(memory_budget or os.environ.get("NBSERVE_MEMORY_BUDGET") or None)
-    except InvalidArgument as exc:
-        print(f"nbserve agent: {exc.message}", file=sys.stderr)
-        return 2
+    except errors.InvalidArgument as exc:
+        return _refuse(home, exc)
     refusal = exposure.refusal(host)
     if refusal:
-        print(f"nbserve agent: {refusal}", file=sys.stderr)
-        return 2
-    home.ensure()
+        return _refuse(home, refusal)
+    try:
+        home.ensure()
+    except OSError as exc:
+        return _refuse(home, _start_error(exc, home))
     # The lock first, before any heavy import: a second agent (two kernels racing to start
     # one) exits in milliseconds instead of lingering through start-up.
     try:
         lock = take_lock(home)
     except AgentAlreadyRunning as exc:
-        print(f"nbserve agent: {exc}", file=sys.stderr)
-        return 3
+        _say(exc)
+        return EXIT_ALREADY_RUNNING
     os.environ["BENTOML_HOME"] = str(home.bentoml_home)  # before bentoml is imported
     logging.basicConfig(
         level=os.environ.get("NBSERVE_LOG_LEVEL", "INFO"),
@@ -246,8 +358,33 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
-    runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget))
+    try:
+        runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget))
+    except StartRefused as refused:
+        return _refuse(home, refused.error)
     return 0
+
+
+def _say(error: errors.NbserveError) -> None:
+    print(f"nbserve agent: {error.message}", file=sys.stderr)
+    if error.hint:
+        print(f"  hint: {error.hint}", file=sys.stderr)
+
+
+# Start-up failures keep these classes (the starter raises them too); any other becomes
+# AgentStartFailed with its message and hint.
+START_ERRORS = (errors.AgentStartFailed, errors.RegistryDamaged, errors.InsufficientStorage)
+
+
+def _refuse(home: Home, error: errors.NbserveError) -> int:
+    """Say why the agent does not start (stderr: the terminal of `agent run`, or agent.log)
+    and leave the reason for the client that started it in the background."""
+    if not isinstance(error, START_ERRORS):
+        error = errors.AgentStartFailed(error.message, hint=error.hint, **error.details)
+    _say(error)
+    if home.root.is_dir():
+        write_refusal(home, error)
+    return EXIT_REFUSED
 
 
 if __name__ == "__main__":  # pragma: no cover

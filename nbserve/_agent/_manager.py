@@ -1465,34 +1465,22 @@ class Manager:
 
 
 def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
-    """Import into the agent's store; return the tag and the bundle's metadata."""
+    """Import into the agent's store; return the tag and the bundle's metadata. A full disk
+    is ``InsufficientStorage`` with nothing half-written (see ``import_into_store``)."""
     import json
 
-    import bentoml
-    from bentoml.exceptions import BentoMLException
-
     from .._service_template import BUNDLE_FILE
+    from ._archive import import_into_store
 
     if not archive.is_file():
         raise InvalidArgument(f"no Bento archive at {archive}")
-    try:
-        bento = bentoml.import_bento(str(archive))
-    except BentoMLException as exc:
-        if "already exists" in str(exc):
-            tag = str(exc).split("'")[1] if "'" in str(exc) else None
-            if tag:
-                bento = bentoml.get(tag)
-            else:  # pragma: no cover
-                raise InvalidArgument(f"the Bento archive could not be imported: {exc}") from None
-        else:
-            raise InvalidArgument(f"the Bento archive could not be imported: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a broken archive can fail in many ways
-        raise InvalidArgument(
-            f"the Bento archive could not be imported: {type(exc).__name__}: {exc}",
-            hint="rebuild it with nbserve.deploy(); the archive may be truncated",
-        ) from None
+    # A staged upload is deployed once: if it does not import, nothing else can use it.
+    staged = archive.parent == home.staging / "uploads"
+    bento = import_into_store(archive, home.bentoml_home, discard=staged)
     bundle_path = Path(bento.path) / "src" / BUNDLE_FILE
     if not bundle_path.is_file():
+        if staged:
+            archive.unlink(missing_ok=True)
         raise InvalidArgument(
             f"{bento.tag} is not an nbserve bundle (no {BUNDLE_FILE})",
             hint="deploy models with nbserve.deploy() or %deploy",

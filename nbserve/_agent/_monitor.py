@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._histogram import LatencyHistogram
 from ._proxy import RequestRecord
+from ._storage import is_disk_full
 
 if TYPE_CHECKING:
     from ._supervisor import ServingProcess
@@ -231,16 +232,33 @@ class Monitor:
         self._last_flush = self._last_resources = self._last_resource_store = 0.0
         self._last_retention = 0.0
 
-    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Many rows in one transaction: one WAL commit, not one per row (autocommit)."""
+    _disk_full = False  # set while writes fail for lack of space (logged once)
+
+    def _write(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
+        """Many rows in one transaction: one WAL commit, not one per row (autocommit).
+        False when the disk is full: nothing written, logged once, serving goes on."""
         with self._db_lock:
-            self._db.execute("BEGIN")
             try:
-                self._db.executemany(sql, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(sql, rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back on its own
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                if not self._disk_full:
+                    log.error("metrics not written, the disk is full: panes wait in memory, samples are "
+                              "dropped until space is freed")
+                self._disk_full = True
+                return False
+        if self._disk_full:
+            log.warning("metrics are written again")
+            self._disk_full = False
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -376,12 +394,14 @@ class Monitor:
                 pane.dirty = False
             for key in [k for k, p in self._panes.items() if k[2] < current - 1 and not p.dirty]:
                 del self._panes[key]
-        if rows:
-            self._write(
-                "INSERT OR REPLACE INTO panes (deployment, version, minute, requests, errors,"
-                " client_errors, rows, latency_sum, histogram) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        if rows and not self._write(
+            "INSERT OR REPLACE INTO panes (deployment, version, minute, requests, errors,"
+            " client_errors, rows, latency_sum, histogram) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        ):
+            with self._lock:  # not written (a full disk): the next flush tries them again
+                for key, pane in dirty:
+                    self._panes.setdefault(key, pane).dirty = True
 
     # -- resources ---------------------------------------------------------------------
 

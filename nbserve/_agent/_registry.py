@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import errors
+from ._storage import insufficient, is_disk_full
+
 SCHEMA_VERSION = 4
 
 _SCHEMA = """
@@ -143,6 +146,49 @@ _AUDIT_FIELDS = ("seq", "ts", "actor", "token", "source", "action", "deployment"
                  "after", "detail")
 
 
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+RECOVERY_DOC = "docs/operations.md#a-damaged-registry-or-metrics-file"
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite says the file is not a (whole) database, as opposed to busy, full or unreadable."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def damaged(path: Path, found: str) -> errors.RegistryDamaged:
+    fixed = path.with_name("registry-recovered.sqlite")
+    return errors.RegistryDamaged(
+        f"the registry file {path} is damaged ({found[:200]}); the agent will not start on it",
+        hint=f"stop here and recover it: restore your backup of it, or "
+             f"`sqlite3 {path} \".recover\" | sqlite3 {fixed}` and move that in its place, or move the "
+             f"file aside to start with an empty registry (the Bentos in bentoml/ stay); see {RECOVERY_DOC}",
+        path=str(path), found=found[:2000],
+    )
+
+
+def check_database(path: Path, *, full: bool = True) -> list[str]:
+    """SQLite's own check of a database file, read-only: ``[]`` when intact (or absent), else
+    what it found (at most 20 lines). ``full``: ``integrity_check`` (also indexes against
+    tables), else ``quick_check``."""
+    if not path.exists():
+        return []
+    pragma = "integrity_check(20)" if full else "quick_check(20)"
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            found = [str(r[0]) for r in db.execute(f"PRAGMA {pragma}")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return [str(exc)]
+        raise
+    return [] if found == ["ok"] else found
+
+
 def utcnow() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
@@ -236,6 +282,24 @@ class Registry:
         # connection has written (data_version unchanged), only records after it need checking.
         self._audit_verified: tuple[int, int, str, int] | None = None
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._open()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, errors.NbserveError):
+                raise
+            if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+                raise damaged(path, str(exc)) from None
+            if is_disk_full(exc):
+                raise insufficient(path, what="opening the registry") from None
+            raise
+
+    def _open(self) -> None:
+        # Checked before anything writes to it: a damaged file is refused as it is found,
+        # never "repaired" into something that loses or invents state.
+        problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise damaged(self.path, "; ".join(problems))
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -265,14 +329,22 @@ class Registry:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; on a full disk nothing of it is kept and the caller gets
+        :class:`~nbserve.errors.InsufficientStorage` (507), not SQLite's own error."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")  # where WAL mode writes, so where a full disk shows
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back on its own
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if is_disk_full(exc):
+                    raise insufficient(self.path, what="writing the registry") from None
                 raise
-            self._db.execute("COMMIT")
 
     # -- deployments --------------------------------------------------------------
 

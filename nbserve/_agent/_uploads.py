@@ -4,7 +4,8 @@ A remote client cannot name a file on the agent's disk, so it uploads the archiv
 (``POST /v1/uploads``, streamed, with its size and SHA-256) and deploys the returned
 ``upload_id``. An upload is verified (size, digest) and inspected member by member
 (:func:`check_archive`) before anything imports it; a refused upload leaves nothing
-behind, and the version that serves keeps serving.
+behind, and the version that serves keeps serving. One that does not fit on the disk is
+refused with ``InsufficientStorage`` (507): before it is read, or as the disk fills.
 """
 
 from __future__ import annotations
