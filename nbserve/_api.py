@@ -680,12 +680,16 @@ def deploy(
     batching: bool | None = None,
     max_batch_size: int | None = None,
     max_latency_ms: float | None = None,
+    method: str | None = None,
+    methods: list[str] | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
     Args:
-        model: a fitted model with ``predict`` (scikit-learn estimators and Pipelines,
-            XGBoost, LightGBM Boosters, PyTorch modules, or any picklable object).
+        model: a fitted model (scikit-learn estimators and Pipelines, XGBoost, LightGBM
+            Boosters, PyTorch modules, any picklable object with ``predict``), or a plain
+            function or callable taking the input; classes and functions defined in the
+            notebook (or in ``.py`` files beside it) are saved with it.
         name: the deployment; deploying the same name again makes the next version.
         sample: rows of input data (DataFrame or 2-D array); it fixes the input schema and
             is kept (up to 10,000 rows) as the reference for drift.
@@ -716,6 +720,11 @@ def deploy(
             a request waits at most ``max_latency_ms`` (default 60000) for its batch's answer,
             else it gets a 503 and the agent records a ``batch_overloaded`` warning. Giving
             either knob turns batching on. See docs/scaling.md for the trade-off.
+        method: the model method ``/predict`` answers with: ``"predict"`` (default),
+            ``"predict_proba"``, ``"transform"``, ``"decision_function"``, ``"__call__"`` or any
+            public method; a named method is also served at its own path (``/transform``).
+        methods: several methods, each at its own path, the first also at ``/predict``
+            (default: ``predict``, plus ``predict_proba`` when the model has it).
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -736,6 +745,7 @@ def deploy(
                 model, name=name, sample=sample, description=description, notebook=notebook,
                 on_step=lambda key, detail: show.step(key, detail),
                 card={"intended_use": intended_use, "limitations": limitations},
+                method=method, methods=methods,
             )
         except NbserveError as exc:
             _report(client, name, f"the bundle was not built: {exc.message}")

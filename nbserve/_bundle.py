@@ -42,7 +42,7 @@ from ._service_template import (
 )
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
-__all__ = ["Flavor", "register_flavor", "flavor_for", "Bundle", "build_bundle"]
+__all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
 
 REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
@@ -68,8 +68,20 @@ class Flavor:
     name: str
     bentoml_module: str  # has save_model / load_model
     matches: Callable[[Any], bool]
-    predict_expr: str = "self.model.predict(frame)"
-    needs_predict: bool = True
+    predict_expr: str = "self.model.predict(frame)"  # what the server runs for the "predict" method
+    default_method: str = "predict"  # what is served when the deploy names no method
+
+    def serve_expr(self, method: str) -> str:
+        """The service's Python expression that calls ``method`` on ``frame``."""
+        if method == self.default_method:
+            return self.predict_expr
+        if method == "__call__":
+            return "self.model(frame)"
+        return f"self.model.{method}(frame)"
+
+    def call(self, model: Any, method: str, data: Any) -> Any:
+        """The same call in the kernel, on the sample (proof the model can serve it)."""
+        return model(data) if method == "__call__" else getattr(model, method)(data)
 
     def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
         import importlib
@@ -115,10 +127,21 @@ register_flavor(
             "self.model(__import__('torch').as_tensor(np.asarray(frame, dtype='float32')))"
             ".detach().cpu().numpy()"
         ),
-        needs_predict=False,
+        default_method="__call__",
+    )
+)
+register_flavor(
+    # Plain functions, lambdas and callable objects without predict: called with the input.
+    Flavor(
+        "function",
+        "bentoml.picklable_model",
+        lambda m: callable(m) and not isinstance(m, type) and not callable(getattr(m, "predict", None)),
+        predict_expr="self.model(frame)",
+        default_method="__call__",
     )
 )
 register_flavor(Flavor("picklable", "bentoml.picklable_model", lambda m: True))
+
 
 def _flavor_named(name: str) -> Flavor:
     return next(f for f in _FLAVORS if f.name == name)
@@ -138,18 +161,63 @@ def _load_entry_point_flavors() -> None:
 
 
 def flavor_for(model: Any) -> Flavor:
-    """The first registered flavor that takes this model; checks it can predict."""
+    """The first registered flavor that takes this model."""
     _load_entry_point_flavors()
     for flavor in _FLAVORS:
         if flavor.matches(model):
-            if flavor.needs_predict and not callable(getattr(model, "predict", None)):
-                raise ModelNotServable(
-                    f"{type(model).__name__} has no predict() method, so it cannot be served",
-                    hint="deploy a fitted estimator, or wrap the object in a class with "
-                    "predict(self, X) that returns one prediction per row",
-                )
             return flavor
     raise ModelNotServable(f"no flavor can save a {type(model).__name__}")  # pragma: no cover
+
+
+# Methods worth naming when a model lacks the one asked for.
+_KNOWN_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform",
+                  "score_samples", "__call__")
+
+
+def served_methods(model: Any, flavor: Flavor, method: str | None = None,
+                   methods: Iterable[str] | None = None) -> list[str]:
+    """The model methods a version serves, the first at ``/predict``. By default: the
+    flavor's own (``predict``, or calling the model) and ``predict_proba`` when the model has it."""
+    if methods is not None and method is not None:
+        raise InvalidArgument("give method or methods, not both", hint="methods=['predict', 'predict_proba']")
+    if methods is not None:
+        asked = list(methods)
+        if not asked or not all(isinstance(m, str) for m in asked):
+            raise InvalidArgument("methods must be a non-empty list of method names",
+                                  hint="e.g. methods=['predict', 'predict_proba']")
+    elif method is not None:
+        asked = [method]
+    else:
+        asked = [flavor.default_method]
+        if flavor.default_method == "predict" and callable(getattr(model, "predict_proba", None)):
+            asked.append("predict_proba")
+    if len(set(asked)) != len(asked):
+        raise InvalidArgument(f"methods named twice: {asked}")
+    has = [m for m in _KNOWN_METHODS if (callable(model) if m == "__call__" else callable(getattr(model, m, None)))]
+    for name in asked:
+        if not isinstance(name, str) or not (name == "__call__" or (name.isidentifier() and not name.startswith("_"))):
+            raise InvalidArgument(f"{name!r} cannot be served: name a public method, or '__call__'",
+                                  hint=f"{type(model).__name__} has: {', '.join(has) or 'no known method'}")
+        ok = callable(model) if name == "__call__" else callable(getattr(model, name, None))
+        if not ok:
+            what = "is not callable" if name == "__call__" else f"has no {name}() method"
+            raise ModelNotServable(
+                f"{type(model).__name__} {what}, so it cannot be served",
+                hint=(f"serve one it has: method={has[0]!r}" if has else
+                      "deploy a fitted estimator, a function, or an object with predict(self, X)")
+                + (f" (it has {', '.join(has)})" if len(has) > 1 else ""),
+            )
+    return asked
+
+
+def service_apis(methods: list[str]) -> list[tuple[str, str]]:
+    """(path name, method) pairs: the first method at ``/predict``, each named one at its own
+    path too (``/transform``, ``/predict_proba``); calling the model is ``/predict`` only."""
+    apis = [("predict", methods[0])]
+    for name in methods:
+        if name not in ("predict", "__call__") and (name, name) not in apis:
+            apis.append((name, name))
+    return apis
 
 
 # -- schema and reference sample ------------------------------------------------------
@@ -463,30 +531,42 @@ def model_task(model: Any, predictions: Any) -> str | None:
     return None
 
 
-def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor) -> Any:
-    """The model's own predictions on the sample: proof it can predict what it will serve."""
+def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor, method: str = "predict") -> Any:
+    """The model's answers to the sample through one served method: proof it can serve it."""
     import numpy as np
 
     data = frame.to_numpy() if positional else frame
+    call = "model(...)" if method == "__call__" else f"model.{method}"
     try:
-        if flavor.name == "pytorch":
+        if flavor.name == "pytorch" and method == "__call__":
             import torch
 
             result = model(torch.as_tensor(np.asarray(data, dtype="float32"))).detach().cpu().numpy()
         else:
-            result = model.predict(data)
+            result = flavor.call(model, method, data)
     except Exception as exc:  # noqa: BLE001 - any failure of user code
         raise ModelNotServable(
-            f"model.predict failed on the sample: {type(exc).__name__}: {exc}",
+            f"{call} failed on the sample: {type(exc).__name__}: {exc}",
             hint="the sample must have the columns and types the model was trained on",
         ) from None
-    result = np.asarray(result)
+    result = answers_array(result)
     if result.ndim == 0 or len(result) != len(frame):
         raise ModelNotServable(
-            f"model.predict returned {result.shape} for {len(frame)} sample rows",
-            hint="predict must return one prediction per row",
+            f"{call} returned {result.shape} for {len(frame)} sample rows",
+            hint=f"{call} must return one answer per row",
         )
     return result
+
+
+def answers_array(result: Any) -> Any:
+    """A model's answers as an array: sparse matrices densified, frames and series unwrapped."""
+    import numpy as np
+
+    if hasattr(result, "toarray") and not isinstance(result, np.ndarray):  # scipy.sparse
+        result = result.toarray()
+    if hasattr(result, "to_numpy"):
+        result = result.to_numpy()
+    return np.asarray(result)
 
 
 def build_bundle(
@@ -499,6 +579,8 @@ def build_bundle(
     reference_rows: int = REFERENCE_ROWS,
     on_step: Callable[[str, str | None], None] = lambda step, detail: None,
     card: dict[str, str | None] | None = None,
+    method: str | None = None,
+    methods: Iterable[str] | None = None,
 ) -> Bundle:
     """Save ``model`` with BentoML and build its Bento; return the exported archive.
 
@@ -515,7 +597,10 @@ def build_bundle(
     if len(frame) > reference_rows:
         frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
     schema = infer_schema(frame, positional)
-    predictions = _predict_column(model, frame, positional, flavor)
+    served = served_methods(model, flavor, method, methods)
+    predictions = _predict_column(model, frame, positional, flavor, served[0])
+    for other in served[1:]:
+        _predict_column(model, frame, positional, flavor, other)
 
     by_value = _ByValue(local_code)
     with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
@@ -523,11 +608,12 @@ def build_bundle(
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {
-        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "class": _described(model),
         "flavor": flavor.name,
         "params": _model_params(model),
         "task": model_task(model, predictions),
         "code_by_value": local_code,  # notebook code saved with the model (see notebook_code)
+        "methods": served,  # the first at /predict, each named one at its own path too
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s
@@ -551,8 +637,7 @@ def build_bundle(
                 deployment=name,
                 model_tag=model_tag,
                 loader_module=flavor.bentoml_module,
-                predict_expr=flavor.predict_expr,
-                has_predict_proba=callable(getattr(model, "predict_proba", None)),
+                apis=[(path, flavor.serve_expr(m)) for path, m in service_apis(served)],
             )
         )
         reference = frame.copy()
@@ -603,6 +688,14 @@ def build_bundle(
     bundle_meta["bento_tag"] = str(bento.tag)
     bundle_meta["sample_row"] = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
     return Bundle(name, str(bento.tag), model_tag, flavor.name, archive, bundle_meta)
+
+
+def _described(model: Any) -> str:
+    """``module.QualName`` of the model's class, or of the function itself."""
+    import inspect
+
+    named = model if inspect.isfunction(model) or inspect.isbuiltin(model) else type(model)
+    return f"{getattr(named, '__module__', None) or '?'}.{getattr(named, '__qualname__', type(model).__name__)}"
 
 
 def _model_params(model: Any) -> dict[str, Any]:

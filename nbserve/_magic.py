@@ -18,7 +18,7 @@ from .errors import NbserveError
 USAGE = """\
 %deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N] [--target T]
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
-        [--intended-use TEXT] [--limitations TEXT]
+        [--intended-use TEXT] [--limitations TEXT] [--method M | --methods M1,M2]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20]]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
@@ -32,7 +32,8 @@ USAGE = """\
 %deploy --quality NAME [--window 1d] | --card NAME [--version N]
 %deploy --help
 
-MODEL and SAMPLE are names (or expressions) in the notebook's namespace.
+MODEL and SAMPLE are names (or expressions) in the notebook's namespace; MODEL may be a
+function. --method serves that method at /predict (and at its own path), e.g. transform.
 Deploying an existing NAME again makes its next version."""
 
 
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=float)
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
+    p.add_argument("--method")
+    p.add_argument("--methods", type=lambda text: [m.strip() for m in text.split(",") if m.strip()])
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--alias", nargs=3, metavar=("ALIAS", "NAME", "VERSION"))
     actions.add_argument("--quality", metavar="NAME")
@@ -161,6 +164,7 @@ class DeployMagics(Magics):
             intended_use=args.intended_use, limitations=args.limitations,
             workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
             batching=args.batching, max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
+            method=args.method, methods=args.methods,
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

@@ -165,6 +165,8 @@ class _Rows(DataframeSchema):
 
 
 def _jsonable(result: t.Any) -> t.Any:
+    if hasattr(result, "toarray") and not isinstance(result, np.ndarray):  # scipy.sparse (a transform)
+        result = result.toarray()
     if isinstance(result, (pd.DataFrame, pd.Series)):
         result = result.to_numpy()
     return np.asarray(result)
@@ -248,9 +250,7 @@ class ${class_name}:
         import ${loader_module}
 
         self.model = ${loader_module}.load_model(self.model_ref)
-        self._predictors = {"predict": lambda frame: ${predict_expr}}
-        if hasattr(self.model, "predict_proba"):
-            self._predictors["predict_proba"] = self.model.predict_proba
+        self._predictors = {${predictors}}
         self._batchers = {api: _Batcher(f, **_BATCHING) for api, f in self._predictors.items()} if _BATCHING else {}
 
     @staticmethod
@@ -312,6 +312,10 @@ _API = string.Template(
 )
 
 
+# Names the service class already uses: a model method of that name cannot be an API too.
+_RESERVED_APIS = frozenset({"model_ref", "model", "docs", "readyz", "livez", "metrics"})
+
+
 def service_class_name(deployment: str) -> str:
     """The Python class name of a deployment's service: ``churn-v2`` -> ``ChurnV2Service``."""
     parts = deployment.replace("-", "_").split("_")
@@ -323,10 +327,13 @@ def render_service(
     deployment: str,
     model_tag: str,
     loader_module: str,
-    predict_expr: str,
-    has_predict_proba: bool,
+    apis: list[tuple[str, str]],
 ) -> str:
-    """The source of the service module for one version."""
+    """The source of the service module for one version. ``apis``: (path name, Python
+    expression of ``frame`` that answers it), ``predict`` first."""
+    for name, _ in apis:
+        if not name.isidentifier() or name.startswith("_") or name in _RESERVED_APIS:
+            raise ValueError(f"{name!r} cannot name an API")
     return _TEMPLATE.substitute(
         # Values that land in Python literals are repr()'d, so no name can break the module.
         deployment=repr(deployment),
@@ -335,8 +342,8 @@ def render_service(
         class_name=service_class_name(deployment),
         model_tag=repr(model_tag),
         loader_module=loader_module,
-        predict_expr=predict_expr,
-        apis="".join(_API.substitute(api=api) for api in ("predict", "predict_proba")[:2 if has_predict_proba else 1]),
+        predictors=", ".join(f"{name!r}: lambda frame: {expr}" for name, expr in apis),
+        apis="".join(_API.substitute(api=name) for name, _ in apis),
         batching_env=BATCHING_ENV,
     )
 

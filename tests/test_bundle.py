@@ -37,10 +37,38 @@ def test_flavors_follow_the_model_class(forest):
 
 
 def test_an_object_without_predict_is_not_servable():
+    from nbserve._bundle import served_methods
+
+    weights = {"weights": [1, 2]}
     with pytest.raises(errors.ModelNotServable, match="has no predict") as info:
-        flavor_for({"weights": [1, 2]})
+        served_methods(weights, flavor_for(weights))
     assert info.value.hint and "predict" in info.value.hint
     assert info.value.status == 422
+
+
+def test_the_served_methods_are_checked_and_named():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from nbserve._bundle import served_methods, service_apis
+
+    clf = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    assert served_methods(clf, flavor_for(clf)) == ["predict", "predict_proba"]
+    assert served_methods(clf, flavor_for(clf), "decision_function") == ["decision_function"]
+    vectorizer = TfidfVectorizer().fit(["good pasta", "cold soup"])
+    with pytest.raises(errors.ModelNotServable, match="has no predict") as info:
+        served_methods(vectorizer, flavor_for(vectorizer))
+    assert "method='transform'" in info.value.hint  # says what it can serve instead
+    with pytest.raises(errors.InvalidArgument, match="public method"):
+        served_methods(clf, flavor_for(clf), "_private")
+
+    def price(frame):
+        return frame["x"] * 2
+
+    assert flavor_for(price).name == "function" and served_methods(price, flavor_for(price)) == ["__call__"]
+    assert service_apis(["transform"]) == [("predict", "transform"), ("transform", "transform")]
+    assert service_apis(["predict", "predict_proba"]) == [("predict", "predict"), ("predict_proba", "predict_proba")]
+    assert service_apis(["__call__"]) == [("predict", "__call__")]
 
 
 @pytest.mark.parametrize(
@@ -141,7 +169,7 @@ def test_a_model_that_cannot_predict_its_sample_is_refused_before_saving(forest,
 def test_rendered_service_is_valid_python_with_names_quoted():
     source = render_service(
         deployment="a-b_c", model_tag="a-b_c:xyz", loader_module="bentoml.sklearn",
-        predict_expr="self.model.predict(frame)", has_predict_proba=True,
+        apis=[("predict", "self.model.predict(frame)"), ("predict_proba", "self.model.predict_proba(frame)")],
     )
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
@@ -219,7 +247,7 @@ def _service_helpers(columns: list[dict]) -> dict:
     """The generated service's module-level helpers (request check, batcher) for a schema,
     without bentoml serving anything: the module up to its service class, executed."""
     source = render_service(deployment="c", model_tag="c:1", loader_module="bentoml.sklearn",
-                            predict_expr="self.model.predict(frame)", has_predict_proba=False)
+                            apis=[("predict", "self.model.predict(frame)")])
     head = source.split("# BentoML serves its Swagger UI")[0].replace(
         '_BUNDLE = json.loads((pathlib.Path(__file__).parent / "nbserve_bundle.json").read_text())',
         "_BUNDLE = {'schema': {'columns': COLUMNS}}")

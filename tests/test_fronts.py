@@ -95,6 +95,21 @@ def test_magic_deploys_lists_rolls_back_and_stops(shell, iris, forest, tree):
     assert shell.run_line_magic("deploy", "--start magic-iris").status == "serving"
 
 
+def test_magic_deploys_a_function_and_a_named_method(shell, iris):
+    from sklearn.preprocessing import StandardScaler
+
+    X_train, X_test, _, _ = iris
+    shell.run_cell("def twice(frame):\n    return frame['sepal_length'] * 2")  # a notebook function
+    shell.user_ns.update(scaler=StandardScaler().fit(X_train), X_test=X_test)
+    dep = shell.run_line_magic("deploy", "twice --name magic-fn --sample X_test")
+    np.testing.assert_allclose(dep.predict(X_test), X_test["sepal_length"] * 2)
+    dep = shell.run_line_magic("deploy", "scaler --name magic-scaler --sample X_test --method transform")
+    np.testing.assert_allclose(dep.predict(X_test, endpoint="transform"),
+                               shell.user_ns["scaler"].transform(X_test), rtol=1e-6)
+    with pytest.raises(UsageError, match="has no nope"):
+        shell.run_line_magic("deploy", "scaler --name magic-scaler --sample X_test --methods transform,nope")
+
+
 # -- the CLI ---------------------------------------------------------------------------
 
 
