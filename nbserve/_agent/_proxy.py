@@ -737,15 +737,14 @@ class _ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._cur
-        size = len(name) + len(value)
-        req.head_len += size
-        req.nhdrs += 1
         ep = self._ep
-        if (size > ep._max_header_bytes or req.nhdrs > ep._max_headers
-                or req.head_len > ep._max_head_bytes):
+        size = len(name) + len(value)
+        count = req.nhdrs = req.nhdrs + 1
+        total = req.head_len = req.head_len + size
+        if size > ep._max_header_bytes or count > ep._max_headers or total > ep._max_head_bytes:
             raise _HeadRefused(*ep._header_refusal(req, name, size))
         lname = name.lower()
-        if lname == self._ep._sticky_header:
+        if lname == ep._sticky_header:
             req.client_key = value
         if lname == b"x-request-id":
             req.rid = value[:128]  # forwarded as sent (below), echoed in the response
