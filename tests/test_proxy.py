@@ -717,20 +717,91 @@ def test_413_on_oversized_bodies(run, up_a):
     run(main())
 
 
-def test_400_on_malformed_requests(run, up_a):
+# Malformed and ambiguous requests (400): tests/test_hostile.py, against the real agent.
+
+
+HEAD_LIMITS = {"max_request_line": 1000, "max_header_bytes": 500, "max_headers": 10, "max_head_bytes": 4000}
+
+
+def _head(target: bytes = b"/whoami", headers: list[bytes] = ()) -> bytes:
+    return b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "named"),
+    [
+        (_head(b"/whoami?" + b"q" * 2000), 414, "target exceeds 1000 bytes"),
+        (_head(headers=[b"x-big: " + b"v" * 600]), 431, "'x-big' exceeds 500 bytes"),
+        (_head(headers=[b"x-h%d: v" % i for i in range(11)]), 431, "more than 10 request headers"),
+        (_head(b"/whoami?" + b"q" * 900, [b"x-h%d: " % i + b"v" * 400 for i in range(9)]), 431,
+         "head exceeds 4000 bytes"),
+    ],
+    ids=["request-line", "one-header", "header-count", "whole-head"],
+)
+def test_heads_over_a_limit_are_refused_and_never_forwarded(run, up_a, request_bytes, status, named):
     async def main() -> None:
-        async with Proxy(up_a.upstream) as p:
-            out = await raw_exchange(p.ep.port, b"BLAH BLAH\r\n\r\n")
-            [(status, headers, body)] = parse_responses(out)
-            assert status == 400 and headers["connection"] == "close"
-            assert "malformed" in json.loads(body)["error"]
-            # A valid request, then garbage: the first is answered, then 400, then close.
-            out = await raw_exchange(
-                p.ep.port, b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01garbage\r\n\r\n"
-            )
-            assert [r[0] for r in parse_responses(out)] == [200, 400]
+        async with Proxy(up_a.upstream, **HEAD_LIMITS) as p:
+            # Just within every limit: forwarded.
+            ok = _head(b"/whoami?" + b"q" * 900, [b"x-h%d: " % i + b"v" * 300 for i in range(9)])
+            assert [r[0] for r in parse_responses(await raw_exchange(p.ep.port, ok + _head(
+                headers=[b"connection: close"])))] == [200, 200]
+            # A good request, then the oversized one pipelined behind it: answered in order, then closed.
+            out = await raw_exchange(p.ep.port, _head() + request_bytes)
+            [(first, _, _), (refused, headers, body)] = parse_responses(out)
+            assert (first, refused) == (200, status) and headers["connection"] == "close"
+            assert named in json.loads(body)["error"]
+            assert [(r.status, r.label) for r in p.records[-2:]] == [(200, "A"), (status, None)]
 
     run(main())
+
+
+def test_a_header_that_never_ends_is_cut_off_at_the_head_limit(run, up_a):
+    """httptools hands a header over only when its line ends: what it buffers counts too."""
+
+    async def main() -> None:
+        async with Proxy(up_a.upstream, **HEAD_LIMITS) as p:
+            reader, writer = await asyncio.open_connection(HOST, p.ep.port)
+            writer.write(b"GET /whoami HTTP/1.1\r\nHost: x\r\nx-pad: ")
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the head is now in progress
+            for _ in range(16):  # 16 MiB of one header value, in writes the proxy reads as they come
+                writer.write(b"v" * (1 << 20))
+                try:
+                    await writer.drain()
+                except ConnectionError:
+                    break
+            out = await asyncio.wait_for(reader.read(-1), 10)
+            writer.close()
+            [(status, headers, body)] = parse_responses(out)
+            assert status == 431 and "head exceeds 4000 bytes" in json.loads(body)["error"]
+            assert (await p.client.get("/whoami")).status_code == 200
+
+    run(main())
+
+
+def test_a_failing_router_answers_500_and_the_connection_stays_in_step(run, up_a, caplog):
+    def router(method: bytes, url: bytes, body: bytes):
+        if url.startswith(b"/v/async"):
+            async def fail():
+                raise RuntimeError("boom in a coroutine")
+            return fail()
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    async def main() -> None:
+        async with Proxy(up_a.upstream) as p:
+            p.ep.set_router(router)
+            out = await raw_exchange(p.ep.port, _head(b"/v/99999999999999999999999/readyz") + _head(
+                b"/v/async/x") + _head(headers=[b"connection: close"]))
+            [(s1, h1, b1), (s2, _, b2), (s3, _, _)] = parse_responses(out)
+            assert (s1, s2, s3) == (500, 500, 200) and "connection" not in h1
+            assert "OverflowError" in json.loads(b1)["error"] and "RuntimeError" in json.loads(b2)["error"]
+            assert (await p.client.get("/whoami")).status_code == 200
+
+    with caplog.at_level("ERROR", logger="nbserve._agent._proxy"):
+        run(main())
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is None  # one short line a minute, no traceback
+    assert "OverflowError" in failures[0].getMessage()
 
 
 # -- slow clients and flow control -------------------------------------------------------

@@ -1186,7 +1186,10 @@ class Manager:
         return route
 
     def _resolve_version(self, name: str, key: str) -> Any:
-        number = int(key) if key.isdigit() else self.get_row(name).aliases.get(key)
+        if key.isdigit():  # 18 digits fit SQLite's INTEGER; a longer number names no version
+            number = int(key) if len(key) <= 18 else None
+        else:
+            number = self.get_row(name).aliases.get(key)
         if number is None or self.registry.get_version(name, int(number)) is None:
             return _answer(404, {"error": f"{name} has no version or alias {key!r}",
                                  "hint": "use /v/<number>/... or an alias set with dep.alias(name, version)"})
@@ -1245,6 +1248,9 @@ class Manager:
             try:
                 payload = _json.loads(body or b"{}")
                 ids, y_true = payload["ids"], payload["y_true"]
+            except RecursionError:  # like the REST API: a client's mistake, not a 500
+                return _answer(400, {"error": "the body is JSON nested too deeply",
+                                     "hint": "send {\"ids\": [...], \"y_true\": [...]} with flat lists"})
             except (ValueError, KeyError, TypeError):
                 return _answer(400, {"error": "the body must be JSON {\"ids\": [...], \"y_true\": [...]}",
                                      "hint": "ids are the x-request-id of each prediction (\"<id>:<row>\")"})

@@ -79,7 +79,10 @@ _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
     499: "Client Closed Request",
+    500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -91,6 +94,31 @@ _ERROR_TYPES = {401: "AuthenticationFailed", 403: "PermissionDenied", 413: "Payl
 _ROUTED = (b"/v/", b"/metadata", b"/schema", b"/feedback")
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b""})  # other tokens name headers
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+
+def _env_limit(name: str, default: float) -> float:
+    """A limit from the agent's environment (read once, when the agent imports this module)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = type(default)(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r}: expected a positive {type(default).__name__}")
+    return value
+
+
+# What a request may be (defaults like nginx's and h11's); see docs/security.md.  They are the
+# constructor's defaults, so the agent's endpoints take them from its environment.
+MAX_REQUEST_LINE = int(_env_limit("NBSERVE_PROXY_MAX_REQUEST_LINE", 8 * 1024))  # the target (URL)
+MAX_HEADER_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_HEADER_BYTES", 8 * 1024))  # name + value
+MAX_HEADERS = int(_env_limit("NBSERVE_PROXY_MAX_HEADERS", 100))
+MAX_HEAD_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_HEAD_BYTES", 64 * 1024))  # target + every header
+MAX_BODY_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_BODY_BYTES", 64 * 1024 * 1024))
+HEADER_TIMEOUT = float(_env_limit("NBSERVE_PROXY_HEADER_TIMEOUT", 30.0))
 
 _MAX_PIPELINE = 16  # queued requests per client before we stop reading from it
 _MAX_IDLE_PER_UPSTREAM = 128
@@ -125,7 +153,7 @@ Router = Callable[[bytes, bytes, bytes], "LocalAnswer | tuple[Upstream, bytes] |
 class RequestRecord:
     """One proxied request, handed to the endpoint's observer when it completes or fails."""
 
-    label: str | None  # the upstream that answered; None if none did (503/502/504/400/413/499)
+    label: str | None  # the upstream that answered; None if the proxy answered itself (or 499)
     method: str
     path: str  # URL path without the query string
     status: int  # 499 when the client went away first
@@ -182,6 +210,26 @@ async def _exchange_once(upstream: Upstream, head: bytes, body: bytes) -> tuple[
         writer.close()
 
 
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a head over a limit (414 or 431)."""
+
+    def __init__(self, status: int, error: str, hint: str) -> None:
+        super().__init__(error)
+        self.answer = (status, error, hint)
+
+
+class _Discard:
+    """Stands in for the parser after a refused head: what the client still sends is dropped."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
 class _Request:
     """A request as parsed from the client: parse state, then what we forward."""
 
@@ -201,10 +249,13 @@ class _Request:
         "hdrs",
         "head",
         "head_done",
+        "head_len",
+        "head_raw",
         "host",
         "is_head",
         "keep_alive",
         "method",
+        "nhdrs",
         "responded",
         "response",
         "sampled",
@@ -218,6 +269,9 @@ class _Request:
         self.url = b""
         self.method = b""
         self.hdrs: list[bytes] = []  # forwarded header lines, flattened: name, ": ", value, "\r\n"
+        self.nhdrs = 0
+        self.head_len = 0  # bytes of the target and headers parsed so far
+        self.head_raw = 0  # bytes received while the head was incomplete (what httptools buffers)
         self.host: bytes | None = None
         self.xff: bytes | None = None
         self.has_xfh = False
@@ -585,7 +639,8 @@ class _ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing and not self._linger:
-            return  # after Connection: close, a parse error or an upgrade: ignore the rest
+            return  # after Connection: close, a parse error, an upgrade, a refused head: ignored
+        cur = self._cur
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -597,16 +652,27 @@ class _ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             req = self._cur
             self._cur = None
-            self._stop_parsing()
-            if self._linger or (req is not None and req.error is not None):
-                self._linger = False  # garbage while dropping a rejected body: it has its answer
-                if req is not None and req.responded:
-                    self._close()
-                return
-            req = req or _Request()
-            req.keep_alive = False
-            req.error = (400, f"malformed HTTP request: {exc}", "Send a valid HTTP/1.1 request.")
-            self._queue.append(req)
+            if isinstance(exc.__context__, _HeadRefused) and req is not None:
+                self._refuse_head(req, exc.__context__.answer)
+            else:
+                self._stop_parsing()
+                if self._linger or (req is not None and req.error is not None):
+                    self._linger = False  # garbage while dropping a rejected body: it has its answer
+                    if req is not None and req.responded:
+                        self._close()
+                    return
+                req = req or _Request()
+                req.keep_alive = False
+                req.error = (400, f"malformed HTTP request: {exc}", "Send a valid HTTP/1.1 request.")
+                self._queue.append(req)
+        else:
+            if cur is not None and cur is self._cur and not cur.head_done:
+                # All of it belongs to a head still arriving, part of which httptools holds
+                # (a header is handed over only when its line ends): bound that too.
+                cur.head_raw += len(data)
+                if cur.head_raw > self._ep._max_head_bytes:
+                    self._cur = None
+                    self._refuse_head(cur, self._ep._head_too_large())
         if self._busy:
             if len(self._queue) >= _MAX_PIPELINE and not self._paused_queue:
                 self._paused_queue = True
@@ -657,12 +723,28 @@ class _ClientConnection(asyncio.Protocol):
         self._head_armed = False
 
     def on_url(self, url: bytes) -> None:
-        self._cur.url += url
+        req = self._cur
+        req.url += url  # called once per chunk of a long target: the check bounds what we keep
+        req.head_len += len(url)
+        if len(req.url) > self._ep._max_request_line:
+            ep = self._ep
+            raise _HeadRefused(
+                414,
+                f"request target exceeds {ep._max_request_line} bytes",
+                "Send the data in the request body, not the URL "
+                "(the agent's NBSERVE_PROXY_MAX_REQUEST_LINE sets the limit).",
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._cur
+        ep = self._ep
+        size = len(name) + len(value)
+        count = req.nhdrs = req.nhdrs + 1
+        total = req.head_len = req.head_len + size
+        if size > ep._max_header_bytes or count > ep._max_headers or total > ep._max_head_bytes:
+            raise _HeadRefused(*ep._header_refusal(req, name, size))
         lname = name.lower()
-        if lname == self._ep._sticky_header:
+        if lname == ep._sticky_header:
             req.client_key = value
         if lname == b"x-request-id":
             req.rid = value[:128]  # forwarded as sent (below), echoed in the response
@@ -704,6 +786,10 @@ class _ClientConnection(asyncio.Protocol):
         req.is_head = req.method == b"HEAD"
         req.keep_alive = parser.should_keep_alive()
         ep = self._ep
+        if req.method == b"CONNECT":  # we tunnel nothing, and a model server has no use for it
+            self._reject(req, (405, "CONNECT is not supported: a stable URL is not a forward proxy",
+                               "Send the request itself (e.g. POST /predict) to the stable URL."))
+            return
         if req.clen is not None:
             try:
                 too_big = int(req.clen) > ep._max_body_bytes
@@ -783,17 +869,21 @@ class _ClientConnection(asyncio.Protocol):
                 continue
             pinned = None
             if ep._router is not None and req.url.startswith(_ROUTED):
-                route = ep._router(req.method, req.url, req.body)
-                if route is not None:
-                    if isinstance(route, LocalAnswer):
-                        self._respond_local(req, route)
-                        continue
-                    if not isinstance(route, tuple):  # a coroutine: answered when it finishes
-                        self._await_local(req, route)
-                        continue
-                    upstream, path = route
-                    pinned = ep._pool_for(upstream)
-                    req.head = req.method + b" " + path + req.head[len(req.method) + 1 + len(req.url):]
+                try:
+                    route = ep._router(req.method, req.url, req.body)
+                    if isinstance(route, tuple):
+                        upstream, path = route
+                        pinned = ep._pool_for(upstream)
+                        req.head = req.method + b" " + path + req.head[len(req.method) + 1 + len(req.url):]
+                except Exception as exc:  # noqa: BLE001 - a router bug: 500, the connection lives on
+                    self._respond_error(req, 500, *ep._router_failed(req, exc))
+                    continue
+                if isinstance(route, LocalAnswer):
+                    self._respond_local(req, route)
+                    continue
+                if route is not None and pinned is None:  # a coroutine: answered when it finishes
+                    self._await_local(req, route)
+                    continue
             pool = pinned or ep._pool
             if pool is None and ep._waker is not None and self._loop.time() >= ep._no_wake_until:
                 # Scaled to zero: hold the request (and this connection's queue) until the
@@ -997,7 +1087,7 @@ class _ClientConnection(asyncio.Protocol):
     # -- local responses -------------------------------------------------------------
 
     def _respond_error(self, req: _Request, status: int, error: str, hint: str) -> None:
-        """Answer a request that was never forwarded (503, 400, 413)."""
+        """Answer a request that was never forwarded (503, 500, 400, 413, 414, 431)."""
         close = not req.keep_alive or status in (400, 413)
         self._write_error(req, status, error, hint, close)
         req.responded = True
@@ -1010,6 +1100,8 @@ class _ClientConnection(asyncio.Protocol):
                 # briefly so the client sees the answer rather than a reset.
                 self._linger = True
                 self._deadline = self._loop.time() + min(5.0, ep._header_timeout)
+            elif self._parser is _DISCARD:
+                self._drop_rest_and_close()
             else:
                 self._close()
 
@@ -1030,11 +1122,9 @@ class _ClientConnection(asyncio.Protocol):
             return
         exc = task.exception()
         if exc is not None:
-            log.error("endpoint %r: local route failed", self._ep.name, exc_info=exc)
-            answer = LocalAnswer(500, json.dumps({"error": f"the endpoint failed: {exc}", "hint": ""}).encode())
+            self._respond_error(req, 500, *self._ep._router_failed(req, exc))
         else:
-            answer = task.result()
-        self._respond_local(req, answer)
+            self._respond_local(req, task.result())
         if not self._closed:
             self._next()
 
@@ -1080,6 +1170,25 @@ class _ClientConnection(asyncio.Protocol):
         req.keep_alive = False
         req.body_parts = []
         self._queue.append(req)
+
+    def _refuse_head(self, req: _Request, error: tuple[int, str, str]) -> None:
+        """A head over a limit (414/431): answered in its turn, then the connection closes;
+        nothing more is parsed, and what the client still sends is dropped unread."""
+        self._parser = _DISCARD
+        self._closing = True
+        req.url = req.url[:256]  # for the observer's record; the rest was never forwarded
+        req.hdrs = []
+        self._reject(req, error)
+
+    def _drop_rest_and_close(self) -> None:
+        # After a refused head the client may still be sending it: half-close (the answer is
+        # complete), drop what arrives for a few seconds, then close, so the client reads the
+        # answer instead of a reset for data we left unread.
+        self._linger = True
+        self._deadline = self._loop.time() + min(5.0, self._ep._header_timeout)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._update_reading()
 
     # -- connection state -------------------------------------------------------------
 
@@ -1131,12 +1240,16 @@ class StableEndpoint:
         *,
         observer: Callable[[RequestRecord], None] | None = None,
         sampler: Callable[[], bool] | None = None,
-        max_body_bytes: int = 64 * 1024 * 1024,
+        max_body_bytes: int = MAX_BODY_BYTES,
         upstream_timeout: float = 300.0,
         idle_timeout: float = 60.0,
-        header_timeout: float = 30.0,
+        header_timeout: float = HEADER_TIMEOUT,
         pool_idle_timeout: float = 3.0,
         retry_wait: float = 5.0,
+        max_request_line: int = MAX_REQUEST_LINE,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        max_headers: int = MAX_HEADERS,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         """
         upstream_timeout: longest wait for the upstream's response head, and
@@ -1150,6 +1263,10 @@ class StableEndpoint:
             upstream rarely closes one as we reuse it (that race is retried anyway).
         retry_wait: a request whose connection was lost with no response (a worker that
             died) is sent once more; this bounds the wait for a worker to take it (503 after).
+        max_request_line, max_header_bytes, max_headers, max_head_bytes: the most a
+            request target, one header (name + value), the header count and the
+            whole head may be; beyond them the client gets 414 or 431 and the
+            connection closes.  Defaults: the NBSERVE_PROXY_* environment variables.
         """
         self.name = name
         self._observer = observer
@@ -1179,6 +1296,12 @@ class StableEndpoint:
         self._shadow_max = 8
         self.shadow_dropped = 0
         self._max_body_bytes = max_body_bytes
+        self._max_request_line = max_request_line
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._max_head_bytes = max_head_bytes
+        self._router_failures = 0
+        self._router_logged_at = float("-inf")
         self._upstream_timeout = upstream_timeout
         self._idle_timeout = idle_timeout
         self._header_timeout = header_timeout
@@ -1486,6 +1609,36 @@ class StableEndpoint:
                     self.name,
                     self._observer_failures,
                 )
+
+    def _head_too_large(self) -> tuple[int, str, str]:
+        return (431, f"request head exceeds {self._max_head_bytes} bytes",
+                "Send fewer or smaller headers "
+                "(the agent's NBSERVE_PROXY_MAX_HEAD_BYTES sets the limit).")
+
+    def _header_refusal(self, req: _Request, name: bytes, size: int) -> tuple[int, str, str]:
+        """Which head limit ``req`` broke with header ``name`` (of ``size`` bytes)."""
+        if size > self._max_header_bytes:
+            shown = name[:64].decode("latin-1")
+            return (431, f"request header {shown!r} exceeds {self._max_header_bytes} bytes",
+                    "Send a smaller header "
+                    "(the agent's NBSERVE_PROXY_MAX_HEADER_BYTES sets the limit).")
+        if req.nhdrs > self._max_headers:
+            return (431, f"more than {self._max_headers} request headers",
+                    "Send fewer headers (the agent's NBSERVE_PROXY_MAX_HEADERS sets the limit).")
+        return self._head_too_large()
+
+    def _router_failed(self, req: _Request, exc: BaseException) -> tuple[str, str]:
+        """A bug in the router: logged in one line (at most once a minute), answered 500."""
+        self._router_failures += 1
+        path = req.url.partition(b"?")[0][:200].decode("latin-1")
+        now = time.monotonic()
+        if now - self._router_logged_at >= 60.0:
+            self._router_logged_at = now
+            log.error("endpoint %r: answering %s %s failed: %s: %.200s (%d failure(s) so far)",
+                      self.name, req.method.decode("latin-1"), path, type(exc).__name__, exc,
+                      self._router_failures)
+        return (f"the endpoint failed to answer {path}: {type(exc).__name__}",
+                "This is a bug in nbserve; the agent's log has the details. Other paths still work.")
 
     def _sweep(self) -> None:
         """Periodic: enforce timeouts, expire idle pooled connections, forget unused pools."""
