@@ -173,7 +173,7 @@ class Deployment:
         import httpx
         import numpy as np
 
-        body = '{"data": ' + _records_json(data) + "}"
+        body = '{"data": ' + _input_json(data, self.schema) + "}"
         if self._http is None:
             self._http = self._client.stable_client(timeout)
         base = self.url if version is None else f"{self.url}/v/{version}"
@@ -189,23 +189,29 @@ class Deployment:
         except ValueError:
             payload = response.text
         if response.status_code == 422:
+            schema = self.schema
+            expected = (f"expected columns: {[c['name'] for c in schema.get('columns', [])]}"
+                        if schema.get("kind", "frame") == "frame" else f"expected {schema['kind']} inputs; see dep.url/schema")
             raise SchemaMismatch(payload.get("error", str(payload)) if isinstance(payload, dict) else str(payload),
-                                 hint=f"expected columns: {[c['name'] for c in self.schema.get('columns', [])]}",
-                                 **(payload if isinstance(payload, dict) else {}))
+                                 hint=expected, **(payload if isinstance(payload, dict) else {}))
         if response.status_code >= 400:
             message = payload.get("error") if isinstance(payload, dict) else payload
             if isinstance(message, dict):
                 message = message.get("message")
             raise PredictionFailed(f"{base}/{endpoint} answered {response.status_code}: {message}",
                                    hint=f"see dep.logs() or `nbserve logs {self.name}`")
-        predictions = np.asarray(payload)
+        if isinstance(payload, list) and payload and isinstance(payload[0], dict):
+            predictions: Any = payload  # records (or a frame's rows) stay a list of dicts
+        else:
+            predictions = np.asarray(payload)
         if not ids:
             return predictions
         import pandas as pd
 
         rid = self.last_request_id
         frame = pd.DataFrame({"id": [f"{rid}:{i}" for i in range(len(predictions))]})
-        frame["prediction"] = list(predictions) if predictions.ndim > 1 else predictions
+        frame["prediction"] = list(predictions) if isinstance(predictions, list) or predictions.ndim > 1 \
+            else predictions
         if isinstance(data, pd.DataFrame):
             frame.index = data.index
         return frame
@@ -640,6 +646,18 @@ def _split_frame(payload: dict[str, Any]) -> "pd.DataFrame":
     return pd.DataFrame(payload.get("data", []), columns=payload.get("columns", []))
 
 
+def _input_json(data: Any, schema: dict[str, Any]) -> str:
+    """``data`` as a request's JSON ``data``, in the form the version's kind of input takes."""
+    from ._kinds import from_spec
+
+    kind = from_spec(schema) if schema else None
+    if kind is None:
+        return _records_json(data)
+    if isinstance(data, str) or isinstance(data, dict):
+        data = [data]  # one text, one record
+    return json.dumps(kind.items(data), default=str)
+
+
 def _records_json(data: Any) -> str:
     import numpy as np
     import pandas as pd
@@ -691,8 +709,10 @@ def deploy(
             function or callable taking the input; classes and functions defined in the
             notebook (or in ``.py`` files beside it) are saved with it.
         name: the deployment; deploying the same name again makes the next version.
-        sample: rows of input data (DataFrame or 2-D array); it fixes the input schema and
-            is kept (up to 10,000 rows) as the reference for drift.
+        sample: inputs the model takes, which fix the kind of input and its schema: a
+            DataFrame (or 2-D array) of rows, a list/Series of strings (text), an N-D numeric
+            array (first axis the batch) or a list of dicts (records); kept (up to 10,000) as
+            the reference for parity and drift. See docs/models.md.
         description: free text stored with the version.
         port: fix the stable URL's port on first deploy (default: a free port).
         target: where to deploy; ``None`` is the local agent, started on demand (or

@@ -32,6 +32,7 @@ from typing import Any
 from . import _config  # noqa: F401  (privacy env before bentoml)
 from ._service_template import (
     BUNDLE_FILE,
+    KINDS_FILE,
     REFERENCE_FILE,
     SERVICE_FEATURES,
     SERVICE_FILE,
@@ -40,6 +41,7 @@ from ._service_template import (
     render_service,
     service_class_name,
 )
+from ._kinds import INPUT_COLUMN, KINDS, InputKind, kind_of
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -250,8 +252,11 @@ def sample_frame(sample: Any) -> tuple["Any", bool]:
             raise InvalidArgument("the sample has duplicate column names")
         return frame.reset_index(drop=True), False
     if isinstance(sample, (list, tuple)):
-        sample = np.asarray(sample)
-    if isinstance(sample, np.ndarray):
+        try:
+            sample = np.asarray(sample)
+        except ValueError:  # ragged
+            pass
+    if isinstance(sample, np.ndarray) and sample.dtype.kind in "biufc":
         if sample.ndim != 2 or sample.shape[0] == 0:
             raise InvalidArgument(
                 f"the sample must be 2-D with at least one row, got shape {sample.shape}",
@@ -260,8 +265,10 @@ def sample_frame(sample: Any) -> tuple["Any", bool]:
         names = [f"x{i}" for i in range(sample.shape[1])]
         return pd.DataFrame(sample, columns=names), True
     raise InvalidArgument(
-        f"the sample must be a pandas DataFrame or a 2-D array, got {type(sample).__name__}",
-        hint="pass a few rows of the data the model predicts on, e.g. --sample X_test",
+        f"nbserve cannot read a sample of type {type(sample).__name__}",
+        hint="pass a few inputs the model takes, as one of: a pandas DataFrame (or a 2-D array) of rows; "
+        + "; ".join(kind.how for kind in KINDS),
+        kinds=["frame", *(kind.name for kind in KINDS)],
     )
 
 
@@ -558,6 +565,44 @@ def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor, me
     return result
 
 
+def _described_kind(kind_class: type[InputKind], sample: Any, limit: int) -> tuple[InputKind, Any]:
+    """The kind with its spec from the sample (at most ``limit`` items of it, chosen at random)."""
+    import numpy as np
+
+    count = len(sample)
+    if count > limit:
+        rows = sorted(np.random.default_rng(0).choice(count, size=limit, replace=False).tolist())
+        sample = kind_class(kind_class.describe(sample)).take(sample, rows)
+    spec = kind_class.describe(sample)
+    if kind_class.name == "text":  # what "unseen tokens" are measured against, for drift
+        from collections import Counter
+
+        counts = Counter(tok for text in kind_class(spec).items(sample) for tok in text.lower().split())
+        spec["vocabulary"] = sorted(tok for tok, _ in counts.most_common(20_000))
+    return kind_class(spec), sample
+
+
+def _answers(model: Any, sample: Any, flavor: Flavor, method: str) -> Any:
+    """The model's answers to a non-tabular sample, one per item: proof it can serve it."""
+    call = "model(...)" if method == "__call__" else f"model.{method}"
+    try:
+        if flavor.name == "pytorch" and method == "__call__":
+            import numpy as np
+            import torch
+
+            result = model(torch.as_tensor(np.asarray(sample, dtype="float32"))).detach().cpu().numpy()
+        else:
+            result = flavor.call(model, method, sample)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code
+        raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}",
+                               hint="the sample must be inputs of the kind the model takes") from None
+    result = answers_array(result)
+    if result.ndim == 0 or len(result) != len(sample):
+        raise ModelNotServable(f"{call} returned {result.shape} for {len(sample)} sample inputs",
+                               hint=f"{call} must return one answer per input")
+    return result
+
+
 def answers_array(result: Any) -> Any:
     """A model's answers as an array: sparse matrices densified, frames and series unwrapped."""
     import numpy as np
@@ -593,14 +638,28 @@ def build_bundle(
         # Their savers pickle classes by reference ("__main__.Clip"), which a server that is
         # not the notebook cannot resolve; cloudpickle carries the code itself.
         flavor = _flavor_named("picklable")
-    frame, positional = sample_frame(sample)
-    if len(frame) > reference_rows:
-        frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
-    schema = infer_schema(frame, positional)
     served = served_methods(model, flavor, method, methods)
-    predictions = _predict_column(model, frame, positional, flavor, served[0])
-    for other in served[1:]:
-        _predict_column(model, frame, positional, flavor, other)
+    kind_class = kind_of(sample)
+    if kind_class is None:  # rows of columns: a DataFrame or a 2-D array
+        frame, positional = sample_frame(sample)
+        if len(frame) > reference_rows:
+            frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
+        schema = infer_schema(frame, positional)
+        predictions = _predict_column(model, frame, positional, flavor, served[0])
+        for other in served[1:]:
+            _predict_column(model, frame, positional, flavor, other)
+        reference = frame.copy()
+        sample_row = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
+    else:
+        kind, sample = _described_kind(kind_class, sample, reference_rows)
+        schema = kind.spec
+        predictions = _answers(model, sample, flavor, served[0])
+        for other in served[1:]:
+            _answers(model, sample, flavor, other)
+        items = kind.items(sample)
+        reference = kind.features(items)
+        reference[INPUT_COLUMN] = [json.dumps(item) for item in items]
+        sample_row = items[0]
 
     by_value = _ByValue(local_code)
     with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
@@ -638,9 +697,9 @@ def build_bundle(
                 model_tag=model_tag,
                 loader_module=flavor.bentoml_module,
                 apis=[(path, flavor.serve_expr(m)) for path, m in service_apis(served)],
+                kind=schema.get("kind", "frame"),
             )
         )
-        reference = frame.copy()
         if predictions.ndim == 1:
             reference[PREDICTION_COLUMN] = predictions
         reference.to_parquet(ctx / REFERENCE_FILE, index=False)
@@ -653,11 +712,14 @@ def build_bundle(
             "description": description,
             # free text for the model card (intended use, limitations), kept with the version
             "card": {k: v for k, v in (card or {}).items() if v},
-            "reference_rows": len(frame),
+            "reference_rows": len(reference),
             "nbserve_version": _version(),
-            "service_features": list(SERVICE_FEATURES),
+            # batching merges DataFrames and arrays; other kinds of input are served unbatched
+            "service_features": [f for f in SERVICE_FEATURES if kind_class is None or f != "batching"],
         }
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
+        # the input kinds, a real module of nbserve's, copied in: the service imports it
+        shutil.copyfile(Path(__file__).with_name("_kinds.py"), ctx / KINDS_FILE)
 
         on_step("building", f"Bento with {len(packages)} pinned packages")
         # bentoml.build imports the module; a previous build's copy in sys.modules
@@ -668,7 +730,7 @@ def build_bundle(
                 f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
-                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE],
+                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE],
                 models=[model_tag],
                 description=description,
                 labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},
@@ -686,7 +748,7 @@ def build_bundle(
     finally:
         shutil.rmtree(workdir / "ctx", ignore_errors=True)
     bundle_meta["bento_tag"] = str(bento.tag)
-    bundle_meta["sample_row"] = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
+    bundle_meta["sample_row"] = sample_row
     return Bundle(name, str(bento.tag), model_tag, flavor.name, archive, bundle_meta)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 __all__ = ["Invalid", "InputKind", "Text", "Array", "Records", "kind_of", "from_spec", "KINDS"]
 
 _MAX_ERRORS = 10  # a request with many wrong items is told about the first ten
+INPUT_COLUMN = "__input__"  # the reference sample's column holding each item's request JSON
 
 
 class Invalid(Exception):
@@ -158,7 +159,9 @@ class Array(InputKind):
 
     @classmethod
     def accepts(cls, sample: t.Any) -> bool:
-        return isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf" and sample.ndim >= 1 and len(sample) > 0
+        # 2-D tables stay frames (positional columns x0, x1, ...), as they always were
+        return isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf" and sample.ndim not in (0, 2) \
+            and len(sample) > 0
 
     @classmethod
     def describe(cls, sample: t.Any) -> dict[str, t.Any]:

@@ -13,6 +13,7 @@ import json
 import string
 
 BUNDLE_FILE = "nbserve_bundle.json"
+KINDS_FILE = "nbserve_kinds.py"  # nbserve/_kinds.py, copied in: inputs that are not DataFrames
 REFERENCE_FILE = "reference.parquet"
 SERVICE_MODULE = "nbserve_service"  # distinctive: never shadows a user's own service.py
 SERVICE_FILE = f"{SERVICE_MODULE}.py"
@@ -43,13 +44,19 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 _BUNDLE = json.loads((pathlib.Path(__file__).parent / "${bundle_file}").read_text())
-_COLUMNS: list[dict] = _BUNDLE["schema"]["columns"]
+_COLUMNS: list[dict] = _BUNDLE["schema"].get("columns", [])
 _NAMES = [c["name"] for c in _COLUMNS]
 _POSITIONAL = bool(_BUNDLE["schema"].get("positional"))
 _NUMERIC = {"int", "float", "bool"}
 _DTYPES = [c["dtype"] for c in _COLUMNS]
 _ALL_NUMERIC = all(c["kind"] in _NUMERIC for c in _COLUMNS)
 _WORKER = str(os.getpid())
+# Inputs that are not DataFrames (text, N-D arrays, records) are checked by their kind.
+_KIND = None
+if _BUNDLE["schema"].get("kind", "frame") != "frame":
+    import nbserve_kinds
+
+    _KIND = nbserve_kinds.from_spec(_BUNDLE["schema"])
 _BATCHING: dict | None = json.loads(os.environ.get("${batching_env}") or "null")
 
 
@@ -172,6 +179,19 @@ def _jsonable(result: t.Any) -> t.Any:
     return np.asarray(result)
 
 
+def _plain(result: t.Any) -> t.Any:
+    """Any model's answers as JSON values: arrays and frames as lists, records as dicts."""
+    if hasattr(result, "toarray") and not isinstance(result, np.ndarray):  # scipy.sparse
+        result = result.toarray()
+    if isinstance(result, pd.DataFrame):
+        return json.loads(result.to_json(orient="records", date_format="iso"))
+    if isinstance(result, (pd.Series, np.ndarray)):
+        return json.loads(pd.Series(np.asarray(result).tolist()).to_json(orient="values", date_format="iso"))
+    if isinstance(result, (list, tuple)):
+        return json.loads(json.dumps(list(result), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return result
+
+
 class _Shed(Exception):
     """The batch dispatcher gave up on a request: it could not be answered within max_latency_ms."""
 
@@ -268,6 +288,16 @@ class ${class_name}:
             return frame
         return _jsonable(self._predictors[api](frame))
 
+    def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
+        """A request of a kind other than a DataFrame: checked by its kind, then answered."""
+        ctx.response.headers["x-nbserve-worker"] = _WORKER
+        try:
+            inputs = _KIND.decode(data)
+        except nbserve_kinds.Invalid as exc:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
+        return _plain(self._predictors[api](inputs))
+
     async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         frame = self._checked(data, ctx)
         if isinstance(frame, JSONResponse):
@@ -316,6 +346,16 @@ _API = string.Template(
 _RESERVED_APIS = frozenset({"model_ref", "model", "docs", "readyz", "livez", "metrics"})
 
 
+# One API of a service whose input is not a DataFrame: a JSON value its kind checks.
+_ANY_API = string.Template(
+    '''
+    @bentoml.api
+    def ${api}(self, data: t.Any, ctx: bentoml.Context) -> t.Any:
+        return self._answer_any("${api}", data, ctx)
+'''
+)
+
+
 def service_class_name(deployment: str) -> str:
     """The Python class name of a deployment's service: ``churn-v2`` -> ``ChurnV2Service``."""
     parts = deployment.replace("-", "_").split("_")
@@ -328,6 +368,7 @@ def render_service(
     model_tag: str,
     loader_module: str,
     apis: list[tuple[str, str]],
+    kind: str = "frame",
 ) -> str:
     """The source of the service module for one version. ``apis``: (path name, Python
     expression of ``frame`` that answers it), ``predict`` first."""
@@ -343,7 +384,7 @@ def render_service(
         model_tag=repr(model_tag),
         loader_module=loader_module,
         predictors=", ".join(f"{name!r}: lambda frame: {expr}" for name, expr in apis),
-        apis="".join(_API.substitute(api=name) for name, _ in apis),
+        apis="".join((_API if kind == "frame" else _ANY_API).substitute(api=name) for name, _ in apis),
         batching_env=BATCHING_ENV,
     )
 

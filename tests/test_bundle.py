@@ -74,7 +74,7 @@ def test_the_served_methods_are_checked_and_named():
 @pytest.mark.parametrize(
     ("sample", "message"),
     [
-        ("not data", "must be a pandas DataFrame or a 2-D array"),
+        ("not data", "cannot read a sample of type str"),
         (np.array([1.0, 2.0]), "must be 2-D"),
         (pd.DataFrame(), "no columns"),
         (pd.DataFrame({"a": []}), "no rows"),

@@ -157,17 +157,31 @@ def test_model_without_predict_is_refused_before_anything_is_built(dep, iris):
 
 
 def test_failed_start_leaves_the_previous_version_serving(dep, iris, tmp_path, monkeypatch):
-    """A model class importable in the notebook but not in the server: the server dies."""
+    """A model that needs, when loaded, a module the notebook has and the server does not
+    (code beside the notebook that the model's pickle names is carried with it; a module only
+    imported at load time cannot be): the server dies."""
     _, X_test, _, _ = iris
     module = tmp_path / "only_here.py"
-    module.write_text("class Constant:\n    def predict(self, X):\n        return [7] * len(X)\n")
+    module.write_text("SEVEN = 7\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    import only_here
 
+    class Constant:
+        def __init__(self) -> None:
+            self.value = 7  # state, so that loading calls __setstate__
+
+        def predict(self, X):
+            return [self.value] * len(X)
+
+        def __setstate__(self, state):
+            import only_here  # noqa: F401 - at load time, in the server
+
+            self.__dict__.update(state)
+
+    Constant.__module__ = "__main__"  # pickled by value, as if defined in a notebook
     live = dep.refresh().version
     with Load(dep.url, _body(X_test[:3]), threads=2) as load:
         with pytest.raises(errors.DeployFailed) as info:
-            nbserve.deploy(only_here.Constant(), "iris", X_test, progress=False)
+            nbserve.deploy(Constant(), "iris", X_test, progress=False)
     assert "only_here" in str(info.value)
     assert load.failures == [] and set(load.statuses) == {200}
     dep.refresh()

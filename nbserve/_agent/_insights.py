@@ -109,6 +109,9 @@ def traffic_frame(samples: list[Any], schema: dict[str, Any]) -> "pd.DataFrame":
     """Sampled requests as one row per payload row: inputs, the prediction, and context."""
     import pandas as pd
 
+    from .._kinds import from_spec
+
+    kind = from_spec(schema)  # text, arrays, records: drift looks at columns derived from them
     names = [c["name"] for c in schema.get("columns", [])]
     frames = []
     for s in samples:
@@ -120,7 +123,11 @@ def traffic_frame(samples: list[Any], schema: dict[str, Any]) -> "pd.DataFrame":
         data = body.get("data") if isinstance(body, dict) else None
         if data is None:
             continue
-        if isinstance(data, dict):
+        if kind is not None:
+            if not isinstance(data, list) or not data:
+                continue
+            frame = kind.features(data)
+        elif isinstance(data, dict):
             frame = pd.DataFrame(data)
         elif data and isinstance(data[0], (list, tuple)):
             frame = pd.DataFrame(data, columns=names[: len(data[0])] or None)
@@ -153,6 +160,16 @@ def feature_columns(frame: "pd.DataFrame") -> list[str]:
 # -- reference profiles ------------------------------------------------------------------
 
 
+def request_rows_json(frame: "pd.DataFrame") -> str:
+    """A reference sample's rows as a request's ``data``: records of its columns, or the
+    items' own JSON for inputs that are not columns (text, arrays, records)."""
+    from .._kinds import INPUT_COLUMN
+
+    if INPUT_COLUMN in frame.columns:
+        return "[" + ", ".join(frame[INPUT_COLUMN]) + "]"
+    return frame.to_json(orient="records", date_format="iso")
+
+
 def read_reference(bento_path: Path) -> "pd.DataFrame":
     """A version's reference sample (inputs and the model's predictions), as deployed."""
     import pandas as pd
@@ -181,7 +198,9 @@ class ProfileCache:
             if found is not None:
                 self._profiles.move_to_end(key)
                 return found
-        profile = ReferenceProfile.build(read_reference(bento_path))
+        from .._kinds import INPUT_COLUMN
+
+        profile = ReferenceProfile.build(read_reference(bento_path).drop(columns=[INPUT_COLUMN], errors="ignore"))
         with self._lock:
             self._profiles[key] = profile
             while len(self._profiles) > self._capacity:

@@ -32,7 +32,8 @@ from ..errors import (
 )
 from .._windows import parse_window
 from ._insights import MIN_DRIFT_ROWS, ProfileCache, feature_columns, latency_rows, summary, traffic_frame
-from ._insights import read_reference
+from ._insights import read_reference, request_rows_json
+from .._kinds import INPUT_COLUMN
 from ._monitor import Monitor, MonitorSettings
 from ._rollout import (
     PARITY_CHUNK_ROWS,
@@ -305,11 +306,13 @@ class Manager:
                                     deployment=name, version=number, actor=actor)
             return
         expected = reference.pop("prediction").tolist()
+        if INPUT_COLUMN in reference.columns:  # text, arrays, records: each item's request JSON
+            reference = reference[[INPUT_COLUMN]]
         got: list[Any] = []
         async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
             for start in range(0, len(reference), PARITY_CHUNK_ROWS):
                 chunk = reference.iloc[start:start + PARITY_CHUNK_ROWS]
-                body = '{"data": ' + chunk.to_json(orient="records", date_format="iso") + "}"
+                body = '{"data": ' + request_rows_json(chunk) + "}"
                 response = await client.post(f"{proc.url}/predict", content=body,
                                              headers={"content-type": "application/json"})
                 if response.status_code != 200:
@@ -1227,19 +1230,23 @@ class Manager:
     def schema(self, name: str, number: int) -> dict[str, Any]:
         """A version's input schema and an example row from its reference sample."""
         v = self.get_version(name, number)
-        example: dict[str, Any] | None = None
+        import json as _json
+
+        example: Any = None
+        schema = dict(v.metadata.get("schema", {}))
+        schema.pop("vocabulary", None)  # the text kind's drift reference: large, not a schema
         try:
             _, bento_path = self.reference_path(name, number)
             frame = read_reference(bento_path)
-            columns = [c["name"] for c in v.metadata.get("schema", {}).get("columns", [])]
-            if len(frame) and columns:
-                import json as _json
-
+            columns = [c["name"] for c in schema.get("columns", [])]
+            if len(frame) and INPUT_COLUMN in frame.columns:
+                example = _json.loads(frame[INPUT_COLUMN].iloc[0])
+            elif len(frame) and columns:
                 example = _json.loads(frame[columns].head(1).to_json(orient="records", date_format="iso"))[0]
         except (NbserveError, OSError, KeyError, ValueError):
             example = None
-        return {"deployment": name, "version": number, "schema": v.metadata.get("schema", {}),
-                "example": example, "request": {"data": [example]} if example else None}
+        return {"deployment": name, "version": number, "kind": schema.get("kind", "frame"), "schema": schema,
+                "example": example, "request": {"data": [example]} if example is not None else None}
 
     def _feedback_answer(self, name: str, body: bytes) -> Any:
         async def run() -> LocalAnswer:
