@@ -128,3 +128,19 @@ def test_scale_notebook(fresh_home, tmp_path):
     assert "state after idling: cold" in text and "cold request: 200 after" in text and "state now: warm" in text
     assert nbserve.top().loc["nb-scale", "batching"] == {"max_batch_size": 64, "max_latency_ms": 1000}
 
+
+
+def test_any_model_notebook(fresh_home, tmp_path):
+    executed = _run("08-any-model", tmp_path, {"prefix": "nb-any"})
+    text = _outputs(executed)
+    assert "served: [1, 0] notebook: [1, 0]" in text
+    assert "a number among the texts: 422 items must be strings: data[1] is not" in text
+    assert "embedding shape: (2, 4) same as the notebook: True" in text
+    assert "a wrong shape: 422 expected shape (batch, 8, 8), got (2, 7, 8)" in text
+    assert "totals: [12.0, 0.0]" in text
+    assert "a record with a missing price: 422" in text and "data[0].items[0].price" in text
+    assert text.count("served equals the notebook: True") == 2
+    assert "saved by value: ['__main__']" in text
+    # the kernel is gone; every one of them still serves
+    assert {d.name for d in nbserve.deployments() if d.status == "serving"} == {
+        "nb-any-reviews", "nb-any-embed", "nb-any-tiles", "nb-any-orders", "nb-any-clip"}
