@@ -132,8 +132,12 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
     reference_blocks: list[Block] = []
     try:
         reference = dep.reference(version)
-        reference_blocks.append(("p", f"{len(reference)} rows x {len(columns)} columns, kept at deploy time "
-                                      "as the drift reference."))
+        if columns:
+            reference_blocks.append(("p", f"{len(reference)} rows x {len(columns)} columns, kept at deploy time "
+                                          "as the drift reference."))
+        else:
+            reference_blocks.append(("p", f"{len(reference)} inputs, kept at deploy time as the parity and drift "
+                                          "reference (drift compares the columns derived from them)."))
         numeric = reference[[c["name"] for c in columns if c.get("kind") == "numeric"]]
         if not numeric.empty:
             stats = numeric.describe().T
@@ -150,8 +154,7 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
         ("git", (prov.get("git") or {}).get("commit") if isinstance(prov.get("git"), dict) else prov.get("git")),
         ("scheduled run", (prov.get("scheduled_run") or {}).get("run_id") if prov.get("scheduled_run") else None),
     ])]))
-    card.sections.append(("Input schema", [("table", ["column", "dtype", "kind"],
-                                            [[c["name"], c.get("dtype"), c.get("kind")] for c in columns])]))
+    card.sections.append(("Input schema", _schema_blocks(schema or {}, columns)))
     card.sections.append(("Reference sample", reference_blocks))
     card.sections.append(("Quality so far", _quality_blocks(dep, version)))
     card.sections.append(("Latency and drift so far", _serving_blocks(dep, version)))
@@ -159,6 +162,17 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
     if packages:
         card.sections.append(("Packages", [("p", ", ".join(packages))]))
     return card
+
+
+def _schema_blocks(schema: dict[str, Any], columns: list[dict[str, Any]]) -> list[Block]:
+    """A frame's columns, or another kind of input with what its requests look like."""
+    import json
+
+    kind = schema.get("kind", "frame")
+    if kind == "frame":
+        return [("table", ["column", "dtype", "kind"], [[c["name"], c.get("dtype"), c.get("kind")] for c in columns])]
+    spec = {k: v for k, v in schema.items() if k not in ("kind", "vocabulary")}
+    return [("kv", [("kind of input", kind), ("spec", json.dumps(spec, sort_keys=True)[:600])])]
 
 
 def _quality_blocks(dep: "Deployment", version: int) -> list[Block]:

@@ -114,6 +114,8 @@ def test_a_text_pipeline_serves_strings(module_home):
     assert ok.status_code == 200, "the ready request body in /schema is answered"
     traffic = dep.traffic("10m")
     assert {"text_length", "token_count", "unseen_token_share"} <= set(traffic.columns)
+    card = dep.model_card().to_markdown()
+    assert "kind of input" in card and "text" in card and "inputs, kept at deploy time" in card
 
 
 @pytest.mark.slow
