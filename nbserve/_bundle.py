@@ -539,30 +539,9 @@ def model_task(model: Any, predictions: Any) -> str | None:
 
 
 def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor, method: str = "predict") -> Any:
-    """The model's answers to the sample through one served method: proof it can serve it."""
-    import numpy as np
-
-    data = frame.to_numpy() if positional else frame
-    call = "model(...)" if method == "__call__" else f"model.{method}"
-    try:
-        if flavor.name == "pytorch" and method == "__call__":
-            import torch
-
-            result = model(torch.as_tensor(np.asarray(data, dtype="float32"))).detach().cpu().numpy()
-        else:
-            result = flavor.call(model, method, data)
-    except Exception as exc:  # noqa: BLE001 - any failure of user code
-        raise ModelNotServable(
-            f"{call} failed on the sample: {type(exc).__name__}: {exc}",
-            hint="the sample must have the columns and types the model was trained on",
-        ) from None
-    result = answers_array(result)
-    if result.ndim == 0 or len(result) != len(frame):
-        raise ModelNotServable(
-            f"{call} returned {result.shape} for {len(frame)} sample rows",
-            hint=f"{call} must return one answer per row",
-        )
-    return result
+    """The model's answers to a tabular sample through one served method."""
+    return _answers(model, frame.to_numpy() if positional else frame, flavor, method, unit="rows",
+                    hint="the sample must have the columns and types the model was trained on")
 
 
 def _described_kind(kind_class: type[InputKind], sample: Any, limit: int) -> tuple[InputKind, Any]:
@@ -582,8 +561,10 @@ def _described_kind(kind_class: type[InputKind], sample: Any, limit: int) -> tup
     return kind_class(spec), sample
 
 
-def _answers(model: Any, sample: Any, flavor: Flavor, method: str) -> Any:
-    """The model's answers to a non-tabular sample, one per item: proof it can serve it."""
+def _answers(model: Any, sample: Any, flavor: Flavor, method: str, *, unit: str = "inputs",
+             hint: str = "the sample must be inputs of the kind the model takes") -> Any:
+    """The model's answers to the sample through one served method, one per row or item:
+    proof, before anything is built, that it can serve what it will be sent."""
     call = "model(...)" if method == "__call__" else f"model.{method}"
     try:
         if flavor.name == "pytorch" and method == "__call__":
@@ -594,12 +575,11 @@ def _answers(model: Any, sample: Any, flavor: Flavor, method: str) -> Any:
         else:
             result = flavor.call(model, method, sample)
     except Exception as exc:  # noqa: BLE001 - any failure of user code
-        raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}",
-                               hint="the sample must be inputs of the kind the model takes") from None
+        raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}", hint=hint) from None
     result = answers_array(result)
     if result.ndim == 0 or len(result) != len(sample):
-        raise ModelNotServable(f"{call} returned {result.shape} for {len(sample)} sample inputs",
-                               hint=f"{call} must return one answer per input")
+        raise ModelNotServable(f"{call} returned {result.shape} for {len(sample)} sample {unit}",
+                               hint=f"{call} must return one answer per {unit[:-1]}")
     return result
 
 
