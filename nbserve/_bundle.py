@@ -643,7 +643,8 @@ def build_bundle(
 
     by_value = _ByValue(local_code)
     with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
-        packages = pinned_requirements(model, ["torch"] if flavor.name == "pytorch" else ())
+        packages = pinned_requirements(model, [*(["torch"] if flavor.name == "pytorch" else []),
+                                               *(["PIL"] if schema.get("kind") == "images" else [])])
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {

@@ -1,13 +1,14 @@
 """Kinds of model input: what a request's ``data`` holds, and how it is checked.
 
 One class per kind: a DataFrame (``frame``), a batch of strings (``text``), an N-D numeric
-array whose first axis is the batch (``array``), or a list of JSON-like records (``records``).
+array whose first axis is the batch (``array``), a list of JSON-like records (``records``), or
+a list of images (``images``, base64 files in requests; Pillow in the server).
 Each kind is described from the notebook's sample (``describe``), turns a request's JSON into
 the object the model was given in the notebook (``decode``, raising :class:`Invalid` that names
 what is wrong), and gives the derived columns drift compares (``features``).
 
 This module is copied into every Bento as ``nbserve_kinds.py`` and imported by the generated
-service, so it depends on numpy and pandas only (never on nbserve).
+service, so it depends on numpy and pandas only (Pillow for images; never on nbserve).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typing as t
 import numpy as np
 import pandas as pd
 
-__all__ = ["Invalid", "InputKind", "Text", "Array", "Records", "kind_of", "from_spec", "KINDS"]
+__all__ = ["Invalid", "InputKind", "Text", "Array", "Records", "Images", "kind_of", "from_spec", "KINDS"]
 
 _MAX_ERRORS = 10  # a request with many wrong items is told about the first ten
 INPUT_COLUMN = "__input__"  # the reference sample's column holding each item's request JSON
@@ -350,6 +351,95 @@ class Records(InputKind):
         return pd.DataFrame(rows)
 
 
+# -- images ---------------------------------------------------------------------------------
+
+
+def _is_image(value: t.Any) -> bool:
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "getbands")
+
+
+class Images(InputKind):
+    """A batch of images: PIL images in the notebook, base64-encoded image files (PNG, JPEG...)
+    in a request: ``{"data": ["iVBORw0KGgo...", ...]}``. A broken image gets a 422 naming it;
+    the model receives PIL images in the sample's mode."""
+
+    name = "images"
+    how = 'a list of PIL images (request: {"data": ["<base64 of a PNG or JPEG file>", ...]})'
+
+    @classmethod
+    def accepts(cls, sample: t.Any) -> bool:
+        return isinstance(sample, (list, tuple)) and bool(sample) and all(_is_image(v) for v in sample)
+
+    @classmethod
+    def describe(cls, sample: t.Any) -> dict[str, t.Any]:
+        modes = sorted({img.mode for img in sample})
+        sizes = sorted({img.size for img in sample})
+        return {"kind": cls.name, "mode": modes[0] if len(modes) == 1 else None,
+                "size": list(sizes[0]) if len(sizes) == 1 else None}
+
+    def items(self, sample: t.Any) -> list[t.Any]:
+        import base64
+        import io
+
+        out = []
+        for img in sample:
+            if isinstance(img, (bytes, bytearray)):
+                out.append(base64.b64encode(bytes(img)).decode("ascii"))
+                continue
+            buffer = io.BytesIO()
+            img.save(buffer, format="PNG")
+            out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+        return out
+
+    def take(self, sample: t.Any, rows: t.Any) -> t.Any:
+        return [list(sample)[i] for i in rows]
+
+    def decode(self, data: t.Any) -> t.Any:
+        import base64
+        import binascii
+        import io
+
+        from PIL import Image, UnidentifiedImageError
+
+        batch = self._batch(data)
+        images, bad = [], []
+        for i, value in enumerate(batch):
+            if not isinstance(value, str):
+                bad.append({"path": f"data[{i}]", "expected": "base64 image", "got": type(value).__name__})
+                continue
+            try:
+                raw = base64.b64decode(value, validate=True)
+                img = Image.open(io.BytesIO(raw))
+                img.load()  # a truncated file fails here, not in the model
+            except (binascii.Error, ValueError):
+                bad.append({"path": f"data[{i}]", "expected": "base64 image", "got": "not base64"})
+                continue
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+                bad.append({"path": f"data[{i}]", "expected": "an image file", "got": str(exc)[:120]})
+                continue
+            mode = self.spec.get("mode")
+            images.append(img.convert(mode) if mode and img.mode != mode else img)
+        if bad:
+            raise Invalid(f"items are not images: {', '.join(b['path'] for b in bad[:_MAX_ERRORS])}",
+                          type_errors=bad[:_MAX_ERRORS])
+        return images
+
+    def features(self, items: list[t.Any]) -> pd.DataFrame:
+        rows = []
+        for value in items:
+            try:
+                img = self.decode([value])[0] if isinstance(value, str) else value
+                pixels = np.asarray(img, dtype=np.float64)
+                pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+                row = {"width": float(img.size[0]), "height": float(img.size[1])}
+                row.update({f"mean_{band}": float(pixels[:, :, i].mean())
+                            for i, band in enumerate(img.getbands()[: pixels.shape[2]])})
+            except (Invalid, ValueError, OSError):
+                row = {}
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
 def _jsonable(value: t.Any) -> t.Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -358,7 +448,7 @@ def _jsonable(value: t.Any) -> t.Any:
     raise TypeError(f"{type(value).__name__} is not JSON-like")
 
 
-KINDS: tuple[type[InputKind], ...] = (Text, Records, Array)
+KINDS: tuple[type[InputKind], ...] = (Text, Records, Images, Array)
 
 
 def kind_of(sample: t.Any) -> type[InputKind] | None:

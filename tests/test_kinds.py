@@ -144,3 +144,46 @@ def test_records_and_arrays_serve_their_own_shapes(module_home):
     wrong = httpx.post(f"{dep.url}/predict", json={"data": images[:2, :5].tolist()}, trust_env=False, timeout=30)
     assert wrong.status_code == 422 and "expected shape (batch, 6, 6), got (2, 5, 6)" in wrong.json()["error"]
     assert "parity_passed" in set(dep.events()["kind"])
+
+
+def brightness(images):
+    """A function of a notebook over PIL images."""
+    return [float(np.asarray(img.convert("L"), dtype=float).mean()) for img in images]
+
+
+def _images(count: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 255, (16, 12, 3), dtype=np.uint8), "RGB") for _ in range(count)]
+
+
+def test_images_travel_as_base64_files_and_a_broken_one_is_named():
+    import base64
+
+    from nbserve._kinds import Images
+
+    sample = _images(3)
+    assert kind_of(sample) is Images
+    kind = Images(Images.describe(sample))
+    decoded = kind.decode(kind.items(sample))
+    assert [img.size for img in decoded] == [(12, 16)] * 3 and decoded[0].mode == "RGB"
+    assert np.array_equal(np.asarray(decoded[1]), np.asarray(sample[1]))  # PNG is lossless
+    truncated = base64.b64encode(base64.b64decode(kind.items(sample[:1])[0])[:60]).decode()
+    with pytest.raises(Invalid, match=r"items are not images: data\[1\], data\[2\], data\[3\]") as caught:
+        kind.decode([kind.items(sample[:1])[0], "not base64!", truncated, 7])
+    assert [e["path"] for e in caught.value.detail["type_errors"]] == ["data[1]", "data[2]", "data[3]"]
+    features = kind.features(kind.items(sample))
+    assert {"width", "height", "mean_R", "mean_G", "mean_B"} <= set(features.columns)
+
+
+@pytest.mark.slow
+def test_an_image_model_is_served(module_home):
+    sample = _images(8)
+    dep = nbserve.deploy(brightness, "bright", sample, progress=False)
+    np.testing.assert_allclose(dep.predict(sample[:3]), brightness(sample[:3]), rtol=1e-9)
+    assert "parity_passed" in set(dep.events()["kind"])
+    broken = httpx.post(f"{dep.url}/predict", json={"data": ["aGVsbG8="]}, trust_env=False, timeout=30)
+    assert broken.status_code == 422 and broken.json()["type_errors"][0]["path"] == "data[0]"
+    meta = dep._client.get("/v1/deployments/bright/versions/1")["metadata"]
+    assert any(p.lower().startswith("pillow==") for p in meta["provenance"]["packages"])
