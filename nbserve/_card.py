@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._kinds import INPUT_COLUMN
+
 from .errors import InvalidArgument, NbserveError
 
 if TYPE_CHECKING:
@@ -130,8 +132,11 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
         "metadata", {}).get("schema", {})
     columns = (schema or {}).get("columns", [])
     reference_blocks: list[Block] = []
+    example: str | None = None
     try:
         reference = dep.reference(version)
+        if INPUT_COLUMN in reference.columns and len(reference):
+            example = '{"data": [' + str(reference[INPUT_COLUMN].iloc[0])[:400] + "]}"
         if columns:
             reference_blocks.append(("p", f"{len(reference)} rows x {len(columns)} columns, kept at deploy time "
                                           "as the drift reference."))
@@ -154,7 +159,7 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
         ("git", (prov.get("git") or {}).get("commit") if isinstance(prov.get("git"), dict) else prov.get("git")),
         ("scheduled run", (prov.get("scheduled_run") or {}).get("run_id") if prov.get("scheduled_run") else None),
     ])]))
-    card.sections.append(("Input schema", _schema_blocks(schema or {}, columns)))
+    card.sections.append(("Input schema", _schema_blocks(schema or {}, columns, example)))
     card.sections.append(("Reference sample", reference_blocks))
     card.sections.append(("Quality so far", _quality_blocks(dep, version)))
     card.sections.append(("Latency and drift so far", _serving_blocks(dep, version)))
@@ -164,7 +169,7 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
     return card
 
 
-def _schema_blocks(schema: dict[str, Any], columns: list[dict[str, Any]]) -> list[Block]:
+def _schema_blocks(schema: dict[str, Any], columns: list[dict[str, Any]], example: str | None) -> list[Block]:
     """A frame's columns, or another kind of input with what its requests look like."""
     import json
 
@@ -172,7 +177,8 @@ def _schema_blocks(schema: dict[str, Any], columns: list[dict[str, Any]]) -> lis
     if kind == "frame":
         return [("table", ["column", "dtype", "kind"], [[c["name"], c.get("dtype"), c.get("kind")] for c in columns])]
     spec = {k: v for k, v in schema.items() if k not in ("kind", "vocabulary")}
-    return [("kv", [("kind of input", kind), ("spec", json.dumps(spec, sort_keys=True)[:600])])]
+    return [("kv", [("kind of input", kind), ("spec", json.dumps(spec, sort_keys=True)[:600]),
+                    ("example request", example)])]
 
 
 def _quality_blocks(dep: "Deployment", version: int) -> list[Block]:

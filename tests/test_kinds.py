@@ -116,6 +116,7 @@ def test_a_text_pipeline_serves_strings(module_home):
     assert {"text_length", "token_count", "unseen_token_share"} <= set(traffic.columns)
     card = dep.model_card().to_markdown()
     assert "kind of input" in card and "text" in card and "inputs, kept at deploy time" in card
+    assert '{"data": ["' in card, "the card shows a ready request"
 
 
 @pytest.mark.slow
