@@ -152,6 +152,14 @@ class Deployment:
         live = next((v for v in self.versions if v["number"] == self.version), None)
         return (live or {}).get("metadata", {}).get("schema", {})
 
+    def _output(self, endpoint: str) -> dict[str, Any]:
+        """What the live version's method at ``endpoint`` returned in the notebook."""
+        live = next((v for v in self.versions if v["number"] == self.version), None)
+        model = (live or {}).get("metadata", {}).get("model") or {}
+        methods = model.get("methods") or ["predict"]
+        method = methods[0] if endpoint == "predict" else endpoint
+        return (model.get("outputs") or {}).get(method) or {"type": "array"}
+
     def refresh(self) -> "Deployment":
         """Reload the snapshot (status, versions, rollout, aliases) from the agent."""
         self._data = self._client.get(f"/v1/deployments/{self.name}")
@@ -205,7 +213,7 @@ class Deployment:
         else:
             predictions = np.asarray(payload)
         if not ids:
-            return predictions
+            return _as_returned(payload, predictions, self._output(endpoint), data)
         import pandas as pd
 
         rid = self.last_request_id
@@ -644,6 +652,26 @@ def _split_frame(payload: dict[str, Any]) -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame(payload.get("data", []), columns=payload.get("columns", []))
+
+
+def _as_returned(payload: Any, predictions: Any, output: dict[str, Any], data: Any) -> Any:
+    """Answers as the type the method returned in the notebook: a DataFrame, a Series, a list,
+    else an array (versions built before nbserve recorded it: an array, as always)."""
+    import pandas as pd
+
+    kind = output.get("type")
+    if kind == "frame":
+        frame = pd.DataFrame(payload) if payload and isinstance(payload[0], dict) else \
+            pd.DataFrame(payload, columns=output.get("columns") or None)
+        if isinstance(data, pd.DataFrame) and len(data) == len(frame):
+            frame.index = data.index
+        return frame
+    if kind == "series":
+        index = data.index if isinstance(data, (pd.DataFrame, pd.Series)) and len(data) == len(payload) else None
+        return pd.Series(payload, name=output.get("name"), index=index)
+    if kind == "list":
+        return list(payload) if isinstance(payload, list) else predictions
+    return predictions
 
 
 def _input_json(data: Any, schema: dict[str, Any]) -> str:

@@ -576,11 +576,31 @@ def _answers(model: Any, sample: Any, flavor: Flavor, method: str, *, unit: str 
             result = flavor.call(model, method, sample)
     except Exception as exc:  # noqa: BLE001 - any failure of user code
         raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}", hint=hint) from None
+    _OUTPUTS[method] = output_spec(result)
     result = answers_array(result)
     if result.ndim == 0 or len(result) != len(sample):
         raise ModelNotServable(f"{call} returned {result.shape} for {len(sample)} sample {unit}",
                                hint=f"{call} must return one answer per {unit[:-1]}")
     return result
+
+
+_OUTPUTS: dict[str, dict[str, Any]] = {}  # the last sample call's output type per method (one build at a time)
+
+
+def output_spec(result: Any) -> dict[str, Any]:
+    """What type a method returned in the notebook, so a client can give the same type back."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return {"type": "frame", "columns": [str(c) for c in result.columns]}
+    if isinstance(result, pd.Series):
+        return {"type": "series", "name": None if result.name is None else str(result.name)}
+    if isinstance(result, list):
+        return {"type": "list"}
+    if isinstance(result, np.ndarray):
+        return {"type": "array", "dtype": str(result.dtype)}
+    return {"type": "array"}
 
 
 def answers_array(result: Any) -> Any:
@@ -654,6 +674,7 @@ def build_bundle(
         "task": model_task(model, predictions),
         "code_by_value": local_code,  # notebook code saved with the model (see notebook_code)
         "methods": served,  # the first at /predict, each named one at its own path too
+        "outputs": {m: _OUTPUTS.get(m, {"type": "array"}) for m in served},  # what each returned
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s

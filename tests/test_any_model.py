@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 import nbserve
@@ -22,6 +23,9 @@ def price(frame):
 def test_a_plain_function_is_served_and_checked_like_a_model(module_home, iris):
     _, X_test, _, _ = iris
     dep = nbserve.deploy(price, "price-fn", X_test, progress=False)
+    served = dep.predict(X_test.iloc[5:9])
+    assert isinstance(served, pd.Series), "the type the function returned in the notebook"
+    pd.testing.assert_series_equal(served, price(X_test.iloc[5:9]), check_names=False)
     np.testing.assert_allclose(dep.predict(X_test), price(X_test).to_numpy())
     history = dep.history()
     assert history.loc[1, "status"] == "live"
@@ -47,6 +51,19 @@ def test_a_named_method_is_served_at_predict_and_at_its_own_path(module_home, ir
     np.testing.assert_allclose(dep.predict(X_test), expected, rtol=1e-6)
     np.testing.assert_allclose(dep.predict(X_test, endpoint="transform"), expected, rtol=1e-6)
     assert dep.version == 1
+
+
+def frame_out(frame):
+    """Returns a DataFrame, as feature pipelines often do."""
+    return pd.DataFrame({"double": frame["sepal_length"] * 2, "label": (frame["petal_width"] > 1).map(str)})
+
+
+def test_answers_come_back_as_the_type_the_notebook_got(module_home, iris):
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(frame_out, "frame-out", X_test, progress=False)
+    served = dep.predict(X_test.head(4))
+    assert isinstance(served, pd.DataFrame) and list(served.columns) == ["double", "label"]
+    pd.testing.assert_frame_equal(served, frame_out(X_test.head(4)), check_dtype=False)
 
 
 def test_several_methods_each_at_its_own_path(module_home, iris):
