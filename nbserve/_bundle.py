@@ -538,7 +538,8 @@ def model_task(model: Any, predictions: Any) -> str | None:
     return None
 
 
-def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor, method: str = "predict") -> Any:
+def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor,
+                    method: str = "predict") -> tuple[Any, dict[str, Any]]:
     """The model's answers to a tabular sample through one served method."""
     return _answers(model, frame.to_numpy() if positional else frame, flavor, method, unit="rows",
                     hint="the sample must have the columns and types the model was trained on")
@@ -562,9 +563,10 @@ def _described_kind(kind_class: type[InputKind], sample: Any, limit: int) -> tup
 
 
 def _answers(model: Any, sample: Any, flavor: Flavor, method: str, *, unit: str = "inputs",
-             hint: str = "the sample must be inputs of the kind the model takes") -> Any:
-    """The model's answers to the sample through one served method, one per row or item:
-    proof, before anything is built, that it can serve what it will be sent."""
+             hint: str = "the sample must be inputs of the kind the model takes") -> tuple[Any, dict[str, Any]]:
+    """The model's answers to the sample through one served method, one per row or item
+    (proof, before anything is built, that it can serve what it will be sent), and the type
+    it returned them as."""
     call = "model(...)" if method == "__call__" else f"model.{method}"
     try:
         if flavor.name == "pytorch" and method == "__call__":
@@ -576,15 +578,12 @@ def _answers(model: Any, sample: Any, flavor: Flavor, method: str, *, unit: str 
             result = flavor.call(model, method, sample)
     except Exception as exc:  # noqa: BLE001 - any failure of user code
         raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}", hint=hint) from None
-    _OUTPUTS[method] = output_spec(result)
+    returned = output_spec(result)
     result = answers_array(result)
     if result.ndim == 0 or len(result) != len(sample):
         raise ModelNotServable(f"{call} returned {result.shape} for {len(sample)} sample {unit}",
                                hint=f"{call} must return one answer per {unit[:-1]}")
-    return result
-
-
-_OUTPUTS: dict[str, dict[str, Any]] = {}  # the last sample call's output type per method (one build at a time)
+    return result, returned
 
 
 def output_spec(result: Any) -> dict[str, Any]:
@@ -645,21 +644,18 @@ def build_bundle(
         if len(frame) > reference_rows:
             frame = frame.sample(n=reference_rows, random_state=0).reset_index(drop=True)
         schema = infer_schema(frame, positional)
-        predictions = _predict_column(model, frame, positional, flavor, served[0])
-        for other in served[1:]:
-            _predict_column(model, frame, positional, flavor, other)
+        answered = {m: _predict_column(model, frame, positional, flavor, m) for m in served}
         reference = frame.copy()
         sample_row = json.loads(frame.head(1).to_json(orient="records", date_format="iso"))[0]
     else:
         kind, sample = _described_kind(kind_class, sample, reference_rows)
         schema = kind.spec
-        predictions = _answers(model, sample, flavor, served[0])
-        for other in served[1:]:
-            _answers(model, sample, flavor, other)
+        answered = {m: _answers(model, sample, flavor, m) for m in served}
         items = kind.items(sample)
         reference = kind.features(items)
         reference[INPUT_COLUMN] = [json.dumps(item) for item in items]
         sample_row = items[0]
+    predictions = answered[served[0]][0]  # what /predict answers, replayed by the parity check
 
     by_value = _ByValue(local_code)
     with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
@@ -674,7 +670,7 @@ def build_bundle(
         "task": model_task(model, predictions),
         "code_by_value": local_code,  # notebook code saved with the model (see notebook_code)
         "methods": served,  # the first at /predict, each named one at its own path too
-        "outputs": {m: _OUTPUTS.get(m, {"type": "array"}) for m in served},  # what each returned
+        "outputs": {m: returned for m, (_, returned) in answered.items()},  # the type each returned
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s
