@@ -68,6 +68,10 @@ class InputKind:
         """A request's ``data`` as the object the notebook gave the model; raises ``Invalid``."""
         raise NotImplementedError
 
+    def json_schema(self) -> dict[str, t.Any]:
+        """The JSON schema of a request's ``data`` (for the service's OpenAPI document)."""
+        raise NotImplementedError
+
     # -- drift -----------------------------------------------------------------------------
 
     def features(self, items: list[t.Any]) -> pd.DataFrame:
@@ -126,6 +130,9 @@ class Text(InputKind):
             raise Invalid(f"items must be strings: {', '.join(b['path'] for b in bad[:_MAX_ERRORS])} "
                           f"{'is' if len(bad) == 1 else 'are'} not", type_errors=bad[:_MAX_ERRORS])
         return self._container(batch)
+
+    def json_schema(self) -> dict[str, t.Any]:
+        return {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "one text per input"}
 
     def _container(self, texts: list[str]) -> t.Any:
         container = self.spec.get("container")
@@ -195,6 +202,15 @@ class Array(InputKind):
         if dtype.kind == "b" and array.dtype.kind != "b":
             raise Invalid(f"data must hold booleans (expected dtype {dtype})", expected_dtype=str(dtype))
         return array.astype(dtype, copy=False)
+
+    def json_schema(self) -> dict[str, t.Any]:
+        leaf: dict[str, t.Any] = {"type": "integer" if np.dtype(self.spec["dtype"]).kind in "iu" else
+                                  "boolean" if np.dtype(self.spec["dtype"]).kind == "b" else "number"}
+        for size in reversed(self.spec["shape"]):
+            leaf = {"type": "array", "minItems": size, "maxItems": size, "items": leaf}
+        shape = ", ".join(["batch", *map(str, self.spec["shape"])])
+        return {"type": "array", "minItems": 1, "items": leaf,
+                "description": f"an array of shape ({shape}), dtype {self.spec['dtype']}"}
 
     def features(self, items: list[t.Any]) -> pd.DataFrame:
         rows = []
@@ -296,6 +312,22 @@ def _name(value: t.Any) -> str:
     return "null" if value is None else _json_type(value)["type"] if not isinstance(value, (set, bytes)) else type(value).__name__
 
 
+def _as_json_schema(spec: dict[str, t.Any] | None) -> dict[str, t.Any]:
+    if spec is None or spec["type"] == "any":
+        return {}
+    out: dict[str, t.Any]
+    if spec["type"] == "object":
+        out = {"type": "object", "properties": {k: _as_json_schema(v) for k, v in spec["fields"].items()},
+               "required": list(spec.get("required", []))}
+    elif spec["type"] == "array":
+        out = {"type": "array", "items": _as_json_schema(spec.get("items"))}
+    else:
+        out = {"type": spec["type"]}
+    if spec.get("nullable"):
+        out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
 def _leaves(value: t.Any, prefix: str, out: dict[str, float]) -> None:
     if isinstance(value, dict):
         for key, sub in value.items():
@@ -341,6 +373,10 @@ class Records(InputKind):
             where = ", ".join(f"{e['path']} ({e['got']}, expected {e['expected']})" for e in errors)
             raise Invalid(f"records do not match the deploy-time sample: {where}", type_errors=errors)
         return batch
+
+    def json_schema(self) -> dict[str, t.Any]:
+        return {"type": "array", "minItems": 1, "items": _as_json_schema(self.spec["record"]),
+                "description": "one record per input"}
 
     def features(self, items: list[t.Any]) -> pd.DataFrame:
         rows = []
@@ -423,6 +459,10 @@ class Images(InputKind):
             raise Invalid(f"items are not images: {', '.join(b['path'] for b in bad[:_MAX_ERRORS])}",
                           type_errors=bad[:_MAX_ERRORS])
         return images
+
+    def json_schema(self) -> dict[str, t.Any]:
+        return {"type": "array", "minItems": 1,
+                "items": {"type": "string", "contentEncoding": "base64", "description": "an image file (PNG, JPEG...)"}}
 
     def features(self, items: list[t.Any]) -> pd.DataFrame:
         rows = []

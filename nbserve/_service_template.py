@@ -39,6 +39,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 from bentoml.validators import DataframeSchema
+from pydantic import WithJsonSchema
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
@@ -57,6 +58,8 @@ if _BUNDLE["schema"].get("kind", "frame") != "frame":
     import nbserve_kinds
 
     _KIND = nbserve_kinds.from_spec(_BUNDLE["schema"])
+# The OpenAPI document describes such a request's data (its check stays the kind's own).
+_KIND_DATA = t.Annotated[t.Any, WithJsonSchema(_KIND.json_schema() if _KIND is not None else {})]
 _BATCHING: dict | None = json.loads(os.environ.get("${batching_env}") or "null")
 
 
@@ -350,7 +353,7 @@ _RESERVED_APIS = frozenset({"model_ref", "model", "docs", "readyz", "livez", "me
 _ANY_API = string.Template(
     '''
     @bentoml.api
-    def ${api}(self, data: t.Any, ctx: bentoml.Context) -> t.Any:
+    def ${api}(self, data: _KIND_DATA, ctx: bentoml.Context) -> t.Any:
         return self._answer_any("${api}", data, ctx)
 '''
 )

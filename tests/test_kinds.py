@@ -63,6 +63,9 @@ def test_arrays_check_shape_and_dtype():
         kind.decode([[[0.0] * 8] * 8, [[0.0] * 7] * 8])
     with pytest.raises(Invalid, match="not numbers"):
         kind.decode([[["x"] * 8] * 8])
+    described = kind.json_schema()
+    assert described["items"]["minItems"] == 8 and described["items"]["items"]["maxItems"] == 8
+    assert "(batch, 8, 8), dtype float32" in described["description"]
     ints = Array(Array.describe(np.zeros((2, 3), dtype="int64")[:, 0]))
     with pytest.raises(Invalid, match="integers"):
         ints.decode([1.5])
@@ -189,3 +192,17 @@ def test_an_image_model_is_served(module_home):
     assert broken.status_code == 422 and broken.json()["type_errors"][0]["path"] == "data[0]"
     meta = dep._client.get("/v1/deployments/bright/versions/1")["metadata"]
     assert any(p.lower().startswith("pillow==") for p in meta["provenance"]["packages"])
+
+
+@pytest.mark.slow
+def test_the_docs_describe_each_kind_of_request(module_home):
+    dep = nbserve.deploy(order_total, "orders-docs", ORDERS, progress=False)
+    docs = httpx.get(f"{dep.url}/docs.json", trust_env=False, timeout=30).json()
+    body = docs["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in body:
+        body = docs["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    data = body["properties"]["data"]
+    item = data["items"]
+    assert data["type"] == "array" and item["type"] == "object"
+    assert item["properties"]["items"]["items"]["properties"]["price"] == {"type": "number"}
+    assert set(item["required"]) == {"customer", "items", "express"}
