@@ -254,6 +254,53 @@ class _Batcher:
             return exc
 
 
+class _Files:
+    """ASGI middleware: image files posted as multipart/form-data become the JSON request the
+    API takes (every file, in order, base64-encoded as ``data``). Other kinds take JSON only: a
+    multipart body gets a 415 (BentoML's own form parsing answers 500 to a binary part)."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if not content_type.lower().startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        if _KIND is None or _KIND.name != "images":
+            refusal = JSONResponse({"error": "this version takes a JSON body; only image models take files",
+                                    "expected": "application/json"}, status_code=415)
+            return await refusal(scope, receive, send)
+        import base64
+
+        from starlette.requests import Request
+
+        try:
+            form = await Request(scope, receive).form()
+            files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+            data = [base64.b64encode(await f.read()).decode("ascii") for f in files]
+        except Exception as exc:  # a malformed multipart body is the client's
+            return await JSONResponse({"error": f"the multipart body could not be read: {exc}"},
+                                      status_code=400)(scope, receive, send)
+        if not data:
+            return await JSONResponse({"error": "the multipart body has no files", "expected": "image files"},
+                                      status_code=422)(scope, receive, send)
+        body = json.dumps({"data": data}).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        done = False
+
+        async def replay() -> dict:
+            nonlocal done
+            if done:
+                return {"type": "http.disconnect"}
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(dict(scope, headers=headers), replay, send)
+
+
 # BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.
 _DOCS = Starlette(routes=[Route("/", lambda request: RedirectResponse(url="/"))])
 
@@ -323,7 +370,10 @@ class ${class_name}:
 
     # With batching the APIs are coroutines, so requests can wait together for a batch;
     # without it they run in BentoML's thread, as plain BentoML APIs do.
-${apis}'''
+${apis}
+
+${class_name}.add_asgi_middleware(_Files)
+'''
 )
 
 # One API endpoint (predict, predict_proba) of the service class.

@@ -33,6 +33,9 @@ def test_a_plain_function_is_served_and_checked_like_a_model(module_home, iris):
     assert "parity_passed" in kinds, "the function's answers were replayed before it took traffic"
     with pytest.raises(errors.SchemaMismatch, match="missing columns: petal_width"):
         dep.predict(X_test.drop(columns=["petal_width"]).head(2))
+    files = httpx.post(f"{dep.url}/predict", files=[("data", ("rows.bin", b"\x89\x00binary", "image/png"))],
+                       trust_env=False, timeout=30)
+    assert files.status_code == 415, "a file sent to a model of rows is the client's mistake (BentoML said 500)"
     meta = dep._client.get("/v1/deployments/price-fn/versions/1")["metadata"]["model"]
     assert meta["flavor"] == "function" and meta["methods"] == ["__call__"]
     assert meta["class"].endswith(".price")

@@ -190,6 +190,18 @@ def test_an_image_model_is_served(module_home):
     assert "parity_passed" in set(dep.events()["kind"])
     broken = httpx.post(f"{dep.url}/predict", json={"data": ["aGVsbG8="]}, trust_env=False, timeout=30)
     assert broken.status_code == 422 and broken.json()["type_errors"][0]["path"] == "data[0]"
+    import io
+
+    files = []
+    for img in sample[:2]:
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        files.append(("data", ("tile.png", buffer.getvalue(), "image/png")))
+    as_files = httpx.post(f"{dep.url}/predict", files=files, trust_env=False, timeout=30)
+    assert as_files.status_code == 200 and as_files.json() == pytest.approx(brightness(sample[:2]))
+    broken_file = httpx.post(f"{dep.url}/predict", files=[("data", ("x.png", b"\x89PNG broken", "image/png"))],
+                             trust_env=False, timeout=30)
+    assert broken_file.status_code == 422 and broken_file.json()["type_errors"][0]["path"] == "data[0]"
     meta = dep._client.get("/v1/deployments/bright/versions/1")["metadata"]
     assert any(p.lower().startswith("pillow==") for p in meta["provenance"]["packages"])
 
