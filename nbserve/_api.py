@@ -559,6 +559,11 @@ class Deployment:
             frame = pd.DataFrame(payload.pop("report"))
             frame.attrs.update(payload)
             return frame
+        from ._kinds import INPUT_COLUMN, from_spec
+
+        kind = from_spec(self.schema) if self.schema else None
+        if kind is not None and not isinstance(current, pd.DataFrame):
+            current = kind.features(kind.items(current))  # texts, arrays, records: their derived columns
         if not isinstance(current, pd.DataFrame):
             raise InvalidArgument(
                 f"current must be a pandas DataFrame, got {type(current).__name__}",
@@ -568,7 +573,7 @@ class Deployment:
             config = DriftConfig(**settings)
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"invalid drift settings: {exc}", hint="see help(nbserve.DriftConfig)") from None
-        reference = self.reference(version)
+        reference = self.reference(version).drop(columns=[INPUT_COLUMN], errors="ignore")
         common = [c for c in current.columns if c in reference.columns]
         if not common:
             raise SchemaMismatch(

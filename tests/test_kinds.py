@@ -117,6 +117,10 @@ def test_a_text_pipeline_serves_strings(module_home):
     assert ok.status_code == 200, "the ready request body in /schema is answered"
     traffic = dep.traffic("10m")
     assert {"text_length", "token_count", "unseen_token_share"} <= set(traffic.columns)
+    same = dep.drift(REVIEWS)  # texts are compared through their derived columns
+    assert not same.attrs["dataset_drift"] and "unseen_token_share" in same["feature"].tolist()
+    shifted = dep.drift([f"the quantum flux capacitor {i} exploded in orbit tonight" for i in range(30)])
+    assert shifted.attrs["dataset_drift"]
     card = dep.model_card().to_markdown()
     assert "kind of input" in card and "text" in card and "inputs, kept at deploy time" in card
     assert '{"data": ["' in card, "the card shows a ready request"
