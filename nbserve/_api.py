@@ -559,7 +559,7 @@ class Deployment:
             frame = pd.DataFrame(payload.pop("report"))
             frame.attrs.update(payload)
             return frame
-        from ._kinds import INPUT_COLUMN, from_spec
+        from ._kinds import NOT_FEATURES, from_spec
 
         kind = from_spec(self.schema) if self.schema else None
         if kind is not None and not isinstance(current, pd.DataFrame):
@@ -573,7 +573,7 @@ class Deployment:
             config = DriftConfig(**settings)
         except (TypeError, ValueError) as exc:
             raise InvalidArgument(f"invalid drift settings: {exc}", hint="see help(nbserve.DriftConfig)") from None
-        reference = self.reference(version).drop(columns=[INPUT_COLUMN], errors="ignore")
+        reference = self.reference(version).drop(columns=list(NOT_FEATURES), errors="ignore")
         common = [c for c in current.columns if c in reference.columns]
         if not common:
             raise SchemaMismatch(

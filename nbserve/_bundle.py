@@ -41,7 +41,7 @@ from ._service_template import (
     render_service,
     service_class_name,
 )
-from ._kinds import INPUT_COLUMN, KINDS, InputKind, kind_of
+from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind, kind_of
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -700,6 +700,8 @@ def build_bundle(
         )
         if predictions.ndim == 1:
             reference[PREDICTION_COLUMN] = predictions
+        else:  # probabilities, embeddings: compared element by element by the parity replay
+            reference[ANSWER_COLUMN] = [json.dumps(row, default=str) for row in predictions.tolist()]
         reference.to_parquet(ctx / REFERENCE_FILE, index=False)
         bundle_meta = {
             "deployment": name,

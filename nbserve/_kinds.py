@@ -24,6 +24,8 @@ __all__ = ["Invalid", "InputKind", "Text", "Array", "Records", "Images", "kind_o
 
 _MAX_ERRORS = 10  # a request with many wrong items is told about the first ten
 INPUT_COLUMN = "__input__"  # the reference sample's column holding each item's request JSON
+ANSWER_COLUMN = "__answer_json__"  # the model's answer per item when it is not one value (probabilities, vectors)
+NOT_FEATURES = (INPUT_COLUMN, ANSWER_COLUMN)  # reference columns drift never compares
 
 
 class Invalid(Exception):

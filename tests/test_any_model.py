@@ -54,6 +54,8 @@ def test_a_named_method_is_served_at_predict_and_at_its_own_path(module_home, ir
     np.testing.assert_allclose(dep.predict(X_test), expected, rtol=1e-6)
     np.testing.assert_allclose(dep.predict(X_test, endpoint="transform"), expected, rtol=1e-6)
     assert dep.version == 1
+    passed = dep.events().query("kind == 'parity_passed'")
+    assert len(passed) == 1, "a vector per row is replayed and compared element by element"
 
 
 def frame_out(frame):

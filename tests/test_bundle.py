@@ -173,8 +173,8 @@ def test_rendered_service_is_valid_python_with_names_quoted():
     )
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    # the schema of the OpenAPI document, the batching helpers, then the service
-    assert classes == ["_Rows", "_Shed", "_Answer", "_Batcher", "ABCService"]
+    # the schema of the OpenAPI document, the batching helpers, the files middleware, then the service
+    assert classes == ["_Rows", "_Shed", "_Answer", "_Batcher", "_Files", "ABCService"]
     assert "'a-b_c:xyz'" in source and "def predict_proba" in source
 
 
@@ -325,3 +325,14 @@ def test_names_bentoml_reads_as_service_settings_are_refused_before_a_build():
             check_name(name)
         assert f"{name}-model" in caught.value.hint
     assert check_name("workers-model") == "workers-model"
+
+
+def test_parity_compares_a_vector_per_row_element_by_element():
+    from nbserve._agent._rollout import compare_predictions
+
+    inputs = pd.DataFrame({"x": [1, 2]})
+    same = compare_predictions([[0.1, 0.9], [0.5, 0.5]], [[0.1 + 1e-9, 0.9], [0.5, 0.5]], inputs)
+    assert same["status"] == "passed"
+    other = compare_predictions([[0.1, 0.9], [0.5, 0.5]], [[0.1, 0.9], [0.5, 0.6]], inputs)
+    assert other["status"] == "failed" and other["examples"][0]["row"] == 1
+    assert compare_predictions([[1, 2]], [[1, 2, 3]], inputs.head(1))["status"] == "failed"

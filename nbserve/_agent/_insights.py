@@ -198,9 +198,9 @@ class ProfileCache:
             if found is not None:
                 self._profiles.move_to_end(key)
                 return found
-        from .._kinds import INPUT_COLUMN
+        from .._kinds import NOT_FEATURES
 
-        profile = ReferenceProfile.build(read_reference(bento_path).drop(columns=[INPUT_COLUMN], errors="ignore"))
+        profile = ReferenceProfile.build(read_reference(bento_path).drop(columns=list(NOT_FEATURES), errors="ignore"))
         with self._lock:
             self._profiles[key] = profile
             while len(self._profiles) > self._capacity:

@@ -9,6 +9,7 @@ previous version serves, and a failure leaves it serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from ..errors import (
 from .._windows import parse_window
 from ._insights import MIN_DRIFT_ROWS, ProfileCache, feature_columns, latency_rows, summary, traffic_frame
 from ._insights import read_reference, request_rows_json
-from .._kinds import INPUT_COLUMN
+from .._kinds import ANSWER_COLUMN, INPUT_COLUMN
 from ._monitor import Monitor, MonitorSettings
 from ._rollout import (
     PARITY_CHUNK_ROWS,
@@ -300,6 +301,8 @@ class Manager:
             return
         _, bento_path = self.reference_path(name, number)
         reference = await asyncio.to_thread(read_reference, bento_path)
+        if ANSWER_COLUMN in reference.columns:  # one vector (probabilities, an embedding) per row
+            reference["prediction"] = [json.loads(v) for v in reference.pop(ANSWER_COLUMN)]
         if "prediction" not in reference.columns:
             self.registry.add_event("parity_not_applicable",
                                     f"v{number}: the model's outputs are not one value per row; not compared",
