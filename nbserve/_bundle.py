@@ -48,6 +48,7 @@ __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle"
 
 REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
+MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,000 x 768 floats would not fit)
 
 # -- flavors --------------------------------------------------------------------------
 
@@ -701,7 +702,9 @@ def build_bundle(
         if predictions.ndim == 1:
             reference[PREDICTION_COLUMN] = predictions
         else:  # probabilities, embeddings: compared element by element by the parity replay
-            reference[ANSWER_COLUMN] = [json.dumps(row, default=str) for row in predictions.tolist()]
+            answers = [json.dumps(row, default=str) for row in predictions.tolist()]
+            if sum(map(len, answers)) <= MAX_ANSWER_BYTES:  # else not kept: parity_not_applicable
+                reference[ANSWER_COLUMN] = answers
         reference.to_parquet(ctx / REFERENCE_FILE, index=False)
         bundle_meta = {
             "deployment": name,
