@@ -717,8 +717,7 @@ def build_bundle(
             "card": {k: v for k, v in (card or {}).items() if v},
             "reference_rows": len(reference),
             "nbserve_version": _version(),
-            # batching merges DataFrames and arrays; other kinds of input are served unbatched
-            "service_features": [f for f in SERVICE_FEATURES if kind_class is None or f != "batching"],
+            "service_features": list(SERVICE_FEATURES),
         }
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
         # the input kinds, a real module of nbserve's, copied in: the service imports it

@@ -203,53 +203,75 @@ def _shed() -> t.NoReturn:
     raise _Shed
 
 
-class _Answer(np.ndarray):
-    """One request's share of a batch's predictions, knowing how many rows the batch had."""
+class _ArrayShare(np.ndarray):
+    """One request's share of a batch's answers (an array), knowing how many rows the batch had."""
 
     batch_rows = 0
+
+
+class _ListShare(list):
+    """The same for answers that are JSON values (the kinds of input other than DataFrames)."""
+
+    batch_rows = 0
+
+
+def _share(answers: t.Any, batch_rows: int) -> t.Any:
+    # Still an array or a list, so BentoML's dispatcher can join the parts of a request
+    # it split across batches (it knows those containers, not a class of ours).
+    share = answers.view(_ArrayShare) if isinstance(answers, np.ndarray) else _ListShare(answers)
+    share.batch_rows = batch_rows
+    return share
+
+
+def _join(parts: t.Sequence[t.Any]) -> t.Any:
+    """Requests' inputs as one batch, in the container the model takes them in."""
+    first = parts[0]
+    if isinstance(first, np.ndarray):  # a 2-D array's rows, N-D arrays, texts kept as an array
+        return np.concatenate(parts)
+    if isinstance(first, (pd.DataFrame, pd.Series)):
+        return pd.concat(parts, ignore_index=True)
+    return [item for part in parts for item in part]  # texts, records, images: lists
 
 
 class _Batcher:
     """BentoML's adaptive batching -- its CorkDispatcher, the engine behind
     ``@bentoml.api(batchable=True)`` -- placed after each request's own validation, so a
     bad request gets its own 422 and never joins a batch, and a batch the model fails on
-    is retried request by request: one request's rows cannot fail another's."""
+    is retried request by request: one request's rows cannot fail another's.
 
-    def __init__(self, predict: t.Callable[[t.Any], t.Any], max_batch_size: int, max_latency_ms: float) -> None:
+    ``answers`` turns the model's result into one sliceable answer per row: an array for
+    DataFrames, a list of JSON values for the other kinds of input."""
+
+    def __init__(self, predict: t.Callable[[t.Any], t.Any], answers: t.Callable[[t.Any], t.Any],
+                 max_batch_size: int, max_latency_ms: float) -> None:
         from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
         self._predict = predict
+        self._answers = answers
         dispatcher = CorkDispatcher(
             max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=_shed,
             get_batch_size=len, batch_dim=(0, 0),
         )
         self.submit = dispatcher(self._run)  # runs _run in a thread, one batch at a time
 
-    def _run(self, frames: t.Sequence[t.Any]) -> list[t.Any]:
-        sizes = [len(f) for f in frames]
+    def _run(self, parts: t.Sequence[t.Any]) -> list[t.Any]:
+        sizes = [len(p) for p in parts]
+        total = sum(sizes)
         try:
-            if len(frames) == 1:
-                joined = frames[0]
-            elif isinstance(frames[0], np.ndarray):
-                joined = np.concatenate(frames)
-            else:
-                joined = pd.concat(frames, ignore_index=True)
-            served = _jsonable(self._predict(joined))
-            if len(served) != len(joined):
-                raise ValueError(f"the model returned {len(served)} answers for {len(joined)} rows")
-            parts = np.split(served.view(_Answer), np.cumsum(sizes)[:-1])
+            joined = parts[0] if len(parts) == 1 else _join(parts)
+            served = self._answers(self._predict(joined))
+            if len(served) != total:
+                raise ValueError(f"the model returned {len(served)} answers for {total} rows")
         except Exception:
-            if len(frames) == 1:
+            if len(parts) == 1:
                 raise
-            parts = [self._alone(f) for f in frames]
-        for part in parts:
-            if isinstance(part, _Answer):
-                part.batch_rows = sum(sizes)
-        return parts
+            return [self._alone(p) for p in parts]
+        ends = np.cumsum(sizes).tolist()
+        return [_share(served[end - size:end], total) for size, end in zip(sizes, ends)]
 
-    def _alone(self, frame: t.Any) -> t.Any:
+    def _alone(self, part: t.Any) -> t.Any:
         try:
-            return _jsonable(self._predict(frame)).view(_Answer)
+            return _share(self._answers(self._predict(part)), len(part))
         except Exception as exc:  # this request's own failure, answered to it alone
             return exc
 
@@ -321,7 +343,9 @@ class ${class_name}:
 
         self.model = ${loader_module}.load_model(self.model_ref)
         self._predictors = {${predictors}}
-        self._batchers = {api: _Batcher(f, **_BATCHING) for api, f in self._predictors.items()} if _BATCHING else {}
+        answers = _jsonable if _KIND is None else _plain
+        self._batchers = ({api: _Batcher(f, answers, **_BATCHING) for api, f in self._predictors.items()}
+                          if _BATCHING else {})
 
     @staticmethod
     def _checked(data: pd.DataFrame, ctx: t.Any) -> t.Any:
@@ -336,6 +360,7 @@ class ${class_name}:
         frame = self._checked(data, ctx)
         if isinstance(frame, JSONResponse):
             return frame
+        ctx.response.headers["x-nbserve-rows"] = str(len(frame))  # counted by the agent unparsed
         return _jsonable(self._predictors[api](frame))
 
     def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
@@ -346,14 +371,33 @@ class ${class_name}:
         except nbserve_kinds.Invalid as exc:
             ctx.response.status_code = 422
             return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
+        ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
         return _plain(self._predictors[api](inputs))
 
     async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         frame = self._checked(data, ctx)
         if isinstance(frame, JSONResponse):
             return frame
+        ctx.response.headers["x-nbserve-rows"] = str(len(frame))
+        served = await self._batched(api, frame, ctx)
+        return served if isinstance(served, JSONResponse) else np.asarray(served)
+
+    async def _answer_any_batched(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
+        """A request of another kind: checked by its kind alone, then answered in a batch."""
+        ctx.response.headers["x-nbserve-worker"] = _WORKER
         try:
-            served = await self._batchers[api].submit(frame)
+            inputs = _KIND.decode(data)
+        except nbserve_kinds.Invalid as exc:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
+        ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
+        served = await self._batched(api, inputs, ctx)
+        return served if isinstance(served, JSONResponse) else list(served)
+
+    async def _batched(self, api: str, inputs: t.Any, ctx: t.Any) -> t.Any:
+        """This request's answers from a batch, or the 503 of a batch that came too late."""
+        try:
+            share = await self._batchers[api].submit(inputs)
         except _Shed:
             ctx.response.status_code = 503
             ctx.response.headers["retry-after"] = "1"
@@ -365,8 +409,8 @@ class ${class_name}:
                  "type": "batch_latency_exceeded"},
                 status_code=503,
             )
-        ctx.response.headers["x-nbserve-batch-rows"] = str(getattr(served, "batch_rows", 0) or len(served))
-        return np.asarray(served)
+        ctx.response.headers["x-nbserve-batch-rows"] = str(getattr(share, "batch_rows", 0) or len(share))
+        return share
 
     # With batching the APIs are coroutines, so requests can wait together for a batch;
     # without it they run in BentoML's thread, as plain BentoML APIs do.
@@ -402,9 +446,14 @@ _RESERVED_APIS = frozenset({"model_ref", "model", "docs", "readyz", "livez", "me
 # One API of a service whose input is not a DataFrame: a JSON value its kind checks.
 _ANY_API = string.Template(
     '''
-    @bentoml.api
-    def ${api}(self, data: _KIND_DATA, ctx: bentoml.Context) -> t.Any:
-        return self._answer_any("${api}", data, ctx)
+    if _BATCHING:
+        @bentoml.api
+        async def ${api}(self, data: _KIND_DATA, ctx: bentoml.Context) -> t.Any:
+            return await self._answer_any_batched("${api}", data, ctx)
+    else:
+        @bentoml.api
+        def ${api}(self, data: _KIND_DATA, ctx: bentoml.Context) -> t.Any:
+            return self._answer_any("${api}", data, ctx)
 '''
 )
 

@@ -142,3 +142,69 @@ def test_bad_batching_settings_are_refused_before_anything_exists(module_home, i
         nbserve.deploy(forest, "never-batched", X_test, batching=False, max_latency_ms=10, progress=False)
     with pytest.raises(errors.DeploymentNotFound):
         nbserve.get("never-batched")
+
+
+REVIEWS = ["great pasta", "cold soup", "lovely wine and great bread", "rude waiter", "great service",
+           "awful noise, cold food"] * 4
+LIKED = [1, 0, 1, 0, 1, 0] * 4
+
+
+def receipts(orders):
+    """Records in, records out: a function of the notebook answering a dict per order."""
+    return [{"customer": o["customer"], "total": sum(i["price"] * i["qty"] for i in o["items"])} for o in orders]
+
+
+receipts.__module__ = "__main__"
+
+
+def _batched_concurrently(url: str, bodies: list) -> list[httpx.Response]:
+    with httpx.Client(timeout=60, trust_env=False) as client, cf.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda body: client.post(f"{url}/predict", json={"data": body}), bodies))
+
+
+def test_texts_and_records_are_batched_and_each_is_answered_and_checked_alone(module_home):
+    """Batching is not only for DataFrames: texts and records are joined into one model
+    call after each request's own check, and each gets its own answers back."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(REVIEWS, LIKED)
+    dep = nbserve.deploy(model, "batched-text", REVIEWS, batching=True, max_batch_size=32, max_latency_ms=5000,
+                         progress=False)
+    kinds = set(dep.events()["kind"])
+    assert "batching_checked" in kinds and not kinds & {"batching_unavailable", "batching_warning"}, kinds
+    bodies = [["fine", i] if i % 10 == 3 else [f"great pasta {i}", REVIEWS[i % 6]] for i in range(300)]
+    batch_rows = []
+    for body, r in zip(bodies, _batched_concurrently(dep.url, bodies)):
+        if not all(isinstance(text, str) for text in body):
+            assert r.status_code == 422 and r.json()["type_errors"][0]["path"] == "data[1]", r.text
+            continue
+        assert r.status_code == 200, r.text
+        assert r.json() == model.predict(body).tolist()
+        assert r.headers["x-nbserve-rows"] == "2"
+        batch_rows.append(int(r.headers["x-nbserve-batch-rows"]))
+    assert max(batch_rows) > 2, batch_rows  # requests really were merged into one model call
+    many = [f"{text} {i}" for i, text in enumerate(REVIEWS * 5)]  # 120 texts: split across batches of 32
+    assert dep.predict(many).tolist() == model.predict(many).tolist()
+
+    orders = [{"customer": f"c{i}", "items": [{"price": 1.5, "qty": i}], "express": bool(i % 2)} for i in range(40)]
+    dep = nbserve.deploy(receipts, "batched-records", orders, batching=True, max_latency_ms=5000, progress=False)
+    assert "batching_checked" in set(dep.events()["kind"])
+    bodies = [orders[i % 40:i % 40 + 3] for i in range(200)]
+    answers = _batched_concurrently(dep.url, bodies)
+    assert [r.json() for r in answers] == [receipts(body) for body in bodies], "each its own dicts, in order"
+    assert max(int(r.headers["x-nbserve-batch-rows"]) for r in answers) > 3
+    assert dep.predict(orders[:2]) == receipts(orders[:2])
+
+
+def test_a_version_serving_probabilities_first_is_timed_for_batching(module_home, iris, forest):
+    """The batching check sent the reference's stored answers as a column (a 422, and a
+    batching_warning that the check could not run) when the first method answers vectors."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "batched-proba", X_test, method="predict_proba", batching=True,
+                         max_latency_ms=5000, progress=False)
+    events = dep.events()
+    assert "batching_checked" in set(events["kind"]), events[["kind", "message"]].to_string()
+    assert "batching_warning" not in set(events["kind"])
+    np.testing.assert_allclose(dep.predict(X_test.head(3)), forest.predict_proba(X_test.head(3)))

@@ -38,6 +38,7 @@ def test_first_deploy_serves_the_notebook_predictions(dep, iris, forest):
                    trust_env=False)
     assert r.status_code == 200
     assert r.headers["x-nbserve-version"] == "1"
+    assert r.headers["x-nbserve-rows"] == str(len(X_test)), "the monitor counts rows from it, unparsed"
     assert r.json() == forest.predict(X_test).tolist()
     np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
 

@@ -115,6 +115,7 @@ def test_a_text_pipeline_serves_strings(module_home):
     assert "vocabulary" not in schema["schema"]
     ok = httpx.post(f"{dep.url}/predict", json=schema["request"], trust_env=False, timeout=30)
     assert ok.status_code == 200, "the ready request body in /schema is answered"
+    assert ok.headers["x-nbserve-rows"] == str(len(schema["request"]["data"]))
     traffic = dep.traffic("10m")
     assert {"text_length", "token_count", "unseen_token_share"} <= set(traffic.columns)
     same = dep.drift(REVIEWS)  # texts are compared through their derived columns

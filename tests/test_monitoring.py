@@ -167,9 +167,25 @@ def test_settings_turn_sampling_and_capture_off_and_bad_ones_are_refused(traffic
 
 
 def _record(label: str | None, status: int = 200, ms: float = 5.0, body: bytes = b'{"data": [{"x": 1}]}',
-            response: bytes | None = b"[1]", path: str = "/predict") -> RequestRecord:
+            response: bytes | None = b"[1]", path: str = "/predict", rows: int = -1) -> RequestRecord:
     started = time.perf_counter_ns() - int(ms * 1e6)
-    return RequestRecord(label, "POST", path, status, started, int(ms * 1e6), len(body), body, response)
+    return RequestRecord(label, "POST", path, status, started, int(ms * 1e6), len(body), body, response,
+                         rows=rows)
+
+
+def test_rows_the_server_reported_are_counted_without_parsing_the_body(tmp_path) -> None:
+    """The model server says how many rows it answered (x-nbserve-rows): the monitor takes
+    its word, so a large body is not parsed again in the agent just to be counted."""
+    monitor = Monitor(tmp_path / "metrics.sqlite")
+    observe = monitor.observer_for("d")
+    observe(_record("1", rows=3))  # the body holds one row: the server's 3 is what counts
+    observe(_record("1", body=b"not json at all", rows=2, response=None))
+    observe(_record("1", status=422, body=b'{"data": [{"y": 1}, {"y": 2}]}'))  # no header: parsed
+    monitor._drain()
+    totals = monitor.totals[("d", 1)]
+    assert totals.rows == 3 + 2 + 2 and totals.unreadable == 0
+    assert len(monitor.samples("d", 0)) == 2, "sampled answers are kept whether or not they were parsed"
+    monitor.close()
 
 
 def test_panes_survive_a_restart_mid_minute(tmp_path) -> None:

@@ -355,13 +355,14 @@ class Manager:
         batching = proc.batching or {}
         budget, size = float(batching["max_latency_ms"]), int(batching["max_batch_size"])
         _, bento_path = self.reference_path(name, number)
-        reference = (await asyncio.to_thread(read_reference, bento_path)).drop(columns="prediction", errors="ignore")
+        reference = (await asyncio.to_thread(read_reference, bento_path)).drop(
+            columns=["prediction", ANSWER_COLUMN], errors="ignore")  # what the model answered is not input
         rows = min(size, BATCH_PROBE_MAX_ROWS)
         full = reference.sample(n=rows, replace=len(reference) < rows, random_state=0)
         timings: dict[str, float] = {}
         async with httpx.AsyncClient(timeout=120, trust_env=False) as client:
             for key, frame, repeat in (("one_row_ms", reference.iloc[:1], 5), ("full_batch_ms", full, 3)):
-                body = '{"data": ' + frame.to_json(orient="records", date_format="iso") + "}"
+                body = '{"data": ' + request_rows_json(frame) + "}"
                 took = []
                 for _ in range(repeat):
                     started = time.perf_counter()

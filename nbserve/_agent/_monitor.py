@@ -346,7 +346,13 @@ class Monitor:
         """Add one request to its pane and totals; its sample row if it is kept."""
         version = int(rec.label) if rec.label and rec.label.isdigit() else 0
         ts = now_wall - (now_perf - rec.started_ns) / 1e9
-        rows, parsed = _payload_rows(rec.body) if rec.method == "POST" else (0, None)
+        if rec.method != "POST":
+            rows, readable = 0, False
+        elif rec.rows >= 0:  # the model server read the body and said how many rows it held
+            rows, readable = rec.rows, True
+        else:  # an older version, or an answer the server gave before reading (a 4xx)
+            rows, parsed = _payload_rows(rec.body)
+            readable = parsed is not None
         seconds = rec.elapsed_ns / 1e9
         totals = self.totals.get((name, version))
         if totals is None:
@@ -358,7 +364,7 @@ class Monitor:
         totals.by_status[rec.status] = totals.by_status.get(rec.status, 0) + 1
         totals.rows += rows
         totals.histogram.record(seconds)
-        if rec.response is not None and parsed is not None:
+        if rec.response is not None and readable:
             return _sample_row(name, version, ts, rec, rows)
         return None
 

@@ -163,6 +163,7 @@ class RequestRecord:
     body: bytes  # the request body (a reference, not a copy)
     response: bytes | None  # the response body, only for requests the sampler picked
     request_id: str = ""  # the client's X-Request-Id, or the one the endpoint made
+    rows: int = -1  # inputs the model server says it answered (x-nbserve-rows); -1: not said
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +259,7 @@ class _Request:
         "nhdrs",
         "responded",
         "response",
+        "rows",
         "sampled",
         "started_ns",
         "url",
@@ -290,6 +292,7 @@ class _Request:
         self.responded = False
         self.response: list[bytes] | None = None  # response body parts, when sampled or shadowed
         self.sampled = False  # the sampler picked it: its response goes to the observer
+        self.rows = -1  # what the model server's x-nbserve-rows said; -1 until it says
         self.client_key: bytes | None = None  # the sticky-canary header's value, if configured
         self.authz: bytes | None = None  # the Authorization header, when the endpoint checks tokens
         self.rid: bytes | None = None  # the request id: the client's X-Request-Id, else one we make
@@ -319,6 +322,7 @@ class _UpstreamConnection(asyncio.Protocol):
         "pool",
         "reading_paused",
         "received",
+        "req",
         "reused",
         "status",
         "transport",
@@ -344,6 +348,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.pending: list[bytes] | None = None
         self.received = False
         self.capture: list[bytes] | None = None  # where the response body goes, when sampled
+        self.req: _Request | None = None
 
     # -- exchange ------------------------------------------------------------
 
@@ -356,6 +361,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.interim = 0
         self.pending = None
         self.capture = req.response
+        self.req = req
         if client._write_paused:
             self.pause_reading()
         body = req.body
@@ -379,11 +385,18 @@ class _UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection mid-exchange; it can never be reused."""
         self.client = None
+        self.req = None
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
     # -- httptools callbacks ---------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # The rows the server answered, so the monitor need not parse the request body to
+        # count them (json.loads of a large body cost more than the proxying itself).
+        if name == b"x-nbserve-rows" and self.req is not None and value.isdigit():
+            self.req.rows = int(value)
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -526,6 +539,7 @@ class _UpstreamPool:
 
     def release(self, conn: _UpstreamConnection, reusable: bool) -> None:
         conn.client = None
+        conn.req = None
         if (
             not reusable
             or conn.closed
@@ -1596,6 +1610,7 @@ class StableEndpoint:
                 req.body,
                 b"".join(req.response) if req.sampled else None,
                 req.rid.decode("latin-1") if req.rid else "",
+                req.rows,
             )
             self._observer(record)
         except Exception:
