@@ -26,7 +26,7 @@ from .errors import (
     SchemaMismatch,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._api import connect
+from ._connection import connect
 from ._targets import Target, add_target, list_targets, remove_target
 from ._windows import parse_window
 

@@ -6,18 +6,16 @@ everything else is a call to the agent through :class:`AgentClient`.
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ._config import Home
 from ._names import check_name
 from ._display import Progress, deployment_html, deployment_text
+from ._connection import actor, connect
 from ._transport import AgentClient
 from .errors import (
-    AgentUnreachable,
     DeployFailed,
     InvalidArgument,
     NbserveError,
@@ -32,79 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Deployment", "connect", "deploy", "get", "deployments", "top"]
 
-_clients: dict[str, AgentClient] = {}
 # A rollback or start may cold-start a server from its Bento; a stop drains in-flight requests.
 CHANGE_TIMEOUT = 300.0
-
-
-def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
-    """The client for a target: ``None``/``"local"`` starts the local agent on demand
-    (``start=False``: raise ``AgentUnreachable`` instead, for views that only read); any
-    other name is a remote agent added with ``nbserve target add`` (its certificate is
-    verified before the token is sent). ``NBSERVE_TARGET`` sets the default."""
-    import os
-
-    target = target or os.environ.get("NBSERVE_TARGET") or None
-    home = Home.resolve()
-    key = f"{target or 'local'}:{home.root}"
-    client = _clients.get(key)
-    if client is not None:
-        try:
-            client.get("/v1/health")
-            return client
-        except NbserveError:
-            client.close()
-            del _clients[key]
-    if target not in (None, "local"):
-        client = _remote_client(target, home)
-    else:
-        client = _local_client(home, start)
-    _clients[key] = client
-    return client
-
-
-def _remote_client(name: str, home: Home) -> AgentClient:
-    from ._targets import get_target
-
-    return open_target(get_target(name, home))
-
-
-def open_target(target: Any) -> AgentClient:
-    """A verified client for a :class:`~nbserve._targets.Target`: the certificate is checked
-    (pin or CA) and the token tried before anything else is sent."""
-    from ._tls import client_context
-
-    verify = (client_context(target.url, fingerprint=target.fingerprint, ca_file=target.ca_file)
-              if target.url.startswith("https://") else False)
-    client = AgentClient(target.url, target.token(), verify=verify, name=target.name)
-    try:
-        client.get("/v1/health")  # fail here, with a clear error, rather than mid-deploy
-        client.get("/v1/whoami")  # ... and for a wrong token too
-    except NbserveError:
-        client.close()
-        raise
-    return client
-
-
-def _local_client(home: Home, start: bool) -> AgentClient:
-    from ._local import find_agent, start_agent
-
-    if start:
-        info = start_agent(home)
-    else:
-        found = find_agent(home)
-        if found is None:
-            raise AgentUnreachable(f"no nbserve agent is running for {home.root}",
-                                   hint="deploy a model, or run `nbserve agent start`")
-        info = found
-    return AgentClient(info.url, info.token, name="local", verify=info.verify)
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 class Deployment:
@@ -333,7 +260,7 @@ class Deployment:
         if version is None:
             aliases = self._client.request("DELETE", path)
         else:
-            aliases = self._client.request("PUT", path, json={"version": version, "actor": _actor()})
+            aliases = self._client.request("PUT", path, json={"version": version, "actor": actor()})
         self._data["aliases"] = aliases
         return aliases
 
@@ -363,7 +290,7 @@ class Deployment:
         dropping a request: the new one starts beside it, takes the traffic once ready, and
         the old one drains."""
         body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
-                "batching": batching_setting(batching, max_batch_size, max_latency_ms), "actor": _actor()}
+                "batching": batching_setting(batching, max_batch_size, max_latency_ms), "actor": actor()}
         seen = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": 1})
         self._data = self._client.post(f"/v1/deployments/{self.name}/scale",
                                        json={k: v for k, v in body.items() if v is not None}, timeout=600)
@@ -382,7 +309,7 @@ class Deployment:
     def rollback(self, to: int | None = None) -> "Deployment":
         """Point the stable URL at version ``to`` (default: the one before the live one)."""
         self._data = self._client.post(
-            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": _actor()},
+            f"/v1/deployments/{self.name}/rollback", json={"to": to, "actor": actor()},
             timeout=CHANGE_TIMEOUT,
         )
         return self
@@ -395,20 +322,20 @@ class Deployment:
 
     def promote(self) -> "Deployment":
         """Make the canary (or shadow) version live now; the previous one stays warm."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": _actor()},
+        self._data = self._client.post(f"/v1/deployments/{self.name}/promote", json={"actor": actor()},
                                        timeout=CHANGE_TIMEOUT)
         return self
 
     def abort(self) -> "Deployment":
         """End the canary (or shadow): its traffic goes back to the live version at once."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": _actor()},
+        self._data = self._client.post(f"/v1/deployments/{self.name}/abort", json={"actor": actor()},
                                        timeout=CHANGE_TIMEOUT)
         return self
 
     def set_canary(self, percent: float) -> "Deployment":
         """Change the share of requests the canary gets (0 < percent <= 100)."""
         self._data = self._client.post(f"/v1/deployments/{self.name}/canary",
-                                       json={"percent": percent, "actor": _actor()})
+                                       json={"percent": percent, "actor": actor()})
         return self
 
     def gates(self, *, p99_ms: float | None = None, error_rate: float | None = None,
@@ -430,13 +357,13 @@ class Deployment:
 
     def stop(self) -> "Deployment":
         """Stop every serving process; the stable URL stays and answers 503 until started."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": _actor()},
+        self._data = self._client.post(f"/v1/deployments/{self.name}/stop", json={"actor": actor()},
                                        timeout=CHANGE_TIMEOUT)
         return self
 
     def start(self) -> "Deployment":
         """Serve the live version again after ``stop()`` (a cold start from its Bento)."""
-        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": _actor()},
+        self._data = self._client.post(f"/v1/deployments/{self.name}/start", json={"actor": actor()},
                                        timeout=CHANGE_TIMEOUT)
         return self
 
@@ -610,7 +537,7 @@ class Deployment:
         """Change monitoring settings: ``capture``, ``sample_rate``, ``sample_budget_per_minute``,
         ``drift`` (DriftConfig fields), ``drift_window``. Returns the whole config."""
         return self._client.request("PATCH", f"/v1/deployments/{self.name}/config",
-                                    json={"settings": settings, "actor": _actor()})
+                                    json={"settings": settings, "actor": actor()})
 
     def plot_latency(self, window: str = "1h") -> Any:
         """p50/p90/p99 per minute with version changes marked (a matplotlib Figure)."""
@@ -808,7 +735,7 @@ def deploy(
             upload_id = upload_archive(client, bundle.archive, progress=progress)
             version = client.post(
                 f"/v1/deployments/{name}/versions",
-                json={"upload_id": upload_id, "stable_port": port, "actor": _actor(),
+                json={"upload_id": upload_id, "stable_port": port, "actor": actor(),
                       "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
                       "skip_parity": skip_parity, "sticky_header": sticky_header,
                       "serving": {k: v for k, v in {
@@ -909,7 +836,7 @@ def _report(client: AgentClient, name: str, message: str) -> None:
     """Record a client-side failure in the agent's history; never hide the real error."""
     try:
         client.post(f"/v1/deployments/{name}/events",
-                    json={"kind": "build_failed", "message": message[:4000], "actor": _actor()})
+                    json={"kind": "build_failed", "message": message[:4000], "actor": actor()})
     except NbserveError:
         pass
 

@@ -12,17 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._cli_output import table
 from .errors import NbserveError
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -32,7 +23,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         {"name": d.name, "status": d.status, "version": d.version, "versions": len(d.versions), "url": d.url}
         for d in deployments(target=args.target)
     ]
-    print(_table(rows, ["name", "status", "version", "versions", "url"]))
+    print(table(rows, ["name", "status", "version", "versions", "url"]))
     return 0
 
 
@@ -106,12 +97,12 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    from ._api import connect
+    from ._connection import connect
 
     client = connect(args.target)
     path = f"/v1/deployments/{args.name}/events" if args.name else "/v1/events"
     events = client.get(path, params={"limit": args.limit})
-    print(_table(events, ["id", "ts", "deployment", "version", "kind", "message"]))
+    print(table(events, ["id", "ts", "deployment", "version", "kind", "message"]))
     return 0
 
 
@@ -137,7 +128,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
         ]
         if not args.once:
             print("\033[2J\033[H", end="")
-        print(_table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
+        print(table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
                             "caps", "batching", "idle", "idle_timeout", "cold_start", "held"]))
         if args.once:
             return 0
@@ -367,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return f"nbserve {__version__}"
 

@@ -9,15 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ._cli_output import table
+
 
 def _when(ts: float | None) -> str:
     return "" if ts is None else _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    from ._cli import _table as table
-
-    return table(rows, columns)
 
 
 # -- targets ---------------------------------------------------------------------------
@@ -41,7 +37,7 @@ def _cmd_target(args: argparse.Namespace) -> int:
     rows = [{"name": t.name, "url": t.url, "verified_by": "fingerprint" if t.fingerprint else
              "ca file" if t.ca_file else "none (http)" if t.insecure else "system CAs",
              "token_file": t.token_file} for t in list_targets()]
-    print(_table(rows, ["name", "url", "verified_by", "token_file"]))
+    print(table(rows, ["name", "url", "verified_by", "token_file"]))
     return 0
 
 
@@ -81,7 +77,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         rows = [{**t, "deployments": ",".join(t["deployments"]) if t["deployments"] else "all",
                  "expires": _when(t["expires_at"]) or "never"}
                 for t in list_tokens(all=args.all, target=args.target)]
-        print(_table(rows, ["name", "id", "role", "deployments", "state", "expires", "created_by"]))
+        print(table(rows, ["name", "id", "role", "deployments", "state", "expires", "created_by"]))
     return 0
 
 
@@ -104,7 +100,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
          "live": f"{r['before'] or '-'}->{r['after'] or '-'}" if r["deployment"] else ""}
         for seq, r in frame.iterrows()
     ]
-    print(_table(rows, ["seq", "ts", "actor", "source", "action", "deployment", "version", "live"]))
+    print(table(rows, ["seq", "ts", "actor", "source", "action", "deployment", "version", "live"]))
     return 0
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._cli_output import table
 from .errors import InvalidArgument, NbserveError
 
 RUN_COLUMNS = ["id", "trigger", "status", "started_at", "duration_seconds", "version", "why"]
@@ -28,12 +29,6 @@ def parse_param(text: str) -> tuple[str, Any]:
     except ValueError:
         value = raw
     return key, value
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    from ._cli import _table as table
-
-    return table(rows, columns)
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -57,7 +52,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows.append({**d, "next_run_at": "paused" if d["paused"] else d["next_run_at"],
                      "running": d.get("running_run") or "",
                      "notebook": d["notebook"].rsplit("/", 1)[-1]})
-    print(_table(rows, ["name", "deployment", "cron", "timezone", "next_run_at", "last_run_at", "running",
+    print(table(rows, ["name", "deployment", "cron", "timezone", "next_run_at", "last_run_at", "running",
                         "notebook", "kernel"]))
     return 0
 
@@ -109,14 +104,14 @@ def _cmd_run_now(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from ._api import connect
+    from ._connection import connect
 
     client = connect(args.target)
     runs = client.get(f"/v1/schedules/{args.name}/runs", params={"limit": args.limit})
     rows = [{**r, "why": (r.get("error") or r.get("reason") or "")[:100],
              "duration_seconds": "" if r.get("duration_seconds") is None else f"{r['duration_seconds']:.1f}"}
             for r in runs]
-    print(_table(rows, RUN_COLUMNS))
+    print(table(rows, RUN_COLUMNS))
     return 0
 
 

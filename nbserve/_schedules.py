@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._api import _actor, connect
+from ._connection import actor, connect
 from ._transport import AgentClient
 from .errors import AgentError, InvalidArgument
 
@@ -89,12 +89,12 @@ class Schedule:
 
     def pause(self) -> "Schedule":
         """Stop firing (a run in progress finishes)."""
-        self._data = self._client.post(self._path("/pause"), json={"actor": _actor()})
+        self._data = self._client.post(self._path("/pause"), json={"actor": actor()})
         return self
 
     def resume(self) -> "Schedule":
         """Fire again from the next due time after now (a paused period is not caught up)."""
-        self._data = self._client.post(self._path("/resume"), json={"actor": _actor()})
+        self._data = self._client.post(self._path("/resume"), json={"actor": actor()})
         return self
 
     def remove(self) -> None:
@@ -103,14 +103,14 @@ class Schedule:
         Executed notebooks stay on disk: versions' provenance points at them.
         """
         # A run in progress is stopped first (its tree killed, what it deployed taken back).
-        self._client.request("DELETE", self._path(), params={"actor": _actor()}, timeout=120)
+        self._client.request("DELETE", self._path(), params={"actor": actor()}, timeout=120)
 
     def run_now(self, wait: bool = False, *, timeout: float | None = None) -> dict[str, Any]:
         """Start a run now and return it (a dict); ``wait=True`` returns it once finished.
 
         The run is ``skipped`` when one of this schedule is in progress.
         """
-        run = self._client.post(self._path("/run"), json={"actor": _actor()})
+        run = self._client.post(self._path("/run"), json={"actor": actor()})
         if wait:
             run = self.wait_for_run(run["id"], timeout=timeout)
         return run
@@ -214,7 +214,7 @@ def schedule(
         "timeout": timeout,
         "missed": missed,
         "kernel": kernel,
-        "actor": _actor(),
+        "actor": actor(),
     }
     return Schedule(client, client.post("/v1/schedules", json=body))
 

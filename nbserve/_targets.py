@@ -11,11 +11,15 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ._config import Home
 from ._names import check_name
-from .errors import InvalidArgument, TargetNotFound
+from .errors import InvalidArgument, NbserveError, TargetNotFound
+
+if TYPE_CHECKING:
+    from ._transport import AgentClient
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,6 @@ def add_target(target: Target, home: Home | None = None, *, verify: bool = True)
     check_target(target)
     who: dict = {}
     if verify:
-        from ._api import open_target
-
         client = open_target(target)
         try:
             who = client.get("/v1/whoami")
@@ -126,3 +128,21 @@ def get_target(name: str, home: Home | None = None) -> Target:
                              hint="add it: `nbserve target add NAME https://host:port --token-file PATH "
                                   "--fingerprint SHA256`")
     return Target(name=name, **fields)
+
+
+def open_target(target: Target) -> "AgentClient":
+    """A verified client for a :class:`Target`: the certificate is checked
+    (pin or CA) and the token tried before anything else is sent."""
+    from ._tls import client_context
+    from ._transport import AgentClient
+
+    verify = (client_context(target.url, fingerprint=target.fingerprint, ca_file=target.ca_file)
+              if target.url.startswith("https://") else False)
+    client = AgentClient(target.url, target.token(), verify=verify, name=target.name)
+    try:
+        client.get("/v1/health")  # fail here, with a clear error, rather than mid-deploy
+        client.get("/v1/whoami")  # ... and for a wrong token too
+    except NbserveError:
+        client.close()
+        raise
+    return client

@@ -104,11 +104,11 @@ def nbserve_home(root: Path) -> Iterator[None]:
 
 
 def _forget_clients() -> None:
-    from nbserve import _api
+    from nbserve import _connection
 
-    for client in _api._clients.values():
+    for client in _connection._clients.values():
         client.close()
-    _api._clients.clear()
+    _connection._clients.clear()
 
 
 @pytest.fixture(scope="session")

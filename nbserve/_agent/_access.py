@@ -12,9 +12,9 @@ The owner token (``NBSERVE_HOME/token``, readable only by the agent's user) is t
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -23,54 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ._principal import ROLES, Principal, current  # noqa: F401  (current: read here by the app)
 
 if TYPE_CHECKING:
     from ._registry import Registry
 
-# What each role may do. ``deploy`` covers every change to a deployment (deploy, promote,
-# rollback, stop, start, canary, config, schedules); ``admin`` adds tokens and the agent.
-ROLES: dict[str, frozenset[str]] = {
-    "admin": frozenset({"admin", "deploy", "view", "predict"}),
-    "deployer": frozenset({"deploy", "view", "predict"}),
-    "viewer": frozenset({"view"}),
-    "predict": frozenset({"predict"}),
-}
 _DOING = {"admin": "manage tokens or the agent", "deploy": "change deployments",
           "view": "read deployments", "predict": "call prediction endpoints"}
 DEFAULT_EXPIRY_SECONDS = 90 * 86400
 TOKEN_PREFIX = "nbs"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller a token stands for."""
-
-    name: str
-    role: str
-    deployments: tuple[str, ...] | None = None  # None: every deployment
-    token_id: str | None = None  # None: the owner token
-    source: str | None = None  # the client's address
-
-    def can(self, permission: str, deployment: str | None = None) -> bool:
-        if permission not in ROLES[self.role]:
-            return False
-        return deployment is None or self.deployments is None or deployment in self.deployments
-
-    def sees(self, deployment: str | None) -> bool:
-        """Whether rows about ``deployment`` may be shown to this caller at all."""
-        return self.deployments is None or (deployment is not None and deployment in self.deployments)
-
-    def actor(self, claimed: str | None) -> str:
-        """The name history records. Only the owner token may name its user; a named token
-        is recorded as itself, whatever the client claims."""
-        if self.token_id is None:
-            return claimed or self.name
-        return self.name
-
-
-# The caller of the request being handled; read by the registry when it writes an audit
-# record, so changes made in background tasks a request started are still attributed.
-current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("nbserve_principal", default=None)
 
 
 @dataclass
@@ -94,6 +55,11 @@ class TokenRow:
                 "deployments": list(self.deployments) if self.deployments is not None else None,
                 "created_at": self.created_at, "created_by": self.created_by,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at, "state": state}
+
+
+def _token_row(stored: dict[str, Any]) -> TokenRow:
+    deployments = stored["deployments"]
+    return TokenRow(**{**stored, "deployments": tuple(json.loads(deployments)) if deployments is not None else None})
 
 
 def _digest(salt: bytes, secret: str) -> bytes:
@@ -121,7 +87,7 @@ class Tokens:
         self._registry = registry
         self._owner = owner_token.encode()
         self._lock = threading.Lock()
-        self._rows: dict[str, TokenRow] = {row.id: row for row in registry.load_tokens()}
+        self._rows: dict[str, TokenRow] = {row.id: row for row in map(_token_row, registry.load_tokens())}
 
     # -- checking -------------------------------------------------------------------
 

@@ -448,7 +448,7 @@ class _BodyLimit:
 def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, scheduler: Any = None,
                uploads: Uploads | None = None) -> FastAPI:
     """The FastAPI app for one agent. ``tokens`` guard every route but ``/v1/health``."""
-    from .. import __version__
+    from .._version import __version__
 
     if uploads is None:
         uploads = Uploads(manager.home.staging)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
+from ._principal import current
 from ._storage import insufficient, is_disk_full
 
 SCHEMA_VERSION = 4
@@ -471,13 +472,11 @@ class Registry:
 
     # -- tokens -------------------------------------------------------------------
 
-    def load_tokens(self) -> list[Any]:
-        from ._access import TokenRow
-
+    def load_tokens(self) -> list[dict[str, Any]]:
+        """The stored tokens as rows (``deployments`` as its JSON text); ``_access`` reads them."""
         with self._lock:
             rows = self._db.execute("SELECT * FROM tokens ORDER BY created_at").fetchall()
-        return [TokenRow(**{**dict(r), "deployments": tuple(json.loads(r["deployments"]))
-                            if r["deployments"] is not None else None}) for r in rows]
+        return [dict(r) for r in rows]
 
     def add_token(self, row: Any, *, action: str = "token_created", audit: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -507,8 +506,6 @@ class Registry:
                       detail: dict[str, Any]) -> None:
         """One chained record, inside the caller's transaction (so it and the change it
         records are written together or not at all)."""
-        from ._access import current
-
         principal = current.get()
         last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         before = after = None
