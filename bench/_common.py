@@ -11,10 +11,11 @@ What is here:
   * our_processes / reap: the safety net, every process whose command line or
     environment names the run's scratch root
   * load(): the load generator in a separate process, wrk if installed (a tiny Lua
-    script POSTs the JSON body), else the Python generator at the bottom of this file
+    script POSTs the body, JSON unless another content type is given), else the Python
+    generator at the bottom of this file
 
 Run as a script, this file is that Python load generator:
-    python bench/_common.py load HOST PORT PATH CONCURRENCY SECONDS BODY_FILE
+    python bench/_common.py load HOST PORT PATH CONCURRENCY SECONDS BODY_FILE [EXTRA_HEADER [CONTENT_TYPE]]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 HOST = "127.0.0.1"
+JSON = "application/json"
 PY = sys.executable
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -149,12 +151,12 @@ def split_url(url: str) -> tuple[str, int]:
 
 
 def request(url: str, method: str, path: str, body: bytes | None = None,
-            timeout: float = 5.0) -> tuple[int, bytes]:
+            timeout: float = 5.0, content_type: str = JSON) -> tuple[int, bytes]:
     """One request on a fresh connection; raises OSError/HTTPException if none answers."""
     host, port = split_url(url)
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = {"Content-Type": content_type} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
@@ -325,7 +327,16 @@ WRK_SUMMARY_LUA = """\
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     e.connect, e.read, e.write, e.status, e.timeout))
 """
-_WRK_LUA = WRK_REQUEST_LUA + "\nfunction done(summary, latency, requests)\n" + WRK_SUMMARY_LUA + "end\n"
+_WRK_DONE_LUA = "\nfunction done(summary, latency, requests)\n" + WRK_SUMMARY_LUA + "end\n"
+_WRK_LUA = WRK_REQUEST_LUA + _WRK_DONE_LUA
+
+
+def wrk_request_lua(body: bytes, content_type: str = JSON) -> str:
+    """The request part of a wrk script for any body (PNG bytes, multipart): the body as a
+    quoted Lua string, every byte that is not plain ASCII escaped, because a long bracket
+    ``[==[...]==]`` (WRK_REQUEST_LUA) turns CRLF into LF and would break a multipart body."""
+    text = "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in body)
+    return f'wrk.method = "POST"\nwrk.body = "{text}"\nwrk.headers["Content-Type"] = "{content_type}"\n'
 
 
 def load_tool(choice: str = "auto") -> str:
@@ -346,16 +357,18 @@ def load_tool_description(tool: str) -> str:
 
 
 def load(url: str, path: str, body: bytes, concurrency: int, seconds: float,
-         tool: str, workdir: Path) -> dict[str, float]:
+         tool: str, workdir: Path, content_type: str = JSON) -> dict[str, float]:
     """Drive ``concurrency`` keep-alive connections, each POSTing one request after another,
     for ``seconds``; from a separate process. Returns rps, p50_ms, p99_ms, requests,
-    errors and load_cpu_s (the load process's own CPU time)."""
+    errors and load_cpu_s (the load process's own CPU time). One body per ``workdir``:
+    its script (or body file) is written there once."""
     host, port = split_url(url)
     before = os.times()
     if tool == "wrk":
         script = workdir / "post.lua"
         if not script.exists():
-            script.write_text(_WRK_LUA % body.decode())
+            script.write_text(_WRK_LUA % body.decode() if content_type == JSON
+                              else wrk_request_lua(body, content_type) + _WRK_DONE_LUA % ())  # %% -> %
         out = subprocess.run(
             ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
              "--latency", "-s", str(script), f"http://{host}:{port}{path}"],
@@ -378,7 +391,7 @@ def load(url: str, path: str, body: bytes, concurrency: int, seconds: float,
             body_file.write_bytes(body)
         out = subprocess.run(
             [PY, str(Path(__file__)), "load", host, str(port), path, str(concurrency),
-             str(seconds), str(body_file)],
+             str(seconds), str(body_file), *(["", content_type] if content_type != JSON else [])],
             capture_output=True, text=True, timeout=seconds + 60, env=child_env(),
         )
         if out.returncode != 0:
@@ -423,7 +436,7 @@ def median(values: list[float]) -> float:
 
 
 def _python_load(host: str, port: int, path: str, concurrency: int, seconds: float,
-                 body: bytes, extra_header: str = "") -> dict[str, float]:
+                 body: bytes, extra_header: str = "", content_type: str = JSON) -> dict[str, float]:
     """Closed loop: each of ``concurrency`` keep-alive connections sends one POST, waits
     for the whole response, sends the next; latency per request with perf_counter_ns.
     ``extra_header``: one more header line, e.g. ``"Authorization: Bearer ..."``."""
@@ -432,7 +445,7 @@ def _python_load(host: str, port: int, path: str, concurrency: int, seconds: flo
     import httptools
 
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
         + (f"{extra_header}\r\n" if extra_header else "")
         + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
@@ -507,7 +520,7 @@ def _python_load(host: str, port: int, path: str, concurrency: int, seconds: flo
 
 
 if __name__ == "__main__":
-    if len(sys.argv) in (8, 9) and sys.argv[1] == "load":
+    if len(sys.argv) in (8, 9, 10) and sys.argv[1] == "load":
         _, _, h, p, pth, c, s, f, *extra = sys.argv
         print(json.dumps(_python_load(h, int(p), pth, int(c), float(s), Path(f).read_bytes(), *extra)))
     else:

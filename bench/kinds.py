@@ -1,37 +1,50 @@
-"""Kinds of input (issue #15): text and N-D arrays through nbserve vs a hand-written BentoML service.
+"""Kinds of input (issue #15): text, N-D arrays and images through nbserve vs a hand-written BentoML service.
 
-    .venv/bin/python bench/kinds.py [--parts http validation] [--seconds 3] [--rounds 2]
-                                    [--warmup 1] [--concurrency 1 8] [--timeit-rounds 7]
-                                    [--load auto|wrk|python]
+    .venv/bin/python bench/kinds.py [--parts http validation] [--models text array image]
+                                    [--seconds 3] [--rounds 2] [--warmup 1] [--concurrency 1 8]
+                                    [--timeit-rounds 7] [--load auto|wrk|python]
 
-Two models, trained here on generated data (nothing is downloaded):
+Three models, trained here on generated data (nothing is downloaded):
 
   text   make_pipeline(TfidfVectorizer(), LogisticRegression()) on 400 short generated
          reviews; a request is a ~1 KB batch of reviews
   array  make_pipeline(FunctionTransformer(np.reshape to (batch, 4096)), LogisticRegression())
-         on random float32 "images" of shape (batch, 64, 64); a request is one 64x64 image as
-         nested JSON lists (3 decimals). The issue asks for 64x64 PNGs: images (PIL, PNG bytes)
-         are not a kind yet, so the N-D array kind stands in for them.
+         on random float32 of shape (batch, 64, 64); a request is one 64x64 array as nested
+         JSON lists (3 decimals)
+  image  make_pipeline(FunctionTransformer(bench/_image_model.py's pixels), LogisticRegression())
+         on 300 generated 64x64 RGB PIL images (a colour, a gradient, noise; the label: more
+         red than blue); pixels turns a list of PIL images into (batch, 12288) float32 in [0, 1].
+         nbserve's sample is a list of PIL images (the ``images`` kind); a request is one
+         64x64 PNG file sent as multipart/form-data (``curl -F data=@a.png``)
 
 Part ``http``: each model is deployed with ``nbserve.deploy`` and, as the baseline, saved with
 ``bentoml.sklearn.save_model`` into a store of its own and served by plain ``bentoml serve`` of
-the hand-written service in bench/_bento_kinds.py (``texts: list[str]``, ``images: np.ndarray``).
-Same data in every request (the baseline's JSON key is ``texts``/``images``, nbserve's
-``data``). Three targets, all on 127.0.0.1, one worker each:
+the hand-written service in bench/_bento_kinds.py (``texts: list[str]``, ``images: np.ndarray``,
+``image: PIL.Image.Image``). Same data in every request: the baseline's JSON key is
+``texts``/``images`` and its form field ``image`` (BentoML names a file field after the
+argument), nbserve's are ``data``. The image model's function lives in a module beside the
+bench: nbserve carries it in the model by value (its server is not given bench/ on its path),
+the baseline imports it from its working dir. Three targets, all on 127.0.0.1, one worker each:
 
   baseline  the hand-written BentoML service, plain ``bentoml serve``
   upstream  the agent's own ``bentoml serve`` of nbserve's Bento, hit on its port
   stable    nbserve's stable URL (the agent's proxy in front of "upstream")
 
-Load comes from a separate process (wrk when installed, else bench/_common.py's Python
-generator), closed loop at each concurrency, ``--rounds`` interleaved rounds (the order
-reversed every other round), medians shown.
+All three must give the same answer to the request before anything is timed. Load comes from a
+separate process (wrk when installed, else bench/_common.py's Python generator), closed loop at
+each concurrency, ``--rounds`` interleaved rounds (the order reversed every other round), medians
+shown.
 
 Part ``validation``: what checking a request by its kind costs, in this process on parsed JSON:
-``Text(...).decode`` of the ~1 KB batch and ``Array(...).decode`` of the 64x64 request, timeit,
-median of ``--timeit-rounds`` rounds of at least 0.2 s each; beside it the floor any server pays
-to turn that JSON into an array (``np.asarray(data)``) and ``json.loads`` of the body, and what
-the agent's monitor spends per request counting the body's rows (``_payload_rows``, a full parse).
+``Text(...).decode`` of the ~1 KB batch, ``Array(...).decode`` of the 64x64 request and
+``Images(...).decode`` of one 64x64 PNG as base64 JSON (what a multipart request becomes in
+nbserve's server), timeit, median of ``--timeit-rounds`` rounds of at least 0.2 s each; beside
+each the floor any server pays to turn that JSON into what the model takes (``np.asarray(data)``;
+Pillow's open + convert("RGB") + np.asarray of the decoded base64) and ``json.loads`` of the body.
+And what the agent's monitor spends per request counting rows: today the model server reports
+them in an ``x-nbserve-rows`` header (``Monitor._count`` of such a record, measured on a scratch
+database), and ``_payload_rows`` (a full ``json.loads`` of the body), which is now run only for
+versions that do not report the header.
 
 Targets (printed, never asserted): stable >= 0.9x baseline throughput; decode <= 100 us per
 request. Every process started here is stopped at the end, even on error.
@@ -55,11 +68,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402  (sets BENTOML_DO_NOT_TRACK / UV_OFFLINE first)
 
 TARGETS = ("baseline", "upstream", "stable")
-MODELS = ("text", "array")
-BASELINE_CLASS = {"text": "Reviews", "array": "Tiles"}
-BASELINE_MODEL = {"text": "kinds-reviews", "array": "kinds-tiles"}  # the names bench/_bento_kinds.py loads
-BASELINE_KEY = {"text": "texts", "array": "images"}
-DEPLOYMENT = {"text": "reviews", "array": "tiles"}
+MODELS = ("text", "array", "image")
+BASELINE_CLASS = {"text": "Reviews", "array": "Tiles", "image": "Pictures"}
+# the names bench/_bento_kinds.py loads
+BASELINE_MODEL = {"text": "kinds-reviews", "array": "kinds-tiles", "image": "kinds-pictures"}
+BASELINE_KEY = {"text": "texts", "array": "images", "image": "image"}  # its argument's name
+DEPLOYMENT = {"text": "reviews", "array": "tiles", "image": "pictures"}
+BOUNDARY = "nbserve-bench-kinds"
 RPS_TARGET = 0.9
 DECODE_TARGET_US = 100.0
 SIDE = 64
@@ -121,6 +136,60 @@ def array_model() -> tuple[Any, Any, list]:
     return model, images[:20], request
 
 
+def picture(rng: Any) -> Any:
+    """A 64x64 RGB PIL image: a random colour, a random gradient across it, a little noise
+    (a PNG of ~9 KB, the size of a real thumbnail rather than of pure noise or a flat colour)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:SIDE, 0:SIDE] / (SIDE - 1)
+    pixels = rng.random(3) + (rng.random(3) - 0.5) * ((x + y) / 2)[..., None] + rng.normal(0, 0.04, (SIDE, SIDE, 3))
+    return Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8), "RGB")
+
+
+def png(img: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_model() -> tuple[Any, list, bytes]:
+    """(fitted pipeline, deploy sample (20 PIL images), one 64x64 PNG file as the request)."""
+    import numpy as np
+    from _image_model import pixels  # bench/, on the path: a helper file beside the "notebook"
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(0)
+    images = [picture(rng) for _ in range(300)]
+    labels = [int(np.asarray(img)[..., 0].mean() > np.asarray(img)[..., 2].mean()) for img in images]
+    model = make_pipeline(FunctionTransformer(pixels), LogisticRegression(max_iter=500)).fit(images, labels)
+    return model, images[:20], png(picture(rng))
+
+
+BUILDERS = {"text": text_model, "array": array_model, "image": image_model}
+
+
+def multipart(field: str, filename: str, data: bytes, mime: str = "image/png") -> tuple[bytes, str]:
+    """(body, content type) of a multipart/form-data POST of one file, as ``curl -F field=@file``."""
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n")
+    return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def request_bodies(kind: str, req: Any) -> dict[str, tuple[bytes, str]]:
+    """(body, content type) per target: the same data, under each service's own name for it."""
+    if kind == "image":
+        ours, baseline = multipart("data", "a.png", req), multipart(BASELINE_KEY[kind], "a.png", req)
+    else:
+        ours = json.dumps({"data": req}).encode(), c.JSON
+        baseline = json.dumps({BASELINE_KEY[kind]: req}).encode(), c.JSON
+    return {"baseline": baseline, "upstream": ours, "stable": ours}
+
+
 # -- part 2: per-request validation -------------------------------------------------------
 
 
@@ -131,42 +200,114 @@ def per_call_us(fn: Any, rounds: int) -> float:
     return statistics.median(t / number * 1e6 for t in timer.repeat(repeat=rounds, number=number))
 
 
-def validation(args: argparse.Namespace) -> None:
+def monitor_count_us(rounds: int) -> float:
+    """Microseconds the agent's capture thread spends on one request whose model server said
+    its rows (``x-nbserve-rows``): ``Monitor._count`` of an unsampled record, as the proxy hands
+    it over, on a scratch database. The same for every body: it never reads it."""
+    import tempfile
+
+    from nbserve._agent._monitor import Monitor
+    from nbserve._agent._proxy import RequestRecord
+
+    with tempfile.TemporaryDirectory(prefix="nbserve-bench-kinds-monitor-") as tmp:
+        monitor = Monitor(Path(tmp) / "metrics.db")  # never started: no thread, only the counting
+        try:
+            rec = RequestRecord(label="1", method="POST", path="/predict", status=200,
+                                started_ns=time.perf_counter_ns(), elapsed_ns=2_000_000, request_bytes=9000,
+                                body=b"", response=None, rows=1)
+            return per_call_us(lambda: monitor._count("bench", rec, time.time(), time.perf_counter_ns()), rounds)
+        finally:
+            monitor.close()
+
+
+# each: (its JSON body, rows of (kind, what, call, role)); role "target" is the issue's figure
+
+
+def text_rows() -> tuple[str, list]:
+    from nbserve._kinds import Text
+
+    _model, sample, batch = text_model()
+    body = json.dumps({"data": batch})
+    data, kind = json.loads(body)["data"], Text(Text.describe(sample))
+    assert kind.decode(data) == batch
+    return body, [
+        ("text", f"Text.decode, {len(batch)} reviews ({len(json.dumps(batch))} B of JSON)",
+         lambda: kind.decode(data), "target"),
+        ("text", f"json.loads of the body ({len(body)} B), for scale", lambda: json.loads(body), ""),
+    ]
+
+
+def array_rows() -> tuple[str, list]:
     import numpy as np
 
-    from nbserve._agent._monitor import _payload_rows
-    from nbserve._kinds import Array, Text
+    from nbserve._kinds import Array
 
-    _model, text_sample, batch = text_model()
-    _model, array_sample, image = array_model()
-    text_body = json.dumps({"data": batch})
-    array_body = json.dumps({"data": image})
-    text_data, array_data = json.loads(text_body)["data"], json.loads(array_body)["data"]
-    text_kind = Text(Text.describe(text_sample))
-    array_kind = Array(Array.describe(array_sample))
-    assert text_kind.decode(text_data) == batch and array_kind.decode(array_data).shape == (1, SIDE, SIDE)
-
-    text_bytes = len(json.dumps(batch))
-    rows = [  # (kind, what, call, is the target's figure)
-        ("text", f"Text.decode, {len(batch)} reviews ({text_bytes} B of JSON)", lambda: text_kind.decode(text_data), True),
-        ("text", f"json.loads of the body ({len(text_body)} B), for scale", lambda: json.loads(text_body), False),
-        ("array", f"Array.decode, 1 x {SIDE}x{SIDE} float32", lambda: array_kind.decode(array_data), True),
-        ("array", "np.asarray(data) alone (float64): the floor", lambda: np.asarray(array_data), False),
-        ("array", f"json.loads of the body ({len(array_body)} B), for scale", lambda: json.loads(array_body), False),
-        # not validation: what the agent's capture thread spends per request counting rows
-        ("text", "agent: monitor _payload_rows(body)", lambda: _payload_rows(text_body.encode()), False),
-        ("array", "agent: monitor _payload_rows(body)", lambda: _payload_rows(array_body.encode()), False),
+    _model, sample, image = array_model()
+    body = json.dumps({"data": image})
+    data, kind = json.loads(body)["data"], Array(Array.describe(sample))
+    assert kind.decode(data).shape == (1, SIDE, SIDE)
+    return body, [
+        ("array", f"Array.decode, 1 x {SIDE}x{SIDE} float32", lambda: kind.decode(data), "target"),
+        ("array", "np.asarray(data) alone (float64): the floor", lambda: np.asarray(data), "floor"),
+        ("array", f"json.loads of the body ({len(body)} B), for scale", lambda: json.loads(body), ""),
     ]
+
+
+def image_rows() -> tuple[str, list]:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from nbserve._kinds import Images
+
+    _model, sample, file = image_model()
+    body = json.dumps({"data": [base64.b64encode(file).decode("ascii")]})
+    data, kind = json.loads(body)["data"], Images(Images.describe(sample))
+    decoded = kind.decode(data)
+    assert decoded[0].size == (SIDE, SIDE) and decoded[0].mode == "RGB"
+
+    def floor() -> Any:  # what any server does to hand a model the pixels of a base64 PNG
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data[0]))).convert("RGB"))
+
+    return body, [
+        ("image", f"Images.decode, 1 x {SIDE}x{SIDE} RGB PNG ({len(file)} B, base64)",
+         lambda: kind.decode(data), "target"),
+        ("image", "b64decode+PIL open+convert(RGB)+np.asarray: the floor", floor, "floor"),
+        ("image", f"json.loads of the body ({len(body)} B), for scale", lambda: json.loads(body), ""),
+    ]
+
+
+def validation(args: argparse.Namespace) -> None:
+    from nbserve._agent._monitor import _payload_rows
+
+    rows, bodies = [], {}
+    for name, rows_of in (("text", text_rows), ("array", array_rows), ("image", image_rows)):
+        if name in args.models:
+            bodies[name], more = rows_of()
+            rows += more
+    # not validation: what the agent's capture thread spends per request counting rows
+    rows.append(("any", "agent: monitor counts rows from x-nbserve-rows", None, ""))
+    for name, body in bodies.items():  # older versions: the agent parses every body (up to 1 MiB)
+        raw = body.encode()
+        rows.append((name, "agent: _payload_rows(body), versions w/o x-nbserve-rows",
+                     lambda raw=raw: _payload_rows(raw), ""))
+
     print(f"\nvalidation, in-process on parsed JSON (median of {args.timeit_rounds} timeit rounds):")
-    figures = []
-    for kind, label, fn, is_target in rows:
-        us = per_call_us(fn, args.timeit_rounds)
-        figures.append(us)
-        mark = f"  (target <= {DECODE_TARGET_US:g} us: {met(us <= DECODE_TARGET_US)})" if is_target else ""
-        print(f"  {kind:<5} {label:<52} {us:9.1f} us{mark}", flush=True)
-    decode, floor = figures[2], figures[3]
-    print(f"  array: the kind's checks add {decode - floor:.1f} us to the conversion any server does "
-          f"({decode / floor:.2f}x); PNG requests are not a kind yet, so none were measured")
+    figures: dict[tuple[str, str], float] = {}
+    for kind_name, label, fn, role in rows:
+        us = monitor_count_us(args.timeit_rounds) if fn is None else per_call_us(fn, args.timeit_rounds)
+        figures[(kind_name, role)] = us
+        mark = f"  (target <= {DECODE_TARGET_US:g} us: {met(us <= DECODE_TARGET_US)})" if role == "target" else ""
+        print(f"  {kind_name:<5} {label:<58} {us:9.1f} us{mark}", flush=True)
+    for kind_name in ("array", "image"):
+        if (kind_name, "floor") in figures:
+            us, floor_us = figures[(kind_name, "target")], figures[(kind_name, "floor")]
+            print(f"  {kind_name}: the kind's checks add {us - floor_us:+.1f} us to the conversion any server "
+                  f"does ({us / floor_us:.2f}x)")
+    print("  the agent counts rows from the model server's x-nbserve-rows header, unparsed; _payload_rows runs "
+          "only for versions built before it (and for answers given before the body was read)")
 
 
 # -- part 1: throughput over HTTP ----------------------------------------------------------
@@ -178,13 +319,15 @@ def met(ok: bool) -> str:
 
 def save_baseline_model(model: Any, name: str, store: Path, root: Path) -> str:
     """``bentoml.sklearn.save_model`` in a fresh process with BENTOML_HOME=store (this process's
-    bentoml may already have the agent's home resolved); returns the tag."""
+    bentoml may already have the agent's home resolved); returns the tag. It runs in bench/, so
+    the image model's ``_image_model.pixels`` unpickles (and is saved by reference, as
+    ``bentoml.sklearn`` does, for the baseline's service to import from its working dir)."""
     path = root / f"{name}.pkl"
     path.write_bytes(pickle.dumps(model))
     code = ("import pickle, sys, bentoml; "
             "print(bentoml.sklearn.save_model(sys.argv[1], pickle.loads(open(sys.argv[2], 'rb').read())).tag)")
     out = subprocess.run([c.PY, "-c", code, name, str(path)], capture_output=True, text=True, timeout=120,
-                         env=c.child_env(BENTOML_HOME=str(store)), cwd=str(root))
+                         env=c.child_env(BENTOML_HOME=str(store)), cwd=str(c.BENCH))
     if out.returncode != 0:
         raise RuntimeError(f"saving {name} failed: {out.stderr[-800:]}")
     return out.stdout.strip().splitlines()[-1]
@@ -213,7 +356,7 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
     trees: dict[str, c.ProcessTree] = {}
     home = Home.resolve()
     try:
-        built = {"text": text_model(), "array": array_model()}
+        built = {kind: BUILDERS[kind]() for kind in args.models}
         urls: dict[tuple[str, str], str] = {}
         for kind, (model, _sample, _req) in built.items():
             tag = save_baseline_model(model, BASELINE_MODEL[kind], store, root)
@@ -225,8 +368,11 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
             dep = nbserve.deploy(model, DEPLOYMENT[kind], sample, progress=False)
             version = dep.refresh().versions[-1]
             urls[(kind, "stable")], urls[(kind, "upstream")] = dep.url, version["upstream_url"]
-            print(f"deployed {DEPLOYMENT[kind]} v{dep.version} ({kind}) in {time.monotonic() - t0:.1f} s; "
-                  f"stable URL {dep.url}, upstream {version['upstream_url']}")
+            elapsed = time.monotonic() - t0
+            saved = dep.metadata()["model"]  # the image model's bench/_image_model.py goes in by value
+            by_value = f", code saved by value: {', '.join(saved['code_by_value'])}" if saved.get("code_by_value") else ""
+            print(f"deployed {DEPLOYMENT[kind]} v{dep.version} ({kind}) in {elapsed:.1f} s, saved as "
+                  f"{saved['flavor']}{by_value}; stable URL {dep.url}, upstream {version['upstream_url']}")
         for kind, tree in trees.items():
             c.wait_until_ok(urls[(kind, "baseline")], "GET", "/readyz", timeout=180, alive=tree.alive)
             tree.refresh()
@@ -234,37 +380,39 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
         assert agent is not None, "the agent is not running after deploy"
         agent_proc = psutil.Process(agent.pid)
 
-        bodies, servers = {}, {}
+        bodies, servers = {}, {}  # bodies: (bytes, content type) per (kind, target)
         for kind, (_model, _sample, req) in built.items():
-            ours = json.dumps({"data": req}).encode()
-            bodies[(kind, "stable")] = bodies[(kind, "upstream")] = ours
-            bodies[(kind, "baseline")] = json.dumps({BASELINE_KEY[kind]: req}).encode()
+            bodies.update({(kind, name): body for name, body in request_bodies(kind, req).items()})
             upstream = server_tree_of(c.split_url(urls[(kind, "upstream")])[1], marker)
             servers[(kind, "upstream")] = servers[(kind, "stable")] = (lambda procs=upstream: procs)
             servers[(kind, "baseline")] = (lambda tree=trees[kind]: (tree.refresh(), list(tree.known.values()))[1])
             answers = {}
             for name in TARGETS:
-                status, payload = c.request(urls[(kind, name)], "POST", "/predict", bodies[(kind, name)], timeout=30)
+                body, content_type = bodies[(kind, name)]
+                status, payload = c.request(urls[(kind, name)], "POST", "/predict", body, 30, content_type)
                 if status != 200:
                     raise RuntimeError(f"{kind} {name} /predict answered {status}: {payload[:300]!r}")
                 answers[name] = json.loads(payload)
             same = len({json.dumps(a) for a in answers.values()}) == 1
-            print(f"{kind}: POST /predict, {len(ours)} B (baseline {len(bodies[(kind, 'baseline')])} B) -> "
+            print(f"{kind}: POST /predict, {len(bodies[(kind, 'stable')][0])} B "
+                  f"(baseline {len(bodies[(kind, 'baseline')][0])} B) {bodies[(kind, 'stable')][1].split(';')[0]} -> "
                   f"{json.dumps(answers['stable'])[:50]}; same answer from all three: {same}")
+            if not same:
+                raise RuntimeError(f"{kind}: the targets answered differently: {answers}")
 
         for tree in trees.values():
             tree.refresh()
         ours = c.our_processes(marker)  # servers, agent, the agent's servers: all name the scratch root
         results: dict[tuple[str, int, str], list[dict[str, float]]] = {}
-        for kind in MODELS:
+        for kind in args.models:
             def workdir(name: str) -> Path:  # one per body: _common.load keeps its script per directory
                 path = root / "load" / f"{kind}-{'baseline' if name == 'baseline' else 'nbserve'}"
                 path.mkdir(parents=True, exist_ok=True)
                 return path
 
             for name in TARGETS:
-                c.load(urls[(kind, name)], "/predict", bodies[(kind, name)], max(args.concurrency), args.warmup,
-                       tool, workdir(name))
+                c.load(urls[(kind, name)], "/predict", bodies[(kind, name)][0], max(args.concurrency), args.warmup,
+                       tool, workdir(name), bodies[(kind, name)][1])
             for conc in args.concurrency:
                 for rnd in range(args.rounds):
                     for name in (TARGETS if rnd % 2 == 0 else tuple(reversed(TARGETS))):
@@ -272,8 +420,8 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
                         everything = ours  # every process of this run: what it used is not "others"
                         server0, agent0, ours0 = c.cpu_of(procs), c.cpu_of([agent_proc]), c.cpu_of(everything)
                         busy0, wall0 = c.busy_seconds(), time.monotonic()
-                        out = c.load(urls[(kind, name)], "/predict", bodies[(kind, name)], conc, args.seconds,
-                                     tool, workdir(name))
+                        out = c.load(urls[(kind, name)], "/predict", bodies[(kind, name)][0], conc, args.seconds,
+                                     tool, workdir(name), bodies[(kind, name)][1])
                         wall = time.monotonic() - wall0
                         n = max(1, out["requests"])
                         out["server_us"] = (c.cpu_of(procs) - server0) / n * 1e6
@@ -302,7 +450,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
               f"{'server CPU us/req':>17} {'agent':>6} | {'others':>6}")
     print(header)
     print("-" * len(header))
-    for kind in MODELS:
+    for kind in args.models:
         for conc in args.concurrency:
             for name in TARGETS:
                 errors = sum(int(r["errors"]) for r in results[(kind, conc, name)])
@@ -311,7 +459,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
                       f"{errors:>6} | {med(kind, conc, name, 'server_us'):>17.0f} "
                       f"{med(kind, conc, name, 'agent_us'):>6.0f} | {med(kind, conc, name, 'others_cores'):>6.2f}")
     print()
-    for kind in MODELS:
+    for kind in args.models:
         for conc in args.concurrency:
             ratio = med(kind, conc, "stable", "rps") / med(kind, conc, "baseline", "rps")
             add50 = med(kind, conc, "stable", "p50_ms") - med(kind, conc, "baseline", "p50_ms")
@@ -328,6 +476,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", choices=("http", "validation"), default=["http", "validation"])
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models (all by default)")
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per concurrency")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per target first")
