@@ -10,6 +10,7 @@ imported by the functions that need them, so a Bento of another flavor never nee
 
 from __future__ import annotations
 
+import json
 import typing as t
 import warnings
 
@@ -17,7 +18,8 @@ import numpy as np
 
 __all__ = ["load_model", "torch_call", "load_torch", "pipeline_answers", "load_pipeline", "pipeline_params", "json_ready"]
 
-PIPELINE_PARAMS = "nbserve_pipeline_params"  # model metadata: the notebook pipeline's call settings
+# model metadata: the notebook pipeline's call settings, as JSON (metadata takes no None)
+PIPELINE_PARAMS = "nbserve_pipeline_params"
 
 
 def load_model(model_ref: t.Any) -> t.Any:
@@ -149,7 +151,7 @@ def load_pipeline(model_ref: t.Any) -> t.Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     stored = bentoml.models.get(getattr(model_ref, "tag", model_ref))
-    params = dict(stored.info.metadata.get(PIPELINE_PARAMS) or {})
+    params = json.loads(stored.info.metadata.get(PIPELINE_PARAMS) or "{}")
     context = _quiet_deprecations()
     try:
         return bentoml.transformers.load_model(stored, **params)

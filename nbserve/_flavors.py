@@ -134,12 +134,22 @@ class PipelineFlavor(Flavor):
     def call(self, model: Any, method: str, data: Any) -> Any:
         if method != "__call__":
             return super().call(model, method, data)
-        return _flavor_calls.pipeline_answers(model, data)
+        module = getattr(model, "model", None)
+        training = getattr(module, "training", False)
+        if training:  # a model fine-tuned in the notebook is left training (dropout on); the server's is not
+            module.eval()
+        try:
+            return _flavor_calls.pipeline_answers(model, data)
+        finally:
+            if training:
+                module.train()
 
     def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
         import bentoml
 
-        metadata = {**metadata, _flavor_calls.PIPELINE_PARAMS: _flavor_calls.pipeline_params(model)}
+        import json
+
+        metadata = {**metadata, _flavor_calls.PIPELINE_PARAMS: json.dumps(_flavor_calls.pipeline_params(model))}
         with _TransformersFiveShim():
             saved = bentoml.transformers.save_model(
                 name, model, metadata=metadata,

@@ -136,6 +136,9 @@ def _pipeline(task: str, model_class: str, labels: list[str], tokenizer, **kwarg
 
     torch.manual_seed(2)
     model = getattr(transformers, model_class)(_config(labels, tokenizer.vocab_size))
+    # a model built from a config is training (dropout on), as one fine-tuned in a notebook is
+    # left: nbserve answers the sample in eval mode, as the server does; so do the tests
+    assert model.training
     return transformers.pipeline(task, model=model, tokenizer=tokenizer, **kwargs)
 
 
@@ -144,6 +147,7 @@ def test_pipeline_answers_are_json_and_records_compare_within_tolerance(tokenize
 
     tagger = _pipeline("token-classification", "BertForTokenClassification", ["O", "B-FOOD", "I-FOOD"], tokenizer)
     assert flavor_for(tagger).name == "transformers"
+    tagger.model.eval()
     answers = pipeline_answers(tagger, TEXTS[:2])
     assert len(answers) == 2 and all(isinstance(e["score"], float) for entities in answers for e in entities)
     near = [[{**e, "score": e["score"] * (1 + 1e-9)} for e in entities] for entities in answers]
@@ -162,6 +166,8 @@ def test_pipeline_answers_are_json_and_records_compare_within_tolerance(tokenize
 def test_a_text_classification_pipeline_is_served(module_home, tokenizer):
     clf = _pipeline("text-classification", "BertForSequenceClassification", ["NEG", "POS"], tokenizer, top_k=None)
     dep = nbserve.deploy(clf, "hf-sentiment", TEXTS, progress=False)
+    assert clf.model.training, "deploying does not change the notebook's model"
+    clf.model.eval()
     served = dep.predict(TEXTS[:3])
     expected = clf(TEXTS[:3])  # top_k=None: every label's score, a list per text
     assert isinstance(served, list) and len(served) == 3
@@ -182,6 +188,7 @@ def test_a_text_classification_pipeline_is_served(module_home, tokenizer):
 def test_feature_extraction_answers_one_vector_per_text(module_home, tokenizer):
     embed = _pipeline("feature-extraction", "BertModel", ["A", "B"], tokenizer)
     dep = nbserve.deploy(embed, "hf-embed", TEXTS, progress=False)
+    embed.model.eval()
     served = dep.predict(TEXTS[:2])
     expected = np.stack([np.asarray(embed(t)[0]).mean(axis=0) for t in TEXTS[:2]])  # mean over tokens
     assert isinstance(served, np.ndarray) and served.shape == (2, 32)
@@ -194,6 +201,7 @@ def test_token_classification_answers_entities_per_text(module_home, tokenizer):
     tagger = _pipeline("token-classification", "BertForTokenClassification", ["O", "B-FOOD", "I-FOOD"], tokenizer,
                        aggregation_strategy="simple")
     dep = nbserve.deploy(tagger, "hf-tagger", TEXTS, progress=False)
+    tagger.model.eval()
     served = dep.predict(TEXTS)
     expected = tagger(TEXTS)
     assert isinstance(served, list) and len(served) == len(TEXTS)
