@@ -56,8 +56,12 @@ def test_a_tensor_sample_is_an_array_of_its_shape_and_dtype():
     assert kind_of(ids) is Array, "a 2-D tensor was never a frame"
     assert Array.describe(ids)["dtype"] == "int64"
     assert kind_of(np.zeros((4, 5))) is None, "a 2-D numpy table stays a frame"
-    flavor = flavor_for(torch.nn.Linear(5, 1))
+    linear = torch.nn.Linear(5, 1)
+    flavor = flavor_for(linear)
     assert flavor.name == "pytorch" and flavor.input_kind(np.zeros((4, 5))) is Array
+    rows = np.random.default_rng(0).random((4, 5))  # float64, as numpy makes them
+    answered = flavor.call(linear, "__call__", rows)
+    assert answered.dtype == np.float32 and answered.shape == (4, 1), "floats in the module's dtype"
 
 
 def test_a_module_that_returns_a_tuple_is_refused_with_the_reason(module_home):
