@@ -7,6 +7,7 @@ nothing comes from a hub (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1).
 
 from __future__ import annotations
 
+import inspect
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads them: never the network
@@ -122,9 +123,15 @@ TEXTS = ["great pasta", "cold soup and the food was awful", "lovely service", "s
 def tokenizer(tmp_path_factory):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'nbserve[hf]')")
     words = sorted({w for text in TEXTS for w in text.split()})
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
-    return transformers.BertTokenizerFast(vocab_file=str(path))
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    if "vocab" in inspect.signature(transformers.BertTokenizerFast.__init__).parameters:
+        tokenizer = transformers.BertTokenizerFast(vocab=vocab)  # transformers 5 ignores vocab_file=
+    else:  # transformers 4
+        path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+        path.write_text("\n".join(vocab) + "\n")
+        tokenizer = transformers.BertTokenizerFast(vocab_file=str(path))
+    assert tokenizer.unk_token_id not in tokenizer(TEXTS[0]).input_ids, "every word is in the vocabulary"
+    return tokenizer
 
 
 def _config(labels: list[str], vocab: int):
