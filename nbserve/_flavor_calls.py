@@ -16,7 +16,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["load_model", "torch_call", "load_torch", "pipeline_answers", "load_pipeline", "pipeline_params", "json_ready"]
+__all__ = ["json_ready", "load_model", "load_pipeline", "load_torch", "pipeline_answers", "pipeline_params",
+           "torch_call"]
 
 # model metadata: the notebook pipeline's call settings, as JSON (metadata takes no None)
 PIPELINE_PARAMS = "nbserve_pipeline_params"

@@ -94,7 +94,8 @@ class PyTorchFlavor(Flavor):
         if _is_tensor(sample) or (isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf"
                                   and sample.ndim >= 1):
             if len(sample) == 0:
-                raise InvalidArgument("the sample has no rows", hint="pass a batch of inputs: its first axis is the batch")
+                raise InvalidArgument("the sample has no rows",
+                                      hint="pass a batch of inputs: its first axis is the batch")
             return Array  # a module takes a tensor of the sample's shape, 2-D included
         return kind_of(sample)  # a DataFrame: rows, as a tensor of its values
 
@@ -122,7 +123,8 @@ class PipelineFlavor(Flavor):
             raise InvalidArgument("the sample of a pipeline is a list of texts, not one text",
                                   hint='sample=["great pasta", "cold soup"]')
         if not Text.accepts(sample):
-            raise InvalidArgument(f"a transformers pipeline takes texts, and the sample is a {type(sample).__name__}",
+            raise InvalidArgument(f"a transformers pipeline takes texts, and the sample is a "
+                                  f"{type(sample).__name__}",
                                   hint='pass a few texts: sample=["great pasta", "cold soup"]')
         return Text
 
@@ -145,9 +147,9 @@ class PipelineFlavor(Flavor):
                 module.train()
 
     def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
-        import bentoml
-
         import json
+
+        import bentoml
 
         metadata = {**metadata, _flavor_calls.PIPELINE_PARAMS: json.dumps(_flavor_calls.pipeline_params(model))}
         with _TransformersFiveShim():

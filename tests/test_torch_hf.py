@@ -13,17 +13,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads them: never the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import httpx
+import numpy as np
+import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'nbserve[torch]')")
 
-import nbserve  # noqa: E402
-from nbserve import errors  # noqa: E402
-from nbserve._agent._rollout import compare_predictions  # noqa: E402
-from nbserve._bundle import flavor_for  # noqa: E402
-from nbserve._kinds import Array, kind_of  # noqa: E402
+import nbserve
+from nbserve import errors
+from nbserve._agent._rollout import compare_predictions
+from nbserve._bundle import build_bundle, flavor_for
+from nbserve._kinds import Array, kind_of
 
 
 class TinyCNN(torch.nn.Module):
@@ -65,13 +65,13 @@ def test_a_tensor_sample_is_an_array_of_its_shape_and_dtype():
     assert answered.dtype == np.float32 and answered.shape == (4, 1), "floats in the module's dtype"
 
 
-def test_a_module_that_returns_a_tuple_is_refused_with_the_reason(module_home):
+def test_a_module_that_returns_a_tuple_is_refused_with_the_reason():
     class Pair(torch.nn.Module):
         def forward(self, x):
             return x, x
 
-    with pytest.raises(errors.ModelNotServable, match="not one tensor"):
-        nbserve.deploy(Pair(), "pair", torch.zeros(3, 2), progress=False)
+    with pytest.raises(errors.ModelNotServable, match="not one tensor"):  # before anything is saved
+        build_bundle(Pair(), name="pair", sample=torch.zeros(3, 2))
 
 
 @pytest.mark.slow
@@ -121,7 +121,8 @@ TEXTS = ["great pasta", "cold soup and the food was awful", "lovely service", "s
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install 'nbserve[hf]')")
+    transformers = pytest.importorskip("transformers",
+                                       reason="transformers is not installed (pip install 'nbserve[hf]')")
     words = sorted({w for text in TEXTS for w in text.split()})
     vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
     if "vocab" in inspect.signature(transformers.BertTokenizerFast.__init__).parameters:
@@ -169,8 +170,8 @@ def test_pipeline_answers_are_json_and_records_compare_within_tolerance(tokenize
     relabelled = [[{**e, "entity": "B-X"} for e in entities] for entities in answers]
     if any(answers):
         assert compare_predictions(answers, relabelled, inputs)["status"] == "failed", "labels: exact"
-    with pytest.raises(errors.InvalidArgument, match="takes texts"):
-        nbserve.deploy(tagger, "not-texts", np.zeros((3, 4)), progress=False)
+    with pytest.raises(errors.InvalidArgument, match="takes texts"):  # before anything is saved
+        build_bundle(tagger, name="not-texts", sample=np.zeros((3, 4)))
 
 
 @pytest.mark.slow
