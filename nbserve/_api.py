@@ -135,8 +135,11 @@ class Deployment:
                 message = message.get("message")
             raise PredictionFailed(f"{base}/{endpoint} answered {response.status_code}: {message}",
                                    hint=f"see dep.logs() or `nbserve logs {self.name}`")
-        if isinstance(payload, list) and payload and isinstance(payload[0], dict):
-            predictions: Any = payload  # records (or a frame's rows) stay a list of dicts
+        if isinstance(payload, list) and payload and isinstance(payload[0], (dict, list)) \
+                and self._output(endpoint).get("type") == "list":
+            predictions: Any = payload  # a list of records or lists (entities per text) stays one
+        elif isinstance(payload, list) and payload and isinstance(payload[0], dict):
+            predictions = payload  # records (or a frame's rows) stay a list of dicts
         else:
             predictions = np.asarray(payload)
         if not ids:

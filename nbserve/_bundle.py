@@ -4,9 +4,7 @@ Everything here runs in the user's process (the kernel), because that is where t
 object lives. The result is a Bento exported to one archive, which the agent imports:
 the same hand-off for a local agent and a remote one.
 
-Flavors (how a kind of model is saved and loaded) form a registry, filled in order of
-specificity; a new framework is one :class:`Flavor` plus :func:`register_flavor`, or an
-entry point in the ``nbserve.flavors`` group.
+How each kind of model is saved, loaded and called is its flavor (nbserve/_flavors.py).
 """
 
 from __future__ import annotations
@@ -41,7 +39,8 @@ from ._service_template import (
     render_service,
     service_class_name,
 )
-from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind, kind_of
+from ._flavors import FLAVOR_CALLS_FILE, Flavor, flavor_for, flavor_named, register_flavor
+from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -50,126 +49,7 @@ REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
 MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,000 x 768 floats would not fit)
 
-# -- flavors --------------------------------------------------------------------------
-
-
-def _module_of(model: Any) -> str:
-    return type(model).__module__ or ""
-
-
-def _isinstance_by_name(model: Any, module: str, qualname: str) -> bool:
-    """isinstance without importing a framework the user never imported."""
-    mod = sys.modules.get(module)
-    cls = getattr(mod, qualname, None) if mod is not None else None
-    return isinstance(cls, type) and isinstance(model, cls)
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """How one kind of model is saved into and loaded from BentoML."""
-
-    name: str
-    bentoml_module: str  # has save_model / load_model
-    matches: Callable[[Any], bool]
-    predict_expr: str = "self.model.predict(frame)"  # what the server runs for the "predict" method
-    default_method: str = "predict"  # what is served when the deploy names no method
-
-    def serve_expr(self, method: str) -> str:
-        """The service's Python expression that calls ``method`` on ``frame``."""
-        if method == self.default_method:
-            return self.predict_expr
-        if method == "__call__":
-            return "self.model(frame)"
-        return f"self.model.{method}(frame)"
-
-    def call(self, model: Any, method: str, data: Any) -> Any:
-        """The same call in the kernel, on the sample (proof the model can serve it)."""
-        return model(data) if method == "__call__" else getattr(model, method)(data)
-
-    def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
-        import importlib
-
-        module = importlib.import_module(self.bentoml_module)
-        saved = module.save_model(name, model, metadata=metadata)
-        return str(saved.tag)
-
-
-_FLAVORS: list[Flavor] = []
-
-
-def register_flavor(flavor: Flavor, *, first: bool = False) -> None:
-    """Add a flavor; ``first=True`` puts it ahead of the built-in ones."""
-    _FLAVORS.insert(0, flavor) if first else _FLAVORS.append(flavor)
-
-
-register_flavor(
-    Flavor(
-        "xgboost",
-        "bentoml.xgboost",
-        lambda m: _module_of(m).startswith("xgboost")
-        and (_isinstance_by_name(m, "xgboost", "XGBModel") or _isinstance_by_name(m, "xgboost", "Booster")),
-    )
-)
-register_flavor(
-    # LightGBM's BentoML flavor takes Boosters; its sklearn-API estimators go to sklearn.
-    Flavor("lightgbm", "bentoml.lightgbm", lambda m: _isinstance_by_name(m, "lightgbm", "Booster"))
-)
-register_flavor(
-    Flavor(
-        "sklearn",
-        "bentoml.sklearn",
-        lambda m: _isinstance_by_name(m, "sklearn.base", "BaseEstimator"),
-    )
-)
-register_flavor(
-    Flavor(
-        "pytorch",
-        "bentoml.pytorch",
-        lambda m: _isinstance_by_name(m, "torch.nn", "Module"),
-        predict_expr=(
-            "self.model(__import__('torch').as_tensor(np.asarray(frame, dtype='float32')))"
-            ".detach().cpu().numpy()"
-        ),
-        default_method="__call__",
-    )
-)
-register_flavor(
-    # Plain functions, lambdas and callable objects without predict: called with the input.
-    Flavor(
-        "function",
-        "bentoml.picklable_model",
-        lambda m: callable(m) and not isinstance(m, type) and not callable(getattr(m, "predict", None)),
-        predict_expr="self.model(frame)",
-        default_method="__call__",
-    )
-)
-register_flavor(Flavor("picklable", "bentoml.picklable_model", lambda m: True))
-
-
-def _flavor_named(name: str) -> Flavor:
-    return next(f for f in _FLAVORS if f.name == name)
-
-
-_entry_points_loaded = False
-
-
-def _load_entry_point_flavors() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in _metadata.entry_points(group="nbserve.flavors"):
-        flavor = ep.load()
-        register_flavor(flavor() if callable(flavor) and not isinstance(flavor, Flavor) else flavor, first=True)
-
-
-def flavor_for(model: Any) -> Flavor:
-    """The first registered flavor that takes this model."""
-    _load_entry_point_flavors()
-    for flavor in _FLAVORS:
-        if flavor.matches(model):
-            return flavor
-    raise ModelNotServable(f"no flavor can save a {type(model).__name__}")  # pragma: no cover
+# -- methods --------------------------------------------------------------------------
 
 
 # Methods worth naming when a model lacks the one asked for.
@@ -529,7 +409,7 @@ def model_task(model: Any, predictions: Any) -> str | None:
         return "classification"
     if kind == "regressor":
         return "regression"
-    if getattr(predictions, "ndim", 0) != 1:
+    if getattr(predictions, "ndim", 0) != 1 or _structured(predictions):
         return None
     dtype = getattr(predictions, "dtype", None)
     if dtype is not None and dtype.kind in "biuUSOb":
@@ -570,13 +450,7 @@ def _answers(model: Any, sample: Any, flavor: Flavor, method: str, *, unit: str 
     it returned them as."""
     call = "model(...)" if method == "__call__" else f"model.{method}"
     try:
-        if flavor.name == "pytorch" and method == "__call__":
-            import numpy as np
-            import torch
-
-            result = model(torch.as_tensor(np.asarray(sample, dtype="float32"))).detach().cpu().numpy()
-        else:
-            result = flavor.call(model, method, sample)
+        result = flavor.call(model, method, sample)
     except Exception as exc:  # noqa: BLE001 - any failure of user code
         raise ModelNotServable(f"{call} failed on the sample: {type(exc).__name__}: {exc}", hint=hint) from None
     returned = output_spec(result)
@@ -611,7 +485,33 @@ def answers_array(result: Any) -> Any:
         result = result.toarray()
     if hasattr(result, "to_numpy"):
         result = result.to_numpy()
-    return np.asarray(result)
+    if isinstance(result, (list, tuple)) and any(_is_record(v) for v in result[:10]):
+        return _objects(result)  # a record (or a list of them: entities) per input, kept whole
+    try:
+        return np.asarray(result)
+    except ValueError:  # ragged: lists of different lengths per input
+        return _objects(result)
+
+
+def _is_record(value: Any) -> bool:
+    """A dict, or a list holding dicts: one input's structured answer."""
+    return isinstance(value, dict) or (isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value))
+
+
+def _objects(values: Any) -> Any:
+    """A 1-D object array of the values as they are (np.asarray would nest or refuse them)."""
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def _structured(predictions: Any) -> bool:
+    """Answers that are records or lists (a pipeline's labels and scores, entities), which are
+    kept as JSON per row, not as a column of values."""
+    return predictions.dtype.kind == "O" and any(isinstance(v, (dict, list, tuple)) for v in predictions[:10])
 
 
 def build_bundle(
@@ -633,13 +533,13 @@ def build_bundle(
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
     flavor = flavor_for(model)
-    local_code = notebook_code(model)
+    local_code = notebook_code(model) if flavor.pickled else []
     if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
         # Their savers pickle classes by reference ("__main__.Clip"), which a server that is
         # not the notebook cannot resolve; cloudpickle carries the code itself.
-        flavor = _flavor_named("picklable")
+        flavor = flavor_named("picklable")
     served = served_methods(model, flavor, method, methods)
-    kind_class = kind_of(sample)
+    kind_class = flavor.input_kind(sample)
     if kind_class is None:  # rows of columns: a DataFrame or a 2-D array
         frame, positional = sample_frame(sample)
         if len(frame) > reference_rows:
@@ -660,8 +560,8 @@ def build_bundle(
 
     by_value = _ByValue(local_code)
     with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
-        packages = pinned_requirements(model, [*(["torch"] if flavor.name == "pytorch" else []),
-                                               *(["PIL"] if schema.get("kind") == "images" else [])])
+        packages = pinned_requirements(model if flavor.pickled else None,
+                                       [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])])
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {
@@ -694,14 +594,14 @@ def build_bundle(
             render_service(
                 deployment=name,
                 model_tag=model_tag,
-                loader_module=flavor.bentoml_module,
+                loader_module=flavor.loader_module,
                 apis=[(path, flavor.serve_expr(m)) for path, m in service_apis(served)],
                 kind=schema.get("kind", "frame"),
             )
         )
-        if predictions.ndim == 1:
+        if predictions.ndim == 1 and not _structured(predictions):
             reference[PREDICTION_COLUMN] = predictions
-        else:  # probabilities, embeddings: compared element by element by the parity replay
+        else:  # probabilities, embeddings, records: compared element by element by the parity replay
             answers = [json.dumps(row, default=str) for row in predictions.tolist()]
             if sum(map(len, answers)) <= MAX_ANSWER_BYTES:  # else not kept: parity_not_applicable
                 reference[ANSWER_COLUMN] = answers
@@ -722,6 +622,8 @@ def build_bundle(
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
         # the input kinds, a real module of nbserve's, copied in: the service imports it
         shutil.copyfile(Path(__file__).with_name("_kinds.py"), ctx / KINDS_FILE)
+        # and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
+        shutil.copyfile(Path(__file__).with_name("_flavor_calls.py"), ctx / FLAVOR_CALLS_FILE)
 
         on_step("building", f"Bento with {len(packages)} pinned packages")
         # bentoml.build imports the module; a previous build's copy in sys.modules
@@ -732,7 +634,7 @@ def build_bundle(
                 f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
-                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE],
+                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE, FLAVOR_CALLS_FILE],
                 models=[model_tag],
                 description=description,
                 labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},

@@ -160,28 +160,41 @@ class Text(InputKind):
 # -- N-D numeric arrays --------------------------------------------------------------------
 
 
+def _numpy(sample: t.Any) -> t.Any:
+    """A torch tensor as a numpy array (known by its class's module: torch is not imported
+    here, the server of a model that is not PyTorch has no torch); anything else as it is."""
+    if type(sample).__module__.startswith("torch") and callable(getattr(sample, "detach", None)):
+        return sample.detach().cpu().numpy()
+    return sample
+
+
 class Array(InputKind):
     """A numeric array whose first axis is the batch: ``{"data": [[[0.1, ...], ...], ...]}``.
-    Its shape beyond the batch axis and its dtype are checked."""
+    Its shape beyond the batch axis and its dtype are checked. A torch tensor sample is taken
+    as the numpy array of its values (dtype ``float32``, ``int64``...)."""
 
     name = "array"
-    how = "a numeric numpy array whose first axis is the batch (request: nested JSON lists)"
+    how = "a numeric numpy array (or torch tensor) whose first axis is the batch (request: nested JSON lists)"
 
     @classmethod
     def accepts(cls, sample: t.Any) -> bool:
-        # 2-D tables stay frames (positional columns x0, x1, ...), as they always were
-        return isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf" and sample.ndim not in (0, 2) \
-            and len(sample) > 0
+        tensor = _numpy(sample) is not sample
+        sample = _numpy(sample)
+        # 2-D numpy tables stay frames (positional columns x0, x1, ...), as they always were;
+        # a tensor was never a frame
+        return isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf" and sample.ndim != 0 \
+            and (tensor or sample.ndim != 2) and len(sample) > 0
 
     @classmethod
     def describe(cls, sample: t.Any) -> dict[str, t.Any]:
+        sample = _numpy(sample)
         return {"kind": cls.name, "shape": list(sample.shape[1:]), "dtype": str(sample.dtype)}
 
     def items(self, sample: t.Any) -> list[t.Any]:
-        return np.asarray(sample).tolist()
+        return np.asarray(_numpy(sample)).tolist()
 
     def take(self, sample: t.Any, rows: t.Any) -> t.Any:
-        return np.asarray(sample)[list(rows)]
+        return np.asarray(_numpy(sample))[list(rows)]
 
     def decode(self, data: t.Any) -> t.Any:
         batch = self._batch(data)

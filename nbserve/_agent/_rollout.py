@@ -86,6 +86,8 @@ def compare_predictions(expected: list[Any], got: list[Any], inputs: "pd.DataFra
 def _same(want: Any, have: Any, rtol: float, atol: float) -> bool:
     if isinstance(want, (list, tuple)) and isinstance(have, (list, tuple)):  # a vector per row
         return len(want) == len(have) and all(_same(w, h, rtol, atol) for w, h in zip(want, have))
+    if isinstance(want, dict) and isinstance(have, dict):  # a record per row: a label and its score
+        return want.keys() == have.keys() and all(_same(want[k], have[k], rtol, atol) for k in want)
     if isinstance(want, bool) or isinstance(have, bool):
         return want == have
     if isinstance(want, (int, float)) and isinstance(have, (int, float)):
