@@ -43,6 +43,7 @@ __all__ = [
     "Schedule",
     "DriftConfig",
     "admin",
+    "flavors",
     "errors",
     "NbserveError",
     "InvalidArgument",
@@ -73,10 +74,10 @@ def __getattr__(name: str) -> Any:
         from . import _schedules
 
         return getattr(_schedules, name)
-    if name == "admin":  # tokens, the audit log, targets (a submodule, imported on first use)
+    if name in ("admin", "flavors"):  # tokens, audit, targets; new kinds of model (submodules)
         import importlib
 
-        return importlib.import_module(f"{__name__}.admin")
+        return importlib.import_module(f"{__name__}.{name}")
     if name == "export_k8s":  # Kubernetes manifests for a deployment (past one host)
         from ._export import export_k8s
 

@@ -668,14 +668,16 @@ def deploy(
 
     Args:
         model: a fitted model (scikit-learn estimators and Pipelines, XGBoost, LightGBM
-            Boosters, PyTorch modules, any picklable object with ``predict``), or a plain
-            function or callable taking the input; classes and functions defined in the
-            notebook (or in ``.py`` files beside it) are saved with it.
+            Boosters, PyTorch modules, Hugging Face ``transformers`` pipelines, any picklable
+            object with ``predict``), or a plain function or callable taking the input;
+            classes and functions defined in the notebook (or in ``.py`` files beside it) are
+            saved with it. New kinds of model: :mod:`nbserve.flavors`.
         name: the deployment; deploying the same name again makes the next version.
         sample: inputs the model takes, which fix the kind of input and its schema: a
             DataFrame (or 2-D array) of rows, a list/Series of strings (text), an N-D numeric
-            array (first axis the batch) or a list of dicts (records); kept (up to 10,000) as
-            the reference for parity and drift. See docs/models.md.
+            array or a torch tensor (first axis the batch), a list of dicts (records) or of
+            PIL images; kept (up to 10,000) as the reference for parity and drift. See
+            docs/models.md.
         description: free text stored with the version.
         port: fix the stable URL's port on first deploy (default: a free port).
         target: where to deploy; ``None`` is the local agent, started on demand (or

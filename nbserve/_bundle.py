@@ -35,6 +35,8 @@ from ._service_template import (
     SERVICE_FEATURES,
     SERVICE_FILE,
     SERVICE_MODULE,
+    SERVING_FILE,
+    SERVING_MODULE,
     render_bundle_file,
     render_service,
     service_class_name,
@@ -236,6 +238,12 @@ def notebook_code(model: Any) -> list[str]:
     and functions defined in ``__main__`` (the notebook itself) or in ``.py`` files beside it.
     A server has neither, so such code is saved by value with the model (and what that code
     refers to in turn, e.g. a notebook class whose base class is in a file beside it)."""
+    return _code_and_pickle(model)[0]
+
+
+def _code_and_pickle(model: Any) -> tuple[list[str], bytes]:
+    """:func:`notebook_code`, and the model's cloudpickle with that code by value (whose
+    names are the packages to pin: handed on, so a large model is not pickled once more)."""
     import cloudpickle
 
     installed = _metadata.packages_distributions()
@@ -245,7 +253,7 @@ def notebook_code(model: Any) -> list[str]:
             data = cloudpickle.dumps(model)
         more = {m for m in map(lambda n: _local_module(n, installed), _modules_in_pickle(data)) if m} - found
         if not more:
-            return sorted(found)
+            return sorted(found), data
         found |= more
 
 
@@ -286,9 +294,12 @@ class _ByValue:
                 pass
 
 
-def pinned_requirements(model: Any, extra_modules: Iterable[str] = ()) -> list[str]:
-    """``dist==version`` for each installed distribution the model needs, nothing more."""
-    modules = _pickled_modules(model) | set(_ALWAYS) | set(extra_modules)
+def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickled: bytes | None = None) -> list[str]:
+    """``dist==version`` for each installed distribution the model needs, nothing more.
+    ``pickled``: the model's cloudpickle when the caller has it already."""
+    named = (_pickled_modules(model) if pickled is None
+             else {m.split(".")[0] for m in _modules_in_pickle(pickled) if m})
+    modules = named | set(_ALWAYS) | set(extra_modules)
     stdlib = set(sys.stdlib_module_names)
     by_module = _metadata.packages_distributions()
     pins: dict[str, str] = {}
@@ -533,7 +544,7 @@ def build_bundle(
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
     flavor = flavor_for(model)
-    local_code = notebook_code(model) if flavor.pickled else []
+    local_code, pickled = _code_and_pickle(model) if flavor.pickled else ([], None)
     if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
         # Their savers pickle classes by reference ("__main__.Clip"), which a server that is
         # not the notebook cannot resolve; cloudpickle carries the code itself.
@@ -559,9 +570,9 @@ def build_bundle(
     predictions = answered[served[0]][0]  # what /predict answers, replayed by the parity check
 
     by_value = _ByValue(local_code)
-    with by_value:  # the code's own imports are found (and pinned) in the by-value pickle
-        packages = pinned_requirements(model if flavor.pickled else None,
-                                       [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])])
+    # the code's own imports are found (and pinned) in the by-value pickle made above
+    packages = pinned_requirements(None, [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])],
+                                   pickled=pickled)
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {
@@ -622,19 +633,22 @@ def build_bundle(
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
         # the input kinds, a real module of nbserve's, copied in: the service imports it
         shutil.copyfile(Path(__file__).with_name("_kinds.py"), ctx / KINDS_FILE)
+        shutil.copyfile(Path(__file__).with_name("_serving.py"), ctx / SERVING_FILE)
         # and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
         shutil.copyfile(Path(__file__).with_name("_flavor_calls.py"), ctx / FLAVOR_CALLS_FILE)
 
         on_step("building", f"Bento with {len(packages)} pinned packages")
-        # bentoml.build imports the module; a previous build's copy in sys.modules
-        # would be found instead of this one.
-        sys.modules.pop(SERVICE_MODULE, None)
+        # bentoml.build imports the modules; a previous build's copies in sys.modules
+        # (holding that build's schema) would be found instead of these.
+        copied = (SERVICE_MODULE, SERVING_MODULE, KINDS_FILE[:-3], FLAVOR_CALLS_FILE[:-3])
+        for module in copied:
+            sys.modules.pop(module, None)
         try:
             bento = bentoml.build(
                 f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
-                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE, FLAVOR_CALLS_FILE],
+                include=[SERVICE_FILE, SERVING_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE, FLAVOR_CALLS_FILE],
                 models=[model_tag],
                 description=description,
                 labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},
@@ -643,7 +657,8 @@ def build_bundle(
         except Exception as exc:  # noqa: BLE001
             raise BundleError(f"bentoml build failed: {_short(exc)}") from None
         finally:
-            sys.modules.pop(SERVICE_MODULE, None)
+            for module in copied:
+                sys.modules.pop(module, None)
         archive = workdir / f"{name}.bento"
         bentoml.export_bento(str(bento.tag), str(archive))
     except BaseException:

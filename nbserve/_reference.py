@@ -51,7 +51,7 @@ def _entry(title: str, obj: Any, level: str = "###") -> list[str]:
 
 def render() -> str:
     import nbserve
-    from nbserve import _api, _magic, admin
+    from nbserve import _api, _magic, admin, flavors
     from nbserve._card import ModelCard
 
     out = ["# Python API reference", "",
@@ -77,6 +77,9 @@ def render() -> str:
         obj = getattr(admin, name)
         if inspect.isfunction(obj):
             out += _entry(f"admin.{name}", obj)
+    out += ["## `nbserve.flavors`", "", _doc(flavors), "", "### `Flavor`", "", _doc(flavors.Flavor), ""]
+    for name in ("register_flavor", "flavor_for"):
+        out += _entry(f"flavors.{name}", getattr(flavors, name))
     out += ["## `ModelCard`", "", _doc(ModelCard), ""]
     for name in ("to_markdown", "to_html", "save"):
         out += _entry(f"ModelCard.{name}", getattr(ModelCard, name))

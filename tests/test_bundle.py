@@ -173,9 +173,38 @@ def test_rendered_service_is_valid_python_with_names_quoted():
     )
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-    # the schema of the OpenAPI document, the batching helpers, the files middleware, then the service
-    assert classes == ["_Rows", "_Shed", "_Answer", "_Batcher", "_Files", "ABCService"]
+    # only the model's own service class: the rest is nbserve_serving.py, a module of its own
+    assert classes == ["ABCService"]
     assert "'a-b_c:xyz'" in source and "def predict_proba" in source
+
+
+# A notebook model that counts how often it is pickled, defined as a notebook cell defines it
+# (its code's globals are __main__'s, so nothing of this test module travels with it).
+_NOTEBOOK = {"__name__": "__main__", "np": np}
+exec(  # noqa: S102 - a fixed class, as a notebook cell would define it
+    "class Counted:\n"
+    "    pickled = 0\n"
+    "    def predict(self, X):\n"
+    "        return np.zeros(len(X))\n"
+    "    def __reduce__(self):\n"
+    "        type(self).pickled += 1\n"
+    "        return (type(self), ())\n",
+    _NOTEBOOK,
+)
+Counted = _NOTEBOOK["Counted"]
+
+
+def test_a_model_is_pickled_once_to_find_its_code_and_packages(iris):
+    """Finding the notebook code and the packages to pin share one cloudpickle (a large
+    model was pickled four times in the kernel: twice for that, once more to save it)."""
+    _, X_test, _, _ = iris
+    Counted.pickled = 0
+    bundle = build_bundle(Counted(), name="counted", sample=X_test)
+    try:
+        assert bundle.metadata["model"]["code_by_value"] == ["__main__"]
+        assert Counted.pickled <= 3, "a plain pickle (is it notebook code?), cloudpickle, BentoML's save"
+    finally:
+        bundle.cleanup()
 
 
 def test_build_bundle_writes_an_offline_bento(forest, iris):
@@ -244,16 +273,21 @@ def test_errors_round_trip_through_json():
 
 
 def _service_helpers(columns: list[dict]) -> dict:
-    """The generated service's module-level helpers (request check, batcher) for a schema,
-    without bentoml serving anything: the module up to its service class, executed."""
-    source = render_service(deployment="c", model_tag="c:1", loader_module="bentoml.sklearn",
-                            apis=[("predict", "self.model.predict(frame)")])
-    head = source.split("# BentoML serves its Swagger UI")[0].replace(
-        '_BUNDLE = json.loads((pathlib.Path(__file__).parent / "nbserve_bundle.json").read_text())',
-        "_BUNDLE = {'schema': {'columns': COLUMNS}}")
-    namespace = {"COLUMNS": columns, "__file__": "service.py"}
-    exec(compile(head, "nbserve_service", "exec"), namespace)  # noqa: S102 - our own generated code
-    return namespace
+    """What every generated service uses (request check, batcher), configured for a schema as
+    a Bento's bundle file would, without bentoml serving anything."""
+    from nbserve import _serving
+
+    _serving.configure({"schema": {"columns": columns}})
+    return vars(_serving)
+
+
+def test_the_serving_module_names_the_bento_files_as_the_builder_does():
+    from nbserve import _serving, _service_template
+
+    assert (_serving.BUNDLE_FILE, _serving.BATCHING_ENV) == (_service_template.BUNDLE_FILE,
+                                                              _service_template.BATCHING_ENV)
+    assert f"from {_service_template.SERVING_MODULE} import" in render_service(
+        deployment="c", model_tag="c:1", loader_module="bentoml.sklearn", apis=[("predict", "x")])
 
 
 def _conform_for(columns: list[dict]):
@@ -301,7 +335,7 @@ def test_batcher_merges_arrays_and_frames_and_isolates_a_failing_request():
             raise ValueError("negative")
         return np.asarray(rows)[:, 0] * 2
 
-    batcher = namespace["_Batcher"](double, max_batch_size=64, max_latency_ms=100)
+    batcher = namespace["_Batcher"](double, namespace["_jsonable"], max_batch_size=64, max_latency_ms=100)
     parts = batcher._run([np.array([[1.0], [2.0]]), np.array([[3.0]])])  # positional requests: ndarrays
     assert [p.tolist() for p in parts] == [[2.0, 4.0], [6.0]] and calls == [3]
     assert [p.batch_rows for p in parts] == [3, 3]
@@ -312,6 +346,15 @@ def test_batcher_merges_arrays_and_frames_and_isolates_a_failing_request():
     assert parts[0].tolist() == [2.0] and isinstance(parts[1], ValueError) and parts[2].tolist() == [10.0]
     with pytest.raises(ValueError):
         batcher._run([pd.DataFrame({"x": [-1.0]})])  # a batch of one fails as itself
+
+    # Other kinds of input: lists (texts, records, images) joined, JSON answers split back.
+    shout = namespace["_Batcher"](lambda texts: [{"text": t.upper()} for t in texts], namespace["_plain"],
+                                  max_batch_size=64, max_latency_ms=100)
+    parts = shout._run([["a", "b"], ["c"]])
+    assert [list(p) for p in parts] == [[{"text": "A"}, {"text": "B"}], [{"text": "C"}]]
+    assert [p.batch_rows for p in parts] == [3, 3]
+    texts = shout._run([pd.Series(["x"]), pd.Series(["y", "z"])])  # texts kept as the sample's Series
+    assert [list(p) for p in texts] == [[{"text": "X"}], [{"text": "Y"}, {"text": "Z"}]]
 
 
 def test_names_bentoml_reads_as_service_settings_are_refused_before_a_build():

@@ -1,0 +1,401 @@
+"""What every nbserve service does around its model, as a real module: copied into each
+Bento as ``nbserve_serving.py`` beside the generated service (``nbserve_service.py``, only the
+model's tag, loader, method calls and typed APIs), so it is read, linted and unit-tested as
+code. It needs bentoml, numpy, pandas and the kinds module, not nbserve, so the Bento serves
+anywhere. The version's input schema is read from ``nbserve_bundle.json`` beside it; requests
+that do not match get a 422 naming the columns (or the items, for other kinds of input).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import typing as t
+
+import numpy as np
+import pandas as pd
+from bentoml.validators import DataframeSchema
+from pydantic import WithJsonSchema
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, RedirectResponse
+from starlette.routing import Route
+
+# Bento file names (nbserve/_service_template.py has the same; a test keeps them equal).
+BUNDLE_FILE = "nbserve_bundle.json"
+BATCHING_ENV = "NBSERVE_BATCHING"
+
+try:
+    import nbserve_kinds as _kinds  # in a Bento: nbserve/_kinds.py, copied beside this module
+except ImportError:  # imported from the nbserve package itself (its tests)
+    from nbserve import _kinds  # type: ignore[no-redef]
+
+_NUMERIC = {"int", "float", "bool"}
+_WORKER = str(os.getpid())
+# The serving process reads its batching settings from the environment (set by the agent,
+# or by hand when the Bento is served elsewhere): {"max_batch_size": 100, "max_latency_ms": 60000}.
+BATCHING: dict | None = json.loads(os.environ.get(BATCHING_ENV) or "null")
+
+
+def configure(bundle: dict) -> None:
+    """Take the version's input schema from its bundle: the columns of a DataFrame, or
+    another kind of input (text, N-D arrays, records, images), checked by that kind."""
+    global _COLUMNS, _NAMES, _POSITIONAL, _DTYPES, _ALL_NUMERIC, _KIND, KIND_DATA
+    schema = bundle.get("schema", {})
+    _COLUMNS = schema.get("columns", [])
+    _NAMES = [c["name"] for c in _COLUMNS]
+    _POSITIONAL = bool(schema.get("positional"))
+    _DTYPES = [c["dtype"] for c in _COLUMNS]
+    _ALL_NUMERIC = all(c["kind"] in _NUMERIC for c in _COLUMNS)
+    _KIND = _kinds.from_spec(schema) if schema.get("kind", "frame") != "frame" else None
+    # The OpenAPI document describes such a request's data (its check stays the kind's own).
+    KIND_DATA = t.Annotated[t.Any, WithJsonSchema(_KIND.json_schema() if _KIND is not None else {})]
+
+
+def _bundle_beside() -> dict:
+    path = pathlib.Path(__file__).parent / BUNDLE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+configure(_bundle_beside())  # in a Bento, the bundle file lies beside this module
+
+
+def _unprocessable(message: str, **detail: t.Any) -> JSONResponse:
+    return JSONResponse({"error": message, **detail}, status_code=422)
+
+
+def _conform(data: pd.DataFrame) -> pd.DataFrame | JSONResponse:
+    """Check a request against the deploy-time schema; reorder and cast its columns."""
+    if len(data) == 0:
+        return _unprocessable("the request has no rows", expected_columns=_NAMES)
+    if _POSITIONAL and list(data.columns) == list(range(len(_NAMES))):
+        data = data.set_axis(_NAMES, axis=1)
+    got = [str(c) for c in data.columns]
+    missing = [n for n in _NAMES if n not in got]
+    unexpected = [g for g in got if g not in _NAMES]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append("missing columns: " + ", ".join(missing))
+        if unexpected:
+            parts.append("unexpected columns: " + ", ".join(unexpected))
+        return _unprocessable(
+            "; ".join(parts),
+            missing_columns=missing,
+            unexpected_columns=unexpected,
+            expected_columns={c["name"]: c["dtype"] for c in _COLUMNS},
+        )
+    if got != _NAMES:
+        data = data.set_axis(got, axis=1)[_NAMES]
+    # Fast path (most requests; ~1 ms saved on a 1-row request): numeric columns that JSON
+    # already parsed to their deploy-time dtypes hold nothing but valid values of them.
+    have_dtypes = data.dtypes.tolist()
+    if _ALL_NUMERIC and [str(d) for d in have_dtypes] == _DTYPES:
+        return data.to_numpy() if _POSITIONAL else data
+    type_errors: dict[str, dict[str, t.Any]] = {}
+    out = {}
+    for col, have in zip(_COLUMNS, have_dtypes):
+        name, kind, dtype = col["name"], col["kind"], col["dtype"]
+        values = data[name]
+        if kind in _NUMERIC and str(have) == dtype:
+            out[name] = values
+            continue
+        if kind == "float" and have.kind in "iu":
+            out[name] = values.astype(dtype)
+            continue
+        present = values.notna()
+        if kind in _NUMERIC:
+            if kind == "bool":
+                converted = values.map(
+                    lambda v: v if isinstance(v, (bool, np.bool_)) or v is None else
+                    (bool(v) if v in (0, 1) else np.nan)
+                )
+            else:
+                converted = pd.to_numeric(values, errors="coerce")
+            bad = present & converted.isna()
+            if kind == "int" and not bad.any():
+                bad = present & (converted.fillna(0) % 1 != 0)
+            if bad.any():
+                type_errors[name] = {"expected": dtype, "got": repr(values[bad].iloc[0])}
+                continue
+            if not converted.isna().any():
+                converted = converted.astype(dtype)
+            out[name] = converted
+        elif kind == "datetime":
+            converted = pd.to_datetime(values, errors="coerce")
+            bad = present & converted.isna()
+            if bad.any():
+                type_errors[name] = {"expected": dtype, "got": repr(values[bad].iloc[0])}
+                continue
+            out[name] = converted
+        else:
+            bad = present & ~values.map(lambda v: isinstance(v, str))
+            if bad.any():
+                type_errors[name] = {"expected": "string", "got": repr(values[bad].iloc[0])}
+                continue
+            out[name] = values.astype(dtype) if kind == "category" else values
+    if type_errors:
+        return _unprocessable(
+            "wrong value types in columns: " + ", ".join(type_errors),
+            type_errors=type_errors,
+        )
+    frame = pd.DataFrame(out, index=data.index)
+    return frame.to_numpy() if _POSITIONAL else frame
+
+
+_JSON_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "bool": {"type": "boolean"},
+               "datetime": {"type": "string", "format": "date-time"}}
+
+
+def _column_schema(col: dict) -> dict:
+    found = dict(_JSON_TYPES.get(col["kind"], {"type": "string"}))
+    if col.get("categories"):
+        found["enum"] = col["categories"]
+    return {**found, "title": col["name"], "description": f"dtype {col['dtype']}"}
+
+
+class Rows(DataframeSchema):
+    """A DataFrame of records, described in OpenAPI with the deploy-time columns (validation
+    is still _conform's, so a wrong request gets a 422 that names the columns)."""
+
+    def __get_pydantic_json_schema__(self, schema: t.Any, handler: t.Any) -> dict[str, t.Any]:
+        value = super().__get_pydantic_json_schema__(schema, handler)
+        if _POSITIONAL:
+            row = {"type": "array", "minItems": len(_NAMES), "maxItems": len(_NAMES),
+                   "description": "values in this order: " + ", ".join(_NAMES)}
+        else:
+            row = {"type": "object", "properties": {c["name"]: _column_schema(c) for c in _COLUMNS},
+                   "required": _NAMES}
+        value["items"] = row
+        value.setdefault("type", "array")
+        return value
+
+
+def _jsonable(result: t.Any) -> t.Any:
+    if hasattr(result, "toarray") and not isinstance(result, np.ndarray):  # scipy.sparse (a transform)
+        result = result.toarray()
+    if isinstance(result, (pd.DataFrame, pd.Series)):
+        result = result.to_numpy()
+    return np.asarray(result)
+
+
+def _plain(result: t.Any) -> t.Any:
+    """Any model's answers as JSON values: arrays and frames as lists, records as dicts."""
+    if hasattr(result, "toarray") and not isinstance(result, np.ndarray):  # scipy.sparse
+        result = result.toarray()
+    if isinstance(result, pd.DataFrame):
+        return json.loads(result.to_json(orient="records", date_format="iso"))
+    if isinstance(result, (pd.Series, np.ndarray)):
+        return json.loads(pd.Series(np.asarray(result).tolist()).to_json(orient="values", date_format="iso"))
+    if isinstance(result, (list, tuple)):
+        return json.loads(json.dumps(list(result), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    return result
+
+
+class _Shed(Exception):
+    """The batch dispatcher gave up on a request: it could not be answered within max_latency_ms."""
+
+
+def _shed() -> t.NoReturn:
+    raise _Shed
+
+
+class _ArrayShare(np.ndarray):
+    """One request's share of a batch's answers (an array), knowing how many rows the batch had."""
+
+    batch_rows = 0
+
+
+class _ListShare(list):
+    """The same for answers that are JSON values (the kinds of input other than DataFrames)."""
+
+    batch_rows = 0
+
+
+def _share(answers: t.Any, batch_rows: int) -> t.Any:
+    # Still an array or a list, so BentoML's dispatcher can join the parts of a request
+    # it split across batches (it knows those containers, not a class of ours).
+    share = answers.view(_ArrayShare) if isinstance(answers, np.ndarray) else _ListShare(answers)
+    share.batch_rows = batch_rows
+    return share
+
+
+def _join(parts: t.Sequence[t.Any]) -> t.Any:
+    """Requests' inputs as one batch, in the container the model takes them in."""
+    first = parts[0]
+    if isinstance(first, np.ndarray):  # a 2-D array's rows, N-D arrays, texts kept as an array
+        return np.concatenate(parts)
+    if isinstance(first, (pd.DataFrame, pd.Series)):
+        return pd.concat(parts, ignore_index=True)
+    return [item for part in parts for item in part]  # texts, records, images: lists
+
+
+class _Batcher:
+    """BentoML's adaptive batching -- its CorkDispatcher, the engine behind
+    ``@bentoml.api(batchable=True)`` -- placed after each request's own validation, so a
+    bad request gets its own 422 and never joins a batch, and a batch the model fails on
+    is retried request by request: one request's rows cannot fail another's.
+
+    ``answers`` turns the model's result into one sliceable answer per row: an array for
+    DataFrames, a list of JSON values for the other kinds of input."""
+
+    def __init__(self, predict: t.Callable[[t.Any], t.Any], answers: t.Callable[[t.Any], t.Any],
+                 max_batch_size: int, max_latency_ms: float) -> None:
+        from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+        self._predict = predict
+        self._answers = answers
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=max_latency_ms, max_batch_size=max_batch_size, fallback=_shed,
+            get_batch_size=len, batch_dim=(0, 0),
+        )
+        self.submit = dispatcher(self._run)  # runs _run in a thread, one batch at a time
+
+    def _run(self, parts: t.Sequence[t.Any]) -> list[t.Any]:
+        sizes = [len(p) for p in parts]
+        total = sum(sizes)
+        try:
+            joined = parts[0] if len(parts) == 1 else _join(parts)
+            served = self._answers(self._predict(joined))
+            if len(served) != total:
+                raise ValueError(f"the model returned {len(served)} answers for {total} rows")
+        except Exception:
+            if len(parts) == 1:
+                raise
+            return [self._alone(p) for p in parts]
+        ends = np.cumsum(sizes).tolist()
+        return [_share(served[end - size:end], total) for size, end in zip(sizes, ends)]
+
+    def _alone(self, part: t.Any) -> t.Any:
+        try:
+            return _share(self._answers(self._predict(part)), len(part))
+        except Exception as exc:  # this request's own failure, answered to it alone
+            return exc
+
+
+class Files:
+    """ASGI middleware: image files posted as multipart/form-data become the JSON request the
+    API takes (every file, in order, base64-encoded as ``data``). Other kinds take JSON only: a
+    multipart body gets a 415 (BentoML's own form parsing answers 500 to a binary part)."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if not content_type.lower().startswith(b"multipart/form-data"):
+            return await self.app(scope, receive, send)
+        if _KIND is None or _KIND.name != "images":
+            refusal = JSONResponse({"error": "this version takes a JSON body; only image models take files",
+                                    "expected": "application/json"}, status_code=415)
+            return await refusal(scope, receive, send)
+        import base64
+
+        from starlette.requests import Request
+
+        try:
+            form = await Request(scope, receive).form()
+            files = [value for _, value in form.multi_items() if hasattr(value, "read")]
+            data = [base64.b64encode(await f.read()).decode("ascii") for f in files]
+        except Exception as exc:  # a malformed multipart body is the client's
+            return await JSONResponse({"error": f"the multipart body could not be read: {exc}"},
+                                      status_code=400)(scope, receive, send)
+        if not data:
+            return await JSONResponse({"error": "the multipart body has no files", "expected": "image files"},
+                                      status_code=422)(scope, receive, send)
+        body = json.dumps({"data": data}).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        done = False
+
+        async def replay() -> dict:
+            nonlocal done
+            if done:
+                return {"type": "http.disconnect"}
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(dict(scope, headers=headers), replay, send)
+
+
+# BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.
+DOCS = Starlette(routes=[Route("/", lambda request: RedirectResponse(url="/"))])
+
+
+class Serving:
+    """What every version's service does around its model: check each request (by its
+    columns or its kind), answer it, batch it. The generated service class adds the model,
+    its methods' calls and the typed APIs (``nbserve/_service_template.py``)."""
+
+    def _start(self, predictors: dict[str, t.Callable[[t.Any], t.Any]]) -> None:
+        self._predictors = predictors
+        answers = _jsonable if _KIND is None else _plain
+        self._batchers = ({api: _Batcher(f, answers, **BATCHING) for api, f in predictors.items()}
+                          if BATCHING else {})
+
+    @staticmethod
+    def _checked(data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        """The request's rows conformed to the schema, or its 422 (per request, before any batching)."""
+        ctx.response.headers["x-nbserve-worker"] = _WORKER  # which worker answered (scaling checks)
+        frame = _conform(data)
+        if isinstance(frame, JSONResponse):
+            ctx.response.status_code = frame.status_code  # BentoML applies ctx's status to any response
+        return frame
+
+    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        frame = self._checked(data, ctx)
+        if isinstance(frame, JSONResponse):
+            return frame
+        ctx.response.headers["x-nbserve-rows"] = str(len(frame))  # counted by the agent unparsed
+        return _jsonable(self._predictors[api](frame))
+
+    def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
+        """A request of a kind other than a DataFrame: checked by its kind, then answered."""
+        ctx.response.headers["x-nbserve-worker"] = _WORKER
+        try:
+            inputs = _KIND.decode(data)
+        except _kinds.Invalid as exc:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
+        ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
+        return _plain(self._predictors[api](inputs))
+
+    async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        frame = self._checked(data, ctx)
+        if isinstance(frame, JSONResponse):
+            return frame
+        ctx.response.headers["x-nbserve-rows"] = str(len(frame))
+        served = await self._batched(api, frame, ctx)
+        return served if isinstance(served, JSONResponse) else np.asarray(served)
+
+    async def _answer_any_batched(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
+        """A request of another kind: checked by its kind alone, then answered in a batch."""
+        ctx.response.headers["x-nbserve-worker"] = _WORKER
+        try:
+            inputs = _KIND.decode(data)
+        except _kinds.Invalid as exc:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
+        ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
+        served = await self._batched(api, inputs, ctx)
+        return served if isinstance(served, JSONResponse) else list(served)
+
+    async def _batched(self, api: str, inputs: t.Any, ctx: t.Any) -> t.Any:
+        """This request's answers from a batch, or the 503 of a batch that came too late."""
+        try:
+            share = await self._batchers[api].submit(inputs)
+        except _Shed:
+            ctx.response.status_code = 503
+            ctx.response.headers["retry-after"] = "1"
+            ctx.response.headers["x-nbserve-shed"] = "batch-latency"  # which kind of 503 this is
+            return JSONResponse(
+                {"error": f"not answered within the batching latency budget (max_latency_ms="
+                          f"{BATCHING['max_latency_ms']:g}): batches of this model take longer under this load",
+                 "hint": "raise max_latency_ms or add workers (dep.scale(max_latency_ms=..., workers=...))",
+                 "type": "batch_latency_exceeded"},
+                status_code=503,
+            )
+        ctx.response.headers["x-nbserve-batch-rows"] = str(getattr(share, "batch_rows", 0) or len(share))
+        return share
