@@ -137,10 +137,13 @@ def test_any_model_notebook(fresh_home, tmp_path):
     assert "a number among the texts: 422 items must be strings: data[1] is not" in text
     assert "embedding shape: (2, 4) same as the notebook: True" in text
     assert "a wrong shape: 422 expected shape (batch, 8, 8), got (2, 7, 8)" in text
+    assert "a broken file: 422" in text
+    served, _, notebook = text.partition("a PNG file: ")[2].partition("\n")[0].partition(" notebook: ")
+    assert served == notebook, "the file's answer is the notebook's"
     assert "totals: [12.0, 0.0]" in text
     assert "a record with a missing price: 422" in text and "data[0].items[0].price" in text
     assert text.count("served equals the notebook: True") == 2
     assert "saved by value: ['__main__']" in text
     # the kernel is gone; every one of them still serves
     assert {d.name for d in nbserve.deployments() if d.status == "serving"} == {
-        "nb-any-reviews", "nb-any-embed", "nb-any-tiles", "nb-any-orders", "nb-any-clip"}
+        "nb-any-reviews", "nb-any-embed", "nb-any-tiles", "nb-any-photos", "nb-any-orders", "nb-any-clip"}
