@@ -342,17 +342,13 @@ class Serving:
         frame = _conform(data)
         if isinstance(frame, JSONResponse):
             ctx.response.status_code = frame.status_code  # BentoML applies ctx's status to any response
+        else:
+            ctx.response.headers["x-nbserve-rows"] = str(len(frame))  # counted by the agent unparsed
         return frame
 
-    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
-        frame = self._checked(data, ctx)
-        if isinstance(frame, JSONResponse):
-            return frame
-        ctx.response.headers["x-nbserve-rows"] = str(len(frame))  # counted by the agent unparsed
-        return _jsonable(self._predictors[api](frame))
-
-    def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
-        """A request of a kind other than a DataFrame: checked by its kind, then answered."""
+    @staticmethod
+    def _decoded(data: t.Any, ctx: t.Any) -> t.Any:
+        """A request of another kind than a DataFrame, checked by its kind, or its 422."""
         ctx.response.headers["x-nbserve-worker"] = _WORKER
         try:
             inputs = _KIND.decode(data)
@@ -360,25 +356,27 @@ class Serving:
             ctx.response.status_code = 422
             return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
         ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
-        return _plain(self._predictors[api](inputs))
+        return inputs
+
+    def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
+        frame = self._checked(data, ctx)
+        return frame if isinstance(frame, JSONResponse) else _jsonable(self._predictors[api](frame))
+
+    def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
+        inputs = self._decoded(data, ctx)
+        return inputs if isinstance(inputs, JSONResponse) else _plain(self._predictors[api](inputs))
 
     async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         frame = self._checked(data, ctx)
         if isinstance(frame, JSONResponse):
             return frame
-        ctx.response.headers["x-nbserve-rows"] = str(len(frame))
         served = await self._batched(api, frame, ctx)
         return served if isinstance(served, JSONResponse) else np.asarray(served)
 
     async def _answer_any_batched(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
-        """A request of another kind: checked by its kind alone, then answered in a batch."""
-        ctx.response.headers["x-nbserve-worker"] = _WORKER
-        try:
-            inputs = _KIND.decode(data)
-        except _kinds.Invalid as exc:
-            ctx.response.status_code = 422
-            return JSONResponse({"error": exc.message, **exc.detail}, status_code=422)
-        ctx.response.headers["x-nbserve-rows"] = str(len(inputs))
+        inputs = self._decoded(data, ctx)
+        if isinstance(inputs, JSONResponse):
+            return inputs
         served = await self._batched(api, inputs, ctx)
         return served if isinstance(served, JSONResponse) else list(served)
 
