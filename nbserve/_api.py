@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._names import check_name
 from ._display import Progress, deployment_html, deployment_text
 from ._connection import actor, connect
+from ._events import SAID_AT_DEPLOY
 from ._transport import AgentClient
 from .errors import (
     DeployFailed,
@@ -773,7 +774,7 @@ def deploy(
 
 
 UPLOAD_CHUNK = 1 << 20
-WARNING_EVENTS = ("batching_warning", "batching_unavailable")  # said to the user who deployed
+WARNING_EVENTS = SAID_AT_DEPLOY  # said to the user who deployed
 
 
 def _version_warnings(client: AgentClient, name: str, number: int | None, *, after: int = 0) -> list[str]:

@@ -95,3 +95,47 @@ def test_no_import_circles_between_rooms():
     found = circles(graph)
     described = ["; ".join(f"{m} -> {', '.join(sorted(graph[m] & set(group)))}" for m in group) for group in found]
     assert not found, "import circles:\n" + "\n".join(described)
+
+
+def _written_kinds() -> set[str]:
+    """Every event kind the agent's code writes: add_event's first argument (literals, both sides
+    of a conditional, f-strings for each rollout mode) and every ``kind="..."`` handed on."""
+    kinds: set[str] = set()
+
+    def take(node: ast.AST) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            kinds.add(node.value)
+        elif isinstance(node, ast.IfExp):
+            take(node.body)
+            take(node.orelse)
+        elif isinstance(node, ast.JoinedStr):  # f"{mode}_started": a rollout mode, then a literal
+            tail = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            kinds.update(f"{mode}{tail}" for mode in ("canary", "shadow"))
+
+    for path in (PACKAGE / "_agent").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                if getattr(node.func, "attr", None) == "add_event" and node.args:
+                    take(node.args[0])
+                for keyword in node.keywords:
+                    if keyword.arg == "kind":
+                        take(keyword.value)
+            elif isinstance(node, ast.arguments):  # defaults such as kind: str = "aborted"
+                names = [a.arg for a in node.args[-len(node.defaults):]] if node.defaults else []
+                for name, default in zip(names, node.defaults):
+                    if name == "kind":
+                        take(default)
+                for arg, default in zip(node.kwonlyargs, node.kw_defaults):
+                    if arg.arg == "kind" and default is not None:
+                        take(default)
+    return kinds
+
+
+def test_every_event_the_agent_writes_is_one_spelling_in_the_events_room():
+    from nbserve._events import AUDITED, Event
+
+    written = _written_kinds()
+    assert {"gate_breached", "aborted", "canary_started", "shadow_resumed", "alias_removed"} <= written
+    unknown = written - {e.value for e in Event}
+    assert not unknown, f"add these to nbserve._events.Event: {sorted(unknown)}"
+    assert AUDITED <= set(Event)

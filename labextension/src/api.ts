@@ -225,6 +225,8 @@ export interface IEvent {
   id?: number;
   ts: string;
   kind: string;
+  /** error: something failed; warning: it serves, but traffic was taken away or a setting wants changing. */
+  severity?: 'info' | 'warning' | 'error';
   version?: number | null;
   message?: string | null;
   actor?: string | null;

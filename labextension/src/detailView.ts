@@ -33,9 +33,6 @@ import { qualityLine } from './quality';
 import { ReloadingView } from './reloadingView';
 import { resourceFacts } from './resources';
 
-const ERROR_EVENTS = /fail|error|exited|crash|killed|unhealthy/i;
-/** Events shown as warnings: it still serves, but a setting wants changing (batching, memory cap). */
-const WARN_EVENTS = /^(batching_warning|batch_overloaded|batching_unavailable|memory_exceeded)$/;
 const ERROR_LINES = /error|exception|traceback|failed|critical/i;
 /** Audit actions shown as warnings: the agent or a user took traffic away from a version. */
 const WARN_ACTIONS = /^(gate_breached|rollback|aborted)$/;
@@ -502,8 +499,9 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
     const recent = [...events].sort((a, b) => (b.ts < a.ts ? -1 : b.ts > a.ts ? 1 : 0)).slice(0, 20);
     const list = h('ul', { class: 'nbserve-events' });
     for (const event of recent) {
-      const bad = ERROR_EVENTS.test(event.kind);
-      const warn = !bad && WARN_EVENTS.test(event.kind);
+      // The agent says how serious each event is (nbserve/_events.py): one spelling, not a copy here.
+      const bad = event.severity === 'error';
+      const warn = event.severity === 'warning';
       const version = event.version;
       const item = list.appendChild(
         h(

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors
+from .._events import Severity, severity_of
 from .._names import check_name
 from .._windows import parse_window
 from . import _access
@@ -99,7 +100,9 @@ class EventOut(BaseModel):
     ts: str
     deployment: str | None
     version: int | None
-    kind: str
+    kind: str = Field(description="one of nbserve._events.Event (an older or newer agent may write others)")
+    severity: Severity = Field(description="error: something failed; warning: it serves, but traffic was "
+                               "taken away or a setting wants changing; else info")
     message: str
     actor: str | None
     data: dict[str, Any]
@@ -399,7 +402,7 @@ def deployment_out(view: DeploymentView) -> DeploymentOut:
 
 
 def event_out(e: EventRow) -> EventOut:
-    return EventOut(**e.__dict__)
+    return EventOut(**e.__dict__, severity=severity_of(e.kind))
 
 
 # -- the app --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
+from .._events import AUDITED, Event
 from ._principal import current
 from ._storage import insufficient, is_disk_full
+
+log = logging.getLogger("nbserve.agent")
 
 SCHEMA_VERSION = 4
 
@@ -137,11 +141,9 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 # Event kinds that change what serves or who may act: each also gets a chained audit record.
-AUDITED_EVENTS = frozenset({
-    "deployment_created", "version_registered", "deployed", "canary_started", "shadow_started",
-    "promoted", "aborted", "gate_breached", "canary_changed", "rollback", "stopped", "started",
-    "configured", "alias_set", "alias_removed", "schedule_added", "schedule_paused", "schedule_resumed", "schedule_removed",
-})
+AUDITED_EVENTS = AUDITED  # event kinds that also write an audit record (nbserve/_events.py)
+_KNOWN_EVENTS = frozenset(Event)
+_unknown_said: set[str] = set()
 GENESIS_HASH = "0" * 64
 _AUDIT_FIELDS = ("seq", "ts", "actor", "token", "source", "action", "deployment", "version", "before",
                  "after", "detail")
@@ -593,6 +595,9 @@ class Registry:
         actor: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> EventRow:
+        if kind not in _KNOWN_EVENTS and kind not in _unknown_said:  # a new kind not added to Event
+            _unknown_said.add(kind)
+            log.warning("event kind %r is not one of nbserve._events.Event; the panel shows it as info", kind)
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO events (ts, deployment, version, kind, message, actor, data)"
