@@ -4,6 +4,7 @@ cached :class:`AgentClient` per target and ``NBSERVE_HOME``; and who this client
 from __future__ import annotations
 
 import getpass
+import time
 
 from ._config import Home
 from ._transport import AgentClient
@@ -11,7 +12,15 @@ from .errors import AgentUnreachable, NbserveError
 
 __all__ = ["actor", "connect"]
 
+#: A cached client whose agent answered this recently is reused without a health check
+#: (a panel polls every 2 s: one request per poll, not two); a dead agent still fails the
+#: request itself with AgentUnreachable, and the next connect() after that replaces it.
+FRESH_SECONDS = 5.0
+
 _clients: dict[str, AgentClient] = {}
+# For local clients: the (url, pid) of agent.json when the client was made. A restarted
+# agent writes another, so a stale client is never reused however fresh its last answer.
+_local_agents: dict[str, tuple[str, int]] = {}
 
 
 def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
@@ -26,18 +35,38 @@ def connect(target: str | None = None, *, start: bool = True) -> AgentClient:
     key = f"{target or 'local'}:{home.root}"
     client = _clients.get(key)
     if client is not None:
+        if _answered_lately(client) and _same_local_agent(key, home):
+            return client
         try:
             client.get("/v1/health")
             return client
         except NbserveError:
             client.close()
             del _clients[key]
+            _local_agents.pop(key, None)
     if target not in (None, "local"):
         client = _remote_client(target, home)
     else:
-        client = _local_client(home, start)
+        client, pid = _local_client(home, start)
+        _local_agents[key] = (client.base_url, pid)
     _clients[key] = client
     return client
+
+
+def _answered_lately(client: AgentClient) -> bool:
+    return client.answered_at is not None and time.monotonic() - client.answered_at < FRESH_SECONDS
+
+
+def _same_local_agent(key: str, home: Home) -> bool:
+    """For a local client: agent.json still names the agent it was made for (no request is
+    sent). Remote clients have no such file: their last answer decides."""
+    made_for = _local_agents.get(key)
+    if made_for is None:
+        return True
+    from ._local import agent_record
+
+    found = agent_record(home)
+    return found is not None and (found[0].rstrip("/"), found[1]) == made_for
 
 
 def _remote_client(name: str, home: Home) -> AgentClient:
@@ -46,7 +75,8 @@ def _remote_client(name: str, home: Home) -> AgentClient:
     return open_target(get_target(name, home))
 
 
-def _local_client(home: Home, start: bool) -> AgentClient:
+def _local_client(home: Home, start: bool) -> tuple[AgentClient, int]:
+    """The client and the agent's pid."""
     from ._local import find_agent, start_agent
 
     if start:
@@ -57,7 +87,7 @@ def _local_client(home: Home, start: bool) -> AgentClient:
             raise AgentUnreachable(f"no nbserve agent is running for {home.root}",
                                    hint="deploy a model, or run `nbserve agent start`")
         info = found
-    return AgentClient(info.url, info.token, name="local", verify=info.verify)
+    return AgentClient(info.url, info.token, name="local", verify=info.verify), info.pid
 
 
 def actor() -> str:

@@ -47,6 +47,16 @@ def _verify_for(info: dict[str, Any]) -> Any:
     return pinned_context(Path(cert).read_text())
 
 
+def agent_record(home: Home) -> tuple[str, int] | None:
+    """The URL and pid ``agent.json`` names, if that process exists; no request is sent."""
+    try:
+        info = json.loads(home.agent_file.read_text())
+        url, pid = str(info["url"]), int(info.get("pid", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (url, pid) if pid and psutil.pid_exists(pid) else None
+
+
 def find_agent(home: Home) -> AgentInfo | None:
     """The running agent of this home, if one answers its health check."""
     try:

@@ -8,6 +8,7 @@ and TLS settings, not in code. httpx errors never leak: they become ``nbserve`` 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,7 @@ class AgentClient:
         self.name = name
         self.verify = verify  # also used for the stable URLs of this agent's deployments
         self.auth_headers = {"Authorization": f"Bearer {token}"}
+        self.answered_at: float | None = None  # time.monotonic() of the agent's last answer
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "nbserve-client"},
@@ -62,6 +64,7 @@ class AgentClient:
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with _map_transport_errors(self.base_url):
             response = self._http.request(method, path, **kwargs)
+        self.answered_at = time.monotonic()  # any answer, an error status too: the agent is up
         try:
             payload = response.json()
         except ValueError:
@@ -74,6 +77,7 @@ class AgentClient:
         """A binary answer (e.g. Parquet) and its headers; errors mapped as for JSON."""
         with _map_transport_errors(self.base_url):
             response = self._http.request("GET", path, **kwargs)
+        self.answered_at = time.monotonic()
         if response.status_code >= 400:
             try:
                 payload = response.json()

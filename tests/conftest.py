@@ -109,6 +109,7 @@ def _forget_clients() -> None:
     for client in _connection._clients.values():
         client.close()
     _connection._clients.clear()
+    _connection._local_agents.clear()
 
 
 @pytest.fixture(scope="session")

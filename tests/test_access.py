@@ -94,6 +94,52 @@ def test_a_scoped_token_sees_nothing_of_other_deployments(agent):
     assert _call(agent, "GET", "/v1/schedules", scoped).status_code == 403
 
 
+def test_state_is_a_whole_poll_in_one_request_and_a_scoped_token_sees_only_its_own(agent, iris):
+    from nbserve._schedules import get_schedule, schedule
+
+    from .conftest import repo_root
+
+    _, X_test, _, _ = iris
+    nbserve.get("iris").predict(X_test[:3])
+    schedule(repo_root() / "notebooks" / "03-scheduled-retrain.ipynb", cron="0 3 * * *", name="other")
+    try:
+        r = _call(agent, "GET", "/v1/state", agent.token)
+        assert r.status_code == 200, r.text
+        state = r.json()
+        by_name = {d["name"]: d for d in state["deployments"]}
+        assert set(by_name) == {"iris", "other"}
+        iris_ = by_name["iris"]
+        deployments = {d["name"]: d for d in _call(agent, "GET", "/v1/deployments", agent.token).json()}
+        for name, brief in by_name.items():  # the same facts as the per-deployment routes
+            full = deployments[name]
+            assert (brief["status"], brief["live_version"], brief["url"], brief["aliases"]) == (
+                full["status"], full["live_version"], full["url"], full["aliases"])
+            assert brief["versions"] == [{"number": v["number"], "status": v["status"]} for v in full["versions"]]
+            assert brief["rollout"] is None
+            events = _call(agent, "GET", f"/v1/deployments/{name}/events?limit=1", agent.token).json()
+            assert brief["latest_event_id"] == events[-1]["id"]
+            assert brief["resources"]["deployment"] == name and brief["resources"]["servers"] >= 1
+        assert iris_["live_version"] == 2 and {v["number"] for v in iris_["versions"]} == {1, 2}
+        assert iris_["summary"]["requests"] >= 1 and set(iris_["summary"]["drift"]) >= {"drifted", "features"}
+        assert {"metric", "value", "labelled"} <= set(iris_["summary"]["quality"])
+        (sched,) = [s for s in state["schedules"] if s["name"] == "other"]
+        assert sched["deployment"] == "other" and sched["cron"] == "0 3 * * *"
+        assert sched["last_run"] is None and sched["running_run"] is None and sched["next_run_at"]
+
+        scoped = _token("viewer", "iris-state", deployments=["iris"])
+        r = _call(agent, "GET", "/v1/state", scoped)
+        assert r.status_code == 200, r.text
+        mine = r.json()
+        assert [d["name"] for d in mine["deployments"]] == ["iris"]
+        assert mine["deployments"][0]["live_version"] == 2
+        assert mine["schedules"] == []  # GET /v1/schedules is not for it either
+        r = _call(agent, "GET", "/v1/state", _token("predict", "state-app"))
+        assert r.status_code == 403 and r.json()["error"]["type"] == "PermissionDenied"
+        assert _call(agent, "GET", "/v1/state", None).status_code == 401
+    finally:
+        get_schedule("other").remove()
+
+
 def test_tokens_are_stored_only_as_salted_hashes(agent, module_home):
     secret = _token("deployer", "hashed")
     listed = _admin.list_tokens()

@@ -49,6 +49,22 @@ def test_agent_restart_restores_what_was_serving(fresh_home, iris, forest, tree)
     assert "restarted" in set(again.events()["kind"])
 
 
+def test_a_cached_client_answers_without_a_health_check_but_never_for_a_restarted_agent(
+        fresh_home, monkeypatch):
+    from nbserve import _connection
+
+    monkeypatch.setattr(_connection, "FRESH_SECONDS", 3600.0)  # however fresh its last answer
+    first = nbserve.connect()
+    pid = first.get("/v1/health")["pid"]
+    sent: list[str] = []
+    first._http.event_hooks["request"].append(lambda request: sent.append(request.url.path))
+    assert nbserve.connect() is first and sent == []  # it answered lately: reused as it is
+    assert stop_agent(fresh_home)
+    start_agent(fresh_home)
+    second = nbserve.connect()
+    assert second is not first and second.get("/v1/health")["pid"] != pid
+
+
 def test_a_killed_agent_leaves_servers_that_the_next_agent_adopts(fresh_home, iris, forest):
     _, X_test, _, _ = iris
     dep = nbserve.deploy(forest, "iris", X_test, progress=False)

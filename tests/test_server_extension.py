@@ -125,26 +125,47 @@ RESOURCE_COLUMNS = {"state", "live_version", "servers", "workers", "cpu_percent"
                     "memory_cap", "cpus_cap", "enforcement", "idle_timeout", "idle_seconds", "held"}
 
 
-def test_state_and_detail_carry_resources_from_one_top_call(
+def test_one_poll_is_one_agent_request_passed_through(
         api: Fetch, two_versions: nbserve.Deployment, monkeypatch) -> None:
-    real_top, calls = nbserve.top, []
+    from nbserve import _connection
 
-    def counting_top(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args or kwargs)
-        return real_top(*args, **kwargs)
-
-    monkeypatch.setattr(nbserve, "top", counting_top)
-    status, state = api("GET", "state")
+    status, state = api("GET", "state")  # the cached client exists from here on
     assert status == 200, state
-    assert len(calls) == 1, calls  # one call for every deployment, not one each
+    monkeypatch.setattr(_connection, "FRESH_SECONDS", 3600.0)  # the clock plays no part in the count
+    sent: list[tuple[str, str]] = []
+
+    def seen(request: Any) -> None:
+        sent.append((request.method, request.url.path))
+
+    clients = list(_connection._clients.values())
+    for client in clients:
+        client._http.event_hooks["request"].append(seen)
+    try:
+        status, state = api("GET", "state")
+    finally:
+        for client in clients:
+            client._http.event_hooks["request"].remove(seen)
+    assert status == 200, state
+    assert sent == [("GET", "/v1/state")], sent  # one request, whatever the number of deployments
+    agent = nbserve.connect(start=False).get("/v1/state")
+    for item in agent["deployments"]:  # the agent's own answer, field for field
+        item.pop("resources"), item.pop("summary")  # these figures move between two calls
+    assert [{k: v for k, v in d.items() if k not in ("resources", "summary")} for d in state["deployments"]] \
+        == agent["deployments"]
+
     (item,) = [d for d in state["deployments"] if d["name"] == NAME]
+    assert item["live_version"] == 2 and item["status"] == "serving" and item["url"] == two_versions.url
     resources = item["resources"]
     assert RESOURCE_COLUMNS <= set(resources), resources
     assert resources["state"] == "warm" and resources["live_version"] == 2
     assert resources["workers"] == 1 and resources["servers"] == 2  # v2 live, v1 warm
     assert resources["rss_bytes"] > 0 and resources["processes"] >= 2
     assert resources["memory_cap"] is None and resources["enforcement"] is None
+    assert {"requests", "rps", "p50_ms", "p99_ms", "error_rate", "sparkline", "drift"} <= set(item["summary"])
 
+
+def test_detail_carries_resources_from_one_top_call(api: Fetch, two_versions: nbserve.Deployment,
+                                                    monkeypatch) -> None:
     status, detail = api("GET", "deployments", NAME)
     assert status == 200, detail
     assert RESOURCE_COLUMNS <= set(detail["resources"]) and detail["resources"]["workers"] == 1
@@ -152,11 +173,7 @@ def test_state_and_detail_carry_resources_from_one_top_call(
     def failing_top(*args: Any, **kwargs: Any) -> Any:
         raise nbserve.errors.AgentError("the agent could not read its processes")
 
-    monkeypatch.setattr(nbserve, "top", failing_top)  # the rest of the poll's answer stands
-    status, state = api("GET", "state")
-    assert status == 200, state
-    (item,) = [d for d in state["deployments"] if d["name"] == NAME]
-    assert item["resources"] is None and item["version"] == 2 and item["summary"] is not None
+    monkeypatch.setattr(nbserve, "top", failing_top)  # the rest of the detail's answer stands
     status, detail = api("GET", "deployments", NAME)
     assert status == 200 and detail["resources"] is None and detail["version"] == 2
 
@@ -412,7 +429,7 @@ def test_canary_in_list_and_detail_share_then_promote(api: Fetch, module_home, i
     status, state = api("GET", "state")
     assert status == 200, state
     (item,) = [d for d in state["deployments"] if d["name"] == CANARY]
-    assert item["version"] == 1
+    assert item["live_version"] == 1
     rollout = item["rollout"]
     assert rollout["mode"] == "canary" and rollout["version"] == 2 and rollout["percent"] == 50
     assert rollout["auto_promote"] is False and rollout["started_at"]

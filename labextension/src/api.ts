@@ -200,10 +200,35 @@ export interface IScheduleDetail extends ISchedule {
   runs: IScheduleRun[];
 }
 
-/** What the panel polls: every deployment (compact) and every schedule. */
+/**
+ * One deployment as the agent's `GET /v1/state` has it (`DeploymentBrief` in
+ * docs/openapi.json), passed through by the server extension as it is.
+ */
+export interface IStateDeployment {
+  name: string;
+  status: string;
+  live_version: number | null;
+  url: string | null;
+  versions: IVersionBrief[];
+  rollout: IRolloutBrief | null;
+  aliases: Record<string, number>;
+  summary: ISummary | null;
+  latest_event_id: number | null;
+  resources: (IResources & { deployment: string }) | null;
+}
+
+/**
+ * What the panel polls, in one request (`StateOut` in docs/openapi.json): every deployment
+ * the agent's token sees and every schedule with its last run.
+ */
 export interface IPanelState {
-  deployments: IDeploymentBrief[];
+  deployments: IStateDeployment[];
   schedules: ISchedule[];
+}
+
+/** A deployment of the poll as the panel's views read it (`version`: the live one). */
+export function deploymentBrief(dep: IStateDeployment): IDeploymentBrief {
+  return { ...dep, version: dep.live_version };
 }
 
 export interface IHistoryRow {

@@ -1,5 +1,6 @@
 /**
- * The panel's state: one poll of the compact state endpoint (deployments and schedules),
+ * The panel's state: one poll of the compact state endpoint (deployments and schedules,
+ * the agent's `GET /v1/state` passed through: one agent request whatever their number),
  * every 2 s while the panel is visible, backing off exponentially on errors and slowing
  * down while it is hidden. Each deployment carries the id of its newest event: events are
  * fetched only when that id moves, and the new ones are emitted once each (`newEvents`).
@@ -8,7 +9,7 @@ import { IDisposable } from '@lumino/disposable';
 import { IPoll, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IDeploymentBrief, IEvent, ISchedule, NbserveAPI, NbserveApiError, asApiError } from './api';
+import { IDeploymentBrief, IEvent, ISchedule, NbserveAPI, NbserveApiError, asApiError, deploymentBrief } from './api';
 
 /** Events a deployment produced since the panel last looked. */
 export interface INewEvents {
@@ -112,11 +113,11 @@ export class DeploymentsModel implements IDisposable {
 
   private async _fetch(): Promise<void> {
     try {
-      const state = await this.api.state();
-      this._deployments = state.deployments;
+      const state = await this.api.state(); // one request to the server, and one to the agent
+      this._deployments = state.deployments.map(deploymentBrief);
       this._schedules = state.schedules;
       this._loaded = true;
-      this._watchEvents(state.deployments);
+      this._watchEvents(this._deployments);
       if (this._error !== null) {
         this._error = null;
         this._errorChanged.emit(null);

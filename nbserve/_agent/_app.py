@@ -34,6 +34,8 @@ from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
 from ._rollout import ReleasePlan
+from ._schedule_routes import ScheduleBrief
+from ._state import panel_state
 from ._storage import insufficient, is_disk_full
 from ._supervisor import log_tail
 from ._uploads import Uploads
@@ -273,6 +275,47 @@ class ResourceRow(BaseModel):
     held: int = Field(description="connections waiting for a cold deployment to start")
     last_cold_start_seconds: float | None = Field(default=None,
                                                   description="how long the last start from zero took")
+
+
+class VersionBrief(BaseModel):
+    number: int
+    status: Literal["starting", "live", "warm", "canary", "shadow", "stopped", "failed"]
+
+
+class RolloutBrief(BaseModel):
+    """The canary or shadow under way as the deployment has it (figures: GET .../rollout)."""
+
+    mode: Literal["canary", "shadow"]
+    version: int
+    percent: float | None = Field(description="share of new requests (canary); null for a shadow")
+    started_at: float | None = Field(description="unix seconds")
+    auto_promote: bool
+    sticky_header: str | None = None
+
+
+class DeploymentBrief(BaseModel):
+    """One deployment as a list shows it, with its figures: what a panel polls."""
+
+    name: str
+    status: Literal["serving", "starting", "restarting", "failed", "stopped", "cold"]
+    live_version: int | None
+    url: str | None = Field(description="the stable URL")
+    versions: list[VersionBrief]
+    rollout: RolloutBrief | None
+    aliases: dict[str, int] = Field(description="named versions: <url>/v/<alias>/...")
+    summary: SummaryOut | None = Field(description="the last 5 minutes (GET .../summary); null: it could not "
+                                                   "be read")
+    latest_event_id: int | None = Field(description="its newest event's id: fetch events when it moves")
+    resources: ResourceRow | None = Field(description="its row of GET /v1/resources")
+
+
+class StateOut(BaseModel):
+    """Everything a panel's periodic poll needs, in one request."""
+
+    deployments: list[DeploymentBrief] = Field(description="those the token sees")
+    schedules: list[ScheduleBrief] = Field(description="every schedule, for a token that may list them "
+                                                       "(GET /v1/schedules); [] for a token limited to "
+                                                       "some deployments")
 
 
 class FeedbackIn(BaseModel):
@@ -550,6 +593,12 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     @app.get("/v1/deployments", response_model=list[DeploymentOut], tags=["deployments"])
     async def list_deployments(who: Principal = view) -> list[DeploymentOut]:
         return [deployment_out(v) for v in manager.views() if who.sees(v.row.name)]
+
+    @app.get("/v1/state", response_model=StateOut, tags=["deployments"])
+    async def state(who: Principal = view) -> StateOut:
+        """Every deployment the token sees (compact, with its summary, newest event id and
+        resources) and every schedule with its last run: a panel's whole poll in one request."""
+        return StateOut(**await panel_state(manager, scheduler, who))
 
     @app.get("/v1/deployments/{name}", response_model=DeploymentOut, dependencies=[view], tags=["deployments"])
     async def get_deployment(name: str) -> DeploymentOut:

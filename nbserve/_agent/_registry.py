@@ -613,6 +613,14 @@ class Registry:
     def events(self, deployment: str | None = None, limit: int = 200, after_id: int = 0) -> list[EventRow]:
         return [_event(r) for r in self._newest("events", "id", deployment, limit, after_id)]
 
+    def latest_event_ids(self) -> dict[str, int]:
+        """Each deployment's newest event id, in one query (the events_by_deployment index)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT deployment, MAX(id) FROM events WHERE deployment IS NOT NULL GROUP BY deployment"
+            ).fetchall()
+        return {deployment: newest for deployment, newest in rows}
+
 
 def _deployment(row: sqlite3.Row) -> DeploymentRow:
     data = dict(row)

@@ -72,6 +72,12 @@ class RunOut(BaseModel):
     actor: str | None
 
 
+class ScheduleBrief(ScheduleOut):
+    """A schedule with its newest run, as a list shows it."""
+
+    last_run: RunOut | None
+
+
 class ActorIn(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 

@@ -1,4 +1,5 @@
 """Thin handlers: read the request, call the public nbserve API off the IOLoop, serialise.
+The panel's poll (``GET .../state``) passes the agent's own JSON through instead.
 
 Every route needs Jupyter's own authentication (token or cookie + XSRF); the browser never
 sees the agent's token. Errors are mapped in one place, :meth:`_Handler._fail`: an
@@ -16,6 +17,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
 import nbserve
+from nbserve._connection import connect
 from nbserve.errors import AgentUnreachable, InvalidArgument, NbserveError
 
 PREFIX = "/nbserve/api"
@@ -163,14 +165,19 @@ def _resources() -> dict[str, dict[str, Any]]:
 
 
 def panel_state(root: str | None) -> dict[str, Any]:
-    """What the panel polls every 2 s: every deployment (compact, with its resources) and every
-    schedule, in one answer."""
+    """What the panel polls every 2 s: the agent's ``GET /v1/state`` as it answers it (one
+    request, whatever the number of deployments), through the one cached client. Only a
+    schedule's last run gains ``executed_notebook_lab_path``: the server's root is Jupyter's."""
     try:
-        deps = nbserve.deployments(start=False)
+        client = connect(start=False)  # an open panel never brings back an agent the user stopped
     except AgentUnreachable:
         return {"deployments": [], "schedules": []}
-    resources = _resources() if deps else {}
-    return {"deployments": [_brief(dep, resources) for dep in deps], "schedules": _schedule_briefs(root)}
+    state = client.get("/v1/state")
+    for sched in state.get("schedules", []):
+        run = sched.get("last_run")
+        if run:
+            run["executed_notebook_lab_path"] = notebook_path_under(run.get("executed_notebook"), root)
+    return state
 
 
 def _rollout_detail(dep: nbserve.Deployment) -> dict[str, Any] | None:
