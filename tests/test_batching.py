@@ -74,7 +74,7 @@ def test_concurrent_requests_are_batched_and_each_is_answered_and_validated_alon
         return i, _post(dep.url, X_test.iloc[[i % len(X_test)]])
 
     with cf.ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(call, range(400)))
+        answers = list(pool.map(call, range(240)))
     batch_rows = []
     for i, r in answers:
         row = X_test.iloc[[i % len(X_test)]]
@@ -174,7 +174,7 @@ def test_texts_and_records_are_batched_and_each_is_answered_and_checked_alone(mo
                          progress=False)
     kinds = set(dep.events()["kind"])
     assert "batching_checked" in kinds and not kinds & {"batching_unavailable", "batching_warning"}, kinds
-    bodies = [["fine", i] if i % 10 == 3 else [f"great pasta {i}", REVIEWS[i % 6]] for i in range(300)]
+    bodies = [["fine", i] if i % 10 == 3 else [f"great pasta {i}", REVIEWS[i % 6]] for i in range(160)]
     batch_rows = []
     for body, r in zip(bodies, _batched_concurrently(dep.url, bodies)):
         if not all(isinstance(text, str) for text in body):
@@ -191,7 +191,7 @@ def test_texts_and_records_are_batched_and_each_is_answered_and_checked_alone(mo
     orders = [{"customer": f"c{i}", "items": [{"price": 1.5, "qty": i}], "express": bool(i % 2)} for i in range(40)]
     dep = nbserve.deploy(receipts, "batched-records", orders, batching=True, max_latency_ms=5000, progress=False)
     assert "batching_checked" in set(dep.events()["kind"])
-    bodies = [orders[i % 40:i % 40 + 3] for i in range(200)]
+    bodies = [orders[i % 40:i % 40 + 3] for i in range(120)]
     answers = _batched_concurrently(dep.url, bodies)
     assert [r.json() for r in answers] == [receipts(body) for body in bodies], "each its own dicts, in order"
     assert max(int(r.headers["x-nbserve-batch-rows"]) for r in answers) > 3

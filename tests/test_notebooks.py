@@ -118,10 +118,11 @@ def test_remote_notebook(fresh_home, tmp_path):
 def test_scale_notebook(fresh_home, tmp_path):
     import re
 
-    executed = _run("07-scale", tmp_path, {"deployment_name": "nb-scale", "requests": 240})
+    executed = _run("07-scale", tmp_path, {"deployment_name": "nb-scale", "requests": 128})
     text = _outputs(executed)
-    gain = float(re.search(r"batching: ([\d.]+)x one unbatched worker", text).group(1))
-    assert gain > 1.5, text  # a 200-tree forest costs about the same for 16 rows as for 1
+    # the gain itself is a timing (bench/scale.py measures it); that requests were merged is not
+    rows = float(re.search(r"x one unbatched worker's throughput, ([\d.]+) rows per model call", text).group(1))
+    assert rows > 1, text
     assert "warned: ['v1: " in text and "max_latency_ms=2" in text
     assert re.search(r"under load: \{.*503: \d+", text), text  # the too-small budget refused requests
     assert "answered 503" in text and "raise it" in text  # ... and the event said what to change
