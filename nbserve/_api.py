@@ -136,11 +136,9 @@ class Deployment:
                 message = message.get("message")
             raise PredictionFailed(f"{base}/{endpoint} answered {response.status_code}: {message}",
                                    hint=f"see dep.logs() or `nbserve logs {self.name}`")
-        if isinstance(payload, list) and payload and isinstance(payload[0], (dict, list)) \
-                and self._output(endpoint).get("type") == "list":
-            predictions: Any = payload  # a list of records or lists (entities per text) stays one
-        elif isinstance(payload, list) and payload and isinstance(payload[0], dict):
-            predictions = payload  # records (or a frame's rows) stay a list of dicts
+        first = payload[0] if isinstance(payload, list) and payload else None
+        if isinstance(first, dict) or (isinstance(first, list) and self._output(endpoint).get("type") == "list"):
+            predictions: Any = payload  # records (a frame's rows), or lists per input (entities) stay a list
         else:
             predictions = np.asarray(payload)
         if not ids:

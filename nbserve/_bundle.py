@@ -36,7 +36,6 @@ from ._service_template import (
     SERVICE_FILE,
     SERVICE_MODULE,
     SERVING_FILE,
-    SERVING_MODULE,
     render_bundle_file,
     render_service,
     service_class_name,
@@ -50,6 +49,10 @@ __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle"
 REFERENCE_ROWS = 10_000
 PREDICTION_COLUMN = "__prediction__"
 MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,000 x 768 floats would not fit)
+# nbserve's own modules the generated service imports, copied into every Bento (numpy, pandas
+# and bentoml only, so a Bento serves without nbserve): what every service does, the input
+# kinds, and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
+_COPIED_MODULES = {"_serving.py": SERVING_FILE, "_kinds.py": KINDS_FILE, "_flavor_calls.py": FLAVOR_CALLS_FILE}
 
 # -- methods --------------------------------------------------------------------------
 
@@ -173,17 +176,6 @@ _ALWAYS = ("numpy", "pandas")
 _NEVER = {"bentoml", "nbserve", "__main__", "builtins", "copyreg", "_codecs"}
 
 
-def _pickled_modules(model: Any) -> set[str]:
-    """Top-level modules a pickle of the model refers to: the classes it really uses.
-
-    cloudpickle pickles notebook-defined classes by value; the modules their code
-    imports show up as ``subimport('name')`` calls, which are caught too.
-    """
-    import cloudpickle
-
-    return {m.split(".")[0] for m in _modules_in_pickle(cloudpickle.dumps(model)) if m}
-
-
 def _modules_in_pickle(data: bytes) -> set[str]:
     """Every module a pickle names: its globals, and cloudpickle's ``subimport`` calls."""
     memo: dict[int, Any] = {}
@@ -295,10 +287,15 @@ class _ByValue:
 
 
 def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickled: bytes | None = None) -> list[str]:
-    """``dist==version`` for each installed distribution the model needs, nothing more.
-    ``pickled``: the model's cloudpickle when the caller has it already."""
-    named = (_pickled_modules(model) if pickled is None
-             else {m.split(".")[0] for m in _modules_in_pickle(pickled) if m})
+    """``dist==version`` for each installed distribution the model needs, nothing more: the
+    top-level modules its cloudpickle names (``pickled``, when the caller has it already).
+    cloudpickle pickles notebook-defined classes by value; the modules their code imports
+    show up as ``subimport('name')`` calls, which are caught too."""
+    if pickled is None:
+        import cloudpickle
+
+        pickled = cloudpickle.dumps(model)
+    named = {m.split(".")[0] for m in _modules_in_pickle(pickled) if m}
     modules = named | set(_ALWAYS) | set(extra_modules)
     stdlib = set(sys.stdlib_module_names)
     by_module = _metadata.packages_distributions()
@@ -631,16 +628,13 @@ def build_bundle(
             "service_features": list(SERVICE_FEATURES),
         }
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
-        # the input kinds, a real module of nbserve's, copied in: the service imports it
-        shutil.copyfile(Path(__file__).with_name("_kinds.py"), ctx / KINDS_FILE)
-        shutil.copyfile(Path(__file__).with_name("_serving.py"), ctx / SERVING_FILE)
-        # and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
-        shutil.copyfile(Path(__file__).with_name("_flavor_calls.py"), ctx / FLAVOR_CALLS_FILE)
+        for source, copy in _COPIED_MODULES.items():
+            shutil.copyfile(Path(__file__).with_name(source), ctx / copy)
 
         on_step("building", f"Bento with {len(packages)} pinned packages")
         # bentoml.build imports the modules; a previous build's copies in sys.modules
         # (holding that build's schema) would be found instead of these.
-        copied = (SERVICE_MODULE, SERVING_MODULE, KINDS_FILE[:-3], FLAVOR_CALLS_FILE[:-3])
+        copied = (SERVICE_MODULE, *(Path(copy).stem for copy in _COPIED_MODULES.values()))
         for module in copied:
             sys.modules.pop(module, None)
         try:
@@ -648,7 +642,7 @@ def build_bundle(
                 f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
-                include=[SERVICE_FILE, SERVING_FILE, BUNDLE_FILE, REFERENCE_FILE, KINDS_FILE, FLAVOR_CALLS_FILE],
+                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, *_COPIED_MODULES.values()],
                 models=[model_tag],
                 description=description,
                 labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},

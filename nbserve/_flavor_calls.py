@@ -10,6 +10,7 @@ imported by the functions that need them, so a Bento of another flavor never nee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import typing as t
 import warnings
@@ -34,12 +35,12 @@ def load_model(model_ref: t.Any) -> t.Any:
     return loaders[stored.info.module](stored)
 
 
-def _quiet_deprecations() -> t.Any:
+@contextlib.contextmanager
+def _quiet_deprecations() -> t.Iterator[None]:
     """bentoml.pytorch and bentoml.transformers warn on every use that they are deprecated."""
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.filterwarnings("ignore", message=r".*is deprecated since", category=DeprecationWarning)
-    return context
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is deprecated since", category=DeprecationWarning)
+        yield
 
 
 # -- PyTorch ------------------------------------------------------------------------------
@@ -81,11 +82,8 @@ def load_torch(model_ref: t.Any) -> t.Any:
     torch >= 2.6 no longer loads by default (``weights_only=True``)."""
     import bentoml
 
-    context = _quiet_deprecations()
-    try:
+    with _quiet_deprecations():
         module = bentoml.pytorch.load_model(model_ref, weights_only=False)
-    finally:
-        context.__exit__(None, None, None)
     module.eval()  # dropout off, batch norm's running statistics: as the notebook called it
     return module
 
@@ -153,8 +151,5 @@ def load_pipeline(model_ref: t.Any) -> t.Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     stored = bentoml.models.get(getattr(model_ref, "tag", model_ref))
     params = json.loads(stored.info.metadata.get(PIPELINE_PARAMS) or "{}")
-    context = _quiet_deprecations()
-    try:
+    with _quiet_deprecations():
         return bentoml.transformers.load_model(stored, **params)
-    finally:
-        context.__exit__(None, None, None)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,20 @@ def _is_tensor(value: Any) -> bool:
     return _isinstance_by_name(value, "torch", "Tensor")
 
 
+@contextmanager
+def _evaluating(module: Any) -> Iterator[None]:
+    """The torch module in eval mode (dropout off) while the sample is answered, as the server's
+    is; the notebook's module as it was afterwards."""
+    training = getattr(module, "training", False)
+    if training:
+        module.eval()
+    try:
+        yield
+    finally:
+        if training:
+            module.train()
+
+
 @dataclass(frozen=True)
 class PyTorchFlavor(Flavor):
     """A ``torch.nn.Module``: its input is a tensor of the sample's shape beyond the batch axis
@@ -103,12 +118,8 @@ class PyTorchFlavor(Flavor):
         return f"{_CALLS}.torch_call(self.model, {method!r}, frame)"
 
     def call(self, model: Any, method: str, data: Any) -> Any:
-        training = model.training
-        model.eval()  # the server's module is in eval mode: so is the one the sample is answered by
-        try:
+        with _evaluating(model):
             return _flavor_calls.torch_call(model, method, data)
-        finally:
-            model.train(training)  # the notebook's module as it was
 
 
 @dataclass(frozen=True)
@@ -136,15 +147,8 @@ class PipelineFlavor(Flavor):
     def call(self, model: Any, method: str, data: Any) -> Any:
         if method != "__call__":
             return super().call(model, method, data)
-        module = getattr(model, "model", None)
-        training = getattr(module, "training", False)
-        if training:  # a model fine-tuned in the notebook is left training (dropout on); the server's is not
-            module.eval()
-        try:
+        with _evaluating(getattr(model, "model", None)):  # a model fine-tuned in the notebook is left training
             return _flavor_calls.pipeline_answers(model, data)
-        finally:
-            if training:
-                module.train()
 
     def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
         import json

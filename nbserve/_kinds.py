@@ -178,12 +178,12 @@ class Array(InputKind):
 
     @classmethod
     def accepts(cls, sample: t.Any) -> bool:
-        tensor = _numpy(sample) is not sample
-        sample = _numpy(sample)
+        values = _numpy(sample)
+        tensor = values is not sample
         # 2-D numpy tables stay frames (positional columns x0, x1, ...), as they always were;
         # a tensor was never a frame
-        return isinstance(sample, np.ndarray) and sample.dtype.kind in "biuf" and sample.ndim != 0 \
-            and (tensor or sample.ndim != 2) and len(sample) > 0
+        return isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and values.ndim != 0 \
+            and (tensor or values.ndim != 2) and len(values) > 0
 
     @classmethod
     def describe(cls, sample: t.Any) -> dict[str, t.Any]:

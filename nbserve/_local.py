@@ -47,27 +47,34 @@ def _verify_for(info: dict[str, Any]) -> Any:
     return pinned_context(Path(cert).read_text())
 
 
-def agent_record(home: Home) -> tuple[str, int] | None:
-    """The URL and pid ``agent.json`` names, if that process exists; no request is sent."""
+def _live_record(home: Home) -> dict[str, Any] | None:
+    """``agent.json``, if it names a URL and a process that exists; no request is sent."""
     try:
         info = json.loads(home.agent_file.read_text())
-        url, pid = str(info["url"]), int(info.get("pid", 0))
+        str(info["url"])
+        pid = int(info.get("pid", 0))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (url, pid) if pid and psutil.pid_exists(pid) else None
+    return info if pid and psutil.pid_exists(pid) else None
+
+
+def agent_record(home: Home) -> tuple[str, int] | None:
+    """The URL and pid ``agent.json`` names, if that process exists; no request is sent."""
+    info = _live_record(home)
+    return None if info is None else (str(info["url"]), int(info["pid"]))
 
 
 def find_agent(home: Home) -> AgentInfo | None:
     """The running agent of this home, if one answers its health check."""
+    info = _live_record(home)
+    if info is None:
+        return None
     try:
-        info = json.loads(home.agent_file.read_text())
         token = home.token_file.read_text().strip()
         verify = _verify_for(info)
     except (OSError, ValueError):
         return None
-    pid = int(info.get("pid", 0))
-    if not pid or not psutil.pid_exists(pid):
-        return None
+    pid = int(info["pid"])
     try:
         response = httpx.get(f"{info['url']}/v1/health", timeout=2.0, trust_env=False, verify=verify)
     except httpx.HTTPError:
