@@ -428,6 +428,21 @@ def test_keepalive_connections_to_the_upstream_are_pooled(run, spawn):
     run(main())
 
 
+def test_pooled_connections_are_renewed_so_a_late_worker_gets_traffic(run, spawn):
+    up = spawn("R")
+
+    async def main() -> None:
+        async with Proxy(up.upstream, pool_max_age=0.2) as p:
+            for _ in range(20):  # steady traffic: never idle long enough to expire
+                assert (await p.client.get("/whoami")).status_code == 200
+                await asyncio.sleep(0.05)
+            # ~1 s of traffic, connections renewed every 0.2 s: each renewal is a new accept,
+            # which is where a worker that started late gets its share.
+            assert (await p.client.get("/conns")).json()["proxied_connections"] >= 4
+
+    run(main())
+
+
 def test_upstream_connection_close_is_not_pooled(run, spawn):
     up = spawn("C")
 

@@ -314,6 +314,7 @@ class _UpstreamConnection(asyncio.Protocol):
         "final",
         "head_sent",
         "idle_since",
+        "opened_at",
         "interim",
         "is_head",
         "keep_alive",
@@ -336,6 +337,7 @@ class _UpstreamConnection(asyncio.Protocol):
         self.reused = False  # served a response before: a failure before any byte means "stale"
         self.closed = False
         self.idle_since = 0.0
+        self.opened_at = pool.ep._loop.time()
         self.reading_paused = False
         self.is_head = False
         self.status = 0
@@ -540,11 +542,13 @@ class _UpstreamPool:
     def release(self, conn: _UpstreamConnection, reusable: bool) -> None:
         conn.client = None
         conn.req = None
+        now = self.ep._loop.time()
         if (
             not reusable
             or conn.closed
             or self.retired
             or len(self.idle) >= _MAX_IDLE_PER_UPSTREAM
+            or now - conn.opened_at > self.ep._pool_max_age
             or conn.transport.is_closing()
         ):
             conn.closed = True
@@ -555,7 +559,7 @@ class _UpstreamPool:
             conn.parser = httptools.HttpResponseParser(conn)
         conn.resume_reading()
         conn.reused = True
-        conn.idle_since = self.ep._loop.time()
+        conn.idle_since = now
         self.idle.append(conn)
 
     def forget(self, conn: _UpstreamConnection) -> None:
@@ -1259,6 +1263,7 @@ class StableEndpoint:
         idle_timeout: float = 60.0,
         header_timeout: float = HEADER_TIMEOUT,
         pool_idle_timeout: float = 3.0,
+        pool_max_age: float = 10.0,
         retry_wait: float = 5.0,
         max_request_line: int = MAX_REQUEST_LINE,
         max_header_bytes: int = MAX_HEADER_BYTES,
@@ -1275,6 +1280,11 @@ class StableEndpoint:
         pool_idle_timeout: pooled upstream connections idle this long are closed
             by us, well below uvicorn's (and so BentoML's) 5 s keep-alive, so the
             upstream rarely closes one as we reuse it (that race is retried anyway).
+        pool_max_age: a pooled upstream connection this old is closed once its exchange
+            ends.  Several workers share one port and the kernel hands each new connection
+            to one of them: under steady traffic a pool that never renews its connections
+            stays with the workers that were up when it filled (a worker that loaded late,
+            or was restarted, would get nothing).  Renewing them spreads the load again.
         retry_wait: a request whose connection was lost with no response (a worker that
             died) is sent once more; this bounds the wait for a worker to take it (503 after).
         max_request_line, max_header_bytes, max_headers, max_head_bytes: the most a
@@ -1320,6 +1330,7 @@ class StableEndpoint:
         self._idle_timeout = idle_timeout
         self._header_timeout = header_timeout
         self._pool_idle_timeout = pool_idle_timeout
+        self._pool_max_age = pool_max_age
         self._retry_wait = retry_wait
         self._pools: dict[Upstream, _UpstreamPool] = {}
         self._pool: _UpstreamPool | None = (
