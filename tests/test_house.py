@@ -112,7 +112,7 @@ def _written_kinds() -> set[str]:
             tail = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
             kinds.update(f"{mode}{tail}" for mode in ("canary", "shadow"))
 
-    for path in (PACKAGE / "_agent").glob("*.py"):
+    for path in (PACKAGE / "_agent").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 if getattr(node.func, "attr", None) == "add_event" and node.args:

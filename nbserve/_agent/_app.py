@@ -592,7 +592,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/deployments", response_model=list[DeploymentOut], tags=["deployments"])
     async def list_deployments(who: Principal = view) -> list[DeploymentOut]:
-        return [deployment_out(v) for v in manager.views() if who.sees(v.row.name)]
+        return [deployment_out(v) for v in manager.fleet.views() if who.sees(v.row.name)]
 
     @app.get("/v1/state", response_model=StateOut, tags=["deployments"])
     async def state(who: Principal = view) -> StateOut:
@@ -602,7 +602,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/deployments/{name}", response_model=DeploymentOut, dependencies=[view], tags=["deployments"])
     async def get_deployment(name: str) -> DeploymentOut:
-        return deployment_out(manager.view(name))
+        return deployment_out(manager.fleet.view(name))
 
     @app.post("/v1/deployments/{name}/versions", response_model=VersionOut, status_code=202,
               tags=["deployments"])
@@ -612,63 +612,63 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         release = ReleasePlan(canary=body.canary, shadow=body.shadow, auto_promote=body.auto_promote,
                               skip_parity=body.skip_parity, sticky_header=body.sticky_header)
         archive, remove = uploads.archive_for(body.upload_id, body.archive_path, who, body.remove_archive)
-        version = await manager.deploy(
+        version = await manager.deployments.deploy(
             name, archive, actor=who.actor(body.actor), stable_port=body.stable_port,
             remove_archive=remove, release=release, serving=body.serving,
         )
-        return version_out(manager.view(name), version)
+        return version_out(manager.fleet.view(name), version)
 
     @app.get("/v1/deployments/{name}/versions/{number}", response_model=VersionOut,
              dependencies=[view], tags=["deployments"])
     async def get_version(name: str, number: int = PathParam(ge=1, le=MAX_INT)) -> VersionOut:
-        return version_out(manager.view(name), manager.get_version(name, number))
+        return version_out(manager.fleet.view(name), manager.fleet.get_version(name, number))
 
     @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest, who: Principal = deploy) -> DeploymentOut:
-        await manager.rollback(name, body.to, actor=who.actor(body.actor))
-        return deployment_out(manager.view(name))
+        await manager.deployments.rollback(name, body.to, actor=who.actor(body.actor))
+        return deployment_out(manager.fleet.view(name))
 
     @app.get("/v1/deployments/{name}/rollout", response_model=RolloutOut | None, dependencies=[view],
              tags=["rollouts"])
     async def rollout(name: str) -> RolloutOut | None:
         """The canary or shadow under way with its gates, figures and verdict (null: none)."""
-        found = await asyncio.to_thread(manager.rollout, name)
+        found = await asyncio.to_thread(manager.rollouts.rollout, name)
         return RolloutOut(**found) if found else None
 
     @app.post("/v1/deployments/{name}/promote", response_model=DeploymentOut,
               tags=["rollouts"])
     async def promote(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
-        await manager.promote(name, actor=who.actor(body.actor if body else None))
-        return deployment_out(manager.view(name))
+        await manager.rollouts.promote(name, actor=who.actor(body.actor if body else None))
+        return deployment_out(manager.fleet.view(name))
 
     @app.post("/v1/deployments/{name}/abort", response_model=DeploymentOut,
               tags=["rollouts"])
     async def abort(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
-        await manager.abort(name, actor=who.actor(body.actor if body else None))
-        return deployment_out(manager.view(name))
+        await manager.rollouts.abort(name, actor=who.actor(body.actor if body else None))
+        return deployment_out(manager.fleet.view(name))
 
     @app.post("/v1/deployments/{name}/canary", response_model=DeploymentOut, tags=["rollouts"])
     async def set_canary(name: str, body: CanaryRequest, who: Principal = deploy) -> DeploymentOut:
-        await manager.set_canary(name, body.percent, actor=who.actor(body.actor))
-        return deployment_out(manager.view(name))
+        await manager.rollouts.set_canary(name, body.percent, actor=who.actor(body.actor))
+        return deployment_out(manager.fleet.view(name))
 
     @app.post("/v1/deployments/{name}/stop", response_model=DeploymentOut,
               tags=["deployments"])
     async def stop(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
-        await manager.stop(name, actor=who.actor(body.actor if body else None))
-        return deployment_out(manager.view(name))
+        await manager.deployments.stop(name, actor=who.actor(body.actor if body else None))
+        return deployment_out(manager.fleet.view(name))
 
     @app.post("/v1/deployments/{name}/start", response_model=DeploymentOut,
               tags=["deployments"])
     async def start(name: str, body: ActorRequest | None = None, who: Principal = deploy) -> DeploymentOut:
-        await manager.start(name, actor=who.actor(body.actor if body else None))
-        return deployment_out(manager.view(name))
+        await manager.deployments.start(name, actor=who.actor(body.actor if body else None))
+        return deployment_out(manager.fleet.view(name))
 
     @app.get("/v1/deployments/{name}/events", response_model=list[EventOut], dependencies=[view],
              tags=["deployments"])
     async def deployment_events(name: str, limit: int = Query(200, ge=1, le=10_000),
                                 after: int = Query(0, ge=0, le=MAX_INT)) -> list[EventOut]:
-        manager.get_row(name)
+        manager.fleet.get_row(name)
         return [event_out(e) for e in manager.registry.events(name, limit=limit, after_id=after)]
 
     @app.post("/v1/deployments/{name}/events", response_model=EventOut, status_code=201, tags=["deployments"])
@@ -688,12 +688,12 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
              tags=["deployments"])
     async def logs(name: str, version: int | None = Query(None, ge=1, le=MAX_INT),
                    lines: int = Query(200, ge=1, le=10_000)) -> LogsOut:
-        row = manager.get_row(name)
+        row = manager.fleet.get_row(name)
         versions = manager.registry.list_versions(name)
         number = version or row.live_version or (versions[-1].number if versions else None)
         if number is None:
             raise errors.VersionNotFound(f"{name} has no versions yet")
-        v = manager.get_version(name, number)
+        v = manager.fleet.get_version(name, number)
         path = manager.home.version_log(name, v.number)
         return LogsOut(deployment=name, version=v.number, path=str(path), text=log_tail(path, lines))
 
@@ -710,49 +710,49 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
         if not changes:
             raise errors.InvalidArgument("nothing to change",
                                          hint="give workers, memory, cpus, idle_timeout or batching")
-        await manager.scale(name, changes, actor=who.actor(body.actor))
-        return deployment_out(manager.view(name))
+        await manager.capacity.scale(name, changes, actor=who.actor(body.actor))
+        return deployment_out(manager.fleet.view(name))
 
     @app.get("/v1/resources", response_model=list[ResourceRow], tags=["resources"])
     async def host_resources(who: Principal = view) -> list[ResourceRow]:
         """Every deployment now: warm or cold, servers and workers, CPU, memory and caps."""
-        return [ResourceRow(**r) for r in manager.host_resources() if who.sees(r["deployment"])]
+        return [ResourceRow(**r) for r in manager.capacity.host_resources() if who.sees(r["deployment"])]
 
     # -- quality, aliases, metadata --------------------------------------------------------
 
     @app.post("/v1/deployments/{name}/feedback", response_model=FeedbackOut, tags=["quality"])
     async def feedback(name: str, body: FeedbackIn, who: Principal = allowed("predict")) -> FeedbackOut:
         """Real outcomes for served predictions (also ``POST <stable URL>/feedback``)."""
-        return FeedbackOut(**await asyncio.to_thread(manager.feedback, name, body.ids, body.y_true))
+        return FeedbackOut(**await asyncio.to_thread(manager.readings.feedback, name, body.ids, body.y_true))
 
     @app.get("/v1/deployments/{name}/quality", response_model=QualityOut, dependencies=[view], tags=["quality"])
     async def quality(name: str, window: str = "1d", bucket: str = "1h", metrics: str | None = None,
                       version: int | None = Query(None, ge=1, le=MAX_INT)) -> QualityOut:
         """Metrics (scikit-learn) per time bucket and version over labelled predictions."""
         chosen = metrics.split(",") if metrics else None
-        return QualityOut(**await asyncio.to_thread(manager.quality, name, window, bucket=bucket,
+        return QualityOut(**await asyncio.to_thread(manager.readings.quality, name, window, bucket=bucket,
                                                     metrics=chosen, version=version))
 
     @app.put("/v1/deployments/{name}/aliases/{alias}", response_model=dict[str, int], tags=["deployments"])
     async def set_alias(name: str, alias: str, body: AliasIn, who: Principal = deploy) -> dict[str, int]:
         """Name a version: ``<stable URL>/v/<alias>/...`` calls it."""
-        return manager.set_alias(name, alias, body.version, actor=who.actor(body.actor))
+        return manager.routes.set_alias(name, alias, body.version, actor=who.actor(body.actor))
 
     @app.delete("/v1/deployments/{name}/aliases/{alias}", response_model=dict[str, int], tags=["deployments"])
     async def remove_alias(name: str, alias: str, who: Principal = deploy) -> dict[str, int]:
-        return manager.set_alias(name, alias, None, actor=who.actor(None))
+        return manager.routes.set_alias(name, alias, None, actor=who.actor(None))
 
     @app.get("/v1/deployments/{name}/versions/{number}/metadata", dependencies=[view], tags=["quality"])
     async def version_metadata(name: str,
                                number: int = PathParam(ge=1, le=MAX_INT)) -> dict[str, Any]:
         """What the version is (also ``GET <stable URL>/v/N/metadata``)."""
-        return await asyncio.to_thread(manager.metadata, name, number)
+        return await asyncio.to_thread(manager.routes.metadata, name, number)
 
     @app.get("/v1/deployments/{name}/versions/{number}/schema", dependencies=[view], tags=["quality"])
     async def version_schema(name: str,
                              number: int = PathParam(ge=1, le=MAX_INT)) -> dict[str, Any]:
         """The input schema and an example row (also ``GET <stable URL>/v/N/schema``)."""
-        return await asyncio.to_thread(manager.schema, name, number)
+        return await asyncio.to_thread(manager.routes.schema, name, number)
 
     # -- uploads, tokens, audit ----------------------------------------------------------
 
@@ -827,35 +827,35 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     async def latency(name: str, window: str = "1h", by_version: bool = False,
                       since_version: int | None = Query(None, ge=1, le=MAX_INT),
                       version: int | None = Query(None, ge=0, le=MAX_INT)) -> list[LatencyRow]:
-        rows = await asyncio.to_thread(manager.latency, name, window, by_version=by_version,
+        rows = await asyncio.to_thread(manager.readings.latency, name, window, by_version=by_version,
                                        since_version=since_version, version=version)
         return [LatencyRow(**r) for r in rows]
 
     @app.get("/v1/deployments/{name}/summary", response_model=SummaryOut, dependencies=[view],
              tags=["monitoring"])
     async def deployment_summary(name: str, window: str = "5m") -> SummaryOut:
-        return SummaryOut(**await asyncio.to_thread(manager.summary, name, window))
+        return SummaryOut(**await asyncio.to_thread(manager.readings.summary, name, window))
 
     @app.get("/v1/deployments/{name}/traffic", response_model=TableOut, dependencies=[view],
              tags=["monitoring"])
     async def traffic(name: str, window: str = "1h",
                       version: int | None = Query(None, ge=0, le=MAX_INT),
                       limit: int = Query(10_000, ge=1, le=1_000_000)) -> Response:
-        frame = await asyncio.to_thread(manager.traffic, name, window, version=version, limit=limit)
+        frame = await asyncio.to_thread(manager.readings.traffic, name, window, version=version, limit=limit)
         return _frame_response(frame)
 
     @app.get("/v1/deployments/{name}/drift", response_model=DriftOut, dependencies=[view],
              tags=["monitoring"])
     async def drift(name: str, window: str = "1h",
                     version: int | None = Query(None, ge=1, le=MAX_INT)) -> DriftOut:
-        report = await asyncio.to_thread(manager.drift, name, window, version=version)
-        return DriftOut(version=version or manager.get_row(name).live_version, **report_payload(report))
+        report = await asyncio.to_thread(manager.readings.drift, name, window, version=version)
+        return DriftOut(version=version or manager.fleet.get_row(name).live_version, **report_payload(report))
 
     @app.get("/v1/deployments/{name}/reference", dependencies=[view], tags=["monitoring"],
              responses={200: {"content": {"application/vnd.apache.parquet": {}}}})
     async def reference(name: str, version: int | None = Query(None, ge=1, le=MAX_INT)) -> Response:
         """The version's reference sample (inputs and the model's predictions) as Parquet."""
-        number, bento_path = await asyncio.to_thread(manager.reference_path, name, version)
+        number, bento_path = await asyncio.to_thread(manager.fleet.reference_path, name, version)
         from .._service_template import REFERENCE_FILE
 
         data = (bento_path / "src" / REFERENCE_FILE).read_bytes()
@@ -865,7 +865,7 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     @app.get("/v1/deployments/{name}/resources", response_model=TableOut, dependencies=[view],
              tags=["monitoring"])
     async def resources(name: str, window: str = "1h") -> TableOut:
-        manager.get_row(name)
+        manager.fleet.get_row(name)
         since = time.time() - parse_window(window)
         rows = await asyncio.to_thread(manager.monitor.resources, name, since)
         return TableOut(columns=["ts", "version", "cpu_percent", "rss_bytes", "processes"],
@@ -873,11 +873,11 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
 
     @app.get("/v1/deployments/{name}/config", dependencies=[view], tags=["monitoring"])
     async def get_config(name: str) -> dict[str, Any]:
-        return manager.config(name)
+        return manager.fleet.config(name)
 
     @app.patch("/v1/deployments/{name}/config", tags=["monitoring"])
     async def set_config(name: str, body: ConfigUpdate, who: Principal = deploy) -> dict[str, Any]:
-        return manager.configure(name, body.settings, actor=who.actor(body.actor))
+        return manager.fleet.configure(name, body.settings, actor=who.actor(body.actor))
 
     @app.get("/v1/monitor", dependencies=[view_all], tags=["monitoring"])
     async def monitor_state() -> dict[str, Any]:

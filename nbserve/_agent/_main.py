@@ -247,8 +247,8 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
                           predict_auth=exposure.default_predict_auth(host),
                           public_host=exposure.public_host or _public_host(host))
-        manager.memory_budget = memory_budget
-        scheduler = Scheduler(home, registry, revert=manager.revert)
+        manager.capacity.memory_budget = memory_budget
+        scheduler = Scheduler(home, registry, revert=manager.deployments.revert)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -270,7 +270,7 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         else:
             log.error("audit log is broken: %s", chain["problem"])
         manager.start_background()
-        await manager.restore()
+        await manager.deployments.restore()
         server_task = loop.create_task(server.serve(sockets=[sock]))
         while not server.started and not server_task.done():
             await asyncio.sleep(0.01)

@@ -23,8 +23,8 @@ async def panel_state(manager: Manager, scheduler: Any, who: Principal) -> dict[
     """Deployments (only those ``who`` sees) and schedules (only for a caller that may list
     them: ``GET /v1/schedules`` needs every deployment) as plain JSON-ready dicts."""
     # views and resources read the supervisor's processes and the loop's clock: in the loop
-    views = [v for v in manager.views() if who.sees(v.row.name)]
-    resources = {r["deployment"]: r for r in manager.host_resources()}
+    views = [v for v in manager.fleet.views() if who.sees(v.row.name)]
+    resources = {r["deployment"]: r for r in manager.capacity.host_resources()}
     latest = manager.registry.latest_event_ids()
     # the summaries read the monitor's panes from disk: off the loop, as their own route does
     summaries = await asyncio.to_thread(_summaries, manager, [v.row.name for v in views])
@@ -61,7 +61,7 @@ def _summaries(manager: Manager, names: list[str]) -> dict[str, dict[str, Any] |
     out: dict[str, dict[str, Any] | None] = {}
     for name in names:
         try:
-            out[name] = manager.summary(name, SUMMARY_WINDOW)
+            out[name] = manager.readings.summary(name, SUMMARY_WINDOW)
         except NbserveError:  # removed meanwhile, or its monitoring could not answer
             out[name] = None
     return out

@@ -108,6 +108,14 @@ class ServingProcess:
                 new.append(proc)
         return new
 
+    @property
+    def exit_code(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
+    @property
+    def process_count(self) -> int:
+        return len(self.known)
+
     def rss_bytes(self) -> int:
         total = 0
         for proc in list(self.known.values()):

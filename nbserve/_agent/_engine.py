@@ -1,0 +1,78 @@
+"""The engine seam: where a deployment's versions run.
+
+The services talk to an :class:`Engine`, never to ``bentoml serve``. Today's engine is the
+local one, :class:`~nbserve._agent._supervisor.Supervisor` (``bentoml serve`` processes on
+this host, each tree recorded and stopped); an engine that hands versions to another
+system (Ray Serve, Kubernetes) is a new class with these methods. A running version is a
+:class:`ServedVersion`: where it answers and what it runs with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ._limits import Limits
+
+
+class ServedVersion(Protocol):
+    """One running server of a version, as the services see it."""
+
+    deployment: str
+    version: int
+    port: int
+    workers: int
+    limits: Limits
+    batching: dict[str, Any] | None
+    ready_seconds: float | None
+    stopping: bool
+    log_path: Path
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    @property
+    def process_count(self) -> int: ...
+
+    def alive(self) -> bool: ...
+
+    def rss_bytes(self) -> int: ...
+
+
+class Engine(Protocol):
+    """Starts, adopts, scales (by replacing) and stops the servers of versions."""
+
+    # Where each version runs now, by (deployment, version).
+    processes: Mapping[tuple[str, int], Any]
+    # How resource caps are enforced ("cgroup", "watchdog", ...), for events and the panel.
+    enforcement: str
+
+    async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
+                    limits: Limits | None = None, batching: dict[str, Any] | None = None,
+                    replace: bool = False) -> Any:
+        """Start a version's server and return it once it answers ``/readyz``; with
+        ``replace``, a second server of the same version may run beside the first."""
+        ...
+
+    async def stop(self, proc: Any, *, expected: bool = True, grace: float = ...) -> None: ...
+
+    async def stop_all(self) -> None: ...
+
+    async def adopt(self, rows: list[Any], bento_tag: str) -> Any:
+        """After an agent restart: take over a recorded server that still answers, or None."""
+        ...
+
+    def kill_recorded(self, rows: list[Any]) -> int:
+        """Stop recorded servers no one adopted."""
+        ...
+
+    def sweep_servers(self) -> list[str]:
+        """Stop servers a previous agent left half-started or unowned."""
+        ...
