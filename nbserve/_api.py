@@ -15,6 +15,7 @@ from ._names import check_name
 from ._display import Progress, deployment_html, deployment_text
 from ._connection import actor, connect
 from ._events import SAID_AT_DEPLOY
+from ._settings import ReleasePlan, serving_body
 from ._transport import AgentClient
 from .errors import (
     DeployFailed,
@@ -291,11 +292,11 @@ class Deployment:
         or ``max_latency_ms`` alone change that knob). The live server is replaced without
         dropping a request: the new one starts beside it, takes the traffic once ready, and
         the old one drains."""
-        body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
-                "batching": batching_setting(batching, max_batch_size, max_latency_ms), "actor": actor()}
+        body = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
+                            batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
         seen = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": 1})
-        self._data = self._client.post(f"/v1/deployments/{self.name}/scale",
-                                       json={k: v for k, v in body.items() if v is not None}, timeout=600)
+        self._data = self._client.post(f"/v1/deployments/{self.name}/scale", json={**body, "actor": actor()},
+                                       timeout=600)
         after = seen[-1]["id"] if seen else 0
         for message in _version_warnings(self._client, self.name, self.version, after=after):
             warnings.warn(message, NbserveWarning, stacklevel=2)
@@ -715,11 +716,12 @@ def deploy(
     """
     from ._bundle import build_bundle
 
-    from ._agent._rollout import ReleasePlan
-
     check_name(name)
+    # a wrong option fails before anything is built
     ReleasePlan(canary=canary, shadow=shadow, auto_promote=auto_promote, skip_parity=skip_parity,
-                sticky_header=sticky_header)  # a wrong option fails before anything is built
+                sticky_header=sticky_header)
+    serving = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
+                           batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
     show = Progress(f"Deploying {name}", enabled=progress)
     try:
         show.step("checking")
@@ -742,10 +744,7 @@ def deploy(
                 json={"upload_id": upload_id, "stable_port": port, "actor": actor(),
                       "canary": canary, "shadow": shadow, "auto_promote": auto_promote,
                       "skip_parity": skip_parity, "sticky_header": sticky_header,
-                      "serving": {k: v for k, v in {
-                          "workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
-                          "batching": batching_setting(batching, max_batch_size, max_latency_ms),
-                      }.items() if v is not None} or None},
+                      "serving": serving or None},
                 timeout=max(60.0, timeout),
             )
         finally:
@@ -779,22 +778,6 @@ def _version_warnings(client: AgentClient, name: str, number: int | None, *, aft
     """What the agent warned about while bringing this version up (it went live anyway)."""
     events = client.get(f"/v1/deployments/{name}/events", params={"limit": 50, "after": after})
     return [e["message"] for e in events if e.get("version") == number and e["kind"] in WARNING_EVENTS]
-
-
-def batching_setting(batching: bool | None, max_batch_size: int | None,
-                     max_latency_ms: float | None) -> bool | dict[str, Any] | None:
-    """What to send for the batching arguments: None (leave it), False (off), or the knobs
-    (either knob alone turns batching on; the agent fills the other)."""
-    knobs = {k: v for k, v in {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}.items()
-             if v is not None}
-    if batching is False:
-        if knobs:
-            raise InvalidArgument("max_batch_size and max_latency_ms need batching on",
-                                  hint="leave out batching=False, or the knobs")
-        return False
-    if batching is None and not knobs:
-        return None
-    return knobs
 
 
 def upload_archive(client: AgentClient, archive: Any, *, progress: bool = True) -> str:

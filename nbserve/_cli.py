@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._cli_output import table
+from ._settings import add_serving_flags, serving_arguments
 from .errors import NbserveError
 
 
@@ -138,10 +139,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_scale(args: argparse.Namespace) -> int:
     from ._api import get
 
-    dep = get(args.name, target=args.target).scale(
-        workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
-        batching=args.batching, max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
-    )
+    dep = get(args.name, target=args.target).scale(**serving_arguments(args))
     print(f"{dep.name}: {dep.status}, v{dep.version}")
     return 0
 
@@ -297,14 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print once and exit")
     top.add_argument("--interval", type=float, default=2.0)
     scale = add("scale", _cmd_scale, "change workers, caps or the idle timeout without dropping requests")
-    scale.add_argument("--workers", type=int)
-    scale.add_argument("--memory", help='a cap such as "1G"; "none" removes it')
-    scale.add_argument("--cpus", help='cores, e.g. 1.5; "none" removes the cap')
-    scale.add_argument("--idle-timeout", help='scale to zero after this long without requests, e.g. "15m"; "none"')
-    scale.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
-                       help="BentoML's adaptive batching on (--batching) or off (--no-batching)")
-    scale.add_argument("--max-batch-size", type=int, help="rows in one model call (turns batching on)")
-    scale.add_argument("--max-latency-ms", type=float, help="the longest a request waits for its batch's answer")
+    add_serving_flags(scale)
     events = add("events", _cmd_events, "what happened, newest last", named=None)
     events.add_argument("--limit", type=int, default=50)
     from ._cli_schedule import register as register_schedule

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._agent._limits import workers_option
+from ._settings import workers_option
 from ._service_template import BATCHING_ENV
 from .errors import InvalidArgument, NbserveError, VersionNotFound
 

@@ -13,6 +13,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from ._settings import add_serving_flags, serving_arguments
 from .errors import NbserveError
 
 USAGE = """\
@@ -20,7 +21,7 @@ USAGE = """\
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
         [--intended-use TEXT] [--limitations TEXT] [--method M | --methods M1,M2]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
-        [--batching [--max-batch-size 64] [--max-latency-ms 20]]
+        [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
@@ -64,13 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--auto-promote", action="store_true")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--sticky-header")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--memory")
-    p.add_argument("--cpus", type=float)
-    p.add_argument("--idle-timeout")
-    p.add_argument("--batching", action="store_true", default=None)
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-latency-ms", type=float)
+    add_serving_flags(p)
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     p.add_argument("--method")
@@ -162,9 +157,7 @@ class DeployMagics(Magics):
             canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
-            workers=args.workers, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
-            batching=args.batching, max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
-            method=args.method, methods=args.methods,
+            method=args.method, methods=args.methods, **serving_arguments(args),
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

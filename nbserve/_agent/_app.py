@@ -27,13 +27,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import errors
 from .._events import Severity, severity_of
 from .._names import check_name
+from .._settings import ReleasePlan
 from .._windows import parse_window
 from . import _access
 from ._access import Principal, Tokens
 from ._insights import report_payload
 from ._manager import DeploymentView, Manager
 from ._registry import EventRow, VersionRow
-from ._rollout import ReleasePlan
 from ._schedule_routes import ScheduleBrief
 from ._state import panel_state
 from ._storage import insufficient, is_disk_full

@@ -178,12 +178,6 @@ class Group:
                 pass
 
 
-def workers_option(service: str, workers: int) -> str:
-    """BentoML's config override for a service's workers; the name is quoted, since BentoML
-    cannot parse a '-' (or '.') in a bare key and deployment names may have one."""
-    return f'services."{service}".workers={int(workers)}'
-
-
 def affinity(cpus: float | None) -> list[int] | None:
     """The CPUs a watchdog-mode tree is pinned to."""
     if cpus is None:

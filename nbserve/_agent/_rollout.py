@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._histogram import LatencyHistogram
@@ -23,34 +23,6 @@ if TYPE_CHECKING:
 PARITY_RTOL = 1e-6
 PARITY_ATOL = 1e-9
 PARITY_CHUNK_ROWS = 500
-
-
-@dataclass
-class ReleasePlan:
-    """How a new version meets traffic; stored in the version's metadata as ``release``."""
-
-    canary: float | None = None  # percent of new requests, sticky per client key when a header is named
-    shadow: bool = False  # mirror live traffic to it; never answer from it
-    auto_promote: bool = False  # promote once the gates pass for their whole window
-    skip_parity: bool = False
-    sticky_header: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.canary is not None:
-            if isinstance(self.canary, bool) or not 0 < float(self.canary) <= 100:
-                raise InvalidArgument(f"canary must be a percentage in (0, 100], got {self.canary!r}",
-                                      hint="e.g. canary=10 sends 10% of requests to the new version")
-            self.canary = float(self.canary)
-        if self.canary is not None and self.shadow:
-            raise InvalidArgument("choose canary or shadow, not both",
-                                  hint="shadow first (no user sees it), then a canary")
-
-    @property
-    def gradual(self) -> bool:
-        return self.canary is not None or self.shadow
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- parity ------------------------------------------------------------------------------

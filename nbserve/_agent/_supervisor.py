@@ -33,8 +33,9 @@ import psutil
 
 from .._config import Home, private_env
 from .._service_template import BATCHING_ENV
+from .._settings import workers_option
 from ..errors import DeployFailed
-from ._limits import Group, Limits, affinity, enforcement, workers_option
+from ._limits import Group, Limits, affinity, enforcement
 from ._registry import ProcessRow, Registry
 
 log = logging.getLogger("nbserve.agent")

@@ -18,6 +18,7 @@ from jupyter_server.base.handlers import APIHandler
 
 import nbserve
 from nbserve._connection import connect
+from nbserve._settings import check_serving_json
 from nbserve.errors import AgentUnreachable, InvalidArgument, NbserveError
 
 PREFIX = "/nbserve/api"
@@ -280,25 +281,7 @@ def set_canary(name: str, percent: float) -> dict[str, Any]:
     return _state(nbserve.get(name).set_canary(percent))
 
 
-#: What ``POST .../scale`` takes, as ``Deployment.scale`` does ("none" removes a cap or the idle
-#: timeout): the JSON types each may have and how to say it; the agent validates the values.
-SCALE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "workers": ((int,), "an integer"),
-    "memory": ((str, int), 'a size such as "1G" (or bytes) or "none"'),
-    "cpus": ((int, float, str), 'a number of cores or "none"'),
-    "idle_timeout": ((str,), 'a duration such as "15m" or "none"'),
-    "batching": ((bool, dict), "true, false or {max_batch_size, max_latency_ms}"),
-}
-
-
 def scale(name: str, changes: dict[str, Any]) -> dict[str, Any]:
-    batching = changes.pop("batching", None)
-    if isinstance(batching, dict):  # the knobs given turn batching on; none given: on as it is
-        changes.update(max_batch_size=batching.get("max_batch_size"), max_latency_ms=batching.get("max_latency_ms"))
-        if not batching:
-            changes["batching"] = True
-    elif batching is not None:
-        changes["batching"] = batching
     return _state(nbserve.get(name).scale(**changes))
 
 
@@ -489,21 +472,10 @@ class CanaryHandler(_Handler):
 class ScaleHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        body = self.body()
-        unknown = sorted(set(body) - set(SCALE_FIELDS))
-        if unknown:
-            self._fail(InvalidArgument(f"unknown setting(s): {', '.join(unknown)}",
-                                       hint=f"give {', '.join(SCALE_FIELDS)}"))
-        changes = {}
-        for key, (types, what) in SCALE_FIELDS.items():
-            value = body.get(key)
-            if value is None:  # not given: unchanged
-                continue
-            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-                self._fail(InvalidArgument(f"`{key}` must be {what}, not {value!r}"))
-            if isinstance(value, dict) and set(value) - {"max_batch_size", "max_latency_ms"}:
-                self._fail(InvalidArgument(f"`{key}` takes max_batch_size and max_latency_ms, not {value!r}"))
-            changes[key] = value
+        try:
+            changes = check_serving_json(self.body())
+        except InvalidArgument as exc:
+            self._fail(exc)
         self.reply(await self.call(scale, name, changes))
 
 

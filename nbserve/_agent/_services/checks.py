@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 
 from ..._kinds import ANSWER_COLUMN, INPUT_COLUMN
+from ..._settings import ReleasePlan
 from ...errors import DeployFailed
 from .._engine import ServedVersion
 from .._insights import read_reference, request_rows_json
-from .._rollout import PARITY_CHUNK_ROWS, ReleasePlan, compare_predictions
+from .._rollout import PARITY_CHUNK_ROWS, compare_predictions
 from .fleet import Fleet
 
 log = logging.getLogger("nbserve.agent")

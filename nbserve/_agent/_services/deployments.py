@@ -19,7 +19,7 @@ from ..._names import check_name
 from ...errors import Conflict, DeployFailed, InvalidArgument, NbserveError, VersionNotFound
 from .._engine import ServedVersion
 from .._registry import DeploymentRow, VersionRow
-from .._rollout import ReleasePlan
+from ..._settings import ReleasePlan
 from .._supervisor import free_port
 from .capacity import Capacity
 from .checks import ReleaseChecks

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from ..._settings import ReleasePlan
 from ..._windows import parse_window
 from ...errors import Conflict, DeployFailed, NbserveError
 from .._engine import ServedVersion
@@ -18,7 +19,7 @@ from .._insights import summary
 from .._proxy import StableEndpoint
 from .._quality import quality_rows
 from .._registry import DeploymentRow, VersionRow
-from .._rollout import ReleasePlan, ShadowStats, check_gates, evaluate_gates
+from .._rollout import ShadowStats, check_gates, evaluate_gates
 from .fleet import Fleet, upstream_of
 from .readings import Readings
 

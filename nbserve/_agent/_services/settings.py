@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..._settings import SERVING_KNOBS
 from ..._windows import parse_window
 from ...errors import InvalidArgument
 from .._limits import Limits, parse_batching, parse_cpus, parse_memory
@@ -28,7 +29,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # BentoML's adaptive batching: None (off) or {"max_batch_size": rows, "max_latency_ms": ms}
     "batching": None,
 }
-SERVING_SETTINGS = ("workers", "memory", "cpus", "idle_timeout", "batching")
+# The serving settings a deploy may bring: the knobs every front spells from nbserve._settings.
+SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching")
 RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching")  # the server must restart to change them
 
 

@@ -1,0 +1,163 @@
+"""Settings both sides speak: how a version meets traffic and how it is served.
+
+One spelling per setting. The client API (``deploy``, ``Deployment.scale``), ``%deploy``, the
+CLI and the panel's server extension take their flags, help texts and JSON checks from the rows
+here; the agent imports the same ``ReleasePlan`` and bounds, and validates the values once
+(``_agent/_services/settings.py``). A new serving knob is one row here and one check there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import InvalidArgument
+
+__all__ = ["SERVING_KNOBS", "BATCHING_KNOBS", "ReleasePlan", "Setting", "add_serving_flags", "check_serving_json",
+           "serving_arguments", "serving_body", "workers_option"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One serving knob: its keyword argument (and JSON field), its flag's type and help, and
+    the JSON types the panel's requests may give it (the agent checks the values)."""
+
+    name: str
+    flag_type: type
+    help: str
+    json_types: tuple[type, ...]
+    json_text: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SERVING_KNOBS = (
+    Setting("workers", int, "BentoML worker processes behind the stable URL (1 to 64)", (int,), "an integer"),
+    Setting("memory", str, 'a cap on the server\'s processes, such as "1G"; "none" removes it', (str, int),
+            'a size such as "1G" (or bytes) or "none"'),
+    Setting("cpus", str, 'a cap in cores, e.g. 1.5; "none" removes it', (int, float, str),
+            'a number of cores or "none"'),
+    Setting("idle_timeout", str, 'scale to zero after this long without requests, e.g. "15m"; "none"', (str,),
+            'a duration such as "15m" or "none"'),
+)
+BATCHING_KNOBS = (
+    Setting("max_batch_size", int, "rows in one model call (turns batching on)", (int,), "an integer"),
+    Setting("max_latency_ms", float, "the longest a request waits for its batch's answer (turns batching on)",
+            (int, float), "a number of milliseconds"),
+)
+_BATCHING_HELP = "BentoML's adaptive batching on (--batching) or off (--no-batching)"
+
+
+def batching_setting(batching: bool | None, max_batch_size: int | None,
+                     max_latency_ms: float | None) -> bool | dict[str, Any] | None:
+    """What to send for the batching arguments: None (leave it), False (off), or the knobs
+    (either knob alone turns batching on; the agent fills the other)."""
+    knobs = {k: v for k, v in {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}.items()
+             if v is not None}
+    if batching is False:
+        if knobs:
+            raise InvalidArgument("max_batch_size and max_latency_ms need batching on",
+                                  hint="leave out batching=False, or the knobs")
+        return False
+    if batching is None and not knobs:
+        return None
+    return knobs
+
+
+def serving_body(*, workers: int | None = None, memory: str | int | None = None,
+                 cpus: float | str | None = None, idle_timeout: str | None = None,
+                 batching: bool | None = None, max_batch_size: int | None = None,
+                 max_latency_ms: float | None = None) -> dict[str, Any]:
+    """The serving arguments as the agent's JSON takes them (``serving`` of a deploy, the body of
+    ``.../scale``): only those given, batching folded into one field."""
+    body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
+            "batching": batching_setting(batching, max_batch_size, max_latency_ms)}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def add_serving_flags(parser: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--memory``, ..., ``--[no-]batching``, ``--max-batch-size``, ``--max-latency-ms``."""
+    for knob in SERVING_KNOBS:
+        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.help)
+    parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None, help=_BATCHING_HELP)
+    for knob in BATCHING_KNOBS:
+        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.help)
+
+
+def serving_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The serving flags parsed by ``add_serving_flags`` as keyword arguments of ``deploy``/``scale``."""
+    names = [knob.name for knob in SERVING_KNOBS] + ["batching"] + [knob.name for knob in BATCHING_KNOBS]
+    return {name: getattr(args, name) for name in names}
+
+
+def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON body of serving changes (the panel's scale form: ``batching`` true, false or the knobs)
+    as keyword arguments of ``Deployment.scale``; a field of the wrong JSON type is named."""
+    fields = {knob.name: knob for knob in SERVING_KNOBS}
+    unknown = sorted(set(body) - set(fields) - {"batching"})
+    if unknown:
+        raise InvalidArgument(f"unknown setting(s): {', '.join(unknown)}",
+                              hint=f"give {', '.join([*fields, 'batching'])}")
+    changes: dict[str, Any] = {}
+    for name, knob in fields.items():
+        value = body.get(name)
+        if value is None:  # not given: unchanged
+            continue
+        if isinstance(value, bool) or not isinstance(value, knob.json_types):
+            raise InvalidArgument(f"`{name}` must be {knob.json_text}, not {value!r}")
+        changes[name] = value
+    batching = body.get("batching")
+    if isinstance(batching, dict):  # the knobs given turn batching on; none given: on as it is
+        knobs = {knob.name: knob for knob in BATCHING_KNOBS}
+        if set(batching) - set(knobs):
+            raise InvalidArgument(f"`batching` takes {' and '.join(knobs)}, not {batching!r}")
+        for name, knob in knobs.items():
+            value = batching.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, knob.json_types)):
+                raise InvalidArgument(f"`batching.{name}` must be {knob.json_text}, not {value!r}")
+            changes[name] = value
+        if not batching:
+            changes["batching"] = True
+    elif batching is not None:
+        if not isinstance(batching, bool):
+            raise InvalidArgument(f"`batching` must be true, false or {{max_batch_size, max_latency_ms}}, "
+                                  f"not {batching!r}")
+        changes["batching"] = batching
+    return changes
+
+
+@dataclass
+class ReleasePlan:
+    """How a new version meets traffic; stored in the version's metadata as ``release``."""
+
+    canary: float | None = None  # percent of new requests, sticky per client key when a header is named
+    shadow: bool = False  # mirror live traffic to it; never answer from it
+    auto_promote: bool = False  # promote once the gates pass for their whole window
+    skip_parity: bool = False
+    sticky_header: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.canary is not None:
+            if isinstance(self.canary, bool) or not 0 < float(self.canary) <= 100:
+                raise InvalidArgument(f"canary must be a percentage in (0, 100], got {self.canary!r}",
+                                      hint="e.g. canary=10 sends 10% of requests to the new version")
+            self.canary = float(self.canary)
+        if self.canary is not None and self.shadow:
+            raise InvalidArgument("choose canary or shadow, not both",
+                                  hint="shadow first (no user sees it), then a canary")
+
+    @property
+    def gradual(self) -> bool:
+        return self.canary is not None or self.shadow
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def workers_option(service: str, workers: int) -> str:
+    """BentoML's config override for a service's workers; the name is quoted, since BentoML
+    cannot parse a '-' (or '.') in a bare key and deployment names may have one."""
+    return f'services."{service}".workers={int(workers)}'

@@ -1,0 +1,71 @@
+"""One spelling per serving setting: the fronts' flags, the client's JSON and the panel's checks
+come from nbserve._settings, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from nbserve._agent._services.settings import SERVING_SETTINGS
+from nbserve._cli import build_parser as cli_parser
+from nbserve._magic import build_parser as magic_parser
+from nbserve._settings import (BATCHING_KNOBS, SERVING_KNOBS, ReleasePlan, check_serving_json, serving_arguments,
+                               serving_body)
+from nbserve.errors import InvalidArgument
+
+SERVING_FLAGS = {knob.flag for knob in (*SERVING_KNOBS, *BATCHING_KNOBS)} | {"--batching", "--no-batching"}
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise AssertionError("no subcommands")
+
+
+def test_magic_and_cli_take_the_same_serving_flags_and_give_the_same_arguments():
+    magic, scale = magic_parser(), _subcommand(cli_parser(), "scale")
+    assert SERVING_FLAGS <= _flags(magic) and SERVING_FLAGS <= _flags(scale)
+    line = ["--workers", "2", "--memory", "1G", "--cpus", "1.5", "--idle-timeout", "15m", "--max-batch-size", "8"]
+    from_magic = serving_arguments(magic.parse_args(["m", "--name", "n", "--sample", "s", *line]))
+    from_cli = serving_arguments(scale.parse_args(["n", *line]))
+    assert from_magic == from_cli == {"workers": 2, "memory": "1G", "cpus": "1.5", "idle_timeout": "15m",
+                                      "batching": None, "max_batch_size": 8, "max_latency_ms": None}
+    assert serving_arguments(magic.parse_args(["m", "--no-batching"]))["batching"] is False
+    # what the client sends is what the agent takes
+    assert set(serving_body(workers=1, memory="1G", cpus=1, idle_timeout="1m", batching=True)) == set(SERVING_SETTINGS)
+
+
+def test_serving_body_folds_batching_and_refuses_knobs_with_batching_off():
+    assert serving_body() == {}
+    assert serving_body(workers=2, max_latency_ms=20) == {"workers": 2, "batching": {"max_latency_ms": 20}}
+    assert serving_body(batching=True) == {"batching": {}}
+    assert serving_body(batching=False) == {"batching": False}
+    with pytest.raises(InvalidArgument, match="need batching on"):
+        serving_body(batching=False, max_batch_size=4)
+
+
+def test_the_panels_scale_json_is_checked_field_by_field():
+    assert check_serving_json({"workers": 2, "batching": {"max_batch_size": 8}}) == {
+        "workers": 2, "max_batch_size": 8, "max_latency_ms": None}
+    assert check_serving_json({"batching": {}}) == {"max_batch_size": None, "max_latency_ms": None, "batching": True}
+    assert check_serving_json({"batching": False, "memory": None}) == {"batching": False}
+    for body, named in [({"workers": "2"}, "`workers` must be an integer"), ({"workers": True}, "`workers`"),
+                        ({"replicas": 2}, "unknown setting"), ({"batching": {"size": 1}}, "`batching` takes"),
+                        ({"batching": {"max_batch_size": 1.5}}, "`batching.max_batch_size`"),
+                        ({"batching": "on"}, "`batching` must be")]:
+        with pytest.raises(InvalidArgument, match=named):
+            check_serving_json(body)
+
+
+def test_a_release_plan_is_checked_where_it_is_made():
+    assert ReleasePlan(canary=10).gradual and ReleasePlan(canary=10).canary == 10.0
+    with pytest.raises(InvalidArgument, match="canary or shadow"):
+        ReleasePlan(canary=5, shadow=True)
+    with pytest.raises(InvalidArgument, match="percentage"):
+        ReleasePlan(canary=0)
