@@ -26,7 +26,8 @@ import pytest
 
 import nbserve
 from nbserve import errors
-from nbserve._agent._scheduler import _processes_of_run, latest_due, next_due
+from nbserve._agent._schedule_rules import latest_due, next_due
+from nbserve._agent._scheduler import _processes_of_run
 from nbserve._schedules import get_schedule, schedule, schedules
 
 from .conftest import repo_root

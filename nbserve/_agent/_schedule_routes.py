@@ -12,7 +12,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ._access import Principal
-from ._scheduler import DEFAULT_TIMEOUT, MAX_TIMEOUT, RunRow, Scheduler, ScheduleRow
+from ._schedule_rules import DEFAULT_TIMEOUT, MAX_TIMEOUT
+from ._schedule_store import RunRow, ScheduleRow
+from ._scheduler import Scheduler
 
 # -- models -------------------------------------------------------------------------------
 

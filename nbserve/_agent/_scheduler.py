@@ -22,6 +22,9 @@ Rules kept here, in one place:
   process tree (papermill and its kernel, which leads its own session);
 - the clock is injectable and :meth:`Scheduler.tick` fires what is due at any instant,
   so "3 a.m." can be made to happen at once.
+
+What a schedule may be (cron, zone, kernel, parameters) is checked in ``_schedule_rules``; its
+tables and rows are ``_schedule_store``; why a run failed is worked out in ``_run_errors``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -42,290 +44,33 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psutil
 
 from .._config import Home, private_env
 from .._names import check_name
-from ..errors import Conflict, InsufficientStorage, InvalidArgument, NbserveError, NotFound
+from ..errors import Conflict, InvalidArgument, NbserveError, NotFound
 from ._registry import Registry, VersionRow
+from ._run_errors import ERROR_CHARS, disk_full, error_text, run_error
+from ._schedule_rules import (DEFAULT_TIMEOUT, MAX_TIMEOUT, MISSED_POLICIES, aware, check_cron, check_kernel,
+                              check_notebook, check_parameters, check_timezone, iso_time, kernel_spec, latest_due,
+                              next_due, parse_time, utc_now)
+from ._schedule_store import MIGRATIONS, SCHEMA, RunRow, ScheduleRow, run_row, schedule_row
 from ._supervisor import kill_tree
 
 log = logging.getLogger("nbserve.agent")
 
-DEFAULT_TIMEOUT = 1800.0
-MAX_TIMEOUT = 7 * 24 * 3600.0
-MISSED_POLICIES = ("skip", "run_once")
-RUN_STATUSES = ("running", "succeeded", "failed", "timed_out", "skipped")
-TRIGGERS = ("cron", "manual", "missed")
 # A due time younger than this is on time (the loop wakes within seconds of it); an older
 # one was missed (the agent was down, or asleep) and goes to the missed-run policy.
 ON_TIME_SECONDS = 120.0
 POLL_SECONDS = 5.0  # the loop looks at the clock at least this often
 KILL_GRACE = 5.0
-ERROR_CHARS = 1000
 # Executed notebooks and logs kept per schedule (runs that made a version keep theirs always).
 KEEP_RUN_FILES = int(os.environ.get("NBSERVE_KEEP_RUN_FILES", "50"))
 MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; it cannot even compare a larger one
-# The kernel of a notebook without kernelspec metadata: the Python the agent runs in
-# (jupyter_client's NATIVE_KERNEL_NAME). Schedules stored before they had a kernel ran with it too.
-DEFAULT_KERNEL = "python3"
-# A failed run whose output folder has less free space than this could not write its notebook or log.
-DISK_FULL_BYTES = 1 << 20
-_KERNEL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,200}")
-
 Clock = Callable[[], _dt.datetime]
 # (deployment, version the run deployed, live version before the run, why) -> what was done
 Revert = Callable[[str, int, "int | None", str], Awaitable["str | None"]]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    name             TEXT PRIMARY KEY,
-    deployment       TEXT NOT NULL,
-    notebook         TEXT NOT NULL,
-    cron             TEXT NOT NULL,
-    timezone         TEXT NOT NULL,
-    parameters       TEXT NOT NULL DEFAULT '{}',
-    timeout_seconds  REAL NOT NULL,
-    missed           TEXT NOT NULL CHECK (missed IN ('skip', 'run_once')),
-    paused           INTEGER NOT NULL DEFAULT 0,
-    created_by       TEXT,
-    created_at       TEXT NOT NULL,
-    next_run_at      TEXT,
-    last_run_at      TEXT,
-    kernel           TEXT
-);
-CREATE TABLE IF NOT EXISTS schedule_runs (
-    id                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    schedule           TEXT NOT NULL,
-    deployment         TEXT NOT NULL,
-    trigger            TEXT NOT NULL CHECK (trigger IN ('cron', 'manual', 'missed')),
-    status             TEXT NOT NULL
-                       CHECK (status IN ('running', 'succeeded', 'failed', 'timed_out', 'skipped')),
-    due_at             TEXT,
-    started_at         TEXT NOT NULL,
-    finished_at        TEXT,
-    duration_seconds   REAL,
-    parameters         TEXT NOT NULL DEFAULT '{}',
-    executed_notebook  TEXT,
-    log_path           TEXT,
-    version            INTEGER,
-    reason             TEXT,
-    error              TEXT,
-    actor              TEXT
-);
-CREATE INDEX IF NOT EXISTS schedule_runs_by_schedule ON schedule_runs (schedule, id);
-"""
-# Columns added since the tables were first written; a registry of an older agent gets them
-# (NULL in old rows).
-_MIGRATIONS = (
-    ("schedules", "kernel", "ALTER TABLE schedules ADD COLUMN kernel TEXT"),
-)
-
-
-def utc_now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
-
-
-def _iso(when: _dt.datetime | None) -> str | None:
-    return when.astimezone(_dt.UTC).isoformat(timespec="seconds") if when is not None else None
-
-
-def _parse(text: str | None) -> _dt.datetime | None:
-    return _dt.datetime.fromisoformat(text) if text else None
-
-
-def aware(when: _dt.datetime) -> _dt.datetime:
-    """A naive datetime is taken as UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)
-
-
-# -- validation -------------------------------------------------------------------------
-
-
-def check_cron(expr: str) -> str:
-    from croniter import croniter
-
-    expr = " ".join(str(expr).split())
-    fields = expr.split(" ")
-    if not expr or not (expr.startswith("@") or len(fields) == 5) or not croniter.is_valid(expr):
-        raise InvalidArgument(
-            f"invalid cron expression {expr!r}",
-            hint="five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *' "
-            "(every day at 03:00), '*/15 * * * *', '0 6 * * 1-5'; or @hourly, @daily, @weekly",
-        )
-    return expr
-
-
-def check_timezone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(str(name))
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise InvalidArgument(
-            f"unknown time zone {name!r}",
-            hint="use an IANA time zone name such as 'UTC', 'Europe/Paris' or 'America/New_York'",
-        ) from None
-
-
-def check_notebook(path: str) -> tuple[Path, str | None]:
-    """The notebook's resolved path and the kernel its kernelspec metadata names (or None)."""
-    import nbformat
-
-    notebook = Path(str(path)).expanduser()
-    if not notebook.is_absolute():
-        raise InvalidArgument(
-            f"the notebook path must be absolute, got {path!r}",
-            hint="the Python API and the CLI resolve relative paths for you",
-        )
-    if not notebook.is_file():
-        raise InvalidArgument(f"no notebook at {notebook}", hint="check the path (on the agent's host)")
-    try:
-        nb = nbformat.read(notebook, as_version=4)
-        nbformat.validate(nb)
-    except Exception as exc:  # noqa: BLE001 - JSON, nbformat and validation errors alike
-        raise InvalidArgument(
-            f"{notebook} is not a valid notebook: {type(exc).__name__}: {str(exc)[:300]}",
-            hint="open and save it in Jupyter, or check it with `jupyter nbconvert --to notebook`",
-        ) from None
-    kernel = (nb.metadata.get("kernelspec") or {}).get("name")
-    return notebook.resolve(), str(kernel) if kernel else None
-
-
-def kernel_spec(name: str, problem: str | None = None) -> Any:
-    """The Jupyter kernelspec called ``name`` on this host (the agent runs the notebook), or an
-    ``InvalidArgument`` that says ``problem`` and names the kernels there are."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    manager = KernelSpecManager()
-    try:
-        return manager.get_kernel_spec(name)
-    except NoSuchKernel:
-        pass
-    except Exception as exc:  # noqa: BLE001 - a kernel.json that does not parse, a provisioner missing
-        raise InvalidArgument(f"the kernel {name!r} on the agent is broken: {type(exc).__name__}: {exc}"[:400],
-                              hint="check it with `jupyter kernelspec list` on the agent's host") from None
-    known = sorted(manager.find_kernel_specs())
-    raise InvalidArgument(
-        f"{problem or f'no Jupyter kernel named {name!r} on the agent'}; "
-        f"its kernels: {', '.join(known) or 'none'}",
-        hint="pass one of them with --kernel (kernel= in Python), or install the kernel on the agent's host "
-             "(`jupyter kernelspec list` there shows what it has)",
-        kernel=name, kernels=known,
-    )
-
-
-def check_kernel(requested: str | None, notebook_kernel: str | None) -> str:
-    """The kernel a schedule's runs use: ``requested``, else the notebook's own (its kernelspec
-    metadata), else DEFAULT_KERNEL. Refused unless the agent has it."""
-    if requested is not None:
-        name = requested.strip() if isinstance(requested, str) else ""
-        if not _KERNEL_NAME.fullmatch(name):  # jupyter_client's rule; also keeps paths out
-            raise InvalidArgument(f"kernel must be a kernel name such as 'python3', got {requested!r}",
-                                  hint="letters, digits, '.', '-' and '_' (see `jupyter kernelspec list`)")
-        problem = f"no Jupyter kernel named {name!r} on the agent"
-    elif notebook_kernel:
-        name = notebook_kernel
-        problem = f"the notebook's kernel {name!r} (its kernelspec metadata) is not installed on the agent"
-    else:
-        name = DEFAULT_KERNEL
-        problem = f"the notebook names no kernel and the default one, {name!r}, is not installed on the agent"
-    kernel_spec(name, problem)
-    return name
-
-
-def check_parameters(params: dict[str, Any] | None, deployment: str) -> dict[str, Any]:
-    params = dict(params or {})
-    for key in params:
-        if not isinstance(key, str) or not key.isidentifier():
-            raise InvalidArgument(
-                f"parameter name {key!r} is not a Python identifier",
-                hint="papermill assigns each parameter as a variable in the notebook",
-            )
-    if "nbserve_scheduled_run" in params:
-        raise InvalidArgument("nbserve_scheduled_run is set by the scheduler (True in every run)")
-    if params.get("deployment_name", deployment) != deployment:
-        raise InvalidArgument(
-            f"deployment_name={params['deployment_name']!r} differs from the schedule's deployment {deployment!r}",
-            hint="the deployment a schedule retrains is its --name; it is passed as deployment_name",
-        )
-    try:
-        json.dumps(params)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"parameters must be JSON values: {exc}") from None
-    return params
-
-
-def next_due(cron: str, tz: str, after: _dt.datetime) -> _dt.datetime:
-    """The first due time strictly after ``after``, as an aware UTC datetime."""
-    from croniter import croniter
-
-    local = aware(after).astimezone(ZoneInfo(tz))
-    return croniter(cron, local).get_next(_dt.datetime).astimezone(_dt.UTC)
-
-
-def latest_due(cron: str, tz: str, at: _dt.datetime) -> _dt.datetime:
-    """The last due time at or before ``at`` (UTC)."""
-    from croniter import croniter
-
-    local = (aware(at) + _dt.timedelta(seconds=1)).astimezone(ZoneInfo(tz)).replace(microsecond=0)
-    return croniter(cron, local).get_prev(_dt.datetime).astimezone(_dt.UTC)
-
-
-# -- rows ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScheduleRow:
-    name: str
-    deployment: str
-    notebook: str
-    cron: str
-    timezone: str
-    parameters: dict[str, Any]
-    timeout_seconds: float
-    missed: str
-    paused: bool
-    created_by: str | None
-    created_at: str
-    next_run_at: str | None
-    last_run_at: str | None
-    kernel: str
-
-
-@dataclass(frozen=True)
-class RunRow:
-    id: int
-    schedule: str
-    deployment: str
-    trigger: str
-    status: str
-    due_at: str | None
-    started_at: str
-    finished_at: str | None
-    duration_seconds: float | None
-    parameters: dict[str, Any]
-    executed_notebook: str | None
-    log_path: str | None
-    version: int | None
-    reason: str | None
-    error: str | None
-    actor: str | None
-
-
-def _schedule(row: sqlite3.Row) -> ScheduleRow:
-    data = dict(row)
-    data["parameters"] = json.loads(data["parameters"] or "{}")
-    data["paused"] = bool(data["paused"])
-    data["kernel"] = data.get("kernel") or DEFAULT_KERNEL  # rows from before the column: what they ran with
-    return ScheduleRow(**data)
-
-
-def _run(row: sqlite3.Row) -> RunRow:
-    data = dict(row)
-    data["parameters"] = json.loads(data["parameters"] or "{}")
-    return RunRow(**data)
-
 
 @dataclass
 class _Active:
@@ -377,10 +122,10 @@ class Scheduler:
         self._tick_lock: asyncio.Lock | None = None
         self._closing = False
         with registry.transaction() as db:
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            for table, column, statement in _MIGRATIONS:
+            for table, column, statement in MIGRATIONS:
                 if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                     db.execute(statement)
 
@@ -392,7 +137,7 @@ class Scheduler:
     def schedules(self) -> list[ScheduleRow]:
         with self.registry.transaction() as db:
             rows = db.execute("SELECT * FROM schedules ORDER BY name").fetchall()
-        return [_schedule(r) for r in rows]
+        return [schedule_row(r) for r in rows]
 
     def get(self, name: str) -> ScheduleRow:
         with self.registry.transaction() as db:
@@ -403,7 +148,7 @@ class Scheduler:
                 f"no schedule named {name!r}",
                 hint=f"schedules: {', '.join(known)}" if known else "add one with `nbserve schedule add`",
             )
-        return _schedule(row)
+        return schedule_row(row)
 
     def runs(self, name: str, limit: int = 100) -> list[RunRow]:
         self.get(name)
@@ -411,7 +156,7 @@ class Scheduler:
             rows = db.execute(
                 "SELECT * FROM schedule_runs WHERE schedule = ? ORDER BY id DESC LIMIT ?", (name, limit)
             ).fetchall()
-        return [_run(r) for r in reversed(rows)]
+        return [run_row(r) for r in reversed(rows)]
 
     def get_run(self, name: str, run_id: int) -> RunRow:
         row = None
@@ -423,7 +168,7 @@ class Scheduler:
         if row is None:
             self.get(name)
             raise _not_found(f"schedule {name!r} has no run {run_id}", hint=f"see `nbserve schedule runs {name}`")
-        return _run(row)
+        return run_row(row)
 
     def running(self, name: str) -> int | None:
         """The id of the run of this schedule in progress, if any."""
@@ -458,7 +203,7 @@ class Scheduler:
                     " timeout_seconds, missed, paused, created_by, created_at, next_run_at, kernel)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                     (name, deployment, str(nb_path), cron, timezone, json.dumps(params), float(timeout),
-                     missed, actor, _iso(now), _iso(nxt), kernel),
+                     missed, actor, iso_time(now), iso_time(nxt), kernel),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(
@@ -467,7 +212,7 @@ class Scheduler:
             ) from None
         self.registry.add_event(
             "schedule_added",
-            f"schedule {name}: {nb_path.name} at {cron!r} ({timezone}), kernel {kernel}; next {_iso(nxt)}",
+            f"schedule {name}: {nb_path.name} at {cron!r} ({timezone}), kernel {kernel}; next {iso_time(nxt)}",
             deployment=deployment, actor=actor,
             data={"schedule": name, "cron": cron, "parameters": params, "kernel": kernel},
         )
@@ -485,8 +230,8 @@ class Scheduler:
         """Unpause; the next due time counts from now (a paused period is not caught up)."""
         row = self.get(name)
         nxt = next_due(row.cron, row.timezone, self.now())
-        self._update(name, paused=0, next_run_at=_iso(nxt))
-        self.registry.add_event("schedule_resumed", f"schedule {name} resumed; next {_iso(nxt)}",
+        self._update(name, paused=0, next_run_at=iso_time(nxt))
+        self.registry.add_event("schedule_resumed", f"schedule {name} resumed; next {iso_time(nxt)}",
                                 deployment=row.deployment, actor=actor, data={"schedule": name})
         self._poke()
         return self.get(name)
@@ -528,13 +273,13 @@ class Scheduler:
         fired: list[RunRow] = []
         async with self._tick_lock:
             for row in self.schedules():
-                due = _parse(row.next_run_at)
+                due = parse_time(row.next_run_at)
                 if row.paused or due is None or due > now:
                     continue
                 latest = latest_due(row.cron, row.timezone, now)
                 latest = max(latest, due)
                 nxt = next_due(row.cron, row.timezone, now)
-                self._update(row.name, next_run_at=_iso(nxt), last_run_at=_iso(now))
+                self._update(row.name, next_run_at=iso_time(nxt), last_run_at=iso_time(now))
                 if (now - latest).total_seconds() <= ON_TIME_SECONDS:
                     fired.append(self._fire(row, "cron", due_at=latest))
                 elif row.missed == "run_once":
@@ -580,13 +325,13 @@ class Scheduler:
     def _insert_run(self, row: ScheduleRow, trigger: str, status: str, *, due_at: _dt.datetime | None,
                     params: dict[str, Any], actor: str | None = None, reason: str | None = None,
                     finished: bool = False) -> int:
-        started = _iso(self.now())
+        started = iso_time(self.now())
         with self.registry.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO schedule_runs (schedule, deployment, trigger, status, due_at, started_at,"
                 " finished_at, duration_seconds, parameters, reason, actor)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.name, row.deployment, trigger, status, _iso(due_at), started,
+                (row.name, row.deployment, trigger, status, iso_time(due_at), started,
                  started if finished else None, 0.0 if finished else None, json.dumps(params), reason, actor),
             )
             return int(cursor.lastrowid or 0)
@@ -603,7 +348,7 @@ class Scheduler:
     def _get_run(self, run_id: int) -> RunRow:
         with self.registry.transaction() as db:
             found = db.execute("SELECT * FROM schedule_runs WHERE id = ?", (run_id,)).fetchone()
-        return _run(found)
+        return run_row(found)
 
     # -- executing ----------------------------------------------------------------------
 
@@ -665,16 +410,16 @@ class Scheduler:
                 status = "succeeded"
             else:
                 status = "failed"
-                error = await asyncio.to_thread(_run_error, executed, log_path, code)
+                error = await asyncio.to_thread(run_error, executed, log_path, code)
         except asyncio.CancelledError:
             status, reason = "failed", active.stop_reason or "agent stopped"
         except NbserveError as exc:  # the run could not start: its kernel is gone
-            status, error = "failed", _error_text(exc)
+            status, error = "failed", error_text(exc)
         except OSError as exc:
-            full = _disk_full(log_path.parent, force=exc.errno == errno.ENOSPC)
+            full = disk_full(log_path.parent, force=exc.errno == errno.ENOSPC)
             if full is None:
                 log.exception("scheduled run %s of %s could not run", run_id, row.name)
-            status, error = "failed", _error_text(full) if full else f"{type(exc).__name__}: {exc}"
+            status, error = "failed", error_text(full) if full else f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - the run fails, the agent does not
             log.exception("scheduled run %s of %s could not run", run_id, row.name)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -744,7 +489,7 @@ class Scheduler:
             db.execute(
                 "UPDATE schedule_runs SET status = ?, finished_at = ?, duration_seconds = ?, version = ?,"
                 " reason = COALESCE(?, reason), error = ? WHERE id = ?",
-                (status, _iso(self.now()), round(duration, 3), version, reason,
+                (status, iso_time(self.now()), round(duration, 3), version, reason,
                  error[:ERROR_CHARS] if error else None, run_id),
             )
         what = f"v{version}" if version is not None else "no version"
@@ -801,14 +546,14 @@ class Scheduler:
         """After the agent listens: close runs a previous agent left open, catch up, loop."""
         self._wake = asyncio.Event()
         with self.registry.transaction() as db:
-            stale = [_run(r) for r in db.execute("SELECT * FROM schedule_runs WHERE status = 'running'")]
+            stale = [run_row(r) for r in db.execute("SELECT * FROM schedule_runs WHERE status = 'running'")]
         for run in stale:
             for proc in await asyncio.to_thread(_processes_of_run, self.home, run.id):
                 await asyncio.to_thread(kill_tree, [proc], KILL_GRACE)
             with self.registry.transaction() as db:
                 db.execute(
                     "UPDATE schedule_runs SET status = 'failed', finished_at = ?, reason = ? WHERE id = ?",
-                    (_iso(self.now()), "the agent stopped during the run", run.id),
+                    (iso_time(self.now()), "the agent stopped during the run", run.id),
                 )
         try:
             await self.tick()  # due times missed while the agent was down: the policy, once
@@ -831,7 +576,7 @@ class Scheduler:
 
     def _sleep_seconds(self) -> float:
         now = self.now()
-        dues = [_parse(s.next_run_at) for s in self.schedules() if not s.paused and s.next_run_at]
+        dues = [parse_time(s.next_run_at) for s in self.schedules() if not s.paused and s.next_run_at]
         soonest = min(((d - now).total_seconds() for d in dues if d is not None), default=self.poll_seconds)
         return min(self.poll_seconds, max(0.05, soonest))
 
@@ -854,8 +599,8 @@ class Scheduler:
 
 def _missed_text(row: ScheduleRow, first: _dt.datetime | None, latest: _dt.datetime) -> str:
     if first is None or first >= latest:
-        return f"the run due at {_iso(latest)}"
-    return f"the runs due from {_iso(first)} to {_iso(latest)}"
+        return f"the run due at {iso_time(latest)}"
+    return f"the runs due from {iso_time(first)} to {iso_time(latest)}"
 
 
 def _not_found(message: str, *, hint: str | None = None) -> NotFound:
@@ -882,70 +627,3 @@ def _processes_of_run(home: Home, run_id: int) -> list[psutil.Process]:
     return found
 
 
-def _run_error(executed: Path, log_path: Path, code: int) -> str:
-    """Why papermill failed: the cell that raised, else a full disk, else its log's last error."""
-    full = _disk_full(log_path.parent, force=_log_says_disk_full(log_path))
-    return (_notebook_error(executed) or (_error_text(full) if full else None) or _log_error(log_path)
-            or f"papermill exited with code {code}")
-
-
-def _disk_full(folder: Path, *, force: bool = False) -> InsufficientStorage | None:
-    """An InsufficientStorage when the disk holding ``folder`` (a run's output folder) has no
-    room left (``force``: a write there already failed with ENOSPC), else None."""
-    try:
-        st = os.statvfs(folder)
-        free = st.f_bavail * st.f_frsize
-    except OSError:
-        free = None
-    if not force and (free is None or free >= DISK_FULL_BYTES):
-        return None
-    left = f" ({free // 1024} KiB free)" if free is not None else ""
-    return InsufficientStorage(
-        f"the disk at {folder} is full{left}: the run's executed notebook and log could not be written",
-        path=str(folder),
-    )
-
-
-def _log_says_disk_full(log_path: Path) -> bool:
-    from ._supervisor import log_tail
-
-    tail = log_tail(log_path, 40)
-    return "No space left on device" in tail or "[Errno 28]" in tail
-
-
-def _error_text(exc: NbserveError) -> str:
-    """What a run's ``error`` says of an nbserve error: ``Class: message``, as for a cell's."""
-    return f"{type(exc).__name__}: {exc.message}"
-
-
-def _notebook_error(executed: Path) -> str | None:
-    """``ename: evalue`` of the first cell that raised, from the executed notebook."""
-    import nbformat
-
-    try:
-        nb = nbformat.read(executed, as_version=4)
-    except Exception:  # noqa: BLE001 - missing or half-written
-        return None
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                where = f" (cell {cell.get('execution_count')})" if cell.get("execution_count") else ""
-                return f"{out.get('ename')}: {_strip_ansi(str(out.get('evalue')))}{where}"
-    return None
-
-
-def _log_error(log_path: Path) -> str | None:
-    """The last meaningful line of papermill's log (kernel missing, bad parameters...)."""
-    from ._supervisor import log_tail
-
-    lines = [line.strip() for line in log_tail(log_path, 40).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line:
-            return _strip_ansi(line)
-    return _strip_ansi(lines[-1]) if lines else None
-
-
-def _strip_ansi(text: str) -> str:
-    import re
-
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
