@@ -9,17 +9,9 @@ How each kind of model is saved, loaded and called is its flavor (nbserve/_flavo
 
 from __future__ import annotations
 
-import datetime as _dt
-import getpass
-import hashlib
 import importlib.metadata as _metadata
 import json
-import os
-import pickletools
-import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -42,6 +34,8 @@ from ._service_template import (
 )
 from ._flavors import FLAVOR_CALLS_FILE, Flavor, flavor_for, flavor_named, register_flavor
 from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind
+from ._provenance import provenance
+from ._requirements import ByValue, code_and_pickle, pinned_requirements
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -168,220 +162,6 @@ def infer_schema(frame: Any, positional: bool) -> dict[str, Any]:
             column["categories"] = [str(c) for c in dtype.categories]
         columns.append(column)
     return {"columns": columns, "positional": positional}
-
-
-# -- dependencies ---------------------------------------------------------------------
-
-_ALWAYS = ("numpy", "pandas")
-_NEVER = {"bentoml", "nbserve", "__main__", "builtins", "copyreg", "_codecs"}
-
-
-def _modules_in_pickle(data: bytes) -> set[str]:
-    """Every module a pickle names: its globals, and cloudpickle's ``subimport`` calls."""
-    memo: dict[int, Any] = {}
-    pushed: list[Any] = [None, None]
-    modules: set[str] = set()
-    subimport_next = False
-    for opcode, arg, _pos in pickletools.genops(data):
-        name = opcode.name
-        if name == "GLOBAL":
-            module, _, attr = str(arg).partition(" ")
-            modules.add(module)
-            pushed.append(None)
-        elif name == "STACK_GLOBAL":
-            module, attr = pushed[-2], pushed[-1]
-            if isinstance(module, str):
-                modules.add(module)
-                subimport_next = attr in ("subimport", "dynamic_subimport")
-            pushed.append(None)
-        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-            if subimport_next:
-                modules.add(str(arg))
-                subimport_next = False
-            pushed.append(arg)
-        elif name == "MEMOIZE":
-            memo[len(memo)] = pushed[-1]
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(arg)] = pushed[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            value = memo.get(int(arg))
-            if subimport_next and isinstance(value, str):  # a module name seen before in the pickle
-                modules.add(value)
-                subimport_next = False
-            pushed.append(value)
-        elif opcode.stack_after:
-            pushed.append(None)
-        del pushed[:-2]
-    return modules
-
-
-def _referenced_modules(model: Any) -> set[str]:
-    """Modules a plain pickle (what framework savers use) names the model's classes by."""
-    import pickle
-
-    try:
-        return _modules_in_pickle(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:  # noqa: BLE001 - lambdas, local functions: only cloudpickle takes those
-        return {"__main__"}
-
-
-def notebook_code(model: Any) -> list[str]:
-    """The modules of code that lives with the notebook, not in an installed package: classes
-    and functions defined in ``__main__`` (the notebook itself) or in ``.py`` files beside it.
-    A server has neither, so such code is saved by value with the model (and what that code
-    refers to in turn, e.g. a notebook class whose base class is in a file beside it)."""
-    return _code_and_pickle(model)[0]
-
-
-def _code_and_pickle(model: Any) -> tuple[list[str], bytes]:
-    """:func:`notebook_code`, and the model's cloudpickle with that code by value (whose
-    names are the packages to pin: handed on, so a large model is not pickled once more)."""
-    import cloudpickle
-
-    installed = _metadata.packages_distributions()
-    found = {m for m in map(lambda n: _local_module(n, installed), _referenced_modules(model)) if m}
-    while True:
-        with _ByValue(sorted(found)):
-            data = cloudpickle.dumps(model)
-        more = {m for m in map(lambda n: _local_module(n, installed), _modules_in_pickle(data)) if m} - found
-        if not more:
-            return sorted(found), data
-        found |= more
-
-
-def _local_module(name: str, installed: Any) -> str | None:
-    """The top-level module ``name`` belongs to, if it is notebook code (not stdlib, not an
-    installed distribution, not in site-packages); else None."""
-    if name == "__main__":
-        return name
-    top = name.split(".")[0]
-    if top in sys.stdlib_module_names or top in installed or top in _NEVER:
-        return None
-    path = getattr(sys.modules.get(top), "__file__", None)
-    if not path or any(part in ("site-packages", "dist-packages") for part in Path(path).parts):
-        return None
-    return top
-
-
-class _ByValue:
-    """While active, cloudpickle pickles these modules' code into the pickle itself."""
-
-    def __init__(self, modules: list[str]) -> None:
-        self.modules = [sys.modules[m] for m in modules if m != "__main__" and m in sys.modules]
-
-    def __enter__(self) -> "_ByValue":
-        import cloudpickle
-
-        for module in self.modules:
-            cloudpickle.register_pickle_by_value(module)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import cloudpickle
-
-        for module in self.modules:
-            try:
-                cloudpickle.unregister_pickle_by_value(module)
-            except ValueError:
-                pass
-
-
-def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickled: bytes | None = None) -> list[str]:
-    """``dist==version`` for each installed distribution the model needs, nothing more: the
-    top-level modules its cloudpickle names (``pickled``, when the caller has it already).
-    cloudpickle pickles notebook-defined classes by value; the modules their code imports
-    show up as ``subimport('name')`` calls, which are caught too."""
-    if pickled is None:
-        import cloudpickle
-
-        pickled = cloudpickle.dumps(model)
-    named = {m.split(".")[0] for m in _modules_in_pickle(pickled) if m}
-    modules = named | set(_ALWAYS) | set(extra_modules)
-    stdlib = set(sys.stdlib_module_names)
-    by_module = _metadata.packages_distributions()
-    pins: dict[str, str] = {}
-    for module in sorted(modules - stdlib - _NEVER):
-        for dist in by_module.get(module, []):
-            if dist.lower() in _NEVER:
-                continue
-            try:
-                pins[dist.lower()] = f"{dist}=={_metadata.version(dist)}"
-            except _metadata.PackageNotFoundError:
-                continue
-    return sorted(pins.values(), key=str.lower)
-
-
-# -- provenance -----------------------------------------------------------------------
-
-
-def _git_commit(directory: Path) -> dict[str, Any] | None:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": head, "dirty": bool(dirty)} if head else None
-
-
-def current_cell() -> tuple[str | None, int | None, str | None]:
-    """(notebook path, execution count, cell source) of the running cell, if in IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return None, None, None
-    shell = get_ipython()
-    if shell is None:
-        return None, None, None
-    notebook = (
-        shell.user_ns.get("__vsc_ipynb_file__")
-        or os.environ.get("NBSERVE_NOTEBOOK_PATH")
-        or os.environ.get("JPY_SESSION_NAME")
-        or shell.user_ns.get("__session__")
-    )
-    history = shell.user_ns.get("_ih") or [None]
-    return (str(notebook) if notebook else None, shell.execution_count, history[-1])
-
-
-def provenance(packages: list[str], *, notebook: str | None = None) -> dict[str, Any]:
-    nb_path, execution_count, cell_source = current_cell()
-    notebook = notebook or nb_path
-    where = Path(notebook).resolve().parent if notebook else Path.cwd()
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        user = str(os.getuid())
-    return {
-        "notebook": notebook,
-        "cell_execution_count": execution_count,
-        "cell_sha256": hashlib.sha256(cell_source.encode()).hexdigest() if cell_source else None,
-        "cell_source": cell_source[:4000] if cell_source else None,
-        "user": user,
-        "host": socket.gethostname(),
-        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "packages": packages,
-        "git": _git_commit(where),
-        "cwd": str(Path.cwd()),
-        "scheduled_run": _scheduled_run(),
-    }
-
-
-def _scheduled_run() -> dict[str, Any] | None:
-    """Set by the agent's scheduler in the environment of the notebook it executes."""
-    run_id = os.environ.get("NBSERVE_RUN_ID")
-    if not run_id:
-        return None
-    return {
-        "run_id": run_id,
-        "schedule": os.environ.get("NBSERVE_SCHEDULE"),
-        "executed_notebook": os.environ.get("NBSERVE_RUN_NOTEBOOK"),
-    }
 
 
 # -- the bundle -----------------------------------------------------------------------
@@ -541,7 +321,7 @@ def build_bundle(
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
     flavor = flavor_for(model)
-    local_code, pickled = _code_and_pickle(model) if flavor.pickled else ([], None)
+    local_code, pickled = code_and_pickle(model) if flavor.pickled else ([], None)
     if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
         # Their savers pickle classes by reference ("__main__.Clip"), which a server that is
         # not the notebook cannot resolve; cloudpickle carries the code itself.
@@ -566,7 +346,7 @@ def build_bundle(
         sample_row = items[0]
     predictions = answered[served[0]][0]  # what /predict answers, replayed by the parity check
 
-    by_value = _ByValue(local_code)
+    by_value = ByValue(local_code)
     # the code's own imports are found (and pinned) in the by-value pickle made above
     packages = pinned_requirements(None, [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])],
                                    pickled=pickled)

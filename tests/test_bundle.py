@@ -16,9 +16,9 @@ from nbserve._bundle import (
     build_bundle,
     flavor_for,
     infer_schema,
-    pinned_requirements,
     sample_frame,
 )
+from nbserve._requirements import pinned_requirements
 from nbserve._service_template import render_service
 
 
@@ -132,7 +132,7 @@ _MEMOIZED_MODULE_NAME = """
 from scipy import stats  # imported first, as other code in a kernel may have done:
 from scipy.spatial.distance import jensenshannon  # "scipy" then reaches the pickle memoized
 import numpy as np
-from nbserve._bundle import pinned_requirements
+from nbserve._requirements import pinned_requirements
 
 def make():
     import scipy.special

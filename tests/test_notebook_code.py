@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import nbserve
-from nbserve._bundle import notebook_code
+from nbserve._requirements import notebook_code
 
 pytestmark = pytest.mark.slow
 
