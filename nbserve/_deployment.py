@@ -1,5 +1,8 @@
 """A deployment on an agent, as the Python API hands it out: its stable URL, versions, controls,
-predictions and what it has seen. Every method is a call to the agent through :class:`AgentClient`."""
+predictions and what it has seen. Every method is a call to the agent through :class:`AgentClient`.
+
+One room on purpose (over 600 lines): it is the one public class users hold, and each method is a
+thin call; splitting it would scatter its documentation (``help(dep)``) across modules."""
 
 from __future__ import annotations
 

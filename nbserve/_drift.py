@@ -10,6 +10,9 @@ The report is a DataFrame with one row per reference column (see ``REPORT_COLUMN
 ``report.attrs`` = ``{"dataset_drift", "drift_share", "drifted_features", "features",
 "n_reference", "n_current"}``.
 
+One room on purpose (over 600 lines): the exact statistics, the profiled ones and the report share
+one set of per-feature decision rules (``_decide``) and thresholds, which must not drift apart.
+
 Column kinds
     A column is *numeric* when its dtype is numeric (not bool) and the reference has more than
     ``categorical_max_unique`` (default 5) distinct finite values; otherwise it is *categorical*

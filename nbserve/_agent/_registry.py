@@ -7,6 +7,9 @@ quietly rewrite history. Each audit record also carries the SHA-256 of the one b
 so an edit made behind the agent's back (with the sqlite3 shell, say) is evident to
 ``verify_audit``. WAL mode keeps readers (the CLI's ``--offline`` views, backups) off the
 writer.
+
+One room on purpose (over 600 lines): the schema, its triggers, migrations and every statement
+that writes it live together, so the rules that keep history immutable are read in one place.
 """
 
 from __future__ import annotations
