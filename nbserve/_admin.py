@@ -75,3 +75,15 @@ def audit_frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
 def verify_audit(*, target: str | None = None) -> dict[str, Any]:
     """Recompute the audit log's hash chain: ``ok``, ``records``, ``head``, ``broken_at``."""
     return connect(target).get("/v1/audit/verify")
+
+
+def environments(*, target: str | None = None) -> list[dict[str, Any]]:
+    """The environments versions run in where the agent's own differs from their pins: key, Python,
+    pins, disk used of its own, and the versions that need each (``nbserve envs list``)."""
+    return connect(target).get("/v1/environments")
+
+
+def prune_environments(*, target: str | None = None) -> dict[str, Any]:
+    """Remove every environment no version needs; ``kept`` lists the ones versions need, with them."""
+    return connect(target).post("/v1/environments/prune", timeout=300)
+

@@ -50,6 +50,7 @@ def deploy(
     max_latency_ms: float | None = None,
     method: str | None = None,
     methods: list[str] | None = None,
+    packages: list[str] | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -97,6 +98,10 @@ def deploy(
             public method; a named method is also served at its own path (``/transform``).
         methods: several methods, each at its own path, the first also at ``/predict``
             (default: ``predict``, plus ``predict_proba`` when the model has it).
+        packages: exact pins (``["scikit-learn==1.5.2"]``) added to the ones found, or replacing
+            the found pin of the same distribution. Each version runs with its pins: where the
+            agent's own environment differs, it serves from an environment of its own, built
+            once with uv (see docs/environments.md).
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -118,7 +123,7 @@ def deploy(
                 model, name=name, sample=sample, description=description, notebook=notebook,
                 on_step=lambda key, detail: show.step(key, detail),
                 card={"intended_use": intended_use, "limitations": limitations},
-                method=method, methods=methods,
+                method=method, methods=methods, packages=packages,
             )
         except NbserveError as exc:
             _report(client, name, f"the bundle was not built: {exc.message}")

@@ -35,7 +35,7 @@ from ._service_template import (
 from ._flavors import FLAVOR_CALLS_FILE, Flavor, flavor_for, flavor_named, register_flavor
 from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind
 from ._provenance import provenance
-from ._requirements import ByValue, code_and_pickle, pinned_requirements
+from ._requirements import ByValue, code_and_pickle, pinned_requirements, with_packages
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -314,12 +314,14 @@ def build_bundle(
     card: dict[str, str | None] | None = None,
     method: str | None = None,
     methods: Iterable[str] | None = None,
+    packages: Iterable[str] | None = None,
 ) -> Bundle:
     """Save ``model`` with BentoML and build its Bento; return the exported archive.
 
     Raises ``ModelNotServable`` before anything is written if the model cannot predict
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
+    requested = with_packages([], packages)  # a malformed pin fails before anything is done
     flavor = flavor_for(model)
     local_code, pickled = code_and_pickle(model) if flavor.pickled else ([], None)
     if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
@@ -348,8 +350,9 @@ def build_bundle(
 
     by_value = ByValue(local_code)
     # the code's own imports are found (and pinned) in the by-value pickle made above
-    packages = pinned_requirements(None, [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])],
-                                   pickled=pickled)
+    found = pinned_requirements(None, [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])],
+                                pickled=pickled)
+    packages = with_packages(found, requested)
     on_step("dependencies", ", ".join(packages))
     prov = provenance(packages, notebook=notebook)
     model_info = {

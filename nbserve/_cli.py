@@ -107,6 +107,27 @@ def _cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_envs(args: argparse.Namespace) -> int:
+    from ._admin import environments, prune_environments
+
+    if args.action == "prune":
+        done = prune_environments(target=args.target)
+        for env in done["removed"]:
+            size = f" ({env['bytes'] / 2**20:.0f} MiB)" if env.get("bytes") else ""
+            print(f"removed {env['environment']}{size}")
+        for env in done["kept"]:
+            needs = ", ".join(f"{v['deployment']} v{v['version']}" for v in env["versions"])
+            print(f"kept {env['environment']}: {needs} may be rolled back to or started with it")
+        return 0
+    rows = [{**e, "python": e.get("python") or "-", "packages": ", ".join(e.get("packages") or []) or "-",
+             "disk": f"{e['bytes'] / 2**20:.0f}M" if e.get("bytes") is not None else "-",
+             "versions": ", ".join(f"{v['deployment']} v{v['version']}" + ("*" if v["running"] else "")
+                                   for v in e.get("versions") or []) or "(none: prune removes it)"}
+            for e in environments(target=args.target)]
+    print(table(rows, ["environment", "python", "disk", "versions", "packages"]))
+    return 0
+
+
 def _cmd_top(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -124,13 +145,14 @@ def _cmd_top(args: argparse.Namespace) -> int:
              "idle_timeout": r["idle_timeout"] or "-",
              "batching": (f"{r['batching']['max_batch_size']}/{r['batching']['max_latency_ms']:g}ms"
                           if isinstance(r.get("batching"), dict) else "-"),
-             "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s"}
+             "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s",
+             "env": ",".join(r.get("environments") or []) or "-"}
             for name, r in frame.iterrows()
         ]
         if not args.once:
             print("\033[2J\033[H", end="")
         print(table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
-                            "caps", "batching", "idle", "idle_timeout", "cold_start", "held"]))
+                            "caps", "batching", "idle", "idle_timeout", "cold_start", "held", "env"]))
         if args.once:
             return 0
         _time.sleep(args.interval)
@@ -165,6 +187,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
         exposure = Exposure(tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure,
                             predict_auth=args.predict_auth, public_host=args.public_host)
+        # where versions' own environments get their packages: read by _agent/_envs.py
+        if args.find_links:
+            os.environ["NBSERVE_FIND_LINKS"] = os.path.abspath(args.find_links)
+        if args.offline:
+            os.environ["NBSERVE_OFFLINE"] = "1"
         return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure,
                    memory_budget=args.memory_budget)
     if args.action == "init-tls":
@@ -246,7 +273,8 @@ _RUN_FLAGS = (("host", "--host", "127.0.0.1"), ("port", "--port", 0),
               ("metrics_retention_days", "--metrics-retention-days", None), ("max_samples", "--max-samples", None),
               ("metrics_max_mb", "--metrics-max-mb", None), ("memory_budget", "--memory-budget", None),
               ("tls_cert", "--tls-cert", None), ("tls_key", "--tls-key", None), ("insecure", "--insecure", False),
-              ("predict_auth", "--predict-auth", None), ("public_host", "--public-host", None))
+              ("predict_auth", "--predict-auth", None), ("public_host", "--public-host", None),
+              ("find_links", "--find-links", None), ("offline", "--offline", False))
 
 
 def _run_options(args: argparse.Namespace) -> list[str]:
@@ -255,7 +283,7 @@ def _run_options(args: argparse.Namespace) -> list[str]:
         value = getattr(args, dest)
         if value == default:
             continue
-        if dest in ("tls_cert", "tls_key"):
+        if dest in ("tls_cert", "tls_key", "find_links"):
             value = os.path.abspath(value)  # the agent runs in NBSERVE_HOME, not here
         out += [flag] if value is True else [flag, str(value)]
     return out
@@ -296,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=float, default=2.0)
     scale = add("scale", _cmd_scale, "change workers, caps or the idle timeout without dropping requests")
     add_serving_flags(scale)
+    envs = add("envs", _cmd_envs, "the environments versions run in where the agent's own differs (list), "
+               "and removing those no version needs (prune)", named=False)
+    envs.add_argument("action", nargs="?", choices=("list", "prune"), default="list")
     events = add("events", _cmd_events, "what happened, newest last", named=None)
     events.add_argument("--limit", type=int, default=50)
     from ._cli_schedule import register as register_schedule
@@ -330,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--memory-budget", default=None,
                        help='memory for every server together, e.g. "8G": past it the least recently used '
                             "deployments are scaled to zero (run and start)")
+    agent.add_argument("--find-links", default=None,
+                       help="a wheel directory versions' own environments install from, beside the index uv "
+                            "is set up for (run and start)")
+    agent.add_argument("--offline", action="store_true",
+                       help="versions' own environments install only what uv's cache or --find-links holds "
+                            "(run and start)")
     agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run and start)")
     agent.add_argument("--tls-key", default=None, help="... and this private key (run and start)")
     agent.add_argument("--insecure", action="store_true",

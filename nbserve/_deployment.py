@@ -182,6 +182,8 @@ class Deployment:
                 "intended_use": card.get("intended_use"),
                 "limitations": card.get("limitations"),
                 "bento": v["bento_tag"],
+                "python": prov.get("python"),
+                "environment": v.get("environment"),  # where its server runs now: "agent", an env's key
                 "error": v.get("error"),
             })
         return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame()
@@ -391,8 +393,15 @@ class Deployment:
             if v["status"] != "starting":
                 return self.refresh()  # superseded by a rollback or a later deploy
             if progress is not None:
-                step = "parity" if v["ready"] else "health" if v["running"] else "starting"
-                progress.step(step, v.get("upstream_url") if v["running"] and not v["ready"] else None)
+                preparing = v.get("preparing")
+                if preparing:
+                    differs = preparing.get("differs") or []
+                    progress.step("environment", f"Python {preparing['python']}, {len(preparing['packages'])} "
+                                  f"package(s); installing what the agent lacks: {', '.join(differs[:3])}"
+                                  + (" ..." if len(differs) > 3 else ""))
+                else:
+                    step = "parity" if v["ready"] else "health" if v["running"] else "starting"
+                    progress.step(step, v.get("upstream_url") if v["running"] and not v["ready"] else None)
             time.sleep(0.05)
         raise DeployFailed(f"v{number} was not live after {timeout:.0f} s",
                            hint=f"see `nbserve logs {self.name} --version {number}`")

@@ -18,6 +18,7 @@ STEPS = {
     "saving": "Saving the model",
     "building": "Building the Bento",
     "uploading": "Handing the Bento to the agent",
+    "environment": "Preparing the environment",
     "starting": "Starting the server",
     "health": "Health check (/readyz)",
     "parity": "Parity check (replaying the reference sample)",

@@ -41,6 +41,9 @@ class Event(StrEnum):
     GATE_BREACHED = "gate_breached"
     ROLLBACK = "rollback"
     DRAIN_TIMEOUT = "drain_timeout"
+    # where a version runs (its own environment when the agent's differs)
+    ENVIRONMENT_PREPARING = "environment_preparing"
+    ENVIRONMENT_READY = "environment_ready"
     # serving processes
     STARTED = "started"
     STOPPED = "stopped"

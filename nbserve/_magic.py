@@ -20,6 +20,7 @@ USAGE = """\
 %deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N] [--target T]
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
         [--intended-use TEXT] [--limitations TEXT] [--method M | --methods M1,M2]
+        [--packages DIST==VERSION,...]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limitations")
     p.add_argument("--method")
     p.add_argument("--methods", type=lambda text: [m.strip() for m in text.split(",") if m.strip()])
+    p.add_argument("--packages", type=lambda text: [m.strip() for m in text.split(",") if m.strip()])
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--alias", nargs=3, metavar=("ALIAS", "NAME", "VERSION"))
     actions.add_argument("--quality", metavar="NAME")
@@ -157,7 +159,7 @@ class DeployMagics(Magics):
             canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
-            method=args.method, methods=args.methods, **serving_arguments(args),
+            method=args.method, methods=args.methods, packages=args.packages, **serving_arguments(args),
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

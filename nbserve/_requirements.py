@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 import pickletools
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from .errors import InvalidArgument
 
 _ALWAYS = ("numpy", "pandas")
 _NEVER = {"bentoml", "nbserve", "__main__", "builtins", "copyreg", "_codecs"}
@@ -148,3 +151,30 @@ def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickle
             except _metadata.PackageNotFoundError:
                 continue
     return sorted(pins.values(), key=str.lower)
+
+
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
+
+
+def with_packages(found: list[str], packages: Iterable[str] | None) -> list[str]:
+    """The pins found, with ``packages`` (exact ``dist==version`` pins the user gives) added, or
+    replacing the found pin of the same distribution: for an import the pickle cannot show (one
+    made inside a function only when it runs) or a version the server should have instead."""
+    if not packages:
+        return found
+    if isinstance(packages, str):
+        packages = [packages]
+    given: dict[str, str] = {}
+    for pin in packages:
+        match = _PIN.match(str(pin))
+        if not match:
+            raise InvalidArgument(f"packages takes exact pins such as 'scikit-learn==1.5.2', got {pin!r}",
+                                  hint="a version serves with exactly what it was built for, so each needs its ==")
+        given[_canonical(match.group(1))] = f"{match.group(1)}=={match.group(2)}"
+    kept = {_canonical(pin.partition("==")[0]): pin for pin in found}
+    return sorted({**kept, **given}.values(), key=str.lower)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+

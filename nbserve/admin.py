@@ -1,4 +1,4 @@
-"""Access and governance: tokens, the audit log, remote targets (``from nbserve import admin``).
+"""Access and governance: tokens, the audit log, remote targets, versions' environments (``from nbserve import admin``).
 
 The implementation is ``nbserve._admin``; this module is its public face.
 """
@@ -8,13 +8,15 @@ from ._admin import (
     add_target,
     audit,
     create_token,
+    environments,
     list_targets,
     list_tokens,
+    prune_environments,
     remove_target,
     revoke_token,
     rotate_token,
     verify_audit,
 )
 
-__all__ = ["Target", "add_target", "audit", "create_token", "list_targets", "list_tokens", "remove_target",
-           "revoke_token", "rotate_token", "verify_audit"]
+__all__ = ["Target", "add_target", "audit", "create_token", "environments", "list_targets", "list_tokens",
+           "prune_environments", "remove_target", "revoke_token", "rotate_token", "verify_audit"]

@@ -24,6 +24,7 @@ __all__ = [
     "Conflict",
     "BundleError",
     "DeployFailed",
+    "EnvironmentFailed",
     "AgentError",
     "AgentUnreachable",
     "AgentStartFailed",
@@ -173,6 +174,13 @@ class DeployFailed(NbserveError):
     """A new version did not become live; the previous version keeps serving."""
 
     status = 500
+
+
+class EnvironmentFailed(DeployFailed):
+    """The environment a version needs (its Python and pinned packages) could not be built:
+    the installer's reason is in the message, its whole output in ``details["installer"]``."""
+
+    status = 424  # the version depends on packages that could not be had
 
 
 class InsufficientStorage(NbserveError):

@@ -33,6 +33,7 @@ class FakeServer:
     batching: dict[str, Any] | None = None
     ready_seconds: float | None = 0.1
     stopping: bool = False
+    environment: str | None = None
     log_path: Path = Path("/dev/null")
     exit_code: int | None = None
     running: bool = True
@@ -66,11 +67,14 @@ class FakeEngine:
         self.started: list[tuple[str, int]] = []
         self.stopped: list[tuple[str, int]] = []
         self.fail_next: str | None = None
+        self.environments: list[Any] = []  # the environment asked for at each start
+        self.preparing: dict[tuple[str, int], dict[str, Any]] = {}
         self._port = 40000
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False) -> FakeServer:
+                    replace: bool = False, environment: Any = None) -> FakeServer:
+        self.environments.append(environment)
         if self.fail_next:
             message, self.fail_next = self.fail_next, None
             raise errors.DeployFailed(message)

@@ -79,6 +79,10 @@ class VersionOut(BaseModel):
     running: bool = Field(description="a serving process of this version is up")
     ready: bool = Field(description="that process passed its health check and can take traffic")
     upstream_url: str | None = Field(description="the version's own server, for debugging")
+    environment: str | None = Field(default=None, description="where its server runs: 'agent' (the agent's own "
+                                    "environment) or the key of its own under NBSERVE_HOME/envs; null when not running")
+    preparing: dict[str, Any] | None = Field(default=None, description="while its environment is being built: "
+                                             "python, packages, and how the agent's own differs")
     metadata: dict[str, Any] = Field(description="schema, model, provenance, description")
 
 
@@ -275,6 +279,28 @@ class ResourceRow(BaseModel):
     held: int = Field(description="connections waiting for a cold deployment to start")
     last_cold_start_seconds: float | None = Field(default=None,
                                                   description="how long the last start from zero took")
+    environments: list[str] = Field(default_factory=list, description="where its servers run: 'agent' (the "
+                                    "agent's own environment) or the keys of their own under NBSERVE_HOME/envs")
+
+
+class EnvironmentOut(BaseModel):
+    environment: str = Field(description="its key: a hash of the Python and the pins")
+    path: str
+    python: str | None = None
+    packages: list[str] = Field(default_factory=list, description="the pins it was built for")
+    serving: list[str] = Field(default_factory=list, description="what the generated service needs beside them")
+    bytes: int | None = Field(default=None, description="disk it uses of its own (hard links to uv's cache aside)")
+    seconds: float | None = Field(default=None, description="how long it took to build")
+    created_at: float | None = None
+    used_at: float | None = None
+    incomplete: bool = Field(default=False, description="a build that did not finish (prune removes it)")
+    versions: list[dict[str, Any]] = Field(default_factory=list,
+                                           description="versions whose pins need it: deployment, version, status, running")
+
+
+class PruneOut(BaseModel):
+    removed: list[dict[str, Any]]
+    kept: list[dict[str, Any]] = Field(description="environments versions need, with those versions")
 
 
 class VersionBrief(BaseModel):
@@ -421,7 +447,8 @@ class LogsOut(BaseModel):
 # -- serialisation --------------------------------------------------------------------
 
 
-def version_out(view_or_none: DeploymentView | None, v: VersionRow) -> VersionOut:
+def version_out(view_or_none: DeploymentView | None, v: VersionRow,
+                preparing: dict[str, Any] | None = None) -> VersionOut:
     proc = view_or_none.running.get(v.number) if view_or_none else None
     rollout = view_or_none.row.rollout if view_or_none else {}
     status = rollout["mode"] if rollout and rollout.get("version") == v.number else v.status
@@ -430,6 +457,7 @@ def version_out(view_or_none: DeploymentView | None, v: VersionRow) -> VersionOu
         bento_tag=v.bento_tag, status=status, error=v.error,  # type: ignore[arg-type]
         running=proc is not None, ready=bool(proc and proc.ready),
         upstream_url=proc.url if proc else None, metadata=v.metadata,
+        environment=(proc.environment or "agent") if proc else None, preparing=preparing,
     )
 
 
@@ -621,7 +649,8 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     @app.get("/v1/deployments/{name}/versions/{number}", response_model=VersionOut,
              dependencies=[view], tags=["deployments"])
     async def get_version(name: str, number: int = PathParam(ge=1, le=MAX_INT)) -> VersionOut:
-        return version_out(manager.fleet.view(name), manager.fleet.get_version(name, number))
+        return version_out(manager.fleet.view(name), manager.fleet.get_version(name, number),
+                           preparing=manager.engine.preparing.get((name, number)))
 
     @app.post("/v1/deployments/{name}/rollback", response_model=DeploymentOut, tags=["deployments"])
     async def rollback(name: str, body: RollbackRequest, who: Principal = deploy) -> DeploymentOut:
@@ -717,6 +746,18 @@ def create_app(manager: Manager, tokens: Tokens, *, on_shutdown: Any = None, sch
     async def host_resources(who: Principal = view) -> list[ResourceRow]:
         """Every deployment now: warm or cold, servers and workers, CPU, memory and caps."""
         return [ResourceRow(**r) for r in manager.capacity.host_resources() if who.sees(r["deployment"])]
+
+    @app.get("/v1/environments", response_model=list[EnvironmentOut], dependencies=[view_all], tags=["resources"])
+    async def list_environments() -> list[EnvironmentOut]:
+        """The environments versions run in when the agent's own differs from their pins: what each
+        holds, its own disk use (files hard-linked from uv's cache are not counted), the versions it serves."""
+        return [EnvironmentOut(**e) for e in await asyncio.to_thread(manager.environments.list)]
+
+    @app.post("/v1/environments/prune", response_model=PruneOut, dependencies=[admin], tags=["resources"])
+    async def prune_environments() -> PruneOut:
+        """Remove every environment no version needs (any version could be rolled back to, so one a
+        version needs is kept and listed)."""
+        return PruneOut(**await asyncio.to_thread(manager.environments.prune))
 
     # -- quality, aliases, metadata --------------------------------------------------------
 

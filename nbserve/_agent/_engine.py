@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ._envs import EnvSpec
 from ._limits import Limits
 
 
@@ -27,6 +28,7 @@ class ServedVersion(Protocol):
     batching: dict[str, Any] | None
     ready_seconds: float | None
     stopping: bool
+    environment: str | None  # the environment it runs in (None: the agent's own)
     log_path: Path
 
     @property
@@ -53,12 +55,16 @@ class Engine(Protocol):
     processes: Mapping[tuple[str, int], Any]
     # How resource caps are enforced ("cgroup", "watchdog", ...), for events and the panel.
     enforcement: str
+    # Versions whose environment is being built now: what it holds and how the agent's differs.
+    preparing: Mapping[tuple[str, int], dict[str, Any]]
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False) -> Any:
+                    replace: bool = False, environment: EnvSpec | None = None) -> Any:
         """Start a version's server and return it once it answers ``/readyz``; with
-        ``replace``, a second server of the same version may run beside the first."""
+        ``replace``, a second server of the same version may run beside the first.
+        ``environment``: the Python and pins the version was built with, which the engine
+        provides (the local one: an environment of its own when the agent's differs)."""
         ...
 
     async def stop(self, proc: Any, *, expected: bool = True, grace: float = ...) -> None: ...

@@ -17,11 +17,13 @@ from typing import Any
 from .._config import Home
 from ._access import Tokens
 from ._engine import Engine
+from ._envs import Environments
 from ._monitor import Monitor, MonitorSettings
 from ._registry import Registry
 from ._services.capacity import Capacity
 from ._services.checks import ReleaseChecks
 from ._services.deployments import Deployments
+from ._services.environments import EnvironmentsService
 from ._services.fleet import DeploymentView, Fleet
 from ._services.readings import Readings
 from ._services.rollouts import Rollouts
@@ -48,6 +50,8 @@ class Manager:
             on_exit=lambda proc: self.deployments.on_process_exit(proc),
             on_limit=lambda proc, what: self.capacity.on_memory_limit(proc, what),
             on_worker=lambda proc, what, data: self.deployments.on_worker(proc, what, data),
+            on_environment=lambda name, number, what, data: self.deployments.on_environment(
+                name, number, what, data),
         )
         engine_ = self.engine
         self.monitor = monitor or Monitor(home.metrics, settings=monitor_settings or MonitorSettings.from_env(),
@@ -61,6 +65,7 @@ class Manager:
         self.rollouts = Rollouts(self.fleet, self.readings)
         self.capacity = Capacity(self.fleet, self.checks)
         self.deployments = Deployments(self.fleet, self.checks, self.rollouts, self.capacity)
+        self.environments = EnvironmentsService(self.fleet, getattr(self.engine, "environments", None) or Environments(home))
         self.routes = StableRoutes(self.fleet, self.readings)
 
     @property

@@ -21,7 +21,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from .._config import Home, private_env
 from .._service_template import BATCHING_ENV
 from .._settings import workers_option
 from ..errors import DeployFailed
+from ._envs import Environments, EnvSpec, Prepared
 from ._limits import Group, Limits, affinity, enforcement
 from ._registry import ProcessRow, Registry
 
@@ -45,6 +45,7 @@ PORT_ATTEMPTS = 3  # a server whose port another process took first is started a
 PORT_TAKEN = "Address already in use"
 STOP_GRACE = 10.0
 SERVER_ID_ENV = "NBSERVE_SERVER_ID"  # inherited by every process of a server's tree
+ENVIRONMENT_ENV = "NBSERVE_ENVIRONMENT"  # the environment a server runs in (unset: the agent's own)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -75,6 +76,7 @@ class ServingProcess:
     oom_kills: int = 0  # the group's count when last looked at
     server_id: str | None = None  # its row in the registry's servers table
     worker_lost_at: float | None = None  # monotonic time a worker died, until the server has them all again
+    environment: str | None = None  # the key of its environment under NBSERVE_HOME/envs (None: the agent's own)
 
     @property
     def url(self) -> str:
@@ -203,12 +205,18 @@ class Supervisor:
         on_exit: Callable[[ServingProcess], None] | None = None,
         on_limit: Callable[[ServingProcess, str], None] | None = None,
         on_worker: Callable[[ServingProcess, str, dict[str, Any]], None] | None = None,
+        environments: Environments | None = None,
+        on_environment: Callable[[str, int, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.home = home
         self.registry = registry
         self.on_exit = on_exit
         self.on_limit = on_limit  # (process, what happened) when it broke its memory cap
         self.on_worker = on_worker  # (process, "lost" | "back", data) as its workers die and come back
+        self.environments = environments or Environments(home)
+        # (deployment, version, "environment_preparing" | "environment_ready", data) while one is built
+        self.on_environment = on_environment
+        self.preparing: dict[tuple[str, int], dict[str, Any]] = {}  # versions whose environment is being built
         self.enforcement = enforcement()
         self.processes: dict[tuple[str, int], ServingProcess] = {}
         self._watch_task: asyncio.Task[None] | None = None
@@ -217,7 +225,7 @@ class Supervisor:
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False) -> ServingProcess:
+                    replace: bool = False, environment: EnvSpec | None = None) -> ServingProcess:
         """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``.
 
         ``replace``: start a second server of the version even if one runs (to change its
@@ -225,9 +233,11 @@ class Supervisor:
         existing = self.processes.get((deployment, version))
         if existing and existing.alive() and not replace:
             return existing
+        prepared = await self._environment(deployment, version, environment)
+
         def attempt() -> Any:
             return self._start_on(free_port(), deployment, version, bento_tag, workers=workers,
-                                  limits=limits or Limits(), batching=batching, replace=replace)
+                                  limits=limits or Limits(), batching=batching, replace=replace, prepared=prepared)
 
         for _ in range(PORT_ATTEMPTS - 1):
             try:
@@ -241,18 +251,37 @@ class Supervisor:
                             deployment, version)
         return await attempt()
 
+    async def _environment(self, deployment: str, version: int, spec: EnvSpec | None) -> Prepared:
+        """Where the version runs: the agent's own Python, or its own environment (built now if new)."""
+        def step(kind: str, data: dict[str, Any]) -> None:
+            if kind == "environment_preparing":
+                self.preparing[(deployment, version)] = data
+            if self.on_environment is not None:
+                self.on_environment(deployment, version, kind, data)
+
+        try:
+            prepared = await self.environments.prepare(spec, on_step=step)
+        finally:
+            self.preparing.pop((deployment, version), None)
+        if not prepared.cached:
+            step("environment_ready", prepared.describe())
+        return prepared
+
     async def _start_on(self, port: int, deployment: str, version: int, bento_tag: str, *, workers: int,
-                        limits: Limits, batching: dict[str, Any] | None, replace: bool) -> ServingProcess:
+                        limits: Limits, batching: dict[str, Any] | None, replace: bool,
+                        prepared: Prepared) -> ServingProcess:
         key = (deployment, version)
         log_path = self.home.version_log(deployment, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as handle:
             handle.write(f"\n--- nbserve: starting {bento_tag} on port {port} at {time.ctime()}\n".encode())
         group = Group(f"{deployment}-v{version}-{port}", limits, self.enforcement)
-        command = group.wrap([sys.executable, "-m", "bentoml", "serve", bento_tag,
+        command = group.wrap([prepared.python, "-m", "bentoml", "serve", bento_tag,
                               "--host", "127.0.0.1", "--port", str(port)])
         server_id = f"{deployment}-v{version}-{secrets.token_hex(6)}"
         env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1", SERVER_ID_ENV: server_id}
+        if prepared.key is not None:
+            env[ENVIRONMENT_ENV] = prepared.key
         if workers != 1:
             # the service is named after the deployment (see _service_template.py)
             env["BENTOML_CONFIG_OPTIONS"] = workers_option(deployment, workers)
@@ -278,6 +307,7 @@ class Supervisor:
         proc = ServingProcess(
             deployment, version, bento_tag, port, psutil.Process(popen.pid), log_path, popen=popen,
             workers=workers, limits=limits, group=group, batching=batching, server_id=server_id,
+            environment=prepared.key,
         )
         pinned = affinity(limits.cpus) if self.enforcement == "watchdog" else None
         if pinned is not None:
@@ -357,6 +387,7 @@ class Supervisor:
         proc = ServingProcess(
             root_row.deployment, root_row.version, bento_tag, root_row.port, root,
             self.home.version_log(root_row.deployment, root_row.version), server_id=_server_id(root),
+            environment=_environ_of(root).get(ENVIRONMENT_ENV),
         )
         for row in rows:
             found = _matching(row)
@@ -522,11 +553,15 @@ def _worker_count(proc: ServingProcess) -> int:
     return count
 
 
-def _server_id(proc: psutil.Process) -> str | None:
+def _environ_of(proc: psutil.Process) -> dict[str, str]:
     try:
-        return proc.environ().get(SERVER_ID_ENV)
+        return proc.environ()
     except psutil.Error:
-        return None
+        return {}
+
+
+def _server_id(proc: psutil.Process) -> str | None:
+    return _environ_of(proc).get(SERVER_ID_ENV)
 
 
 def _matching(row: ProcessRow) -> psutil.Process | None:

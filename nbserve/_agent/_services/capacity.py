@@ -233,5 +233,6 @@ class Capacity:
                 "idle_seconds": (now - last) if last is not None else None,
                 "held": endpoint.held() if endpoint is not None else 0,
                 "last_cold_start_seconds": state.cold_start_seconds,
+                "environments": sorted({p.environment or "agent" for p in procs}),
             })
         return out

@@ -395,6 +395,21 @@ class Deployments:
                 "worker_restarted", f"v{number} has its {proc.workers} worker(s) again after {data['seconds']:g} s",
                 deployment=name, version=number, data=data)
 
+    def on_environment(self, name: str, number: int, what: str, data: dict[str, Any]) -> None:
+        """The engine builds (or has built) the environment a version needs; the deploy's
+        progress in the notebook, the CLI and the panel reads these events."""
+        if what == "environment_preparing":
+            differs = data.get("differs") or []
+            message = (f"preparing an environment for v{number}: Python {data['python']}, "
+                       f"{len(data['packages'])} package(s); the agent's own differs in "
+                       + ", ".join(differs[:4]) + (" ..." if len(differs) > 4 else ""))
+        else:
+            installed = data.get("installed") or []
+            message = (f"v{number}'s environment {data['environment']} is ready in {data['seconds']:g} s"
+                       + (f" (installed {', '.join(installed[:4])}{' ...' if len(installed) > 4 else ''})"
+                          if installed else ""))
+        self.registry.add_event(what, message, deployment=name, version=number, data=data)
+
 
 def _import_bento(archive: Path, home: Home) -> tuple[str, dict[str, Any]]:
     """Import into the agent's store; return the tag and the bundle's metadata. A full disk

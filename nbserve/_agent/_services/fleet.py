@@ -20,6 +20,7 @@ from ..._config import Home
 from ...errors import Conflict, DeploymentNotFound, InvalidArgument, VersionNotFound
 from .._access import Tokens
 from .._engine import Engine, ServedVersion
+from .._envs import EnvSpec
 from .._limits import Limits
 from .._monitor import Monitor
 from .._proxy import LocalAnswer, Router, StableEndpoint, Upstream
@@ -250,7 +251,8 @@ class Fleet:
         """Start a version's server with the deployment's workers and caps."""
         config = self.config(name)
         batching = config["batching"]
-        if batching and "batching" not in self.get_version(name, number).metadata.get("service_features", ()):
+        metadata = self.get_version(name, number).metadata
+        if batching and "batching" not in metadata.get("service_features", ()):
             batching = None
             self.registry.add_event(
                 "batching_unavailable", f"v{number} was built by an nbserve without batching; it serves unbatched",
@@ -258,6 +260,7 @@ class Fleet:
         proc = await self.engine.start(
             name, number, bento_tag, workers=int(config["workers"]),
             limits=Limits(config["memory"], config["cpus"]), batching=batching, replace=replace,
+            environment=EnvSpec.of_version(metadata),
         )
         self.state(name).active_since = asyncio.get_running_loop().time()
         return proc
