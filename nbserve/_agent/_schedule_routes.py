@@ -5,87 +5,13 @@ Handlers raise ``nbserve.errors`` only; the app maps them to HTTP statuses in on
 
 from __future__ import annotations
 
-import datetime as _dt
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 
 from ._access import Principal
-from ._scheduler import DEFAULT_TIMEOUT, MAX_TIMEOUT, RunRow, Scheduler, ScheduleRow
-
-# -- models -------------------------------------------------------------------------------
-
-
-class ScheduleIn(BaseModel):
-    name: str = Field(description="the schedule's name (unique); also the deployment unless `deployment` is set")
-    deployment: str | None = Field(default=None, description="the deployment it retrains (default: name)")
-    notebook: str = Field(description="absolute path of the notebook on the agent's host")
-    cron: str = Field(description="cron expression, five fields (croniter), e.g. '0 3 * * *'")
-    timezone: str = Field(default="UTC", description="IANA time zone the cron expression is read in")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="papermill parameters (JSON values)")
-    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, le=MAX_TIMEOUT,
-                           description="seconds before a run is stopped (whole process tree) as timed_out")
-    missed: Literal["skip", "run_once"] = Field(
-        default="run_once", description="due times missed while the agent was down: run once, or skip")
-    kernel: str | None = Field(
-        default=None, max_length=200,
-        description="Jupyter kernel the runs use (one the agent has); default: the notebook's own "
-                    "(its kernelspec metadata), else python3")
-    actor: str | None = Field(default=None, max_length=200)
-
-
-class ScheduleOut(BaseModel):
-    name: str
-    deployment: str
-    notebook: str
-    cron: str
-    timezone: str
-    parameters: dict[str, Any]
-    timeout_seconds: float
-    missed: Literal["skip", "run_once"]
-    paused: bool
-    created_by: str | None
-    created_at: str
-    next_run_at: str | None = Field(description="next due time (UTC); ignored while paused")
-    last_run_at: str | None
-    kernel: str = Field(description="the Jupyter kernel its runs use")
-    running_run: int | None = Field(description="id of the run in progress, if any")
-
-
-class RunOut(BaseModel):
-    id: int
-    schedule: str
-    deployment: str
-    trigger: Literal["cron", "manual", "missed"]
-    status: Literal["running", "succeeded", "failed", "timed_out", "skipped"]
-    due_at: str | None = Field(description="the cron due time it ran for (null for manual runs)")
-    started_at: str
-    finished_at: str | None
-    duration_seconds: float | None
-    parameters: dict[str, Any]
-    executed_notebook: str | None = Field(description="the notebook papermill executed (nbformat)")
-    log_path: str | None = Field(description="papermill's log of the run")
-    version: int | None = Field(description="the version of the deployment this run produced")
-    reason: str | None = Field(description="why it produced no version, was skipped or stopped")
-    error: str | None = Field(description="the notebook's error, e.g. 'ValueError: ...' (cell N)")
-    actor: str | None
-
-
-class ScheduleBrief(ScheduleOut):
-    """A schedule with its newest run, as a list shows it."""
-
-    last_run: RunOut | None
-
-
-class ActorIn(BaseModel):
-    actor: str | None = Field(default=None, max_length=200)
-
-
-class TickIn(BaseModel):
-    now: _dt.datetime | None = Field(
-        default=None, description="the instant to fire at (ISO 8601; naive means UTC); default: the agent's clock")
-
+from ._rest.models import ActorIn, RunOut, ScheduleIn, ScheduleOut, TickIn
+from ._scheduler import RunRow, Scheduler, ScheduleRow
 
 # -- serialisation ------------------------------------------------------------------------
 
