@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nbserve._agent._app import openapi_document
+from nbserve._agent.openapi import openapi_document
 
 from .conftest import repo_root
 

@@ -60,7 +60,7 @@ class Known:
     requests: dict[tuple[str, str], dict[str, Any]]  # per operation: one such request (httpx kwargs)
 
 
-KNOWN_SERVER_ERRORS: list[Known] = []  # none known: bounded integers answer 422 (see _app.MAX_INT)
+KNOWN_SERVER_ERRORS: list[Known] = []  # none known: bounded integers answer 422 (see _rest.models.MAX_INT)
 
 
 def _known_for(method: str, path: str) -> list[Known]:

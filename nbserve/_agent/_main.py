@@ -230,9 +230,9 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
 
     from .._tls import server_context
     from ._access import Tokens
-    from ._app import create_app
     from ._manager import Manager
     from ._registry import Registry
+    from ._rest.app import create_app
     from ._scheduler import Scheduler
 
     lock = lock or take_lock(home)

@@ -1,7 +1,7 @@
 """The agent's composition root: builds the engine, the monitor and the services, and
 wires them together. No logic of its own besides the background loop.
 
-The REST API (``_agent/_app.py``), the panel state (``_agent/_state.py``), the scheduler
+The REST API (``_agent/_rest/``), the panel state (``_agent/_state.py``), the scheduler
 and the Prometheus exporter call the services through this object:
 ``manager.deployments.deploy(...)``, ``manager.rollouts.promote(...)``,
 ``manager.capacity.scale(...)``, ``manager.readings.latency(...)``. Passing ``engine``
