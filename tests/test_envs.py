@@ -103,6 +103,10 @@ def test_versions_pinned_to_other_packages_run_side_by_side_each_in_its_own_envi
     assert "environment_preparing" not in list(v3_events[v3_events["version"] == 3]["kind"])
     assert _answers(v3.url, "versions") == [OLD_SKLEARN] * 3
 
+    # a restart for more workers starts from the same environment, at once
+    scaled = v3.scale(workers=2)
+    assert scaled.versions[2]["environment"] == key and _answers(scaled.url, "versions") == [OLD_SKLEARN] * 3
+
     # prune keeps what a version needs (v2 and v3 could be rolled back to), and says so
     pruned = admin.prune_environments()
     assert key in [e["environment"] for e in pruned["kept"]] and pruned["removed"] == []
@@ -163,3 +167,16 @@ def test_a_versions_spec_is_its_python_and_exact_pins_and_the_agent_runs_what_it
               "  ╰─▶ Because there is no version of scikit-learn==0.0.1 and you require scikit-learn==0.0.1, "
               "we can conclude that your requirements are unsatisfiable.\n")
     assert installer_reason(stderr).startswith("× No solution found") and "Using Python" not in installer_reason(stderr)
+
+
+def test_a_python_the_host_lacks_is_refused_by_name(tmp_path):
+    import asyncio
+
+    from nbserve._agent._envs import Environments, EnvSpec
+    from nbserve._config import Home
+
+    environments = Environments(Home.resolve(tmp_path))
+    with pytest.raises(DeployFailed) as caught:  # EnvironmentFailed; no Python is ever downloaded
+        asyncio.run(environments.prepare(EnvSpec("3.7", ("numpy==1.0",))))
+    assert "Python 3.7" in caught.value.message and "never runs a pickle under another Python" in caught.value.hint
+    assert not any((tmp_path / "envs").iterdir())  # nothing half-built kept

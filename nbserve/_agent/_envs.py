@@ -172,8 +172,8 @@ class Environments:
             shutil.rmtree(path, ignore_errors=True)  # a build that did not finish
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._run([self.uv, "venv", "--quiet", "--python", spec.python, "--python-preference", "system",
-                       str(path)], what=f"Python {spec.python}")
+            interpreter = self._find_python(spec.python)
+            self._run([self.uv, "venv", "--quiet", "--python", interpreter, str(path)], what=f"Python {spec.python}")
             wanted = [*spec.packages, *serving_packages()]
             command = [self.uv, "pip", "install", "--quiet", "--python", str(python), *self._sources(), *wanted]
             self._run(command, what=", ".join(spec.packages) or "the serving packages")
@@ -189,6 +189,26 @@ class Environments:
         log.info("environment %s ready in %.1f s (%s)", spec.key, seconds, ", ".join(spec.packages))
         return Prepared(str(python), spec.key, path, cached=False, installed=spec.packages, seconds=seconds)
 
+    def _find_python(self, minor: str) -> str:
+        """The host's Python ``minor`` (or one in uv's cache of Pythons); never a download."""
+        done = subprocess.run([self.uv, "python", "find", "--python-preference", "system", minor],
+                              capture_output=True, text=True, timeout=60, env=self._env(), stdin=subprocess.DEVNULL)
+        found = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not found:
+            raise EnvironmentFailed(
+                f"the version was built under Python {minor}, which this host does not have (nor does uv's cache "
+                f"of Pythons)", hint=f"install Python {minor} on the agent's host (or `uv python install {minor}`); "
+                "nbserve never runs a pickle under another Python", python=minor)
+        return found[-1]
+
+    def _env(self) -> dict[str, str]:
+        # Never a downloaded Python; never the agent's own venv (uv would take VIRTUAL_ENV as the
+        # target). UV_OFFLINE is nbserve's own default for Bento builds (_config.py), not the host's
+        # choice for environments: that is --offline (NBSERVE_OFFLINE).
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_OFFLINE")}
+        env["UV_PYTHON_DOWNLOADS"] = "never"
+        return env
+
     def _sources(self) -> list[str]:
         args: list[str] = []
         if self.find_links:
@@ -198,13 +218,8 @@ class Environments:
         return args
 
     def _run(self, command: list[str], *, what: str) -> None:
-        # Never a downloaded Python; never the agent's own venv (uv would take VIRTUAL_ENV as the
-        # target). UV_OFFLINE is nbserve's own default for Bento builds (_config.py), not the host's
-        # choice for environments: that is --offline (NBSERVE_OFFLINE).
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_OFFLINE")}
-        env["UV_PYTHON_DOWNLOADS"] = "never"
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=env,
+            done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=self._env(),
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise EnvironmentFailed(f"installing {what} took over {INSTALL_TIMEOUT:.0f} s",
@@ -214,9 +229,6 @@ class Environments:
                                     hint=self._hint(done.stderr), installer=done.stderr[-4000:])
 
     def _hint(self, stderr: str) -> str:
-        if "No interpreter found" in stderr:
-            return ("install that Python on the agent's host (or with `uv python install`); nbserve never runs a "
-                    "pickle under another Python")
         if self.offline:
             return ("the agent is offline (--offline): put the wheels in its --find-links directory or in uv's "
                     "cache, or start it without --offline")
