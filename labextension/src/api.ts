@@ -178,7 +178,8 @@ export interface IScheduleRun {
   [key: string]: unknown;
 }
 
-export interface ISchedule {
+/** A schedule as the agent answers a change to it. */
+export interface IScheduleInfo {
   name: string;
   deployment: string;
   notebook: string;
@@ -192,8 +193,12 @@ export interface ISchedule {
   next_run_at: string | null;
   last_run_at: string | null;
   running_run: number | null;
-  last_run: IScheduleRun | null;
   [key: string]: unknown;
+}
+
+/** A schedule with its last run, as lists show it. */
+export interface ISchedule extends IScheduleInfo {
+  last_run: IScheduleRun | null;
 }
 
 export interface IScheduleDetail extends ISchedule {
@@ -318,7 +323,8 @@ export interface ILogs {
 }
 
 export interface ILatencyPoint {
-  time: string;
+  /** The minute's start, unix seconds (UTC). */
+  time: number;
   requests: number;
   errors: number;
   error_rate: number | null;
@@ -456,11 +462,12 @@ export class NbserveAPI {
     return this.post(`schedules/${enc(name)}/run`, {});
   }
 
-  pauseSchedule(name: string): Promise<ISchedule> {
+  /** The schedule as the agent answers it (without its last run). */
+  pauseSchedule(name: string): Promise<IScheduleInfo> {
     return this.post(`schedules/${enc(name)}/pause`, {});
   }
 
-  resumeSchedule(name: string): Promise<ISchedule> {
+  resumeSchedule(name: string): Promise<IScheduleInfo> {
     return this.post(`schedules/${enc(name)}/resume`, {});
   }
 

@@ -437,7 +437,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
     if (m.latency === null) {
       parts.push(h('div', { class: 'nbserve-muted', text: 'latency: not available from this nbserve version' }));
     } else {
-      const times = m.latency.map(p => p.time);
+      const times = m.latency.map(p => new Date(p.time * 1000).toISOString());
       const chart = h('div', { class: 'nbserve-chart-box' });
       const width = this.chartWidth();
       chart.appendChild(lineChart(`latency (last ${m.window})`, times, [
