@@ -20,9 +20,9 @@ import {
   NbserveApiError,
   asApiError
 } from './api';
-import { CANARY_PRESETS, fmtPercent, rollbackTargets, rolloutLabel } from './actions';
+import { CANARY_PRESETS, rollbackTargets } from './actions';
 import { barChart, fmt, lineChart } from './charts';
-import { ago, button, copyButton, h, rolloutBadge, statusBadge, urlLine } from './dom';
+import { ago, button, copyButton, fmtPercent, h, rolloutBadge, rolloutLabel, statusBadge, urlLine } from './dom';
 import { metrics as summaryLine } from './listView';
 import { DeploymentsModel } from './model';
 import { qualityLine } from './quality';
