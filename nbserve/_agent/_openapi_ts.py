@@ -2,7 +2,7 @@
 ``python -m nbserve._agent._openapi_ts > labextension/src/agentTypes.ts``.
 
 One exported interface per component schema (the document ``python -m nbserve._agent.openapi``
-prints), enums as string-literal unions, and ``EventKind``: the event kinds of
+prints), enums as string-literal unions (inline for a property, a named type for an enum schema), and ``EventKind``: the event kinds of
 ``nbserve._events.Event``, which the document leaves a plain string on purpose (an older or
 newer agent may write others). tests/test_docs.py checks the committed file is this output.
 """
@@ -28,20 +28,25 @@ def render(document: dict[str, Any], event_kinds: list[str]) -> str:
     """The whole agentTypes.ts for ``document`` (an OpenAPI dict) and the known event kinds."""
     schemas = document.get("components", {}).get("schemas", {})
     parts = [
-        "// Generated from the agent's OpenAPI document by nbserve/_agent/_openapi_ts.py: do not edit.\n"
+        "// Generated from the agent's OpenAPI document by nbserve/_agent/_openapi_ts.py: "
+        "do not edit.\n"
         f"// Regenerate: {COMMAND}\n"
         "// (after a change to the agent's models; tests/test_docs.py fails while this file is stale).\n",
         _doc("The kinds of event this agent writes (nbserve/_events.py). `EventOut.kind` stays a string: "
              "an older or newer agent may write others.")
         + f"export type EventKind =\n{_union_lines(event_kinds)};\n",
     ]
-    parts += [_interface(name, schemas[name]) for name in sorted(schemas)]
+    parts += [_declaration(name, schemas[name]) for name in sorted(schemas)]
     return "\n".join(parts)
 
 
-def _interface(name: str, schema: dict[str, Any]) -> str:
+def _declaration(name: str, schema: dict[str, Any]) -> str:
+    """An interface for an object schema; a string-literal union for an enum (a StrEnum model)."""
+    comment = _doc(schema["description"]) if schema.get("description") else ""
+    if "enum" in schema:
+        return f"{comment}export type {name} =\n{_union_lines(schema['enum'])};\n"
     if schema.get("type") != "object" or "properties" not in schema:
-        raise ValueError(f"component schema {name} is not an object with properties: {schema}")
+        raise ValueError(f"component schema {name} is neither an object with properties nor an enum")
     required = set(schema.get("required", []))
     lines = []
     for prop, spec in schema["properties"].items():
@@ -52,7 +57,7 @@ def _interface(name: str, schema: dict[str, Any]) -> str:
             lines.append(_doc(description, indent="  ").rstrip("\n"))
         lines.append(f"  {key}{optional}: {type_of(spec)};")
     body = "\n".join(lines)
-    return f"{_doc(schema['description']) if schema.get('description') else ''}export interface {name} {{\n{body}\n}}\n"
+    return f"{comment}export interface {name} {{\n{body}\n}}\n"
 
 
 def type_of(spec: dict[str, Any]) -> str:
