@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._display import Progress, deployment_html, deployment_text
 from ._connection import actor
 from ._events import SAID_AT_DEPLOY
+from ._history import version_rows
 from ._settings import serving_body
 from ._transport import AgentClient
 from .errors import (
@@ -160,32 +161,11 @@ class Deployment:
         import pandas as pd
 
         self.refresh()
-        registered = {a["version"]: a for a in self._client.get(
+        registered = {a["version"]: a.get("source") for a in self._client.get(
             "/v1/audit", params={"deployment": self.name, "limit": 10_000}) if a["action"] == "version_registered"}
-        rows = []
-        for v in self.versions:
-            meta = v.get("metadata", {})
-            prov = meta.get("provenance", {})
-            card = meta.get("card") or {}
-            rows.append({
-                "version": v["number"],
-                "status": v["status"],
-                "live": v["number"] == self.version,
-                "created_at": pd.Timestamp(v["created_at"]),
-                "created_by": v.get("created_by"),
-                "from": (registered.get(v["number"]) or {}).get("source"),
-                "model": (meta.get("model") or {}).get("class"),
-                "notebook": prov.get("notebook"),
-                "cell": prov.get("cell_execution_count"),
-                "cell_sha256": (prov.get("cell_sha256") or "")[:12] or None,
-                "description": meta.get("description"),
-                "intended_use": card.get("intended_use"),
-                "limitations": card.get("limitations"),
-                "bento": v["bento_tag"],
-                "python": prov.get("python"),
-                "environment": v.get("environment"),  # where its server runs now: "agent", an env's key
-                "error": v.get("error"),
-            })
+        rows = version_rows(self.versions, self.version, registered)
+        for row in rows:
+            row["created_at"] = pd.Timestamp(row["created_at"])
         return pd.DataFrame(rows).set_index("version") if rows else pd.DataFrame()
 
     def events(self, limit: int = 200, *, after: int = 0) -> "pd.DataFrame":

@@ -1,4 +1,5 @@
-"""The house's rules that code can check: no import circles between nbserve's rooms.
+"""The house's rules that code can check: no import circles between nbserve's rooms, nor
+between the panel's TypeScript modules (labextension/src).
 
 A circle means two rooms cannot be read (or changed) one without the other. Imports under
 ``if TYPE_CHECKING:`` are type hints only and do not count; deferred imports inside
@@ -7,6 +8,7 @@ functions do, since they run."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nbserve"
@@ -139,3 +141,34 @@ def test_every_event_the_agent_writes_is_one_spelling_in_the_events_room():
     unknown = written - {e.value for e in Event}
     assert not unknown, f"add these to nbserve._events.Event: {sorted(unknown)}"
     assert AUDITED <= set(Event)
+
+
+PANEL = PACKAGE.parent / "labextension" / "src"
+# `import {a, b} from './x'`, `import './x'`, `export {a} from './x'`: what runs when the module
+# loads. `import type` is erased by the compiler and does not count.
+_TS_IMPORT = re.compile(r"^(?:import|export)\s+(type\s+)?(?:[^;'\"]*?\sfrom\s+)?'\./([\w.-]+)'", re.M)
+
+
+def panel_import_graph(folder: Path = PANEL) -> dict[str, set[str]]:
+    """The panel's modules (``labextension/src/*.ts``) and the ones each imports for its values."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.ts")):
+        graph[path.stem] = {target.removesuffix(".js") for type_only, target in
+                            _TS_IMPORT.findall(path.read_text()) if not type_only}
+    return {name: targets & set(graph) - {name} for name, targets in graph.items()}
+
+
+def test_the_panel_checker_reads_typescript_imports(tmp_path):
+    (tmp_path / "a.ts").write_text("import { b } from './b';\nimport type { C } from './c';\n")
+    (tmp_path / "b.ts").write_text("import {\n  x,\n  y\n} from './c';\nexport { z } from './a';\n")
+    (tmp_path / "c.ts").write_text("import type { A } from './a';\nimport './b';\n")
+    assert panel_import_graph(tmp_path) == {"a": {"b"}, "b": {"a", "c"}, "c": {"b"}}
+    assert circles(panel_import_graph(tmp_path)) == [["a", "b", "c"]]
+
+
+def test_no_import_circles_in_the_panel():
+    graph = panel_import_graph()
+    assert {"api", "actions", "dom", "resources"} <= set(graph) and "api" in graph["model"]
+    found = circles(graph)
+    described = ["; ".join(f"{m} -> {', '.join(sorted(graph[m] & set(group)))}" for m in group) for group in found]
+    assert not found, "import circles in labextension/src:\n" + "\n".join(described)

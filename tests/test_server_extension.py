@@ -2,8 +2,9 @@
 
 A real agent in a temporary NBSERVE_HOME serves two versions of a small iris model; every
 request goes through ``jp_fetch`` (Jupyter's token) to the extension's handlers, which call
-the public nbserve API. Browser tests live in tests/browser and run in their own pytest
-process (pytest-jupyter's event loop and Playwright's do not share one process).
+the agent through nbserve's one cached ``AgentClient``. Browser tests live in tests/browser and
+run in their own pytest process (pytest-jupyter's event loop and Playwright's do not share one
+process).
 """
 
 from __future__ import annotations
@@ -164,16 +165,22 @@ def test_one_poll_is_one_agent_request_passed_through(
     assert {"requests", "rps", "p50_ms", "p99_ms", "error_rate", "sparkline", "drift"} <= set(item["summary"])
 
 
-def test_detail_carries_resources_from_one_top_call(api: Fetch, two_versions: nbserve.Deployment,
-                                                    monkeypatch) -> None:
+def test_detail_carries_resources_from_one_resources_call(api: Fetch, two_versions: nbserve.Deployment,
+                                                          monkeypatch) -> None:
+    from nbserve._transport import AgentClient
+
     status, detail = api("GET", "deployments", NAME)
     assert status == 200, detail
     assert RESOURCE_COLUMNS <= set(detail["resources"]) and detail["resources"]["workers"] == 1
 
-    def failing_top(*args: Any, **kwargs: Any) -> Any:
-        raise nbserve.errors.AgentError("the agent could not read its processes")
+    request = AgentClient.request
 
-    monkeypatch.setattr(nbserve, "top", failing_top)  # the rest of the detail's answer stands
+    def resources_fail(self: AgentClient, method: str, path: str, **kwargs: Any) -> Any:
+        if path == "/v1/resources":  # as the agent answers when it cannot read its processes
+            raise nbserve.errors.AgentError("the agent could not read its processes")
+        return request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(AgentClient, "request", resources_fail)  # the rest of the detail's answer stands
     status, detail = api("GET", "deployments", NAME)
     assert status == 200 and detail["resources"] is None and detail["version"] == 2
 

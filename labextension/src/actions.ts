@@ -8,6 +8,7 @@ import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 
 import { IDeploymentBrief, IDeploymentState, IScaleChanges, ISchedule, NbserveApiError, asApiError } from './api';
 import { DeploymentsModel } from './model';
+import { fmtPercent, rolloutLabel } from './dom';
 import { ScaleForm, describeScale } from './resources';
 
 /** Show an error from the server as a notification, with a "Details" action. */
@@ -34,22 +35,6 @@ export function rollbackTargets(dep: IDeploymentState): number[] {
     .filter(v => v.number !== dep.version && ['warm', 'stopped', 'live'].includes(v.status))
     .map(v => v.number)
     .sort((a, b) => b - a);
-}
-
-/** "canary v3 · 10%" or "shadow v3": a rollout in a few characters. */
-export function rolloutLabel(dep: IDeploymentState): string {
-  const r = dep.rollout;
-  if (!r) {
-    return '';
-  }
-  return r.mode === 'canary' ? `canary v${r.version} · ${fmtPercent(r.percent)}` : `shadow v${r.version}`;
-}
-
-export function fmtPercent(value: number | null | undefined): string {
-  if (value === null || value === undefined) {
-    return '–';
-  }
-  return `${Number(value.toFixed(2))}%`;
 }
 
 /** An action's in-progress notification shows after this long (ms), and for at least PROGRESS_SHOWN. */

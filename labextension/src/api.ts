@@ -6,54 +6,68 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export interface IVersionBrief {
-  number: number;
-  status: string;
-}
+import type {
+  AuditCheck,
+  AuditOut,
+  DeploymentBrief,
+  DeploymentOut,
+  ErrorBody,
+  EventOut,
+  LatencyRow,
+  LogsOut,
+  ResourceRow,
+  RolloutBrief,
+  RolloutOut,
+  RunOut,
+  ScaleRequest,
+  ScheduleBrief,
+  ScheduleOut,
+  StateOut,
+  SummaryOut,
+  VersionBrief
+} from './agentTypes';
 
-export interface IDriftSummary {
-  drifted: boolean | null;
-  share: number | null;
-  features: number;
-}
-
-/**
- * The live version's quality from real outcomes (sent with `dep.feedback`): its headline
- * metric in the newest hour with labels, and the hour before it (the trend).
+/*
+ * Types. What the server extension passes through as the agent answers it is typed by
+ * ./agentTypes.ts, generated from the agent's OpenAPI document (EventOut, SummaryOut,
+ * ResourceRow, AuditOut, LatencyRow, LogsOut, ScheduleOut, StateOut's DeploymentBrief ...).
+ * Hand-written below, and only these, because nbserve/_jupyter/_handlers.py reshapes them or
+ * makes them itself:
+ * - IDeploymentState, IDeploymentBrief, IDeploymentAnswer: every deployment it answers
+ *   carries `version` (the live one) beside the agent's `live_version`;
+ * - IHistoryRow: one row per version, made from the versions' metadata (nbserve/_history.py);
+ * - IScheduleRun, ISchedule, IScheduleDetail, IPanelState: a run gains
+ *   `executed_notebook_lab_path` (under Jupyter's root, which only the server knows);
+ * - IDeploymentDetail, IMetrics, IAudit: several agent answers in one, and for the audit's
+ *   chain check and the drift report the agent's error when it could not answer
+ *   (IAuditChain, IMetrics' `drift`, its report rows as `features`);
+ * - IModelCard: rendered by the server extension; IScaleChanges: the agent's ScaleRequest
+ *   without `actor` (the server extension names the user).
+ * Refined where the agent's schema leaves an object open: IRollout's `figures` and `gates`,
+ * DeploymentOut's `rollout` (a RolloutBrief), and the drift report's rows (IDriftFeature).
  */
-export interface IQualitySummary {
-  /** "accuracy" (classifiers), "rmse" (regressors), or null: no labels yet. */
-  metric: string | null;
-  value: number | null;
-  previous: number | null;
-  /** Labelled predictions behind `value`. */
-  labelled: number;
-  task: string | null;
+
+/** What every deployment the server extension answers has; `version` is the live one. */
+export interface IDeploymentState {
+  name: string;
+  status: DeploymentBrief['status'];
+  version: number | null;
+  live_version: number | null;
+  url: string | null;
+  versions: VersionBrief[];
+  rollout?: RolloutBrief | null;
+  /** Named versions (alias -> number); each answers at `<url>/v/<alias>/...`. */
+  aliases?: Record<string, number>;
 }
 
-export interface ISummary {
-  requests: number;
-  rps: number;
-  p50_ms: number | null;
-  p99_ms: number | null;
-  error_rate: number | null;
-  sparkline: number[];
-  drift: IDriftSummary | null;
-  /** Absent from agents older than quality tracking. */
-  quality?: IQualitySummary | null;
-}
+/** A deployment of the poll (`GET /v1/state`) and of the list, with `version`. */
+export type IDeploymentBrief = DeploymentBrief & { version: number | null };
 
-/** A canary or shadow under way, as the deployment's snapshot has it. */
-export interface IRolloutBrief {
-  mode: 'canary' | 'shadow';
-  version: number;
-  /** Share of new requests (canary); null for a shadow. */
-  percent: number | null;
-  /** Unix seconds. */
-  started_at: number | null;
-  auto_promote: boolean;
-  sticky_header?: string | null;
-}
+/** A deployment as the agent answers a change (rollback, stop, canary, scale ...), with `version`. */
+export type IDeploymentAnswer = Omit<DeploymentOut, 'rollout'> & {
+  version: number | null;
+  rollout?: RolloutBrief | null;
+};
 
 export interface IShadowFigures {
   version?: number;
@@ -81,190 +95,69 @@ export interface IRolloutFigures {
 }
 
 /** The rollout with its gates, figures so far and the gates' verdict (the detail route). */
-export interface IRollout extends IRolloutBrief {
-  started_by?: string | null;
+export type IRollout = Omit<RolloutOut, 'figures' | 'gates'> & {
   gates: Record<string, number | string | null>;
   figures: IRolloutFigures;
-  verdict: 'waiting' | 'pass' | 'breach';
-  reasons: string[];
-}
-
-export interface IDeploymentState {
-  name: string;
-  status: string;
-  version: number | null;
-  url: string | null;
-  versions: IVersionBrief[];
-  rollout: IRolloutBrief | null;
-  /** Named versions (alias -> number); each answers at `<url>/v/<alias>/...`. */
-  aliases?: Record<string, number>;
-}
-
-/**
- * A deployment's resources now, as `nbserve.top()` has them: one row of the agent's
- * `/v1/resources`. Absent (null) when the agent could not answer it.
- */
-export interface IResources {
-  /** "cold": scaled to zero, the next request starts it. */
-  state: 'warm' | 'cold' | 'stopped' | 'starting';
-  live_version: number | null;
-  /** `bentoml serve` processes: live, warm and canary versions. */
-  servers: number;
-  /** Workers per server. */
-  workers: number;
-  cpu_percent: number;
-  rss_bytes: number;
-  processes: number;
-  /** Bytes; null: no cap. */
-  memory_cap: number | null;
-  /** Cores; null: no cap. */
-  cpus_cap: number | null;
-  /** How the caps are enforced: "cgroup-v2", "cgroup-v1" or "watchdog"; null without caps. */
-  enforcement: string | null;
-  /** e.g. "15m"; null: never scaled to zero. */
-  idle_timeout: string | null;
-  /** Since the last request through the stable URL; null: none yet. */
-  idle_seconds: number | null;
-  /** Connections waiting for a cold deployment to start. */
-  held: number;
-  /** BentoML's adaptive batching; null: off. Absent from agents older than batching. */
-  batching?: IBatching | null;
-}
-
-/** Adaptive batching's two knobs. */
-export interface IBatching {
-  /** The most rows merged into one model call. */
-  max_batch_size: number;
-  /** The longest a request may wait for its batch to be answered; past it, a 503. */
-  max_latency_ms: number;
-}
+};
 
 /**
  * What `POST .../scale` changes; "none" removes a cap or the idle timeout. `batching`: false
  * turns it off, true on (current or default knobs), an object changes the knobs it names
  * and turns it on.
  */
-export interface IScaleChanges {
-  workers?: number;
-  memory?: string | number;
-  cpus?: number | string;
-  idle_timeout?: string;
-  batching?: boolean | Partial<IBatching>;
-}
+export type IScaleChanges = Omit<ScaleRequest, 'actor'>;
 
-export interface IDeploymentBrief extends IDeploymentState {
-  summary: ISummary | null;
-  /** The id of its newest event: the panel fetches events only when this moves. */
-  latest_event_id?: number | null;
-  /** Absent from server extensions older than scaling; null when the agent could not say. */
-  resources?: IResources | null;
-}
-
-export interface IScheduleRun {
-  id: number;
-  trigger: string;
-  status: string;
-  due_at: string | null;
-  started_at: string | null;
-  finished_at?: string | null;
-  duration_seconds: number | null;
-  version: number | null;
-  reason: string | null;
-  error: string | null;
-  parameters: Record<string, unknown> | null;
-  executed_notebook: string | null;
+export type IScheduleRun = RunOut & {
   /** The executed notebook relative to the Jupyter server's root, when it is under it. */
   executed_notebook_lab_path: string | null;
-  [key: string]: unknown;
-}
+};
 
-export interface ISchedule {
-  name: string;
-  deployment: string;
-  notebook: string;
-  cron: string;
-  timezone: string;
-  parameters: Record<string, unknown>;
-  timeout_seconds: number;
-  missed: string;
-  kernel: string;
-  paused: boolean;
-  next_run_at: string | null;
-  last_run_at: string | null;
-  running_run: number | null;
+/** A schedule with its last run, as the poll and the list have it. */
+export type ISchedule = Omit<ScheduleBrief, 'last_run'> & { last_run: IScheduleRun | null };
+
+export type IScheduleDetail = ScheduleOut & {
   last_run: IScheduleRun | null;
-  [key: string]: unknown;
-}
-
-export interface IScheduleDetail extends ISchedule {
+  /** Oldest first. */
   runs: IScheduleRun[];
-}
+};
 
 /**
- * One deployment as the agent's `GET /v1/state` has it (`DeploymentBrief` in
- * docs/openapi.json), passed through by the server extension as it is.
+ * What the panel polls, in one request: the agent's `GET /v1/state` (every deployment its
+ * token sees and every schedule with its last run), passed through.
  */
-export interface IStateDeployment {
-  name: string;
-  status: string;
-  live_version: number | null;
-  url: string | null;
-  versions: IVersionBrief[];
-  rollout: IRolloutBrief | null;
-  aliases: Record<string, number>;
-  summary: ISummary | null;
-  latest_event_id: number | null;
-  resources: (IResources & { deployment: string }) | null;
-}
-
-/**
- * What the panel polls, in one request (`StateOut` in docs/openapi.json): every deployment
- * the agent's token sees and every schedule with its last run.
- */
-export interface IPanelState {
-  deployments: IStateDeployment[];
-  schedules: ISchedule[];
-}
+export type IPanelState = Omit<StateOut, 'schedules'> & { schedules: ISchedule[] };
 
 /** A deployment of the poll as the panel's views read it (`version`: the live one). */
-export function deploymentBrief(dep: IStateDeployment): IDeploymentBrief {
+export function deploymentBrief(dep: DeploymentBrief): IDeploymentBrief {
   return { ...dep, version: dep.live_version };
 }
 
+/** One version of the history, as nbserve/_history.py makes it from the version's metadata. */
 export interface IHistoryRow {
   version: number;
-  status: string;
+  status: VersionBrief['status'];
   live: boolean;
-  created_at: string | null;
+  created_at: string;
   created_by: string | null;
   model: string | null;
   notebook: string | null;
   cell: number | null;
   cell_sha256: string | null;
   description: string | null;
+  intended_use: string | null;
+  limitations: string | null;
   bento: string | null;
   error: string | null;
 }
 
-export interface IEvent {
-  id?: number;
-  ts: string;
-  kind: string;
-  /** error: something failed; warning: it serves, but traffic was taken away or a setting wants changing. */
-  severity?: 'info' | 'warning' | 'error';
-  version?: number | null;
-  message?: string | null;
-  actor?: string | null;
-  [key: string]: unknown;
-}
-
-export interface IDeploymentDetail extends IDeploymentState {
+export type IDeploymentDetail = Omit<DeploymentOut, 'rollout'> & {
+  version: number | null;
   rollout: IRollout | null;
   history: IHistoryRow[];
-  events: IEvent[];
-  summary?: ISummary | null;
-  resources?: IResources | null;
-}
+  events: EventOut[];
+  summary: SummaryOut | null;
+  resources: ResourceRow | null;
+};
 
 /** A version's model card: HTML (sanitized before it is shown) and Markdown. */
 export interface IModelCard {
@@ -273,62 +166,18 @@ export interface IModelCard {
   version: number;
 }
 
-/** One record of the agent's append-only, hash-chained audit log. */
-export interface IAuditRecord {
-  seq: number;
-  /** ISO 8601, UTC. */
-  ts: string;
-  /** Who: the token's name (for the host's owner token, the user it named), or "agent". */
-  actor: string;
-  /** The token used; null for the agent's own actions (gates, restarts). */
-  token: string | null;
-  /** The client's address. */
-  source: string | null;
-  action: string;
-  deployment: string | null;
-  version: number | null;
-  /** The live version before the change, and after it. */
-  before: number | null;
-  after: number | null;
-  detail: Record<string, unknown>;
-  prev_hash: string;
-  hash: string;
-}
-
-/** The agent's check of the whole audit log's hash chain. */
-export interface IAuditChain {
-  /** null: not checked (the reason is in `unavailable`). */
-  ok: boolean | null;
-  records: number | null;
-  broken_at: number | null;
-  problem: string | null;
-  head: string | null;
-  unavailable?: { type: string; message: string; hint: string | null } | null;
-}
+/** The agent's check of the whole audit log's hash chain, or (`ok` null) why it could not. */
+export type IAuditChain =
+  | (AuditCheck & { unavailable?: null })
+  | { ok: null; records: null; broken_at: null; problem: null; head: null; unavailable: ErrorBody };
 
 export interface IAudit {
   /** Oldest first. */
-  records: IAuditRecord[];
+  records: AuditOut[];
   chain: IAuditChain;
 }
 
-export interface ILogs {
-  version: number | null;
-  text: string;
-}
-
-export interface ILatencyPoint {
-  time: string;
-  requests: number;
-  errors: number;
-  error_rate: number | null;
-  rps: number;
-  p50_ms: number | null;
-  p90_ms: number | null;
-  p99_ms: number | null;
-  mean_ms: number | null;
-}
-
+/** One row of the agent's drift report (DriftOut's `report`). */
 export interface IDriftFeature {
   feature: string;
   kind: string;
@@ -341,15 +190,15 @@ export interface IDriftFeature {
 
 export interface IMetrics {
   window: string;
-  summary: ISummary | null;
-  latency: ILatencyPoint[] | null;
+  summary: SummaryOut | null;
+  latency: LatencyRow[];
   drift: {
     features: IDriftFeature[];
     dataset_drift: boolean | null;
     drift_share: number | null;
     /** Why there is no drift report yet (e.g. too little traffic), as the agent says it. */
-    unavailable?: { type: string; message: string; hint: string | null } | null;
-  } | null;
+    unavailable: ErrorBody | null;
+  };
 }
 
 /** An error answered by the server extension: the agent's type, message and hint. */
@@ -391,7 +240,7 @@ export class NbserveAPI {
     return this.request(`deployments/${enc(name)}/history`);
   }
 
-  events(name: string, limit = 200): Promise<IEvent[]> {
+  events(name: string, limit = 200): Promise<EventOut[]> {
     return this.request(`deployments/${enc(name)}/events?limit=${limit}`);
   }
 
@@ -406,7 +255,7 @@ export class NbserveAPI {
     return this.request(`deployments/${enc(name)}/card${query}`);
   }
 
-  logs(name: string, version: number | null = null, lines = 200): Promise<ILogs> {
+  logs(name: string, version: number | null = null, lines = 200): Promise<LogsOut> {
     const query = version === null ? '' : `&version=${version}`;
     return this.request(`deployments/${enc(name)}/logs?lines=${lines}${query}`);
   }
@@ -415,32 +264,32 @@ export class NbserveAPI {
     return this.request(`deployments/${enc(name)}/metrics?window=${enc(window)}`);
   }
 
-  rollback(name: string, to: number | null): Promise<IDeploymentState> {
+  rollback(name: string, to: number | null): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/rollback`, { to });
   }
 
-  stop(name: string): Promise<IDeploymentState> {
+  stop(name: string): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/stop`, {});
   }
 
-  start(name: string): Promise<IDeploymentState> {
+  start(name: string): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/start`, {});
   }
 
-  promote(name: string): Promise<IDeploymentState> {
+  promote(name: string): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/promote`, {});
   }
 
-  abort(name: string): Promise<IDeploymentState> {
+  abort(name: string): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/abort`, {});
   }
 
-  setCanary(name: string, percent: number): Promise<IDeploymentState> {
+  setCanary(name: string, percent: number): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/canary`, { percent });
   }
 
   /** Change workers, caps, batching or the idle timeout; the live server is replaced without dropping a request. */
-  scale(name: string, changes: IScaleChanges): Promise<IDeploymentState> {
+  scale(name: string, changes: IScaleChanges): Promise<IDeploymentAnswer> {
     return this.post(`deployments/${enc(name)}/scale`, changes);
   }
 
@@ -456,11 +305,12 @@ export class NbserveAPI {
     return this.post(`schedules/${enc(name)}/run`, {});
   }
 
-  pauseSchedule(name: string): Promise<ISchedule> {
+  /** The schedule as the agent answers it (without its last run). */
+  pauseSchedule(name: string): Promise<ScheduleOut> {
     return this.post(`schedules/${enc(name)}/pause`, {});
   }
 
-  resumeSchedule(name: string): Promise<ISchedule> {
+  resumeSchedule(name: string): Promise<ScheduleOut> {
     return this.post(`schedules/${enc(name)}/resume`, {});
   }
 

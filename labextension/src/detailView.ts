@@ -7,26 +7,22 @@
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
+import type { AuditOut, EventOut, LogsOut, ResourceRow, SummaryOut } from './agentTypes';
 import {
   IAudit,
   IAuditChain,
-  IAuditRecord,
   IDeploymentBrief,
   IDeploymentDetail,
   IDriftFeature,
-  IEvent,
   IHistoryRow,
-  ILogs,
   IMetrics,
-  IResources,
   IRollout,
-  ISummary,
   NbserveApiError,
   asApiError
 } from './api';
-import { CANARY_PRESETS, fmtPercent, rollbackTargets, rolloutLabel } from './actions';
+import { CANARY_PRESETS, rollbackTargets } from './actions';
 import { barChart, fmt, lineChart } from './charts';
-import { ago, button, copyButton, h, rolloutBadge, statusBadge, urlLine } from './dom';
+import { ago, button, copyButton, fmtPercent, h, rolloutBadge, rolloutLabel, statusBadge, urlLine } from './dom';
 import { metrics as summaryLine } from './listView';
 import { DeploymentsModel } from './model';
 import { qualityLine } from './quality';
@@ -47,7 +43,7 @@ const RELOAD_ROLLOUT_EVERY = 4000;
 type DetailLoad = [
   PromiseSettledResult<IDeploymentDetail>,
   PromiseSettledResult<IMetrics>,
-  PromiseSettledResult<ILogs>,
+  PromiseSettledResult<LogsOut>,
   PromiseSettledResult<IAudit>
 ];
 
@@ -149,7 +145,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
 
   private header(detail: IDeploymentDetail, brief: IDeploymentBrief | undefined): HTMLElement {
     // the list's poll is the freshest (every 2 s); the detail's own answer until it has one
-    const summary: ISummary | null = brief?.summary ?? detail.summary ?? null;
+    const summary: SummaryOut | null = brief?.summary ?? detail.summary ?? null;
     return h(
       'div',
       { class: 'nbserve-detail-head' },
@@ -163,7 +159,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
       ),
       urlLine(detail.url),
       summary ? summaryLine(summary, false) : null,
-      summary && summary.quality !== undefined ? qualityLine(summary.quality) : null,
+      summary ? qualityLine(summary.quality) : null,
       this.resources(detail, brief)
     );
   }
@@ -194,7 +190,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
   }
 
   /** Every poll moves CPU and idle time: swap the facts in place (the Scale… button keeps focus). */
-  private updateResources(r: IResources | null | undefined): void {
+  private updateResources(r: ResourceRow | null | undefined): void {
     const line = this._resourcesLine;
     const old = this._resourcesFacts;
     if (!r || !line || !old || !line.isConnected) {
@@ -433,26 +429,19 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
       const why = this._metricsError ? this._metricsError.text : 'loading…';
       return section('Traffic and drift', h('div', { class: 'nbserve-muted', text: why }));
     }
-    const parts: HTMLElement[] = [];
-    if (m.latency === null) {
-      parts.push(h('div', { class: 'nbserve-muted', text: 'latency: not available from this nbserve version' }));
-    } else {
-      const times = m.latency.map(p => p.time);
-      const chart = h('div', { class: 'nbserve-chart-box' });
-      const width = this.chartWidth();
-      chart.appendChild(lineChart(`latency (last ${m.window})`, times, [
-        { label: 'p50', values: m.latency.map(p => p.p50_ms) },
-        { label: 'p99', values: m.latency.map(p => p.p99_ms) }
-      ], ' ms', width));
-      chart.appendChild(lineChart('requests/s and errors', times, [
-        { label: 'req/s', values: m.latency.map(p => p.rps) },
-        { label: 'err/min', values: m.latency.map(p => p.errors) }
-      ], '', width));
-      parts.push(chart);
-    }
-    if (m.drift === null) {
-      parts.push(h('div', { class: 'nbserve-muted', text: 'drift: not available from this nbserve version' }));
-    } else if (m.drift.features.length === 0) {
+    const times = m.latency.map(p => new Date(p.time * 1000).toISOString());
+    const chart = h('div', { class: 'nbserve-chart-box' });
+    const width = this.chartWidth();
+    chart.appendChild(lineChart(`latency (last ${m.window})`, times, [
+      { label: 'p50', values: m.latency.map(p => p.p50_ms) },
+      { label: 'p99', values: m.latency.map(p => p.p99_ms) }
+    ], ' ms', width));
+    chart.appendChild(lineChart('requests/s and errors', times, [
+      { label: 'req/s', values: m.latency.map(p => p.rps) },
+      { label: 'err/min', values: m.latency.map(p => p.errors) }
+    ], '', width));
+    const parts: HTMLElement[] = [chart];
+    if (m.drift.features.length === 0) {
       const why = m.drift.unavailable?.message ?? 'not enough traffic yet';
       parts.push(h('div', { class: 'nbserve-muted nbserve-drift-unavailable', text: `drift: ${why}` }));
     } else {
@@ -492,7 +481,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
     }
   }
 
-  private events(events: IEvent[]): HTMLElement {
+  private events(events: EventOut[]): HTMLElement {
     if (events.length === 0) {
       return section('Recent events', h('div', { class: 'nbserve-muted', text: 'none' }));
     }
@@ -582,7 +571,7 @@ export class DeploymentDetail extends ReloadingView<IDeploymentBrief, DetailLoad
   private _detail: IDeploymentDetail | null = null;
   private _metrics: IMetrics | null = null;
   private _metricsError: NbserveApiError | null = null;
-  private _logs: ILogs | null = null;
+  private _logs: Pick<LogsOut, 'text'> & { version: number | null } | null = null;
   private _logVersion: number | null = null;
   private _audit: IAudit | null = null;
   private _auditError: NbserveApiError | null = null;
@@ -677,7 +666,7 @@ function chainLine(chain: IAuditChain): HTMLElement {
  * One audit record: when, who (the agent's own actions muted) and from where, action, live
  * change. The source sits under the actor: five columns do not fit the sidebar's width.
  */
-function auditRow(r: IAuditRecord, brokenAt: number | null): HTMLElement {
+function auditRow(r: AuditOut, brokenAt: number | null): HTMLElement {
   const byAgent = r.token === null || r.token === undefined;
   const who = h(
     'td',

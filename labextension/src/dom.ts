@@ -1,10 +1,9 @@
-/** Tiny DOM helpers shared by the widgets. */
+/** Tiny DOM helpers shared by the widgets, and the words of the badges they draw. */
 import { Clipboard } from '@jupyterlab/apputils';
 import { Notification } from '@jupyterlab/apputils';
 import { copyIcon } from '@jupyterlab/ui-components';
 
-import { fmtPercent, rolloutLabel } from './actions';
-import { IDeploymentState } from './api';
+import type { IDeploymentState } from './api';
 
 export function h<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -99,6 +98,22 @@ export function ago(iso: string | null | undefined): HTMLElement {
     text = date.toLocaleDateString();
   }
   return h('time', { text, title: date.toLocaleString() });
+}
+
+/** "canary v3 · 10%" or "shadow v3": a rollout in a few characters. */
+export function rolloutLabel(dep: IDeploymentState): string {
+  const r = dep.rollout;
+  if (!r) {
+    return '';
+  }
+  return r.mode === 'canary' ? `canary v${r.version} · ${fmtPercent(r.percent)}` : `shadow v${r.version}`;
+}
+
+export function fmtPercent(value: number | null | undefined): string {
+  if (value === null || value === undefined) {
+    return '–';
+  }
+  return `${Number(value.toFixed(2))}%`;
 }
 
 /** The list's and the detail's rollout badge: "canary v3 · 10%", in the rollout colour. */

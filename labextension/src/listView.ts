@@ -2,7 +2,8 @@
 import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
-import { IDeploymentBrief, ISummary } from './api';
+import type { SummaryOut } from './agentTypes';
+import { IDeploymentBrief } from './api';
 import { fmt, sparkline } from './charts';
 import { h, rolloutBadge, statusBadge, urlLine } from './dom';
 import { DeploymentsModel } from './model';
@@ -95,7 +96,7 @@ export class DeploymentList extends Widget {
  * p50/p99, request rate with its sparkline, error rate, the drift flag and (unless the
  * caller shows it at length) the live version's quality from real outcomes.
  */
-export function metrics(summary: ISummary | null, withQuality = true): HTMLElement {
+export function metrics(summary: SummaryOut | null, withQuality = true): HTMLElement {
   if (!summary) {
     return h('div', { class: 'nbserve-metrics nbserve-muted', text: 'no metrics' });
   }
@@ -120,6 +121,6 @@ export function metrics(summary: ISummary | null, withQuality = true): HTMLEleme
     sparkline(summary.sparkline ?? []),
     summary.error_rate ? h('span', { class: 'nbserve-metric nbserve-errors', text: `${fmt(summary.error_rate * 100)}% err` }) : null,
     flag,
-    withQuality && summary.quality !== undefined ? qualityBadge(summary.quality) : null
+    withQuality ? qualityBadge(summary.quality) : null
   );
 }

@@ -9,12 +9,13 @@ import { IDisposable } from '@lumino/disposable';
 import { IPoll, Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { IDeploymentBrief, IEvent, ISchedule, NbserveAPI, NbserveApiError, asApiError, deploymentBrief } from './api';
+import type { EventKind, EventOut } from './agentTypes';
+import { IDeploymentBrief, ISchedule, NbserveAPI, NbserveApiError, asApiError, deploymentBrief } from './api';
 
 /** Events a deployment produced since the panel last looked. */
 export interface INewEvents {
   name: string;
-  events: IEvent[];
+  events: EventOut[];
 }
 
 /** How long an action's own outcome is not notified again by the poll (ms). */
@@ -65,7 +66,7 @@ export class DeploymentsModel implements IDisposable {
    * The panel itself is about to cause an event of this kind (e.g. `promoted` by its own
    * Promote button): that action reports its outcome, so the poll does not notify it again.
    */
-  expect(name: string, kind: string): void {
+  expect(name: string, kind: EventKind): void {
     this._expected.set(`${name}\u0000${kind}`, Date.now() + EXPECT_FOR);
   }
 
@@ -162,7 +163,7 @@ export class DeploymentsModel implements IDisposable {
   }
 
   private async _fetchEvents(name: string, after: number | null, latest: number): Promise<void> {
-    let events: IEvent[];
+    let events: EventOut[];
     try {
       events = await this.api.events(name, Math.min(50, after === null ? 50 : latest - after));
     } catch {

@@ -6,20 +6,20 @@
  */
 import { Notification } from '@jupyterlab/apputils';
 
-import { IEvent } from './api';
+import type { EventKind, EventOut } from './agentTypes';
 
 /** The event kinds that deserve a notification. */
-export const NOTIFIED_KINDS = ['gate_breached', 'promoted', 'deploy_failed', 'batching_warning', 'batch_overloaded', 'memory_exceeded', 'start_interrupted'];
+export const NOTIFIED_KINDS: EventKind[] = ['gate_breached', 'promoted', 'deploy_failed', 'batching_warning', 'batch_overloaded', 'memory_exceeded', 'start_interrupted'];
 
 /** The agent words these itself (what happened and what to change); this is only for an event without a message. */
-const AGENT_WORDED: Record<string, string> = {
+const AGENT_WORDED: Partial<Record<EventKind, string>> = {
   batching_warning: 'the latency budget cannot hold a full batch',
   batch_overloaded: 'requests waited past the batching latency budget and were answered 503',
   memory_exceeded: 'a server went over its memory cap and is restarted',
   start_interrupted: 'the agent stopped while the version was starting; it failed and the live version serves'
 };
 
-function data(event: IEvent): Record<string, any> {
+function data(event: EventOut): Record<string, any> {
   const value = event.data;
   return value && typeof value === 'object' ? (value as Record<string, any>) : {};
 }
@@ -29,10 +29,11 @@ function clip(text: string, max = 300): string {
 }
 
 /** The notification's text, or null when the event is not notified. */
-export function eventMessage(name: string, event: IEvent): { type: 'warning' | 'success'; text: string } | null {
+export function eventMessage(name: string, event: EventOut): { type: 'warning' | 'success'; text: string } | null {
   const d = data(event);
   const version = event.version !== null && event.version !== undefined ? `v${event.version}` : 'the new version';
-  switch (event.kind) {
+  const kind = event.kind as EventKind; // a kind misspelt below does not compile (another agent's: default)
+  switch (kind) {
     case 'gate_breached': {
       const mode = typeof d.mode === 'string' ? d.mode : 'rollout';
       const reason = typeof d.reason === 'string' && d.reason ? d.reason : event.message ?? '';
@@ -50,14 +51,14 @@ export function eventMessage(name: string, event: IEvent): { type: 'warning' | '
     case 'memory_exceeded':
     case 'start_interrupted':
       // the message names the version and the knob to change; the fallback only says what happened
-      return { type: 'warning', text: clip(`${name}: ${event.message || `${version}: ${AGENT_WORDED[event.kind]}`}`) };
+      return { type: 'warning', text: clip(`${name}: ${event.message || `${version}: ${AGENT_WORDED[kind]}`}`) };
     default:
       return null;
   }
 }
 
 /** Notify one event; `open` shows the deployment in the panel. */
-export function notifyEvent(name: string, event: IEvent, open: () => void): void {
+export function notifyEvent(name: string, event: EventOut, open: () => void): void {
   const message = eventMessage(name, event);
   if (!message) {
     return;

@@ -3,7 +3,7 @@
  * metric (accuracy or rmse) in its newest hour with labels and the hour before. Worded as
  * `nbserve._dashboard.quality_text` words it, compactly for the list and in full for the detail.
  */
-import { IQualitySummary } from './api';
+import type { QualityFlag } from './agentTypes';
 import { h } from './dom';
 
 /** Metrics where lower is better. */
@@ -21,11 +21,11 @@ export interface IQualityTrend {
   worse: boolean | null;
 }
 
-export function hasQuality(q: IQualitySummary | null | undefined): q is IQualitySummary & { metric: string; value: number } {
+export function hasQuality(q: QualityFlag | null | undefined): q is QualityFlag & { metric: string; value: number } {
   return !!q && !!q.metric && typeof q.value === 'number' && isFinite(q.value);
 }
 
-export function qualityTrend(q: IQualitySummary): IQualityTrend {
+export function qualityTrend(q: QualityFlag): IQualityTrend {
   const { value, previous, metric } = q;
   if (value === null || previous === null || previous === undefined || !isFinite(previous) || Math.abs(value - previous) <= 1e-9) {
     return { arrow: '', delta: null, worse: null };
@@ -53,7 +53,7 @@ export function fmtG(value: number, digits = 3): string {
 }
 
 /** "accuracy 0.87 ↓0.04 (worse) (120 labelled)", or "quality: no labels yet". */
-export function qualityText(q: IQualitySummary | null | undefined): string {
+export function qualityText(q: QualityFlag | null | undefined): string {
   if (!hasQuality(q)) {
     return 'quality: no labels yet';
   }
@@ -68,7 +68,7 @@ export function qualityText(q: IQualitySummary | null | undefined): string {
 const WHERE = 'from real outcomes sent with dep.feedback(ids, y_true), live version, newest hour with labels';
 
 /** The list's badge: "acc 0.87 ↓" (the arrow in the warning colour when worse); muted without labels. */
-export function qualityBadge(q: IQualitySummary | null | undefined): HTMLElement {
+export function qualityBadge(q: QualityFlag | null | undefined): HTMLElement {
   if (!hasQuality(q)) {
     return h('span', {
       class: 'nbserve-quality nbserve-quality-none',
@@ -92,7 +92,7 @@ export function qualityBadge(q: IQualitySummary | null | undefined): HTMLElement
 }
 
 /** The detail's "Quality" line: metric, value, trend (warning colour when worse), labelled count. */
-export function qualityLine(q: IQualitySummary | null | undefined): HTMLElement {
+export function qualityLine(q: QualityFlag | null | undefined): HTMLElement {
   const label = h('span', { class: 'nbserve-quality-label', text: 'Quality' });
   if (!hasQuality(q)) {
     return h(

@@ -5,7 +5,8 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import { IBatching, IResources, IScaleChanges } from './api';
+import type { BatchingOut, ResourceRow } from './agentTypes';
+import { IScaleChanges } from './api';
 import { fmt } from './charts';
 import { COLD_TOOLTIP, h } from './dom';
 
@@ -58,14 +59,14 @@ export function fmtMs(ms: number): string {
 }
 
 /** The agent's knobs when batching is turned on without them (BentoML's defaults). */
-export const BATCHING_DEFAULTS: IBatching = { max_batch_size: 100, max_latency_ms: 60000 };
+export const BATCHING_DEFAULTS: BatchingOut = { max_batch_size: 100, max_latency_ms: 60000 };
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 /** The caps and how they are enforced: "cap 1 GiB · 1.5 CPU (watchdog)", or "no caps". */
-function capsFact(r: IResources): HTMLElement {
+function capsFact(r: ResourceRow): HTMLElement {
   const caps = [r.memory_cap !== null && r.memory_cap !== undefined ? fmtBytes(r.memory_cap) : '', r.cpus_cap ? `${fmt(r.cpus_cap)} CPU` : '']
     .filter(Boolean)
     .join(' · ');
@@ -82,7 +83,7 @@ function capsFact(r: IResources): HTMLElement {
 }
 
 /** "batching ≤100 rows / 60 s", or "no batching"; nothing from an agent older than batching. */
-function batchingFact(r: IResources): HTMLElement | null {
+function batchingFact(r: ResourceRow): HTMLElement | null {
   if (r.batching === undefined) {
     return null;
   }
@@ -105,7 +106,7 @@ function batchingFact(r: IResources): HTMLElement | null {
   });
 }
 
-function idleFact(r: IResources): HTMLElement {
+function idleFact(r: ResourceRow): HTMLElement {
   const timeout = r.idle_timeout ? `scales to zero after ${r.idle_timeout} without requests` : 'never scales to zero (no idle timeout)';
   let text: string;
   if (r.state === 'cold') {
@@ -126,8 +127,24 @@ function idleFact(r: IResources): HTMLElement {
   });
 }
 
+/** "own environment" when a server runs from one of NBSERVE_HOME/envs; nothing in the agent's own. */
+function environmentFact(r: ResourceRow): HTMLElement | null {
+  const own = (r.environments ?? []).filter(key => key !== 'agent');
+  if (own.length === 0) {
+    return null;
+  }
+  return h('span', {
+    class: 'nbserve-res-fact nbserve-res-env',
+    text: own.length === 1 ? `env ${own[0].slice(0, 8)}` : `${own.length} envs`,
+    title:
+      'a version runs from an environment of its own (its pinned packages differ from the agent\'s): ' +
+      `${own.join(', ')}; see \`nbserve envs list\``,
+    data: { fact: 'environment' }
+  });
+}
+
 /** The facts of the Resources line (the detail view keeps its Scale… button beside them). */
-export function resourceFacts(r: IResources | null | undefined): HTMLElement {
+export function resourceFacts(r: ResourceRow | null | undefined): HTMLElement {
   if (!r) {
     return h('span', { class: 'nbserve-res-facts nbserve-muted', text: 'not available from the agent' });
   }
@@ -145,6 +162,7 @@ export function resourceFacts(r: IResources | null | undefined): HTMLElement {
     h('span', { class: 'nbserve-res-fact', text: `RSS ${fmtBytes(r.rss_bytes)}`, title: `resident memory of ${plural(r.processes, 'process')}`, data: { fact: 'rss' } }),
     capsFact(r),
     batchingFact(r),
+    environmentFact(r),
     idleFact(r)
   );
 }
@@ -155,7 +173,7 @@ export function resourceFacts(r: IResources | null | undefined): HTMLElement {
  * Out-of-range numbers are `:invalid`, which keeps the dialog's accept button disabled.
  */
 export class ScaleForm extends Widget {
-  constructor(current: IResources | null | undefined) {
+  constructor(current: ResourceRow | null | undefined) {
     super();
     this.addClass('nbserve-ScaleForm');
     const row = (label: string, input: HTMLInputElement, now: string, hint: string): HTMLElement => {
@@ -252,7 +270,7 @@ export class ScaleForm extends Widget {
   readonly batchSize: HTMLInputElement;
   readonly batchLatency: HTMLInputElement;
   /** The deployment's batching when the form opened. */
-  private _batching: IBatching | null;
+  private _batching: BatchingOut | null;
   private static _ids = 0;
 }
 
@@ -262,15 +280,15 @@ export class ScaleForm extends Widget {
  * (the defaults, when it is off). A knob left empty (null) stays as it is.
  */
 export function batchingChange(
-  current: IBatching | null,
+  current: BatchingOut | null,
   on: boolean,
   knobs: { max_batch_size: number | null; max_latency_ms: number | null }
-): boolean | Partial<IBatching> | null {
+): boolean | Partial<BatchingOut> | null {
   if (!on) {
     return current === null ? null : false;
   }
   const base = current ?? BATCHING_DEFAULTS;
-  const changed: Partial<IBatching> = {};
+  const changed: Partial<BatchingOut> = {};
   for (const key of ['max_batch_size', 'max_latency_ms'] as const) {
     const value = knobs[key];
     if (value !== null && value !== base[key]) {
@@ -307,19 +325,24 @@ function field(name: string, type = 'text'): HTMLInputElement {
   return input;
 }
 
+/** A change that is there: the agent's ScaleRequest also takes null for "unchanged". */
+function given<T>(value: T | null | undefined): value is T {
+  return value !== null && value !== undefined;
+}
+
 /** "workers 2, memory cap 1G, no idle timeout": what a scale changes, in words. */
 export function describeScale(changes: IScaleChanges): string {
   const parts: string[] = [];
-  if (changes.workers !== undefined) {
+  if (given(changes.workers)) {
     parts.push(plural(changes.workers, 'worker'));
   }
-  if (changes.memory !== undefined) {
+  if (given(changes.memory)) {
     parts.push(changes.memory === 'none' ? 'no memory cap' : `memory cap ${changes.memory}`);
   }
-  if (changes.cpus !== undefined) {
+  if (given(changes.cpus)) {
     parts.push(changes.cpus === 'none' ? 'no CPU cap' : `CPU cap ${changes.cpus}`);
   }
-  if (changes.idle_timeout !== undefined) {
+  if (given(changes.idle_timeout)) {
     parts.push(changes.idle_timeout === 'none' ? 'no idle timeout' : `idle timeout ${changes.idle_timeout}`);
   }
   const batching = changes.batching;
@@ -327,10 +350,10 @@ export function describeScale(changes: IScaleChanges): string {
     parts.push('no batching');
   } else if (batching === true) {
     parts.push('batching on');
-  } else if (batching !== undefined) {
+  } else if (given(batching)) {
     const knobs = [
-      batching.max_batch_size !== undefined ? `≤${plural(batching.max_batch_size, 'row')}` : '',
-      batching.max_latency_ms !== undefined ? `max latency ${fmtMs(batching.max_latency_ms)}` : ''
+      given(batching.max_batch_size) ? `≤${plural(batching.max_batch_size, 'row')}` : '',
+      given(batching.max_latency_ms) ? `max latency ${fmtMs(batching.max_latency_ms)}` : ''
     ].filter(Boolean);
     parts.push(knobs.length > 0 ? `batching ${knobs.join(' / ')}` : 'batching on');
   }

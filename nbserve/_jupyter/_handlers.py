@@ -1,5 +1,12 @@
-"""Thin handlers: read the request, call the public nbserve API off the IOLoop, serialise.
-The panel's poll (``GET .../state``) passes the agent's own JSON through instead.
+"""Thin handlers: read the request, call the agent off the IOLoop through the one cached
+``AgentClient`` (``nbserve._connection.connect``), and answer the agent's own JSON.
+
+Reshaped only where the panel reads another shape, each in one named place: every deployment
+it answers carries ``version`` (the live one) beside the agent's ``live_version``
+(:func:`with_version`); a deployment's history is rows from its versions' metadata
+(``nbserve._history``); a schedule run gains ``executed_notebook_lab_path`` (Jupyter's root is
+the server's, :func:`with_lab_path`); and the detail, metrics and audit routes put a few agent
+answers together in one. The panel's TypeScript lists the same (labextension/src/api.ts).
 
 Every route needs Jupyter's own authentication (token or cookie + XSRF); the browser never
 sees the agent's token. Errors are mapped in one place, :meth:`_Handler._fail`: an
@@ -16,13 +23,19 @@ from typing import Any, Callable, NoReturn
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
-import nbserve
-from nbserve._connection import connect
-from nbserve._settings import check_serving_json
+from nbserve._connection import actor, connect
+from nbserve._history import version_rows
+from nbserve._settings import check_serving_json, serving_body
+from nbserve._transport import AgentClient
 from nbserve.errors import AgentUnreachable, InvalidArgument, NbserveError
 
 PREFIX = "/nbserve/api"
 _NAME = r"(?P<name>[^/]+)"
+#: A rollback or start may cold-start a server from its Bento; a stop drains in-flight
+#: requests; a scale starts the replacement server beside the old one.
+CHANGE_TIMEOUT = 300.0
+SCALE_TIMEOUT = 600.0
+SUMMARY_WINDOW = "5m"  # the list's figures, as the agent's /v1/state has them
 
 
 class _Handler(APIHandler):
@@ -35,7 +48,7 @@ class _Handler(APIHandler):
 
     def reply(self, data: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data, default=str))
+        self.finish(json.dumps(data))
 
     def body(self) -> dict[str, Any]:
         if not self.request.body:
@@ -64,228 +77,20 @@ class _Handler(APIHandler):
         raise tornado.web.Finish(json.dumps(exc.to_payload(), default=str))
 
 
-# -- serialisation of the client API's return values -------------------------------------
+# -- the reshaping the panel needs ----------------------------------------------------------
 
 
-def _records(frame: Any, index: str | None = None) -> list[dict[str, Any]]:
-    """A DataFrame as JSON records (NaN -> null, timestamps -> ISO 8601)."""
-    if frame is None or len(frame) == 0:
-        return []
-    if index is not None and frame.index.name == index:
-        frame = frame.reset_index()
-    return json.loads(frame.to_json(orient="records", date_format="iso", date_unit="s"))
+def with_version(dep: dict[str, Any]) -> dict[str, Any]:
+    """A deployment as the agent answers it, plus ``version``: the live one, as the panel's
+    views (and this extension's answers since the start) call it."""
+    return {**dep, "version": dep.get("live_version")}
 
 
-ROLLOUT_BRIEF = ("mode", "version", "percent", "started_at", "auto_promote", "sticky_header")
-
-
-def _rollout_brief(dep: nbserve.Deployment) -> dict[str, Any] | None:
-    """The canary or shadow under way as the deployment's snapshot has it (no figures), or None."""
-    rollout = getattr(dep, "_data", {}).get("rollout") or None
-    if not rollout:
+def with_lab_path(run: dict[str, Any] | None, root: str | None) -> dict[str, Any] | None:
+    """A schedule run plus its executed notebook's path under Jupyter's root (or None)."""
+    if run is None:
         return None
-    return {key: _plain(rollout.get(key)) for key in ROLLOUT_BRIEF}
-
-
-def _state(dep: nbserve.Deployment) -> dict[str, Any]:
-    return {
-        "name": dep.name,
-        "status": dep.status,
-        "version": dep.version,
-        "url": dep.url,
-        "versions": [{"number": v["number"], "status": v["status"]} for v in dep.versions],
-        "rollout": _rollout_brief(dep),
-        "aliases": _aliases(dep),
-    }
-
-
-def _aliases(dep: nbserve.Deployment) -> dict[str, int]:
-    """Named versions (alias -> number), each answering at ``<url>/v/<alias>/...``."""
-    return {str(alias): int(number) for alias, number in getattr(dep, "aliases", {}).items()}
-
-
-def _latest_event_id(dep: nbserve.Deployment) -> int | None:
-    """The id of the deployment's newest event: the panel fetches events only when it moves."""
-    try:
-        frame = dep.events(limit=1)
-    except NbserveError:
-        return None
-    if frame is None or len(frame) == 0 or "id" not in frame:
-        return None
-    return int(frame["id"].iloc[-1])
-
-
-def _summary(dep: nbserve.Deployment, window: str = "5m") -> dict[str, Any] | None:
-    """The deployment's traffic summary as the agent answers it (rps, latency, error rate,
-    sparkline, the drift flag and the live version's ``quality`` figure with its trend), or
-    ``None`` where the client has no monitoring."""
-    if not hasattr(dep, "summary"):
-        return None
-    try:
-        return json.loads(json.dumps(dep.summary(window=window), default=_plain))
-    except NbserveError:
-        return None
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready value: plain Python as is, numpy scalars as Python, the rest as text."""
-    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
-        return value
-    item = getattr(value, "item", None)  # numpy scalars
-    return item() if callable(item) else str(value)
-
-
-# -- what each route does ------------------------------------------------------------------
-
-
-def list_deployments() -> list[dict[str, Any]]:
-    # An open panel must not bring back an agent the user stopped: no agent, nothing serves.
-    try:
-        deps = nbserve.deployments(start=False)
-    except AgentUnreachable:
-        return []
-    resources = _resources() if deps else {}
-    return [_brief(dep, resources) for dep in deps]
-
-
-def _brief(dep: nbserve.Deployment, resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The compact entry; ``resources`` is every deployment's row from one ``_resources()``."""
-    return {**_state(dep), "summary": _summary(dep), "latest_event_id": _latest_event_id(dep),
-            "resources": resources.get(dep.name)}
-
-
-def _resources() -> dict[str, dict[str, Any]]:
-    """Every deployment's resources now (state, workers x servers, CPU %, RSS, caps and their
-    enforcement, idle seconds), by name, from ONE ``nbserve.top()`` call; ``{}`` when the agent
-    cannot answer it (e.g. an agent older than scaling): the rest of the answer stands."""
-    try:
-        frame = nbserve.top(start=False)  # a poll never starts an agent the user stopped
-    except NbserveError:
-        return {}
-    return {row.pop("deployment"): row for row in _records(frame, index="deployment")}
-
-
-def panel_state(root: str | None) -> dict[str, Any]:
-    """What the panel polls every 2 s: the agent's ``GET /v1/state`` as it answers it (one
-    request, whatever the number of deployments), through the one cached client. Only a
-    schedule's last run gains ``executed_notebook_lab_path``: the server's root is Jupyter's."""
-    try:
-        client = connect(start=False)  # an open panel never brings back an agent the user stopped
-    except AgentUnreachable:
-        return {"deployments": [], "schedules": []}
-    state = client.get("/v1/state")
-    for sched in state.get("schedules", []):
-        run = sched.get("last_run")
-        if run:
-            run["executed_notebook_lab_path"] = notebook_path_under(run.get("executed_notebook"), root)
-    return state
-
-
-def _rollout_detail(dep: nbserve.Deployment) -> dict[str, Any] | None:
-    if not hasattr(dep, "rollout"):
-        return None
-    try:
-        rollout = dep.rollout()
-    except NbserveError:
-        return _rollout_brief(dep)
-    return json.loads(json.dumps(rollout, default=_plain)) if rollout else None
-
-
-def deployment_detail(name: str, events: int) -> dict[str, Any]:
-    dep = nbserve.get(name)
-    history = _records(dep.history(), index="version")  # history() refreshes the snapshot
-    # the rollout with its gates, figures so far and verdict (None: none under way)
-    return {**_state(dep), "rollout": _rollout_detail(dep), "history": history,
-            "events": _records(dep.events(limit=events)), "summary": _summary(dep),
-            "resources": _resources().get(dep.name)}
-
-
-def deployment_history(name: str) -> list[dict[str, Any]]:
-    return _records(nbserve.get(name).history(), index="version")
-
-
-def deployment_events(name: str, limit: int) -> list[dict[str, Any]]:
-    return _records(nbserve.get(name).events(limit=limit))
-
-
-def deployment_audit(name: str, limit: int) -> dict[str, Any]:
-    """The deployment's audit records (oldest first) and the check of the whole log's hash chain."""
-    nbserve.get(name)  # an unknown deployment is a 404, as on the other routes
-    records = _records(nbserve.admin.audit(name, limit=limit), index="seq")
-    try:
-        chain = {key: _plain(value) for key, value in nbserve.admin.verify_audit().items()}
-    except NbserveError as exc:  # e.g. a token scoped to some deployments may not check the whole log
-        chain = {"ok": None, "records": None, "broken_at": None, "problem": None, "head": None,
-                 "unavailable": exc.to_payload()["error"]}
-    return {"records": records, "chain": chain}
-
-
-def model_card(name: str, version: int | None) -> dict[str, Any]:
-    """A version's model card (default: the live one) as sanitisable HTML and as Markdown."""
-    dep = nbserve.get(name)
-    if version is not None and version < 1:
-        raise InvalidArgument(f"version must be a version number (1, 2, ...), not {version}")
-    number = version if version is not None else dep.version
-    card = dep.model_card(number)
-    return {"html": card.to_html(), "markdown": card.to_markdown(), "version": number}
-
-
-def deployment_logs(name: str, version: int | None, lines: int) -> dict[str, Any]:
-    dep = nbserve.get(name)
-    return {"version": version if version is not None else dep.version,
-            "text": dep.logs(version=version, lines=lines)}
-
-
-def deployment_metrics(name: str, window: str) -> dict[str, Any]:
-    dep = nbserve.get(name)
-    latency = drift = None
-    if hasattr(dep, "latency"):
-        latency = _records(dep.latency(window=window))
-    if hasattr(dep, "drift"):
-        try:
-            frame = dep.drift(window=window)
-        except NbserveError as exc:  # e.g. too little traffic yet: the panel says why
-            drift = {"features": [], "dataset_drift": None, "drift_share": None,
-                     "unavailable": exc.to_payload()["error"]}
-        else:
-            drift = {
-                "features": _records(frame),
-                "dataset_drift": _plain(frame.attrs.get("dataset_drift")),
-                "drift_share": _plain(frame.attrs.get("drift_share")),
-                "unavailable": None,
-            }
-    return {"window": window, "summary": _summary(dep, window), "latency": latency, "drift": drift}
-
-
-def rollback(name: str, to: int | None) -> dict[str, Any]:
-    return _state(nbserve.get(name).rollback(to=to))
-
-
-def stop(name: str) -> dict[str, Any]:
-    return _state(nbserve.get(name).stop())
-
-
-def start(name: str) -> dict[str, Any]:
-    return _state(nbserve.get(name).start())
-
-
-def promote(name: str) -> dict[str, Any]:
-    return _state(nbserve.get(name).promote())
-
-
-def abort(name: str) -> dict[str, Any]:
-    return _state(nbserve.get(name).abort())
-
-
-def set_canary(name: str, percent: float) -> dict[str, Any]:
-    return _state(nbserve.get(name).set_canary(percent))
-
-
-def scale(name: str, changes: dict[str, Any]) -> dict[str, Any]:
-    return _state(nbserve.get(name).scale(**changes))
-
-
-# -- schedules -------------------------------------------------------------------------------
+    return {**run, "executed_notebook_lab_path": notebook_path_under(run.get("executed_notebook"), root)}
 
 
 def notebook_path_under(path: str | None, root: str | None) -> str | None:
@@ -304,69 +109,149 @@ def notebook_path_under(path: str | None, root: str | None) -> str | None:
     return relative.replace(os.sep, "/")
 
 
-def _run_record(run: dict[str, Any], root: str | None) -> dict[str, Any]:
-    out = {key: _plain(value) for key, value in run.items()}
-    if isinstance(out.get("parameters"), str):
-        try:
-            out["parameters"] = json.loads(out["parameters"])
-        except ValueError:
-            pass
-    out["executed_notebook_lab_path"] = notebook_path_under(out.get("executed_notebook"), root)
-    return out
-
-
-def _runs(sched: Any, root: str | None, limit: int) -> list[dict[str, Any]]:
-    return [_run_record(r, root) for r in _records(sched.runs(limit=limit), index="id")]
-
-
-def _schedule_brief(sched: Any, root: str | None) -> dict[str, Any]:
-    data = json.loads(json.dumps(sched.data, default=_plain))
+def _or_none(fetch: Callable[[], Any]) -> Any:
+    """An agent answer that the rest of a reply does without when it fails (None)."""
     try:
-        last = _runs(sched, root, 1)
-    except NbserveError:  # removed meanwhile
-        last = []
-    data["last_run"] = last[-1] if last else None
-    return data
+        return fetch()
+    except NbserveError:
+        return None
 
 
-def _schedule_briefs(root: str | None) -> list[dict[str, Any]]:
-    from nbserve.errors import NotFound
+def _resources_of(client: AgentClient, name: str) -> dict[str, Any] | None:
+    """The deployment's row of ``GET /v1/resources`` (None when the agent cannot say)."""
+    rows = _or_none(lambda: client.get("/v1/resources")) or []
+    return next((row for row in rows if row.get("deployment") == name), None)
 
-    out = []
-    for sched in nbserve.schedules():
-        try:
-            out.append(_schedule_brief(sched, root))
-        except NotFound:
-            continue
-    return out
+
+# -- what each route does ------------------------------------------------------------------
+
+
+def panel_state(root: str | None) -> dict[str, Any]:
+    """What the panel polls every 2 s: the agent's ``GET /v1/state`` as it answers it (one
+    request, whatever the number of deployments). Only a schedule's last run gains its path
+    under Jupyter's root."""
+    try:
+        client = connect(start=False)  # an open panel never brings back an agent the user stopped
+    except AgentUnreachable:
+        return {"deployments": [], "schedules": []}
+    state = client.get("/v1/state")
+    for sched in state.get("schedules", []):
+        sched["last_run"] = with_lab_path(sched.get("last_run"), root)
+    return state
+
+
+def list_deployments() -> list[dict[str, Any]]:
+    """The deployments of the poll, each with ``version``: one agent request."""
+    return [with_version(dep) for dep in panel_state(None)["deployments"]]
+
+
+def deployment_detail(name: str, events: int) -> dict[str, Any]:
+    """The deployment (``DeploymentOut``) with its rollout's gates, figures and verdict, its
+    history rows, newest events, 5-minute summary and resources, in one answer."""
+    client = connect()
+    dep = client.get(f"/v1/deployments/{name}")
+    rollout = dep.get("rollout")
+    if rollout:
+        rollout = _or_none(lambda: client.get(f"/v1/deployments/{name}/rollout")) or rollout
+    return {
+        **with_version(dep),
+        "rollout": rollout or None,
+        "history": version_rows(dep["versions"], dep["live_version"]),
+        "events": client.get(f"/v1/deployments/{name}/events", params={"limit": events}),
+        "summary": _or_none(lambda: client.get(f"/v1/deployments/{name}/summary",
+                                               params={"window": SUMMARY_WINDOW})),
+        "resources": _resources_of(client, name),
+    }
+
+
+def deployment_history(name: str) -> list[dict[str, Any]]:
+    dep = connect().get(f"/v1/deployments/{name}")
+    return version_rows(dep["versions"], dep["live_version"])
+
+
+def deployment_events(name: str, limit: int) -> list[dict[str, Any]]:
+    return connect().get(f"/v1/deployments/{name}/events", params={"limit": limit})
+
+
+def deployment_audit(name: str, limit: int) -> dict[str, Any]:
+    """The deployment's audit records (oldest first) and the check of the whole log's hash chain."""
+    client = connect()
+    client.get(f"/v1/deployments/{name}")  # an unknown deployment is a 404, as on the other routes
+    records = client.get("/v1/audit", params={"deployment": name, "limit": limit})
+    try:
+        chain = client.get("/v1/audit/verify")
+    except NbserveError as exc:  # e.g. a token scoped to some deployments may not check the whole log
+        chain = {"ok": None, "records": None, "broken_at": None, "problem": None, "head": None,
+                 "unavailable": exc.to_payload()["error"]}
+    return {"records": records, "chain": chain}
+
+
+def model_card(name: str, version: int | None) -> dict[str, Any]:
+    """A version's model card (default: the live one) as sanitisable HTML and as Markdown."""
+    from nbserve._card import build_card
+    from nbserve._deployment import Deployment
+
+    client = connect()
+    dep = Deployment(client, client.get(f"/v1/deployments/{name}"))
+    if version is not None and version < 1:
+        raise InvalidArgument(f"version must be a version number (1, 2, ...), not {version}")
+    number = version if version is not None else dep.version
+    card = build_card(dep, number)
+    return {"html": card.to_html(), "markdown": card.to_markdown(), "version": number}
+
+
+def deployment_logs(name: str, version: int | None, lines: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"lines": lines}
+    if version is not None:
+        params["version"] = version
+    return connect().get(f"/v1/deployments/{name}/logs", params=params)
+
+
+def deployment_metrics(name: str, window: str) -> dict[str, Any]:
+    """The window's summary and per-minute latency as the agent answers them, and its drift
+    report: the per-feature rows as ``features``, or why there is none yet (``unavailable``)."""
+    client = connect()
+    base = f"/v1/deployments/{name}"
+    summary = _or_none(lambda: client.get(f"{base}/summary", params={"window": window}))
+    latency = client.get(f"{base}/latency", params={"window": window})
+    try:
+        report = client.get(f"{base}/drift", params={"window": window})
+    except NbserveError as exc:  # e.g. too little traffic yet: the panel says why
+        drift = {"features": [], "dataset_drift": None, "drift_share": None,
+                 "unavailable": exc.to_payload()["error"]}
+    else:
+        drift = {"features": report["report"], "dataset_drift": report["dataset_drift"],
+                 "drift_share": report["drift_share"], "unavailable": None}
+    return {"window": window, "summary": summary, "latency": latency, "drift": drift}
+
+
+def change(name: str, action: str, body: dict[str, Any] | None = None,
+           timeout: float = CHANGE_TIMEOUT) -> dict[str, Any]:
+    """``POST /v1/deployments/{name}/{action}`` as this user; the deployment it answers."""
+    answer = connect().post(f"/v1/deployments/{name}/{action}", json={**(body or {}), "actor": actor()},
+                            timeout=timeout)
+    return with_version(answer)
+
+
+# -- schedules -------------------------------------------------------------------------------
 
 
 def list_schedules(root: str | None) -> list[dict[str, Any]]:
-    # as for deployments: reading the list never starts a stopped agent
-    try:
-        nbserve.connect(start=False)
-    except AgentUnreachable:
-        return []
-    return _schedule_briefs(root)
+    """Every schedule with its last run: the poll's, one agent request (none without an agent)."""
+    return panel_state(root)["schedules"]
 
 
 def schedule_detail(name: str, root: str | None, limit: int) -> dict[str, Any]:
-    sched = nbserve.get_schedule(name)
-    data = json.loads(json.dumps(sched.data, default=_plain))
-    runs = _runs(sched, root, limit)
-    return {**data, "last_run": runs[-1] if runs else None, "runs": runs}
+    client = connect()
+    sched = client.get(f"/v1/schedules/{name}")
+    runs = [with_lab_path(run, root) for run in
+            client.get(f"/v1/schedules/{name}/runs", params={"limit": limit})]  # oldest first
+    return {**sched, "last_run": runs[-1] if runs else None, "runs": runs}
 
 
-def schedule_run_now(name: str, root: str | None) -> dict[str, Any]:
-    return _run_record(nbserve.get_schedule(name).run_now(wait=False), root)
-
-
-def schedule_pause(name: str, root: str | None) -> dict[str, Any]:
-    return _schedule_brief(nbserve.get_schedule(name).pause(), root)
-
-
-def schedule_resume(name: str, root: str | None) -> dict[str, Any]:
-    return _schedule_brief(nbserve.get_schedule(name).resume(), root)
+def schedule_change(name: str, action: str) -> dict[str, Any]:
+    """``POST /v1/schedules/{name}/{action}`` (pause, resume, run) as this user."""
+    return connect().post(f"/v1/schedules/{name}/{action}", json={"actor": actor()})
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -433,31 +318,31 @@ class RollbackHandler(_Handler):
         to = self.body().get("to")
         if to is not None and (isinstance(to, bool) or not isinstance(to, int)):
             self._fail(InvalidArgument(f"`to` must be a version number, not {to!r}"))
-        self.reply(await self.call(rollback, name, to))
+        self.reply(await self.call(change, name, "rollback", {"to": to}))
 
 
 class StopHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(stop, name))
+        self.reply(await self.call(change, name, "stop"))
 
 
 class StartHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(start, name))
+        self.reply(await self.call(change, name, "start"))
 
 
 class PromoteHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(promote, name))
+        self.reply(await self.call(change, name, "promote"))
 
 
 class AbortHandler(_Handler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(abort, name))
+        self.reply(await self.call(change, name, "abort"))
 
 
 class CanaryHandler(_Handler):
@@ -466,7 +351,7 @@ class CanaryHandler(_Handler):
         percent = self.body().get("percent")
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             self._fail(InvalidArgument(f"`percent` must be a number, not {percent!r}"))
-        self.reply(await self.call(set_canary, name, percent))
+        self.reply(await self.call(change, name, "canary", {"percent": percent}))
 
 
 class ScaleHandler(_Handler):
@@ -476,7 +361,7 @@ class ScaleHandler(_Handler):
             changes = check_serving_json(self.body())
         except InvalidArgument as exc:
             self._fail(exc)
-        self.reply(await self.call(scale, name, changes))
+        self.reply(await self.call(change, name, "scale", serving_body(**changes), SCALE_TIMEOUT))
 
 
 class _ScheduleHandler(_Handler):
@@ -511,19 +396,19 @@ class ScheduleRunHandler(_ScheduleHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
         self.set_status(202)
-        self.reply(await self.call(schedule_run_now, name, self.root))
+        self.reply(with_lab_path(await self.call(schedule_change, name, "run"), self.root))
 
 
 class SchedulePauseHandler(_ScheduleHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(schedule_pause, name, self.root))
+        self.reply(await self.call(schedule_change, name, "pause"))
 
 
 class ScheduleResumeHandler(_ScheduleHandler):
     @tornado.web.authenticated
     async def post(self, name: str) -> None:
-        self.reply(await self.call(schedule_resume, name, self.root))
+        self.reply(await self.call(schedule_change, name, "resume"))
 
 
 def routes() -> list[tuple[str, type[_Handler]]]:
