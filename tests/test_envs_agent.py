@@ -10,9 +10,10 @@ version gets an environment of its own (NBSERVE_HOME/envs/<key>) and answers wha
 answers. Skipped, with the reason, where no index answers uv. ``fresh_home`` stops the agent
 at the end and fails the test if any process of that home is left.
 
-Wall time on the project's 2-core VM: ~35 s with uv's cache warm (the agent's environment
-~5 s, mostly linking 162 packages; the agent's and the server's first imports compile their
-bytecode), ~65 s with an empty ``UV_CACHE_DIR``.
+Wall time on the project's 2-core VM (busy): 35-46 s with uv's cache warm (the agent's
+environment ~5 s, mostly linking 162 packages; most of the rest is the agent's and the server's
+imports compiling from source, as uv writes no bytecode and the VM sets PYTHONDONTWRITEBYTECODE,
+see bench/README.md "Per-version environments"), ~66 s with an empty ``UV_CACHE_DIR``.
 """
 
 from __future__ import annotations
