@@ -120,7 +120,8 @@ def _cmd_envs(args: argparse.Namespace) -> int:
             print(f"kept {env['environment']}: {needs} may be rolled back to or started with it")
         return 0
     rows = [{**e, "python": e.get("python") or "-", "packages": ", ".join(e.get("packages") or []) or "-",
-             "disk": f"{e['bytes'] / 2**20:.0f}M" if e.get("bytes") is not None else "-",
+             "disk": (f"{e['bytes'] / 2**20:.0f}M own / {e['total_bytes'] / 2**20:.0f}M"
+                      if e.get("bytes") is not None and e.get("total_bytes") is not None else "-"),
              "versions": ", ".join(f"{v['deployment']} v{v['version']}" + ("*" if v["running"] else "")
                                    for v in e.get("versions") or []) or "(none: prune removes it)"}
             for e in environments(target=args.target)]

@@ -215,8 +215,13 @@ export interface EnvironmentOut {
   packages?: string[];
   /** what the generated service needs beside them */
   serving?: string[];
-  /** disk it uses of its own (hard links to uv's cache aside) */
+  /**
+   * disk it holds of its own: files not hard-linked with uv's cache or another environment (its
+   * bytecode, its scripts)
+   */
   bytes?: number | null;
+  /** everything in it, each file once, shared ones included */
+  total_bytes?: number | null;
   /** how long it took to build */
   seconds?: number | null;
   created_at?: number | null;

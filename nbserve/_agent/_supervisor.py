@@ -292,12 +292,16 @@ class Supervisor:
             with log_path.open("ab") as log_file:
                 # Plain Popen, not asyncio's: psutil reaps these processes when stopping them,
                 # and asyncio's child watcher would then wait for an exit it never sees.
+                spawn_env = private_env(env)
+                if prepared.key is not None:
+                    # its own environment: let its first start write bytecode so later starts skip compiling
+                    spawn_env.pop("PYTHONDONTWRITEBYTECODE", None)
                 popen = subprocess.Popen(
                     command,
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
-                    env=private_env(env),
+                    env=spawn_env,
                     cwd=str(self.home.root),
                     start_new_session=True,
                 )

@@ -462,7 +462,9 @@ class EnvironmentOut(BaseModel):
     python: str | None = None
     packages: list[str] = Field(default_factory=list, description="the pins it was built for")
     serving: list[str] = Field(default_factory=list, description="what the generated service needs beside them")
-    bytes: int | None = Field(default=None, description="disk it uses of its own (hard links to uv's cache aside)")
+    bytes: int | None = Field(default=None, description="disk it holds of its own: files not hard-linked with uv's "
+                              "cache or another environment (its bytecode, its scripts)")
+    total_bytes: int | None = Field(default=None, description="everything in it, each file once, shared ones included")
     seconds: float | None = Field(default=None, description="how long it took to build")
     created_at: float | None = None
     used_at: float | None = None
