@@ -291,6 +291,22 @@ def our_processes(marker: str) -> list[Any]:
     return [p for p in psutil.process_iter() if p.pid != me and _mentions(p, marker)]
 
 
+def stop_agents(homes: list[Any], marker: str) -> None:
+    """Stop each home's agent, then kill and report whatever of this run is still alive."""
+    from nbserve._local import stop_agent
+
+    for home in homes:
+        try:
+            stop_agent(home)
+        except Exception as exc:  # noqa: BLE001 - a bench reports and goes on cleaning up
+            print(f"warning: stopping the agent of {home.root} failed: {exc}")
+    time.sleep(0.5)
+    left = reap(marker)
+    print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
+    for line in left:
+        print(f"  {line}")
+
+
 def reap(marker: str, grace: float = 5.0) -> list[str]:
     """Kill whatever this run left behind; return a description of each (should be none)."""
     import psutil

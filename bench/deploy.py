@@ -195,16 +195,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                     print(f"  trial {i} {mode:<5} {result['total']:6.2f} s   ({steps})", flush=True)
             report(args, results)
         finally:
-            for home in homes:
-                try:
-                    stop_agent(home)
-                except Exception as exc:  # noqa: BLE001
-                    print(f"warning: stopping the agent of {home.root} failed: {exc}")
-            time.sleep(0.5)
-            left = c.reap(marker)
-            print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
-            for line in left:
-                print(f"  {line}")
+            c.stop_agents(homes, marker)
 
 
 def report(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:

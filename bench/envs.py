@@ -25,7 +25,7 @@ rounds. Where the time goes comes from the version's events (``environment_ready
 Disk, per round: the first environment (``cold``) alone, then what the second (``warm``) and
 the third add: ``du -sk first second third`` in one call (du counts a hard-linked file once,
 where it first sees it, so each figure after the first is what that environment adds) beside
-nbserve's own figure (``_disk_bytes``: single-link files, at build and again after serving,
+nbserve's own figure (``disk_usage``'s second figure: single-link files, at build and again after serving,
 when the first ``bentoml serve`` has written its bytecode), and how much uv's cache grew.
 
 Targets (printed, never asserted): warm adds <= 2 s over same; the second and third
@@ -109,7 +109,7 @@ def linked_share(env: Path) -> float:
 
 def run_round(index: int, root: Path, X, body: bytes, homes: list) -> tuple[dict, dict]:
     from nbserve import admin
-    from nbserve._agent._envs import _disk_bytes
+    from nbserve._agent._envs import disk_usage
     from nbserve._config import Home
     from nbserve._local import start_agent
 
@@ -156,7 +156,7 @@ def run_round(index: int, root: Path, X, body: bytes, homes: list) -> tuple[dict
         "alone_kib": [du_kib(env)[0] for env in envs],
         "own_kib": du_kib(*envs),
         "nbserve_at_build": [at_build.get(env.name) for env in envs],
-        "nbserve_now": [_disk_bytes(env) for env in envs],
+        "nbserve_now": [disk_usage(env)[1] for env in envs],
         "linked_share": [linked_share(env) for env in envs],
         "cache_growth_kib": [cache_kib["cold"], cache_kib["warm"] - cache_kib["cold"],
                              cache_kib["third"] - cache_kib["warm"]],
@@ -192,16 +192,7 @@ def orchestrate(args: argparse.Namespace) -> None:
                 stop_agent(homes[-1])  # every server of the round; the next round starts clean
             report(args, results, disks)
         finally:
-            for home in homes:
-                try:
-                    stop_agent(home)
-                except Exception as exc:  # noqa: BLE001
-                    print(f"warning: stopping the agent of {home.root} failed: {exc}")
-            time.sleep(0.5)
-            left = c.reap(marker)
-            print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
-            for line in left:
-                print(f"  {line}")
+            c.stop_agents(homes, marker)
 
 
 def report(args: argparse.Namespace, results: dict[str, list[dict]], disks: list[dict]) -> None:

@@ -51,6 +51,10 @@ class _HelpRequested(Exception):
     pass
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%deploy", usage=USAGE, add_help=True)
     p.add_argument("model", nargs="?", help="the model variable")
@@ -70,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     p.add_argument("--method")
-    p.add_argument("--methods", type=lambda text: [m.strip() for m in text.split(",") if m.strip()])
-    p.add_argument("--packages", type=lambda text: [m.strip() for m in text.split(",") if m.strip()])
+    p.add_argument("--methods", type=_comma_list)
+    p.add_argument("--packages", type=_comma_list)
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--alias", nargs=3, metavar=("ALIAS", "NAME", "VERSION"))
     actions.add_argument("--quality", metavar="NAME")

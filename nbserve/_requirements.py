@@ -156,6 +156,17 @@ def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickle
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
 
 
+def parse_pin(text: str) -> tuple[str, str] | None:
+    """``("scikit-learn", "1.5.2")`` of an exact pin ``scikit-learn==1.5.2``; None for anything else."""
+    match = _PIN.match(str(text))
+    return (match.group(1), match.group(2)) if match else None
+
+
+def canonical_name(name: str) -> str:
+    """A distribution's name as the index compares it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def with_packages(found: list[str], packages: Iterable[str] | None) -> list[str]:
     """The pins found, with ``packages`` (exact ``dist==version`` pins the user gives) added, or
     replacing the found pin of the same distribution: for an import the pickle cannot show (one
@@ -166,15 +177,11 @@ def with_packages(found: list[str], packages: Iterable[str] | None) -> list[str]
         packages = [packages]
     given: dict[str, str] = {}
     for pin in packages:
-        match = _PIN.match(str(pin))
-        if not match:
+        parsed = parse_pin(pin)
+        if parsed is None:
             raise InvalidArgument(f"packages takes exact pins such as 'scikit-learn==1.5.2', got {pin!r}",
                                   hint="a version serves with exactly what it was built for, so each needs its ==")
-        given[_canonical(match.group(1))] = f"{match.group(1)}=={match.group(2)}"
-    kept = {_canonical(pin.partition("==")[0]): pin for pin in found}
+        given[canonical_name(parsed[0])] = f"{parsed[0]}=={parsed[1]}"
+    kept = {canonical_name(pin.partition("==")[0]): pin for pin in found}
     return sorted({**kept, **given}.values(), key=str.lower)
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 

@@ -2,8 +2,8 @@
 
 One spelling per setting. The client API (``deploy``, ``Deployment.scale``), ``%deploy``, the
 CLI and the panel's server extension take their flags, help texts and JSON checks from the rows
-here; the agent imports the same ``ReleasePlan`` and bounds, and validates the values once
-(``_agent/_services/settings.py``). A new serving knob is one row here and one check there.
+here; the agent imports the same ``ReleasePlan``, ``workers_option`` and knob names, and validates
+the values once (``_agent/_services/settings.py``). A new serving knob is one row here and one check there.
 """
 
 from __future__ import annotations

@@ -35,19 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from .._config import Home
+from .._requirements import canonical_name, parse_pin
 from ..errors import EnvironmentFailed, InvalidArgument
 
 log = logging.getLogger("nbserve.agent")
 
 MARKER = "nbserve-env.json"  # written last: an environment without it is incomplete
 INSTALL_TIMEOUT = 900.0
-_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)\s*$")
 _ERROR_CHARS = 800
-
-
-def canonical(name: str) -> str:
-    """A distribution's name as the index compares it (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -73,9 +68,9 @@ class EnvSpec:
         minor = ".".join(str(python).split(".")[:2])
         pins = {}
         for pin in packages:
-            found = _PIN.match(str(pin))
-            if found:
-                pins[canonical(found.group(1))] = f"{found.group(1)}=={found.group(2)}"
+            parsed = parse_pin(pin)
+            if parsed:
+                pins[canonical_name(parsed[0])] = f"{parsed[0]}=={parsed[1]}"
         return cls(minor, tuple(pins[name] for name in sorted(pins)))
 
 
@@ -152,20 +147,21 @@ class Environments:
                       on_step: Callable[[str, dict[str, Any]], None] | None = None) -> Prepared:
         """Where a version with ``spec`` runs; builds its environment if it is not there yet.
         Raises ``EnvironmentFailed`` with the installer's reason."""
-        if spec is None or not own_mismatches(spec):
+        missing = own_mismatches(spec) if spec is not None else []
+        if spec is None or not missing:
             return Prepared(sys.executable)
         lock = self._locks.setdefault(spec.key, asyncio.Lock())
         async with lock:  # two versions with one set: the second waits, then reuses it
-            return await asyncio.to_thread(self._prepare, spec, on_step or (lambda step, data: None))
+            return await asyncio.to_thread(self._prepare, spec, missing, on_step or (lambda step, data: None))
 
-    def _prepare(self, spec: EnvSpec, on_step: Callable[[str, dict[str, Any]], None]) -> Prepared:
+    def _prepare(self, spec: EnvSpec, missing: list[str],
+                 on_step: Callable[[str, dict[str, Any]], None]) -> Prepared:
         path = self.path(spec.key)
         python = path / "bin" / "python"
         if (path / MARKER).is_file() and python.exists():
             self._touch(path)
             return Prepared(str(python), spec.key, path, cached=True)
         started = time.monotonic()
-        missing = own_mismatches(spec)
         on_step("environment_preparing", {"environment": spec.key, "python": spec.python,
                                           "packages": list(spec.packages), "differs": missing})
         if path.exists():
@@ -298,7 +294,3 @@ def disk_usage(path: Path) -> tuple[int, int]:
                 own += size
     return total, own
 
-
-def _disk_bytes(path: Path) -> int:
-    """What the environment holds of its own (``disk_usage``'s second figure)."""
-    return disk_usage(path)[1]

@@ -388,10 +388,11 @@ class Supervisor:
                 return None
         except psutil.Error:
             return None
+        environ = _environ_of(root)  # one read of /proc: its server id and environment
         proc = ServingProcess(
             root_row.deployment, root_row.version, bento_tag, root_row.port, root,
-            self.home.version_log(root_row.deployment, root_row.version), server_id=_server_id(root),
-            environment=_environ_of(root).get(ENVIRONMENT_ENV),
+            self.home.version_log(root_row.deployment, root_row.version), server_id=environ.get(SERVER_ID_ENV),
+            environment=environ.get(ENVIRONMENT_ENV),
         )
         for row in rows:
             found = _matching(row)
@@ -563,9 +564,6 @@ def _environ_of(proc: psutil.Process) -> dict[str, str]:
     except psutil.Error:
         return {}
 
-
-def _server_id(proc: psutil.Process) -> str | None:
-    return _environ_of(proc).get(SERVER_ID_ENV)
 
 
 def _matching(row: ProcessRow) -> psutil.Process | None:
