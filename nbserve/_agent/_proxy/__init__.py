@@ -36,10 +36,13 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
+
+from ._config import HEADER_TIMEOUT, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, \
+    MAX_REQUEST_LINE
+from ._types import LocalAnswer, RequestRecord, Router, ShadowResult, Upstream
 
 __all__ = ["LocalAnswer", "RequestRecord", "Router", "ShadowResult", "StableEndpoint", "Upstream"]
 
@@ -97,86 +100,11 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 
-def _env_limit(name: str, default: float) -> float:
-    """A limit from the agent's environment (read once, when the agent imports this module)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive {type(default).__name__}")
-    return value
-
-
-# What a request may be (defaults like nginx's and h11's); see docs/security.md.  They are the
-# constructor's defaults, so the agent's endpoints take them from its environment.
-MAX_REQUEST_LINE = int(_env_limit("NBSERVE_PROXY_MAX_REQUEST_LINE", 8 * 1024))  # the target (URL)
-MAX_HEADER_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_HEADER_BYTES", 8 * 1024))  # name + value
-MAX_HEADERS = int(_env_limit("NBSERVE_PROXY_MAX_HEADERS", 100))
-MAX_HEAD_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_HEAD_BYTES", 64 * 1024))  # target + every header
-MAX_BODY_BYTES = int(_env_limit("NBSERVE_PROXY_MAX_BODY_BYTES", 64 * 1024 * 1024))
-HEADER_TIMEOUT = float(_env_limit("NBSERVE_PROXY_HEADER_TIMEOUT", 30.0))
-
 _MAX_PIPELINE = 16  # queued requests per client before we stop reading from it
 _MAX_IDLE_PER_UPSTREAM = 128
 _MAX_RESPONSE_HEAD = 1 << 20  # bytes of response head buffered before giving up on the upstream
 _SMALL_BODY = 16 * 1024  # below this, head and body are joined into one write
 _MAX_CAPTURE_PARTS = 64  # response chunks kept for a sampled request (bounded memory)
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where a deployment version is served.  Equal upstreams share a connection pool."""
-
-    host: str
-    port: int
-    label: str  # e.g. the version number "3"; echoed as response header x-nbserve-version
-
-
-@dataclass(frozen=True, slots=True)
-class LocalAnswer:
-    """What the endpoint answers itself instead of forwarding (a JSON body)."""
-
-    status: int
-    body: bytes
-
-
-# (method, url, body) -> None: forward to the live version as usual; a LocalAnswer; or
-# (upstream, path): forward to that upstream with the URL rewritten to path.
-Router = Callable[[bytes, bytes, bytes], "LocalAnswer | tuple[Upstream, bytes] | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One proxied request, handed to the endpoint's observer when it completes or fails."""
-
-    label: str | None  # the upstream that answered; None if the proxy answered itself (or 499)
-    method: str
-    path: str  # URL path without the query string
-    status: int  # 499 when the client went away first
-    started_ns: int  # time.perf_counter_ns() when the request head was parsed
-    elapsed_ns: int  # until the last response byte was handed to the client transport
-    request_bytes: int  # request body bytes (after de-chunking)
-    body: bytes  # the request body (a reference, not a copy)
-    response: bytes | None  # the response body, only for requests the sampler picked
-    request_id: str = ""  # the client's X-Request-Id, or the one the endpoint made
-    rows: int = -1  # inputs the model server says it answered (x-nbserve-rows); -1: not said
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowResult:
-    """A live request's answer beside the shadow version's answer to the same request."""
-
-    label: str  # the shadow version
-    live_status: int
-    live_body: bytes
-    status: int  # 0 when the shadow could not be reached
-    body: bytes
-    elapsed_ns: int
-    error: str | None
 
 
 class _OneResponse:
