@@ -42,6 +42,7 @@ import httptools
 
 from ._config import HEADER_TIMEOUT, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, \
     MAX_REQUEST_LINE
+from ._shadow import ShadowMirror
 from ._types import LocalAnswer, RequestRecord, Router, ShadowResult, Upstream
 
 __all__ = ["LocalAnswer", "RequestRecord", "Router", "ShadowResult", "StableEndpoint", "Upstream"]
@@ -105,38 +106,6 @@ _MAX_IDLE_PER_UPSTREAM = 128
 _MAX_RESPONSE_HEAD = 1 << 20  # bytes of response head buffered before giving up on the upstream
 _SMALL_BODY = 16 * 1024  # below this, head and body are joined into one write
 _MAX_CAPTURE_PARTS = 64  # response chunks kept for a sampled request (bounded memory)
-
-
-class _OneResponse:
-    """httptools callbacks collecting one response (for mirrored requests)."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.done = False
-
-    def on_body(self, body: bytes) -> None:
-        self.parts.append(body)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
-async def _exchange_once(upstream: Upstream, head: bytes, body: bytes) -> tuple[int, bytes]:
-    """One request on a fresh connection; (status, body). Off the hot path: shadows only."""
-    reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
-    try:
-        writer.write(head + body)
-        await writer.drain()
-        collector = _OneResponse()
-        parser = httptools.HttpResponseParser(collector)
-        while not collector.done:
-            data = await reader.read(65536)
-            if not data:
-                break
-            parser.feed_data(data)
-        return parser.get_status_code(), b"".join(collector.parts)
-    finally:
-        writer.close()
 
 
 class _HeadRefused(Exception):
@@ -1022,7 +991,7 @@ class _ClientConnection(asyncio.Protocol):
         if ep._observer is not None:
             ep._observe(req, label, status)
         if ep._shadow is not None and pool is ep._pool and req.response is not None and req.method == b"POST":
-            ep._mirror(req, status)
+            ep._mirror.mirror(req, status)
         if self._closed:
             return
         if close or not req.keep_alive:
@@ -1242,11 +1211,6 @@ class StableEndpoint:
         # Request ids: a per-endpoint random prefix and a counter (unique across agent restarts).
         self._rid_prefix = os.urandom(4).hex().encode() + b"-"
         self._rid_counter = 0
-        self._shadow: _UpstreamPool | None = None  # gets a copy of live requests; its answers are compared
-        self._on_shadow: Callable[[ShadowResult], None] | None = None
-        self._shadow_inflight = 0
-        self._shadow_max = 8
-        self.shadow_dropped = 0
         self._max_body_bytes = max_body_bytes
         self._max_request_line = max_request_line
         self._max_header_bytes = max_header_bytes
@@ -1267,6 +1231,7 @@ class StableEndpoint:
         self._inflight = 0
         self._clients: set[_ClientConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._mirror = ShadowMirror(name, upstream_timeout, self._tasks)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._port: int | None = None
@@ -1363,17 +1328,22 @@ class StableEndpoint:
         """Mirror each live POST to ``upstream`` after it was answered; never returns its answers.
         At most ``max_inflight`` mirrors run at once: beyond that they are counted, not sent."""
         if upstream is None:
-            self._shadow = None
-            self._on_shadow = None
+            self._mirror.set(None, None, max_inflight)
             return
         pool = self._pools.get(upstream)
         if pool is None:
             pool = self._pools[upstream] = _UpstreamPool(self, upstream)
         pool.retired = False
-        self._shadow_max = max_inflight
-        self._on_shadow = on_result
-        self.shadow_dropped = 0  # counted per shadow
-        self._shadow = pool
+        self._mirror.set(pool, on_result, max_inflight)
+
+    @property
+    def _shadow(self) -> _UpstreamPool | None:
+        return self._mirror.pool
+
+    @property
+    def shadow_dropped(self) -> int:
+        """Mirrors not sent to the current shadow because max_inflight were running."""
+        return self._mirror.dropped
 
     @property
     def canary(self) -> Upstream | None:
@@ -1384,37 +1354,6 @@ class StableEndpoint:
     def shadow(self) -> Upstream | None:
         pool = self._shadow
         return None if pool is None else pool.upstream
-
-    def _mirror(self, req: _Request, live_status: int) -> None:
-        if self._shadow_inflight >= self._shadow_max:
-            self.shadow_dropped += 1
-            return
-        pool = self._shadow
-        self._shadow_inflight += 1
-        live = b"".join(req.response or ())
-        task = self._loop.create_task(self._mirror_one(pool, req.head, req.body, live_status, live))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _mirror_one(self, pool: _UpstreamPool, head: bytes, body: bytes, live_status: int,
-                          live: bytes) -> None:
-        started = _now_ns()
-        try:
-            status, answer = await asyncio.wait_for(
-                _exchange_once(pool.upstream, head, body), timeout=self._upstream_timeout
-            )
-            error = None
-        except Exception as exc:  # noqa: BLE001 - a failing shadow is a finding, not a fault
-            status, answer, error = 0, b"", f"{type(exc).__name__}: {exc}"
-        finally:
-            self._shadow_inflight -= 1
-        callback = self._on_shadow
-        if callback is not None:
-            try:
-                callback(ShadowResult(pool.upstream.label, live_status, live, status, answer,
-                                      _now_ns() - started, error))
-            except Exception:  # noqa: BLE001
-                log.exception("shadow comparison of %r failed", self.name)
 
     @property
     def upstream(self) -> Upstream | None:
