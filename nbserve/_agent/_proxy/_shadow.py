@@ -15,8 +15,8 @@ import httptools
 from ._types import ShadowResult, Upstream
 
 if TYPE_CHECKING:
-    from . import _Request as Request
-    from . import _UpstreamPool as UpstreamPool
+    from ._http._request import Request
+    from ._upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,14 @@ async def _exchange_once(upstream: Upstream, head: bytes, body: bytes) -> tuple[
 class ShadowMirror:
     """The shadow version of one endpoint (if any) and the mirrors sent to it."""
 
-    __slots__ = ("dropped", "inflight", "max_inflight", "name", "on_result", "pool", "tasks", "timeout")
+    __slots__ = ("dropped", "inflight", "max_inflight", "name", "on_result", "pool", "tasks",
+                 "timeout")
 
     def __init__(self, name: str, timeout: float, tasks: set[asyncio.Task[None]]) -> None:
         self.name = name
         self.timeout = timeout  # the endpoint's upstream_timeout
         self.tasks = tasks  # the endpoint's: cancelled when it closes
-        self.pool: UpstreamPool | None = None  # gets a copy of live requests; its answers are compared
+        self.pool: UpstreamPool | None = None  # gets a copy of live requests, answers compared
         self.on_result: Callable[[ShadowResult], None] | None = None
         self.inflight = 0
         self.max_inflight = 8
