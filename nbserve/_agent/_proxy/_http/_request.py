@@ -43,10 +43,6 @@ class RequestIds:
         self.prefix = os.urandom(4).hex().encode() + b"-"
         self.count = 0
 
-    def next(self) -> bytes:
-        self.count += 1
-        return b"%s%x" % (self.prefix, self.count)
-
 
 class Request:
     """A request as parsed from the client: parse state, then what we forward; and, while it is
@@ -138,7 +134,8 @@ class Request:
         if self.host is not None and not self.has_xfh:
             head += (b"x-forwarded-host: ", self.host, b"\r\n")
         if self.rid is None:
-            self.rid = ids.next()
+            ids.count += 1  # inline, not a method: this runs for most requests
+            self.rid = b"%s%x" % (ids.prefix, ids.count)
             head += (b"x-request-id: ", self.rid, b"\r\n")
         if body or self.framed:
             head.append(b"content-length: %d\r\n" % len(body))
