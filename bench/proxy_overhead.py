@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/proxy_overhead.py [--duration 3] [--rounds 3]
                                              [--work-ms 0 3] [--concurrency 1 8]
+                                             [--versus OTHER_CHECKOUT]
 
 Three kinds of process, so none steals the others' event loop:
   upstream  uvicorn (uvloop + httptools) serving a tiny Starlette JSON app; with
@@ -18,6 +19,11 @@ sides alike), plus the proxy process's CPU time per request, and prints a
 table with the ratios.
 Targets: throughput >= 0.85x direct, <= 1 ms added p50, proxy CPU well under
 300 us per request.
+
+With --versus, a second proxy process runs the StableEndpoint of another checkout
+(e.g. main's, to weigh a change to the proxy) against the same upstream, measured in
+the same rounds (the two proxies take turns going first), and a second table
+compares the two.
 """
 
 from __future__ import annotations
@@ -68,11 +74,15 @@ def run_upstream(fd: int, work_ms: float) -> None:
 # -- proxy ---------------------------------------------------------------------------
 
 
-def run_proxy(upstream_port: int) -> None:
+def run_proxy(upstream_port: int, root: str) -> None:
     import uvloop
 
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, root)
+    import nbserve
     from nbserve._agent._proxy import StableEndpoint, Upstream
+
+    if Path(nbserve.__file__).resolve().parent.parent != Path(root).resolve():
+        raise SystemExit(f"proxy: nbserve came from {nbserve.__file__}, not from {root}")
 
     async def main() -> None:
         ep = StableEndpoint("bench", Upstream(HOST, upstream_port, "1"))
@@ -197,9 +207,9 @@ def start_upstream(work_ms: float) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_proxy(upstream_port: int) -> tuple[subprocess.Popen[str], int]:
+def start_proxy(upstream_port: int, root: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "proxy", str(upstream_port)],
+        [sys.executable, __file__, "proxy", str(upstream_port), root],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -226,26 +236,39 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def orchestrate(args: argparse.Namespace) -> None:
-    rows = []
+    roots = [str(ROOT)] + ([str(Path(args.versus).resolve())] if args.versus else [])
+    rows, versus_rows = [], []
     for work_ms in args.work_ms:
         upstream, up_port = start_upstream(work_ms)
-        proxy, proxy_port = start_proxy(up_port)
+        proxies = []
         try:
-            load(up_port, 4, 2.0, 0.0)  # warm both up
-            load(proxy_port, 4, 2.0, 0.0)
+            for root in roots:
+                proxies.append(start_proxy(up_port, root))
+            load(up_port, 4, 2.0, 0.0)  # warm them up
+            for _, proxy_port in proxies:
+                load(proxy_port, 4, 2.0, 0.0)
             for c in args.concurrency:
-                directs, vias = [], []
-                proxy_cpu = proxied = 0.0
-                for _ in range(args.rounds):
+                directs: list[dict[str, float]] = []
+                vias: list[list[dict[str, float]]] = [[] for _ in proxies]
+                proxy_cpu = [0.0] * len(proxies)
+                proxied = [0.0] * len(proxies)
+                for r in range(args.rounds):
                     directs.append(load(up_port, c, args.duration, args.warmup))
-                    before = cpu_seconds(proxy.pid)
-                    vias.append(load(proxy_port, c, args.duration, args.warmup))
-                    proxy_cpu += cpu_seconds(proxy.pid) - before
-                    # The proxy also served the warm-up: count all the requests it saw.
-                    proxied += vias[-1]["requests"] * (args.duration + args.warmup) / args.duration
-                rows.append((work_ms, c, median(directs), median(vias), proxy_cpu / proxied * 1e6))
+                    order = range(len(proxies)) if r % 2 == 0 else reversed(range(len(proxies)))
+                    for i in order:
+                        proxy, proxy_port = proxies[i]
+                        before = cpu_seconds(proxy.pid)
+                        vias[i].append(load(proxy_port, c, args.duration, args.warmup))
+                        proxy_cpu[i] += cpu_seconds(proxy.pid) - before
+                        # The proxy also served the warm-up: count all the requests it saw.
+                        proxied[i] += vias[i][-1]["requests"] * (args.duration + args.warmup) / args.duration
+                cpu_us = [cpu / n * 1e6 for cpu, n in zip(proxy_cpu, proxied)]
+                rows.append((work_ms, c, median(directs), median(vias[0]), cpu_us[0]))
+                if len(proxies) > 1:
+                    versus_rows.append((work_ms, c, median(vias[0]), median(vias[1]), cpu_us[0], cpu_us[1]))
         finally:
-            stop(proxy)
+            for proxy, _ in proxies:
+                stop(proxy)
             stop(upstream)
 
     print(
@@ -267,6 +290,20 @@ def orchestrate(args: argparse.Namespace) -> None:
             f"{cpu_us:>11.0f} us {int(d['errors'] + v['errors']):>6}"
         )
     print("latencies in ms; 'work' = CPU burnt by the upstream per request (BentoML: ~3 ms)")
+    if versus_rows:
+        print(f"\nthis checkout ({roots[0]}) vs --versus ({roots[1]}), same rounds")
+        header = (
+            f"{'work':>6} {'conc':>4} | {'this rps':>9} {'versus rps':>10} {'ratio':>6} | "
+            f"{'this p50':>8} {'versus p50':>10} | {'this CPU/req':>12} {'versus CPU/req':>14} {'ratio':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        for work_ms, c, this, other, this_cpu, other_cpu in versus_rows:
+            print(
+                f"{work_ms:>4g}ms {c:>4} | {this['rps']:>9.0f} {other['rps']:>10.0f} "
+                f"{this['rps'] / other['rps']:>6.3f} | {this['p50_ms']:>8.3f} {other['p50_ms']:>10.3f} | "
+                f"{this_cpu:>9.1f} us {other_cpu:>11.1f} us {this_cpu / other_cpu:>6.3f}"
+            )
 
 
 def main() -> None:
@@ -275,7 +312,7 @@ def main() -> None:
         if role == "upstream":
             run_upstream(int(rest[0]), float(rest[1]))
         elif role == "proxy":
-            run_proxy(int(rest[0]))
+            run_proxy(int(rest[0]), rest[1])
         else:
             run_load(int(rest[0]), int(rest[1]), float(rest[2]), float(rest[3]))
         return
@@ -285,6 +322,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
     ap.add_argument("--work-ms", type=float, nargs="+", default=[0.0, 3.0])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--versus", metavar="CHECKOUT",
+                    help="also measure the proxy of another checkout of nbserve (its root)")
     orchestrate(ap.parse_args())
 
 

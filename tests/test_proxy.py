@@ -451,7 +451,7 @@ def test_upstream_connection_close_is_not_pooled(run, spawn):
             for _ in range(3):
                 r = await p.client.get("/status/200?close=1")
                 assert r.status_code == 200 and r.headers["connection"] == "close"
-            assert not p.ep._pools[up.upstream].idle
+            assert not p.ep._pools.get(up.upstream).idle
             r = await p.client.get("/conns")
             assert r.json()["proxied_connections"] == 4
 
@@ -528,7 +528,7 @@ def test_killed_upstream_with_idle_pool_then_switch_drops_nothing(run, spawn, up
         async with Proxy(doomed.upstream) as p:
             _, failures = await load(p.client, 100, 8)
             assert failures == []
-            assert p.ep._pools[doomed.upstream].idle  # it holds idle pooled connections
+            assert p.ep._pools.get(doomed.upstream).idle  # it holds idle pooled connections
             doomed.kill()
             p.ep.set_upstream(up_b.upstream)
             responses, failures = await load(p.client, 200, 8)
@@ -590,9 +590,9 @@ def test_drain_waits_for_a_slow_inflight_request(run, up_a, up_b):
             assert r.status_code == 200 and r.json()["label"] == "A"
             assert await p.ep.drain(up_b.upstream, timeout=0.1) is True
             # close_idle drops the pooled connections to the old upstream.
-            assert p.ep._pools[up_a.upstream].idle
+            assert p.ep._pools.get(up_a.upstream).idle
             p.ep.close_idle(up_a.upstream)
-            assert not p.ep._pools[up_a.upstream].idle
+            assert not p.ep._pools.get(up_a.upstream).idle
 
     run(main())
 
@@ -852,7 +852,7 @@ def test_slow_client_does_not_make_the_proxy_buffer_the_response(run, up_a):
                 f"GET /big?size={size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
             )
             await asyncio.sleep(1.0)  # not reading
-            [client] = p.ep._clients
+            [client] = p.ep._state.clients
             assert client.transport.get_write_buffer_size() < 2 * 1024 * 1024
             received = len(await asyncio.wait_for(reader.read(-1), 30))
             writer.close()
@@ -1072,7 +1072,7 @@ def test_a_scaled_to_zero_endpoint_holds_requests_until_woken_and_answers_503_if
             assert (await p.client.get("/whoami")).status_code == 503
             # a held request that waits past the wake timeout is answered, not dropped
             p.ep.set_waker(lambda: None, timeout=0.3)
-            p.ep._no_wake_until = 0.0
+            p.ep._routing.no_wake_until = 0.0
             r = await p.client.get("/whoami")
             assert r.status_code == 503 and "did not start within" in r.json()["error"]
             assert p.ep.held() == 0
