@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import Home
+from ._bytecode import agent_site_packages, seed_bytecode, site_packages
 from .._requirements import canonical_name, parse_pin
 from ..errors import EnvironmentFailed, InvalidArgument
 
@@ -123,6 +125,8 @@ class Environments:
         self.offline = offline
         self._uv = uv
         self._locks: dict[str, asyncio.Lock] = {}
+        self._installers: set[subprocess.Popen[str]] = set()
+        self._closing = False
 
     @property
     def uv(self) -> str:
@@ -180,6 +184,7 @@ class Environments:
                 if self.offline:
                     raise
                 self._run(command, what=what)
+            seeded = seed_bytecode(site_packages(path, spec.python), self._bytecode_donors(spec))
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -188,8 +193,17 @@ class Environments:
             "python": spec.python, "packages": list(spec.packages), "serving": serving_packages(),
             "created_at": time.time(), "used_at": time.time(), "seconds": round(seconds, 2),
         }, indent=1))
-        log.info("environment %s ready in %.1f s (%s)", spec.key, seconds, ", ".join(spec.packages))
+        log.info("environment %s ready in %.1f s (%s; bytecode for %d files from older environments)",
+                 spec.key, seconds, ", ".join(spec.packages), seeded)
         return Prepared(str(python), spec.key, path, cached=False, installed=spec.packages, seconds=seconds)
+
+    def _bytecode_donors(self, spec: EnvSpec) -> list[Path]:
+        """Where a new environment's bytecode may come from: the environments of the same Python
+        (their sources are hard links to uv's cache, as the new one's), then the agent's own."""
+        if spec.python != f"{sys.version_info.major}.{sys.version_info.minor}":
+            return []  # another Python's bytecode is its own to write
+        return [*(site_packages(path, spec.python) for path in sorted(self.root.iterdir())
+                  if path.name != spec.key and (path / MARKER).is_file()), *agent_site_packages()]
 
     def _find_python(self, minor: str) -> str:
         """The host's Python ``minor`` (or one in uv's cache of Pythons); never a download."""
@@ -220,15 +234,33 @@ class Environments:
         return args
 
     def _run(self, command: list[str], *, what: str) -> None:
+        if self._closing:
+            raise EnvironmentFailed(f"the agent is stopping: {what} was not installed", hint="deploy again")
+        # Its own session, tracked like a serving process: the agent's shutdown ends it (and
+        # its children) rather than waiting on an install or leaving it behind.
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, env=self._env(), start_new_session=True)
+        self._installers.add(proc)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=self._env(),
-                                  stdin=subprocess.DEVNULL)
+            _out, stderr = proc.communicate(timeout=INSTALL_TIMEOUT)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
             raise EnvironmentFailed(f"installing {what} took over {INSTALL_TIMEOUT:.0f} s",
                                     hint="check the host's index, or give it a wheel directory (--find-links)") from None
-        if done.returncode != 0:
-            raise EnvironmentFailed(f"the environment for {what} could not be built: {installer_reason(done.stderr)}",
-                                    hint=self._hint(done.stderr), installer=done.stderr[-4000:])
+        finally:
+            self._installers.discard(proc)
+        if self._closing:
+            raise EnvironmentFailed(f"the agent stopped while installing {what}", hint="deploy again")
+        if proc.returncode != 0:
+            raise EnvironmentFailed(f"the environment for {what} could not be built: {installer_reason(stderr)}",
+                                    hint=self._hint(stderr), installer=stderr[-4000:])
+
+    def stop_installs(self) -> None:
+        """End every install under way (the agent is stopping); their environments are removed."""
+        self._closing = True
+        for proc in list(self._installers):
+            _kill_group(proc)
 
     def _hint(self, stderr: str) -> str:
         if self.offline:
@@ -263,6 +295,13 @@ class Environments:
         if not re.fullmatch(r"[0-9a-f]{16}", key):
             raise InvalidArgument(f"no environment {key!r}", hint="see `nbserve envs list`")
         shutil.rmtree(self.path(key), ignore_errors=True)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def installer_reason(stderr: str) -> str:

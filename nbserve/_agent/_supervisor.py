@@ -461,6 +461,7 @@ class Supervisor:
             del self.processes[(proc.deployment, proc.version)]
 
     async def stop_all(self) -> None:
+        self.environments.stop_installs()
         await asyncio.gather(*(self.stop(p) for p in list(self.processes.values())))
         if self._watch_task is not None:
             self._watch_task.cancel()
