@@ -35,7 +35,7 @@ from ._service_template import (
 from ._flavors import FLAVOR_CALLS_FILE, Flavor, flavor_for, flavor_named, register_flavor
 from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind
 from ._provenance import provenance
-from ._requirements import ByValue, code_and_pickle, pinned_requirements, with_packages
+from ._requirements import ByValue, code_and_pickle, pinned_requirements, resolved_set, with_packages
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -354,7 +354,10 @@ def build_bundle(
                                 pickled=pickled)
     packages = with_packages(found, requested)
     on_step("dependencies", ", ".join(packages))
-    prov = provenance(packages, notebook=notebook)
+    # what the Bento installs (a serving environment, an image): the pins and their requirements
+    # at the kernel's versions, so a cluster runs what ran here
+    resolved = resolved_set(packages)
+    prov = provenance(packages, resolved=resolved, notebook=notebook)
     model_info = {
         "class": _described(model),
         "flavor": flavor.name,
@@ -414,7 +417,7 @@ def build_bundle(
         for source, copy in _COPIED_MODULES.items():
             shutil.copyfile(Path(__file__).with_name(source), ctx / copy)
 
-        on_step("building", f"Bento with {len(packages)} pinned packages")
+        on_step("building", f"Bento with {len(packages)} pinned packages ({len(resolved)} with what they need)")
         # bentoml.build imports the modules; a previous build's copies in sys.modules
         # (holding that build's schema) would be found instead of these.
         copied = (SERVICE_MODULE, *(Path(copy).stem for copy in _COPIED_MODULES.values()))
@@ -429,7 +432,7 @@ def build_bundle(
                 models=[model_tag],
                 description=description,
                 labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},
-                python={"packages": packages, "lock_packages": False},
+                python={"packages": resolved, "lock_packages": False},
             )
         except Exception as exc:  # noqa: BLE001
             raise BundleError(f"bentoml build failed: {_short(exc)}") from None

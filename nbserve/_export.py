@@ -165,7 +165,7 @@ def plan_k8s(name: str, *, version: int | None = None, replicas: int = 2, max_re
         meta = dep.metadata(row["number"])
         return Release(number=row["number"], bento_tag=row["bento_tag"],
                        image=_image_for(row["bento_tag"], image, registry), replicas=count, track=track,
-                       annotations=_annotations(meta, exported_at, source))
+                       annotations=_annotations(meta, exported_at, source), packages=_resolved(meta))
 
     stable = release(stable_row, replicas, "stable")
     plan = Plan(
@@ -243,6 +243,11 @@ def _secret_example(plan: Plan) -> str:
     ])
 
 
+def _resolved(meta: dict[str, Any]) -> tuple[str, ...]:
+    prov = meta.get("provenance") or {}
+    return tuple(prov.get("resolved") or prov.get("packages") or ())
+
+
 def _containerize_script(plan: Plan) -> str:
     lines = [
         "#!/usr/bin/env bash",
@@ -280,6 +285,10 @@ def _containerize_script(plan: Plan) -> str:
             lines.append(f"# push {r.image} to a registry the cluster pulls from, or: kind load docker-image {r.image}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _listed(packages: tuple[str, ...], shown: int = 6) -> str:
+    return ", ".join(packages[:shown]) + (f" and {len(packages) - shown} more" if len(packages) > shown else "")
 
 
 def _archive(release: Release) -> str:
@@ -342,6 +351,9 @@ def _readme(plan: Plan) -> str:
         f"  requests cpu {res['requests']['cpu']} / memory {res['requests']['memory']}, "
         f"limits cpu {res['limits']['cpu']} / memory {res['limits']['memory']}"
         + (" (the deployment's caps)" if plan.memory and plan.cpus else " (defaults where no cap was set)") + ".",
+        *[f"  v{x.number}'s image installs {len(x.packages)} packages at the versions it serves with here "
+          f"has (its pins and what they need, as the kernel had them; the Bento's env/python/requirements.txt): "
+          f"{_listed(x.packages)}" for x in _releases(plan) if x.packages],
         f"  Probes: readiness GET /readyz, liveness and startup GET /livez, on port {PORT}.",
         f"  HorizontalPodAutoscaler {plan.k8s_name}: {r.replicas}..{plan.max_replicas} pods at "
         f"{CPU_TARGET_PERCENT}% of the CPU request (needs metrics-server).",

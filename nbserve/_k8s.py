@@ -33,6 +33,8 @@ class Release:
     replicas: int
     track: str  # "stable" or "canary"
     annotations: dict[str, str]
+    # what its image installs (the Bento's requirements): the pins with what they need, as the kernel had them
+    packages: tuple[str, ...] = ()
 
 
 @dataclass

@@ -47,7 +47,8 @@ def current_cell() -> tuple[str | None, int | None, str | None]:
     return (str(notebook) if notebook else None, shell.execution_count, history[-1])
 
 
-def provenance(packages: list[str], *, notebook: str | None = None) -> dict[str, Any]:
+def provenance(packages: list[str], *, resolved: list[str] | None = None,
+               notebook: str | None = None) -> dict[str, Any]:
     nb_path, execution_count, cell_source = current_cell()
     notebook = notebook or nb_path
     where = Path(notebook).resolve().parent if notebook else Path.cwd()
@@ -65,6 +66,8 @@ def provenance(packages: list[str], *, notebook: str | None = None) -> dict[str,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "packages": packages,
+        # the pins with what they need, at the kernel's versions: what a serving environment installs
+        "resolved": resolved if resolved is not None else packages,
         "git": _git_commit(where),
         "cwd": str(Path.cwd()),
         "scheduled_run": _scheduled_run(),

@@ -153,6 +153,58 @@ def pinned_requirements(model: Any, extra_modules: Iterable[str] = (), *, pickle
     return sorted(pins.values(), key=str.lower)
 
 
+def resolved_set(pins: Iterable[str]) -> list[str]:
+    """The pins and everything they need, at the versions installed here: each pinned
+    distribution's requirements (markers evaluated for this interpreter, extras followed),
+    transitively. A serving environment or an image installs this set, so it holds what the
+    kernel ran rather than a fresh resolution of the top-level pins. A pin this environment
+    does not have at that version (one the user asked for) is kept and not followed: its
+    requirements are left to the installer."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    chosen: dict[str, str] = {}
+    todo: list[tuple[str, frozenset[str]]] = []
+    for pin in pins:
+        parsed = parse_pin(pin)
+        if parsed is None:
+            continue
+        name = canonical_name(parsed[0])
+        chosen[name] = f"{parsed[0]}=={parsed[1]}"
+        if _installed_version(name) == parsed[1]:
+            todo.append((name, frozenset()))
+    followed: dict[str, set[str]] = {}
+    while todo:
+        name, extras = todo.pop()
+        done = followed.setdefault(name, set())
+        wanted = ({""} | set(extras)) - done
+        if not wanted:
+            continue
+        done |= wanted
+        for text in _metadata.distribution(name).requires or []:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in wanted):
+                continue
+            dep = canonical_name(req.name)
+            version = _installed_version(dep)
+            if dep in _NEVER or version is None:
+                continue
+            if dep not in chosen:
+                chosen[dep] = f"{_metadata.distribution(dep).metadata['Name']}=={version}"
+            if chosen[dep].endswith(f"=={version}"):
+                todo.append((dep, frozenset(req.extras)))
+    return sorted(chosen.values(), key=str.lower)
+
+
+def _installed_version(name: str) -> str | None:
+    try:
+        return _metadata.version(name)
+    except _metadata.PackageNotFoundError:
+        return None
+
+
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9][A-Za-z0-9.+!_-]*)\s*$")
 
 

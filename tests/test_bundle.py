@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import sqlite3
 import tarfile
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from nbserve._bundle import (
     infer_schema,
     sample_frame,
 )
-from nbserve._requirements import pinned_requirements
+from nbserve._requirements import pinned_requirements, resolved_set
 from nbserve._service_template import render_service
 
 
@@ -223,15 +224,34 @@ def test_build_bundle_writes_an_offline_bento(forest, iris):
         assert any(n.endswith("src/nbserve_service.py") for n in names)
         assert any(n.endswith("src/reference.parquet") for n in names)
         assert any(n.endswith("src/nbserve_bundle.json") for n in names)
-        # unlocked: exactly our pins (+ bentoml itself), no resolved transitive packages
-        assert sorted(requirements) == sorted(pinned_requirements(forest) + [f"bentoml=={bentoml_version()}"])
+        # the pins and what they need at the kernel's versions (+ bentoml itself): what an image
+        # built from this Bento (bentoml containerize) and a serving environment install
+        pins = pinned_requirements(forest)
+        resolved = resolved_set(pins)
+        assert sorted(requirements) == sorted(resolved + [f"bentoml=={bentoml_version()}"])
+        for needed in ("scipy", "joblib", "threadpoolctl"):  # scikit-learn's, not pinned by the model itself
+            assert f"{needed}=={version(needed)}" in requirements
         meta = bundle.metadata
         assert meta["reference_rows"] == len(X_test)
-        assert meta["provenance"]["packages"] == pinned_requirements(forest)
+        assert meta["provenance"]["packages"] == pins
+        assert meta["provenance"]["resolved"] == resolved
         assert meta["sample_row"] == X_test.iloc[0].to_dict()
     finally:
         bundle.cleanup()
     assert not bundle.archive.exists()
+
+
+def test_the_resolved_set_follows_installed_requirements_and_leaves_foreign_pins_to_the_installer():
+    sklearn = version("scikit-learn")
+    resolved = resolved_set([f"scikit-learn=={sklearn}"])
+    assert f"scikit-learn=={sklearn}" in resolved and f"numpy=={version('numpy')}" in resolved
+    assert not any(pin.lower().startswith(("bentoml==", "nbserve==")) for pin in resolved)
+    # a version the kernel does not have: kept as asked, its requirements left to uv
+    assert resolved_set(["scikit-learn==1.5.2"]) == ["scikit-learn==1.5.2"]
+    # when a dependency's version is pinned otherwise, that pin wins and is not followed
+    other = resolved_set([f"scikit-learn=={sklearn}", "scipy==1.0.0"])
+    assert "scipy==1.0.0" in other and f"scipy=={version('scipy')}" not in other
+    assert resolved_set(["not a pin", "no-such-dist==1"]) == ["no-such-dist==1"]
 
 
 def bentoml_version() -> str:

@@ -137,9 +137,15 @@ def test_an_agent_without_lightgbm_serves_a_booster_from_a_kernel_that_has_it(fr
     assert find_agent(fresh_home).pid == agent.pid  # deployed to that agent, not one the kernel started
 
     events = dep.events()
-    # the agent's own verdict: of the version's pins, only LightGBM is missing where it runs
+    # the agent's own verdict: LightGBM and what only it needs (narwhals) are missing where it runs;
+    # the set is the version's pins with their requirements at the kernel's versions
     prepared = [data for kind, data in zip(events["kind"], events["data"]) if kind == "environment_preparing"]
-    assert [p["differs"] for p in prepared] == [[f"lightgbm=={lgb.__version__} (not installed)"]], prepared
+    assert len(prepared) == 1, prepared
+    resolved = dep.metadata(1)["provenance"]["resolved"]
+    assert prepared[0]["packages"] == sorted(resolved, key=str.lower)
+    assert f"lightgbm=={lgb.__version__} (not installed)" in prepared[0]["differs"], prepared
+    assert {d.split(" ")[0] for d in prepared[0]["differs"]} <= set(resolved), prepared
+    assert f"scipy=={metadata.version('scipy')}" in resolved  # LightGBM's requirement, as the kernel had it
     version = dep.versions[-1]
     key = version["environment"]
     assert key not in (None, "agent"), version

@@ -147,6 +147,10 @@ def test_containerize_script_and_readme(dep, canary):
     assert "checks no token" in readme and "25% of requests" in readme
     assert f"kubectl create secret generic {K8S}-predict-token -n models" in readme
     assert f"kubectl apply -n models -f {K8S}.yaml" in readme
+    for number in (1, 2):  # each image installs the version's resolved set, the one it serves with here
+        resolved = dep.metadata(number)["provenance"]["resolved"]
+        assert f"v{number}'s image installs {len(resolved)} packages at the versions it serves with here" in readme
+        assert resolved[0] in readme
 
 
 def test_cli_exports_the_live_version(dep, tmp_path, capsys):

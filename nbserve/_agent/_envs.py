@@ -64,7 +64,8 @@ class EnvSpec:
         """The spec recorded in a version's metadata (its provenance), or None for a version
         that recorded none (then it runs where the agent runs, as before)."""
         prov = metadata.get("provenance") or {}
-        python, packages = prov.get("python"), prov.get("packages")
+        # the resolved set (pins and what they need, as the kernel had them); older versions have pins only
+        python, packages = prov.get("python"), prov.get("resolved") or prov.get("packages")
         if not python or not isinstance(packages, list):
             return None
         minor = ".".join(str(python).split(".")[:2])
