@@ -13,6 +13,7 @@ from ._names import check_name
 from ._display import Progress
 from ._connection import actor, connect
 from ._deployment import Deployment, version_warnings
+from ._runtimes import DEFAULT_RUNTIME
 from ._settings import ReleasePlan, serving_body
 from ._transport import AgentClient
 from .errors import NbserveError, NbserveWarning
@@ -51,6 +52,7 @@ def deploy(
     method: str | None = None,
     methods: list[str] | None = None,
     packages: list[str] | None = None,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -102,6 +104,11 @@ def deploy(
             the found pin of the same distribution. Each version runs with its pins: where the
             agent's own environment differs, it serves from an environment of its own, built
             once with uv (see docs/environments.md).
+        runtime: ``"auto"`` (default) compiles the model to ONNX and serves it with onnxruntime
+            when nbserve can (scikit-learn estimators and pipelines, with ``nbserve[fast]``) and
+            the compiled model answers the sample as the model does; else it serves the model
+            itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
+            deploy fails with the reason; ``"native"``: never compiled. See docs/runtimes.md.
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -123,7 +130,7 @@ def deploy(
                 model, name=name, sample=sample, description=description, notebook=notebook,
                 on_step=lambda key, detail: show.step(key, detail),
                 card={"intended_use": intended_use, "limitations": limitations},
-                method=method, methods=methods, packages=packages,
+                method=method, methods=methods, packages=packages, runtime=runtime,
             )
         except NbserveError as exc:
             _report(client, name, f"the bundle was not built: {exc.message}")

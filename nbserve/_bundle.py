@@ -36,6 +36,7 @@ from ._flavors import FLAVOR_CALLS_FILE, Flavor, flavor_for, flavor_named, regis
 from ._kinds import ANSWER_COLUMN, INPUT_COLUMN, KINDS, InputKind
 from ._provenance import provenance
 from ._requirements import ByValue, code_and_pickle, pinned_requirements, resolved_set, with_packages
+from ._runtimes import DEFAULT_RUNTIME, Runtime, check_runtime, choose_runtime
 from .errors import BundleError, InvalidArgument, ModelNotServable
 
 __all__ = ["Flavor", "register_flavor", "flavor_for", "served_methods", "Bundle", "build_bundle"]
@@ -47,6 +48,7 @@ MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,0
 # and bentoml only, so a Bento serves without nbserve): what every service does, the input
 # kinds, and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
 _COPIED_MODULES = {"_serving.py": SERVING_FILE, "_kinds.py": KINDS_FILE, "_flavor_calls.py": FLAVOR_CALLS_FILE}
+ONNX_MODULE = "nbserve_onnx"  # nbserve/_onnx_runtime.py, copied into a Bento on the onnx runtime
 
 # -- methods --------------------------------------------------------------------------
 
@@ -207,6 +209,37 @@ def model_task(model: Any, predictions: Any) -> str | None:
     return None
 
 
+def _runtime_for(runtime: str, model: Any, flavor: Flavor, schema: dict[str, Any], inputs: Any,
+                 answered: dict[str, Any], on_step: Callable[[str, str | None], None]) -> Runtime:
+    """The runtime the version is built for (see ``_runtimes``); ``onnx`` that cannot be had is
+    ``ModelNotServable`` with the reason, before anything is saved."""
+    if runtime == "native":
+        return Runtime("native", runtime)
+    chosen = choose_runtime(runtime, model, flavor=flavor.name, kind=schema.get("kind", "frame"), inputs=inputs,
+                            answered=answered)
+    if chosen.name == "onnx":
+        on_step("runtime", f"compiled to ONNX ({chosen.details['converter']}); it answers the sample as the "
+                           "model does")
+    elif runtime == "onnx":
+        raise ModelNotServable(f"runtime='onnx': {chosen.reason}",
+                               hint='runtime="auto" serves the model itself when it cannot be compiled')
+    elif chosen.tried:
+        on_step("runtime", f"serving the model itself: {chosen.reason}")
+    return chosen
+
+
+def _write_compiled(ctx: Path, compiled: Runtime) -> list[str]:
+    """The compiled graph, its feed spec and the module that loads them, beside the service."""
+    if compiled.name != "onnx":
+        return []
+    from . import _onnx_runtime
+
+    (ctx / _onnx_runtime.MODEL_FILE).write_bytes(compiled.graph)
+    (ctx / _onnx_runtime.SPEC_FILE).write_text(json.dumps(compiled.spec))
+    shutil.copyfile(_onnx_runtime.__file__, ctx / f"{ONNX_MODULE}.py")
+    return [_onnx_runtime.MODEL_FILE, _onnx_runtime.SPEC_FILE, f"{ONNX_MODULE}.py"]
+
+
 def _predict_column(model: Any, frame: Any, positional: bool, flavor: Flavor,
                     method: str = "predict") -> tuple[Any, dict[str, Any]]:
     """The model's answers to a tabular sample through one served method."""
@@ -315,6 +348,7 @@ def build_bundle(
     method: str | None = None,
     methods: Iterable[str] | None = None,
     packages: Iterable[str] | None = None,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> Bundle:
     """Save ``model`` with BentoML and build its Bento; return the exported archive.
 
@@ -322,6 +356,7 @@ def build_bundle(
     its own sample, and ``BundleError`` (with BentoML's message cut short) if BentoML fails.
     """
     requested = with_packages([], packages)  # a malformed pin fails before anything is done
+    check_runtime(runtime)
     flavor = flavor_for(model)
     local_code, pickled = code_and_pickle(model) if flavor.pickled else ([], None)
     if local_code and flavor.name in ("sklearn", "xgboost", "lightgbm"):
@@ -347,11 +382,14 @@ def build_bundle(
         reference[INPUT_COLUMN] = [json.dumps(item) for item in items]
         sample_row = items[0]
     predictions = answered[served[0]][0]  # what /predict answers, replayed by the parity check
+    compiled = _runtime_for(runtime, model, flavor, schema, frame if kind_class is None else sample,
+                            {m: a for m, (a, _) in answered.items()}, on_step)
 
     by_value = ByValue(local_code)
     # the code's own imports are found (and pinned) in the by-value pickle made above
-    found = pinned_requirements(None, [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else [])],
-                                pickled=pickled)
+    extra = [*flavor.packages, *(["PIL"] if schema.get("kind") == "images" else []),
+             *(["onnxruntime"] if compiled.name == "onnx" else [])]
+    found = pinned_requirements(None, extra, pickled=pickled)
     packages = with_packages(found, requested)
     on_step("dependencies", ", ".join(packages))
     # what the Bento installs (a serving environment, an image): the pins and their requirements
@@ -366,6 +404,7 @@ def build_bundle(
         "code_by_value": local_code,  # notebook code saved with the model (see notebook_code)
         "methods": served,  # the first at /predict, each named one at its own path too
         "outputs": {m: returned for m, (_, returned) in answered.items()},  # the type each returned
+        "runtime": compiled.describe(),  # native, or compiled (the native model stays in the Bento)
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s
@@ -388,7 +427,7 @@ def build_bundle(
             render_service(
                 deployment=name,
                 model_tag=model_tag,
-                loader_module=flavor.loader_module,
+                loader_module=ONNX_MODULE if compiled.name == "onnx" else flavor.loader_module,
                 apis=[(path, flavor.serve_expr(m)) for path, m in service_apis(served)],
                 kind=schema.get("kind", "frame"),
             )
@@ -416,6 +455,7 @@ def build_bundle(
         (ctx / BUNDLE_FILE).write_text(render_bundle_file(bundle_meta))
         for source, copy in _COPIED_MODULES.items():
             shutil.copyfile(Path(__file__).with_name(source), ctx / copy)
+        compiled_files = _write_compiled(ctx, compiled)
 
         on_step("building", f"Bento with {len(packages)} pinned packages ({len(resolved)} with what they need)")
         # bentoml.build imports the modules; a previous build's copies in sys.modules
@@ -428,10 +468,10 @@ def build_bundle(
                 f"{SERVICE_MODULE}:{service_class_name(name)}",
                 name=name,
                 build_ctx=str(ctx),
-                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, *_COPIED_MODULES.values()],
+                include=[SERVICE_FILE, BUNDLE_FILE, REFERENCE_FILE, *_COPIED_MODULES.values(), *compiled_files],
                 models=[model_tag],
                 description=description,
-                labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name},
+                labels={"nbserve.deployment": name, "nbserve.flavor": flavor.name, "nbserve.runtime": compiled.name},
                 python={"packages": resolved, "lock_packages": False},
             )
         except Exception as exc:  # noqa: BLE001

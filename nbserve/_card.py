@@ -113,7 +113,12 @@ def build_card(dep: "Deployment", version: int | None) -> ModelCard:
         (v["status"] for v in dep.versions if v["number"] == version), "unknown")
     card = ModelCard(f"{dep.name} v{version}: {model.get('class', 'model')}")
 
+    runtime = model.get("runtime") or {}
+    runs = "onnx (compiled, parity-checked)" if runtime.get("name") == "onnx" else "native"
+    if runtime.get("fallback"):
+        runs += f" ({runtime['fallback']})"
     about: list[Block] = [("kv", [("status", live), ("task", model.get("task")), ("flavor", model.get("flavor")),
+                                  ("runtime", runs),
                                   ("Bento", meta.get("bento")), ("stable URL", dep.url),
                                   ("this version's URL", f"{dep.url}/v/{version}")])]
     if meta.get("description"):

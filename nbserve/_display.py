@@ -14,6 +14,7 @@ from typing import Any
 
 STEPS = {
     "checking": "Checking the model on the sample",
+    "runtime": "Choosing the runtime",
     "dependencies": "Finding dependencies",
     "saving": "Saving the model",
     "building": "Building the Bento",

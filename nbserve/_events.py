@@ -30,6 +30,8 @@ class Event(StrEnum):
     BATCHING_CHECKED = "batching_checked"
     BATCHING_WARNING = "batching_warning"
     BATCHING_UNAVAILABLE = "batching_unavailable"
+    # the runtime: the compiled model did not answer as the native one, or could not be made
+    RUNTIME_FALLBACK = "runtime_fallback"
     # rollouts
     CANARY_STARTED = "canary_started"
     SHADOW_STARTED = "shadow_started"
@@ -81,7 +83,7 @@ AUDITED = frozenset({
     Event.SCHEDULE_ADDED, Event.SCHEDULE_PAUSED, Event.SCHEDULE_RESUMED, Event.SCHEDULE_REMOVED,
 })
 # Said to the user who deployed (a warning line in %deploy's progress): it serves, but a setting wants changing.
-SAID_AT_DEPLOY = frozenset({Event.BATCHING_WARNING, Event.BATCHING_UNAVAILABLE})
+SAID_AT_DEPLOY = frozenset({Event.BATCHING_WARNING, Event.BATCHING_UNAVAILABLE, Event.RUNTIME_FALLBACK})
 _WARNINGS = SAID_AT_DEPLOY | {Event.BATCH_OVERLOADED, Event.MEMORY_EXCEEDED, Event.DRAIN_TIMEOUT,
                               Event.GATE_BREACHED, Event.ROLLBACK, Event.ABORTED, Event.START_INTERRUPTED}
 _ERRORS = frozenset({Event.DEPLOY_FAILED, Event.BUILD_FAILED, Event.RESTART_FAILED, Event.WAKE_FAILED,

@@ -29,6 +29,8 @@ def version_rows(versions: list[dict[str, Any]], live: int | None,
             row["from"] = sources.get(v["number"])
         row.update({
             "model": (meta.get("model") or {}).get("class"),
+            # what runs it: "onnx" (compiled, parity-checked) or "native"; older versions are native
+            "runtime": ((meta.get("model") or {}).get("runtime") or {}).get("name", "native"),
             "notebook": prov.get("notebook"),
             "cell": prov.get("cell_execution_count"),
             "cell_sha256": (prov.get("cell_sha256") or "")[:12] or None,

@@ -13,6 +13,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from ._runtimes import DEFAULT_RUNTIME, RUNTIMES
 from ._settings import add_serving_flags, serving_arguments
 from .errors import NbserveError
 
@@ -20,7 +21,7 @@ USAGE = """\
 %deploy MODEL --name NAME --sample SAMPLE [--description TEXT] [--port N] [--target T]
         [--canary PERCENT [--sticky-header H] | --shadow] [--auto-promote] [--skip-parity]
         [--intended-use TEXT] [--limitations TEXT] [--method M | --methods M1,M2]
-        [--packages DIST==VERSION,...]
+        [--packages DIST==VERSION,...] [--runtime auto|onnx|native]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method")
     p.add_argument("--methods", type=_comma_list)
     p.add_argument("--packages", type=_comma_list)
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME)
     actions = p.add_mutually_exclusive_group()
     actions.add_argument("--alias", nargs=3, metavar=("ALIAS", "NAME", "VERSION"))
     actions.add_argument("--quality", metavar="NAME")
@@ -163,7 +165,8 @@ class DeployMagics(Magics):
             canary=args.canary, shadow=args.shadow, auto_promote=args.auto_promote,
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
-            method=args.method, methods=args.methods, packages=args.packages, **serving_arguments(args),
+            method=args.method, methods=args.methods, packages=args.packages, runtime=args.runtime,
+            **serving_arguments(args),
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

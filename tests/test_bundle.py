@@ -214,7 +214,7 @@ def test_build_bundle_writes_an_offline_bento(forest, iris):
     bundle = build_bundle(forest, name="unit-iris", sample=X_test, description="unit",
                           on_step=lambda key, detail: steps.append(key))
     try:
-        assert [s for s in steps] == ["dependencies", "saving", "building"]
+        assert [s for s in steps] == ["runtime", "dependencies", "saving", "building"]  # compiled to ONNX
         assert bundle.archive.is_file() and bundle.flavor == "sklearn"
         with tarfile.open(bundle.archive) as archive:
             names = archive.getnames()
@@ -227,6 +227,8 @@ def test_build_bundle_writes_an_offline_bento(forest, iris):
         # the pins and what they need at the kernel's versions (+ bentoml itself): what an image
         # built from this Bento (bentoml containerize) and a serving environment install
         pins = pinned_requirements(forest)
+        assert bundle.metadata["model"]["runtime"]["name"] == "onnx"  # runtime="auto": compiled, so it needs onnxruntime
+        pins = sorted([*pins, f"onnxruntime=={version('onnxruntime')}"], key=str.lower)
         resolved = resolved_set(pins)
         assert sorted(requirements) == sorted(resolved + [f"bentoml=={bentoml_version()}"])
         for needed in ("scipy", "joblib", "threadpoolctl"):  # scikit-learn's, not pinned by the model itself

@@ -11,6 +11,7 @@ import pytest
 
 import nbserve
 from nbserve import errors
+from nbserve._runtimes import TOLERANCE
 
 from ._load import Load
 from .conftest import IRIS_COLUMNS
@@ -59,7 +60,10 @@ def test_stable_url_is_a_bentoml_service_base_url(dep, iris, forest):
 
 def test_predict_proba_is_served_too(dep, iris, forest):
     _, X_test, _, _ = iris
-    np.testing.assert_allclose(dep.predict(X_test[:5], endpoint="predict_proba"), forest.predict_proba(X_test[:5]))
+    # served compiled (runtime="auto"): float32, within the documented tolerance of the forest's own
+    np.testing.assert_allclose(dep.predict(X_test[:5], endpoint="predict_proba"), forest.predict_proba(X_test[:5]),
+                               **TOLERANCE)
+    assert dep.metadata()["model"]["runtime"]["name"] == "onnx"
 
 
 @pytest.mark.parametrize(

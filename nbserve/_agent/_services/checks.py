@@ -66,7 +66,11 @@ class ReleaseChecks:
                         hint=f"see `nbserve logs {name} --version {number}`", parity={"status": "error"},
                     )
                 got.extend(response.json())
-        report = await asyncio.to_thread(compare_predictions, expected, got, reference)
+        # a compiled runtime computes in float32: its version records the tolerance it was checked with
+        tolerance = ((self.fleet.get_version(name, number).metadata.get("model") or {}).get("runtime") or {}).get(
+            "tolerance") or {}
+        report = await asyncio.to_thread(compare_predictions, expected, got, reference,
+                                         **{k: float(v) for k, v in tolerance.items() if k in ("rtol", "atol")})
         if report["status"] == "failed":
             await self.fleet.engine.stop(proc, grace=1.0)
             first = report["examples"][0]

@@ -79,6 +79,12 @@ class Deployments:
             "version_registered", f"v{version.number} registered from {bento_tag}",
             deployment=name, version=version.number, actor=actor,
         )
+        runtime = (metadata.get("model") or {}).get("runtime") or {}
+        if runtime.get("fallback"):  # the kernel tried to compile it and serves the native model instead
+            self.registry.add_event(
+                "runtime_fallback", f"v{version.number} serves the native model: {runtime['fallback']}",
+                deployment=name, version=version.number, actor=actor, data=runtime,
+            )
         self.fleet.spawn(self._roll_out(name, version.number, actor))
         return version
 

@@ -1,0 +1,202 @@
+"""Which runtime serves a version: the native model, or the model compiled to ONNX.
+
+``runtime="auto"`` converts a model nbserve knows how to convert (scikit-learn estimators and
+pipelines, through skl2onnx), runs the compiled graph with onnxruntime on the reference sample
+in the kernel, and keeps it only when it answers what the native model answers: labels and
+strings identical, numbers within ``TOLERANCE``. Otherwise the version serves the native model
+and records why. ``runtime="onnx"`` fails the deploy with that reason instead; ``"native"``
+never converts. The agent's parity replay then checks the served version against the
+notebook's own answers with the same tolerance, before it takes traffic.
+
+The converters and onnxruntime are optional (``pip install 'nbserve[fast]'``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgument
+
+__all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "TOLERANCE", "Runtime", "choose_runtime", "check_runtime"]
+
+RUNTIMES = ("auto", "onnx", "native")
+DEFAULT_RUNTIME = "auto"
+# a compiled graph computes in float32 where the framework computes in float64: probabilities
+# and regression values agree to about 1e-7; labels and strings must be identical
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+FAST_EXTRA = "pip install 'nbserve[fast]'"
+_CONVERTIBLE_METHODS = ("predict", "predict_proba")
+_LOCALE = "C.UTF-8"  # onnxruntime's StringNormalizer needs a locale every Linux has
+
+
+@dataclass
+class Runtime:
+    """The runtime a version is built for, and why."""
+
+    name: str  # "native" or "onnx"
+    asked: str = "auto"
+    graph: bytes | None = None
+    spec: dict[str, Any] | None = None
+    reason: str | None = None  # why not onnx
+    tried: bool = False  # a converter ran (its error or the differing rows are the reason)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What the bundle records (``model.runtime``): shown by history, /metadata and the card."""
+        found = {"name": self.name, "asked": self.asked, **self.details}
+        if self.name == "onnx":
+            found["tolerance"] = dict(TOLERANCE)
+        if self.reason:
+            # a fallback is an event the user is told of; a model nothing converts is just native
+            found["fallback" if self.tried else "native_because"] = self.reason
+        return found
+
+
+def check_runtime(runtime: Any) -> str:
+    if runtime not in RUNTIMES:
+        raise InvalidArgument(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}",
+                              hint='runtime="auto" compiles to ONNX when the answers agree, else serves the model')
+    return runtime
+
+
+def choose_runtime(asked: str, model: Any, *, flavor: str, kind: str, inputs: Any,
+                   answered: dict[str, Any]) -> Runtime:
+    """The runtime for ``model``: ``inputs`` are what the native model answered (``answered``:
+    method -> its answers) in the kernel."""
+    if asked == "native":
+        return Runtime("native", asked)
+    started = time.perf_counter()
+    try:
+        graph, spec, tried = _compile(model, flavor=flavor, kind=kind, inputs=inputs, answered=answered)
+    except _NotConvertible as exc:
+        return Runtime("native", asked, reason=str(exc), tried=exc.tried,
+                       details={"seconds": round(time.perf_counter() - started, 3)})
+    return Runtime("onnx", asked, graph=graph, spec=spec,
+                   details={"converter": tried, "feed": spec["feed"],
+                            "seconds": round(time.perf_counter() - started, 3)})
+
+
+class _NotConvertible(Exception):
+    """Why a model is served natively: said in the progress (and, when a converter ran, the
+    runtime_fallback event)."""
+
+    def __init__(self, reason: str, *, tried: bool = False) -> None:
+        super().__init__(reason)
+        self.tried = tried
+
+
+def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
+             answered: dict[str, Any]) -> tuple[bytes, dict[str, Any], str]:
+    if flavor != "sklearn":
+        raise _NotConvertible(f"no ONNX converter for the {flavor} flavor here (nbserve compiles scikit-learn "
+                              "estimators and pipelines)")
+    other = [m for m in answered if m not in _CONVERTIBLE_METHODS]
+    if other:
+        raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: predict, predict_proba)")
+    missing = [name for name in ("skl2onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}")
+    import numpy as np
+    import skl2onnx
+
+    failures = []
+    for spec, initial_types in _feeds(kind, inputs, np):
+        try:
+            onx = skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model))
+        except Exception as exc:  # noqa: BLE001 - any converter failure means: serve natively
+            raise _NotConvertible(f"skl2onnx cannot convert it: {type(exc).__name__}: {_short(exc)}",
+                                  tried=True) from None
+        graph = onx.SerializeToString()
+        outputs = [o.name for o in onx.graph.output]
+        spec["outputs"] = {m: outputs[i] for i, m in enumerate(_CONVERTIBLE_METHODS) if m in answered}
+        try:
+            differs = _differs(graph, spec, inputs, answered, np)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime refused the graph or the input
+            differs = f"onnxruntime could not run it: {type(exc).__name__}: {_short(exc)}"
+        if differs is None:
+            return graph, spec, f"skl2onnx {skl2onnx.__version__} ({spec.get('dtype', 'strings')} input)"
+        failures.append(differs)
+    raise _NotConvertible(failures[-1] if failures else f"no ONNX input for the {kind} kind", tried=bool(failures))
+
+
+def _feeds(kind: str, inputs: Any, np: Any) -> list[tuple[dict[str, Any], list[Any]]]:
+    """The ways to feed this input to a graph, fastest first: float32 is what tree ensembles
+    compare in (scikit-learn casts to float32 too), float64 keeps linear models exact."""
+    from skl2onnx.common.data_types import (DoubleTensorType, FloatTensorType, Int64TensorType,
+                                            StringTensorType)
+
+    tensor_types = {"float32": FloatTensorType, "float64": DoubleTensorType}
+    if kind == "text":
+        return [({"feed": "strings", "input": "X"}, [("X", StringTensorType([None, 1]))])]
+    if kind == "array":
+        if np.asarray(inputs).ndim != 2 or np.asarray(inputs).dtype.kind not in "biuf":
+            raise _NotConvertible("only 2-D numeric arrays are compiled")
+        width = np.asarray(inputs).shape[1]
+        return [({"feed": "tensor", "input": "X", "dtype": d}, [("X", t([None, width]))])
+                for d, t in tensor_types.items()]
+    if kind != "frame":
+        raise _NotConvertible(f"inputs of the {kind} kind are not compiled")
+    kinds = {str(c): inputs[c].dtype.kind for c in inputs.columns}
+    if all(k in "biuf" for k in kinds.values()):
+        return [({"feed": "tensor", "input": "X", "dtype": d}, [("X", t([None, len(kinds)]))])
+                for d, t in tensor_types.items()]
+    feeds = []
+    for number, number_type in tensor_types.items():
+        columns, types = [], []
+        for name, k in kinds.items():
+            dtype, tensor = (("int64", Int64TensorType) if k in "biu" else (number, number_type) if k == "f"
+                             else ("str", StringTensorType))
+            columns.append([name, dtype])
+            types.append((name, tensor([None, 1])))
+        feeds.append(({"feed": "columns", "inputs": columns, "dtype": number}, types))
+    return feeds
+
+
+def _options(model: Any) -> dict[Any, dict[str, Any]]:
+    """Per estimator class: probabilities as a plain tensor (no ZipMap), text in a locale that exists."""
+    from sklearn.base import BaseEstimator, is_classifier
+    from sklearn.pipeline import Pipeline
+
+    estimators = [model, *(v for v in model.get_params(deep=True).values() if isinstance(v, BaseEstimator))]
+    options: dict[Any, dict[str, Any]] = {}
+    for est in estimators:
+        if is_classifier(est) and not isinstance(est, Pipeline) and hasattr(est, "predict_proba"):
+            options[type(est)] = {"zipmap": False}
+        elif type(est).__name__ in ("TfidfVectorizer", "CountVectorizer"):
+            options[type(est)] = {"locale": _LOCALE}
+    return options
+
+
+def _differs(graph: bytes, spec: dict[str, Any], inputs: Any, answered: dict[str, Any], np: Any) -> str | None:
+    """None when the compiled graph answers the reference sample as the model did; else the first
+    differing row, said plainly."""
+    from ._onnx_runtime import OnnxModel
+
+    compiled = OnnxModel(graph, spec)
+    for method, want in answered.items():
+        have = getattr(compiled, method)(inputs)
+        want = np.asarray(want)
+        if have.shape != want.shape:
+            return f"the compiled {method} answers shape {have.shape}, the model {want.shape}"
+        if want.dtype.kind in "fc":
+            same = np.isclose(have, want, equal_nan=True, **TOLERANCE)
+        else:
+            same = have.astype(str) == want.astype(str) if want.dtype.kind in "OUS" else have == want
+        rows = np.flatnonzero(~same.reshape(len(want), -1).all(axis=1))
+        if len(rows):
+            row = int(rows[0])
+            return (f"the compiled {method} differs on {len(rows)} of {len(want)} reference rows (row {row}: "
+                    f"{_plain(want[row])!r} native, {_plain(have[row])!r} compiled)")
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
