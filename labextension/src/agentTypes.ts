@@ -22,6 +22,7 @@ export type EventKind =
   | 'batching_checked'
   | 'batching_warning'
   | 'batching_unavailable'
+  | 'runtime_fallback'
   | 'canary_started'
   | 'shadow_started'
   | 'canary_resumed'

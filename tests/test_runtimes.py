@@ -1,0 +1,135 @@
+"""The compiled runtime: real skl2onnx, real onnxruntime in the kernel and in real bentoml serve
+processes, the agent's real parity replay.
+
+A scikit-learn forest compiles and serves from ONNX with the forest's labels and its
+probabilities within the documented tolerance; a text pipeline whose compiled graph lowercases
+text differently (onnxruntime's StringNormalizer leaves "É" as it is, Python lowercases it) is
+caught by the replay of the reference sample and served natively, with a ``runtime_fallback``
+event naming the differing row; ``runtime="onnx"`` refuses it instead, and the version that was
+serving keeps serving; ``runtime="native"`` serves the native model kept in every Bento.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbserve
+from nbserve import errors
+from nbserve._runtimes import TOLERANCE, choose_runtime
+
+pytest.importorskip("skl2onnx", reason="the compiled runtime needs nbserve[fast] (skl2onnx)")
+pytest.importorskip("onnxruntime", reason="the compiled runtime needs nbserve[fast] (onnxruntime)")
+
+ASCII = ["good pasta", "cold soup", "great wine", "awful service", "lovely dessert", "rude staff"] * 3
+ACCENTED = ["ÉCOLE bien", "école mal", "Straße gut", "strasse schlecht", "ÜBER alles", "über nichts"] * 3
+LABELS = [1, 0, 1, 0, 1, 0] * 3
+
+
+def _text_model(texts):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, LABELS)
+
+
+def _answered(model, inputs):
+    return {"predict": model.predict(inputs), "predict_proba": model.predict_proba(inputs)}
+
+
+# -- the choice, in the kernel -------------------------------------------------------------
+
+
+def test_a_forest_compiles_with_float32_input_as_scikit_learn_compares_its_thresholds(iris, forest):
+    _, X_test, _, _ = iris
+    chosen = choose_runtime("auto", forest, flavor="sklearn", kind="frame", inputs=X_test,
+                            answered=_answered(forest, X_test))
+    assert chosen.name == "onnx", chosen.reason
+    assert chosen.spec["feed"] == "tensor" and chosen.spec["dtype"] == "float32"
+    assert chosen.describe()["tolerance"] == TOLERANCE
+
+
+def test_a_text_pipeline_compiles_and_one_that_answers_otherwise_falls_back_naming_the_row():
+    plain = _text_model(ASCII)
+    chosen = choose_runtime("auto", plain, flavor="sklearn", kind="text", inputs=ASCII, answered=_answered(plain, ASCII))
+    assert chosen.name == "onnx" and chosen.spec["feed"] == "strings", chosen.reason
+
+    accented = _text_model(ACCENTED)
+    chosen = choose_runtime("auto", accented, flavor="sklearn", kind="text", inputs=ACCENTED,
+                            answered=_answered(accented, ACCENTED))
+    assert chosen.name == "native" and chosen.tried
+    assert "differs on" in chosen.reason and "row 0" in chosen.reason, chosen.reason
+    assert chosen.describe()["fallback"] == chosen.reason
+
+
+def test_what_nothing_converts_is_native_without_a_fallback(iris, forest):
+    _, X_test, _, _ = iris
+    chosen = choose_runtime("auto", forest, flavor="picklable", kind="frame", inputs=X_test,
+                            answered=_answered(forest, X_test))
+    assert chosen.name == "native" and not chosen.tried and "picklable" in chosen.reason
+    assert "fallback" not in chosen.describe() and chosen.describe()["native_because"] == chosen.reason
+    chosen = choose_runtime("auto", forest, flavor="sklearn", kind="frame", inputs=X_test,
+                            answered={"apply": forest.apply(X_test)})
+    assert chosen.name == "native" and "apply has no ONNX equivalent" in chosen.reason
+    assert choose_runtime("native", forest, flavor="sklearn", kind="frame", inputs=X_test,
+                          answered=_answered(forest, X_test)).describe() == {"name": "native", "asked": "native"}
+
+
+def test_a_wrong_runtime_is_refused_before_anything_is_built(iris, forest):
+    _, X_test, _, _ = iris
+    with pytest.raises(errors.InvalidArgument, match="runtime must be one of auto, onnx, native"):
+        nbserve.deploy(forest, "never", X_test, runtime="tensorrt", progress=False)
+
+
+# -- served, through real servers ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wine():
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    return X, RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y)
+
+
+@pytest.mark.slow
+def test_a_compiled_forest_serves_the_notebook_answers_and_says_which_runtime(module_home, wine):
+    X, forest = wine
+    dep = nbserve.deploy(forest, "wine-fast", X, progress=False)
+    runtime = dep.metadata()["model"]["runtime"]
+    assert runtime["name"] == "onnx" and runtime["asked"] == "auto", runtime
+    np.testing.assert_array_equal(dep.predict(X), forest.predict(X))
+    np.testing.assert_allclose(dep.predict(X.head(20), endpoint="predict_proba"), forest.predict_proba(X.head(20)),
+                               **TOLERANCE)
+    events = dep.events()
+    passed = [d for k, d in zip(events["kind"], events["data"]) if k == "parity_passed"]
+    assert passed and passed[-1]["rtol"] == TOLERANCE["rtol"], "the replay used the version's tolerance"
+    assert dep.history()["runtime"].tolist() == ["onnx"]
+    assert "onnx (compiled, parity-checked)" in dep.model_card().to_markdown()
+
+    # the native model is in the same kind of Bento: a redeploy serves it, no retraining
+    dep = nbserve.deploy(forest, "wine-fast", X, progress=False, runtime="native")
+    assert dep.metadata()["model"]["runtime"] == {"name": "native", "asked": "native"}
+    np.testing.assert_array_equal(dep.predict(X, endpoint="predict_proba"), forest.predict_proba(X))
+    assert dep.history()["runtime"].tolist() == ["onnx", "native"]
+
+
+@pytest.mark.slow
+def test_a_compiled_model_that_answers_otherwise_serves_natively_and_onnx_refuses_it(module_home):
+    model = _text_model(ACCENTED)
+    dep = nbserve.deploy(model, "accents", ACCENTED, progress=False)
+    runtime = dep.metadata()["model"]["runtime"]
+    assert runtime["name"] == "native" and "differs on" in runtime["fallback"], runtime
+    events = dep.events()
+    fallback = events[events["kind"] == "runtime_fallback"]
+    assert len(fallback) == 1 and "serves the native model" in fallback["message"].iloc[0]
+    assert dep.predict(ACCENTED).tolist() == model.predict(ACCENTED).tolist()
+
+    with pytest.raises(errors.ModelNotServable, match="runtime='onnx': the compiled predict"):
+        nbserve.deploy(model, "accents", ACCENTED, progress=False, runtime="onnx")
+    dep = nbserve.get("accents")
+    assert dep.version == 1 and dep.status == "serving"  # v1 keeps serving
+    assert dep.predict(pd.Series(ACCENTED[:2])).tolist() == model.predict(ACCENTED[:2]).tolist()
