@@ -223,9 +223,13 @@ def _runtime_for(runtime: str, model: Any, flavor: Flavor, schema: dict[str, Any
     elif runtime == "onnx":
         raise ModelNotServable(f"runtime='onnx': {chosen.reason}",
                                hint='runtime="auto" serves the model itself when it cannot be compiled')
-    elif chosen.tried:
+    elif chosen.tried or (chosen.missing_extra and not _SAID["missing_extra"]):
+        _SAID["missing_extra"] |= chosen.missing_extra  # how to get the fast path: once per kernel
         on_step("runtime", f"serving the model itself: {chosen.reason}")
     return chosen
+
+
+_SAID = {"missing_extra": False}
 
 
 def _write_compiled(ctx: Path, compiled: Runtime) -> list[str]:

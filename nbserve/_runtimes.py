@@ -13,7 +13,7 @@ The converters and onnxruntime are optional (``pip install 'nbserve[fast]'``).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,7 @@ class Runtime:
     spec: dict[str, Any] | None = None
     reason: str | None = None  # why not onnx
     tried: bool = False  # a converter ran (its error or the differing rows are the reason)
+    missing_extra: bool = False  # nbserve[fast] would compile it: said once per kernel
     details: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def choose_runtime(asked: str, model: Any, *, flavor: str, kind: str, inputs: An
     try:
         graph, spec, tried = _compile(model, flavor=flavor, kind=kind, inputs=inputs, answered=answered)
     except _NotConvertible as exc:
-        return Runtime("native", asked, reason=str(exc), tried=exc.tried,
+        return Runtime("native", asked, reason=str(exc), tried=exc.tried, missing_extra=exc.missing_extra,
                        details={"seconds": round(time.perf_counter() - started, 3)})
     return Runtime("onnx", asked, graph=graph, spec=spec,
                    details={"converter": tried, "feed": spec["feed"],
@@ -83,9 +84,9 @@ class _NotConvertible(Exception):
     """Why a model is served natively: said in the progress (and, when a converter ran, the
     runtime_fallback event)."""
 
-    def __init__(self, reason: str, *, tried: bool = False) -> None:
+    def __init__(self, reason: str, *, tried: bool = False, missing_extra: bool = False) -> None:
         super().__init__(reason)
-        self.tried = tried
+        self.tried, self.missing_extra = tried, missing_extra
 
 
 def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
@@ -96,9 +97,10 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
     other = [m for m in answered if m not in _CONVERTIBLE_METHODS]
     if other:
         raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: predict, predict_proba)")
-    missing = [name for name in ("skl2onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    missing = _missing("skl2onnx", "onnxruntime")
     if missing:
-        raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}")
+        raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}",
+                              missing_extra=True)
     import numpy as np
     import skl2onnx
 
@@ -120,6 +122,16 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
             return graph, spec, f"skl2onnx {skl2onnx.__version__} ({spec.get('dtype', 'strings')} input)"
         failures.append(differs)
     raise _NotConvertible(failures[-1] if failures else f"no ONNX input for the {kind} kind", tried=bool(failures))
+
+
+def _missing(*names: str) -> list[str]:
+    found = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            found.append(name)
+    return found
 
 
 def _feeds(kind: str, inputs: Any, np: Any) -> list[tuple[dict[str, Any], list[Any]]]:

@@ -11,6 +11,8 @@ serving keeps serving; ``runtime="native"`` serves the native model kept in ever
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +77,25 @@ def test_what_nothing_converts_is_native_without_a_fallback(iris, forest):
     assert chosen.name == "native" and "apply has no ONNX equivalent" in chosen.reason
     assert choose_runtime("native", forest, flavor="sklearn", kind="frame", inputs=X_test,
                           answered=_answered(forest, X_test)).describe() == {"name": "native", "asked": "native"}
+
+
+def test_without_the_fast_extra_auto_serves_natively_and_says_how_to_get_it_once(iris, forest, monkeypatch):
+    from nbserve import _bundle
+    from nbserve._flavors import flavor_named
+
+    _, X_test, _, _ = iris
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    monkeypatch.setitem(_bundle._SAID, "missing_extra", False)
+    steps = []
+    for _ in range(2):
+        chosen = _bundle._runtime_for("auto", forest, flavor_named("sklearn"), {}, X_test,
+                                      _answered(forest, X_test), lambda step, detail: steps.append(detail))
+        assert chosen.name == "native" and not chosen.tried and "fallback" not in chosen.describe()
+    assert steps == ["serving the model itself: onnxruntime not installed; for the compiled runtime: "
+                     "pip install 'nbserve[fast]'"]
+    with pytest.raises(errors.ModelNotServable, match="runtime='onnx': onnxruntime not installed"):
+        _bundle._runtime_for("onnx", forest, flavor_named("sklearn"), {}, X_test, _answered(forest, X_test),
+                             lambda step, detail: None)
 
 
 def test_a_wrong_runtime_is_refused_before_anything_is_built(iris, forest):
