@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,9 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
     failures = []
     for spec, initial_types in _feeds(kind, inputs, np):
         try:
-            onx = skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model))
+            with warnings.catch_warnings():  # the converter's notes on opsets are not the user's business
+                warnings.simplefilter("ignore")
+                onx = skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model))
         except Exception as exc:  # noqa: BLE001 - any converter failure means: serve natively
             raise _NotConvertible(f"skl2onnx cannot convert it: {type(exc).__name__}: {_short(exc)}",
                                   tried=True) from None
