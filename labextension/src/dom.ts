@@ -32,6 +32,11 @@ export function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
+/** A titled part of a view; `data-section` is its title in lower case (scrolling and tests find it by that). */
+export function section(title: string, ...children: (HTMLElement | null)[]): HTMLElement {
+  return h('section', { class: 'nbserve-section', data: { section: title.toLowerCase() } }, h('h3', { text: title }), ...children);
+}
+
 export function button(label: string, onClick: () => void, cls = '', title = ''): HTMLButtonElement {
   const el = h('button', { class: `nbserve-button ${cls}`.trim(), text: label, title });
   el.type = 'button';
