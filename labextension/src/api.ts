@@ -140,6 +140,8 @@ export interface IHistoryRow {
   created_at: string;
   created_by: string | null;
   model: string | null;
+  /** what serves it: 'onnx' (compiled, parity-checked) or 'native' */
+  runtime: string | null;
   notebook: string | null;
   cell: number | null;
   cell_sha256: string | null;

@@ -66,6 +66,7 @@ function versionRow(
       h('span', { class: 'nbserve-version-number', text: `v${row.version}` }),
       ownUrl ? copyButton(ownUrl, 'nbserve-copy-version', `Copy v${row.version}'s own URL: ${ownUrl}`) : null,
       h('span', { class: `nbserve-vstatus nbserve-vstatus-${row.status}`, text: row.status }),
+      runtimeBadge(row.runtime),
       h('span', { class: 'nbserve-muted' }, ago(row.created_at), ` · ${row.created_by ?? '–'}`),
       h('span', { class: 'nbserve-version-buttons' }, card, action)
     ),
@@ -77,6 +78,18 @@ function versionRow(
     ),
     row.error ? h('pre', { class: 'nbserve-version-error', text: row.error }) : null
   );
+}
+
+/** Which runtime serves the version: the model itself, or compiled to ONNX (docs/runtimes.md). */
+function runtimeBadge(runtime: string | null): HTMLElement {
+  const compiled = runtime === 'onnx';
+  return h('span', {
+    class: `nbserve-runtime nbserve-runtime-${compiled ? 'onnx' : 'native'}`,
+    text: compiled ? 'onnx' : 'native',
+    title: compiled
+      ? 'compiled to ONNX and served by onnxruntime; its answers were checked against the model\'s by parity'
+      : 'served by the model itself'
+  });
 }
 
 /** The named versions above the version list: "staging → v1", each copying its URL. */

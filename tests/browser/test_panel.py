@@ -282,6 +282,8 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     v1_row.wait_for(timeout=20000)
     assert v2_row.get_attribute("data-status") == "live"
     assert v1_row.get_attribute("data-status") == "warm"
+    # the forest was compiled (runtime="auto"): the row says which runtime serves it
+    assert v1_row.locator(".nbserve-runtime").inner_text() == "onnx"
     assert "Untitled" in v2_row.inner_text() or ".ipynb" in v2_row.inner_text()
     detail.locator('section[data-section="logs"] pre').wait_for(timeout=20000)
     detail.locator(".nbserve-bar").first.wait_for(timeout=20000)  # the drift chart, drawn in SVG
