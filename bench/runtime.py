@@ -1,0 +1,291 @@
+"""Compiled runtime (issue #16): a forest compiled to ONNX vs the forest itself, in this process and over HTTP.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/runtime.py [--parts call http] [--seconds 5] [--rounds 3]
+                                                      [--warmup 2] [--concurrency 1 8] [--timeit-rounds 7]
+                                                      [--load auto|wrk|python]
+
+The model: a 50-tree ``RandomForestClassifier(random_state=0)`` fitted on scikit-learn's wine data
+(``load_wine(as_frame=True)``: 178 rows, 13 float columns, 3 classes; shipped with scikit-learn,
+nothing is downloaded). It is compiled the way ``nbserve.deploy`` compiles it:
+``nbserve._runtimes.choose_runtime("onnx", ...)`` on the whole data set as the reference sample
+(skl2onnx, float32 input first, kept only when onnxruntime answers as the forest does), then
+``nbserve._onnx_runtime.OnnxModel(graph, spec)``, the class the served Bento loads.
+
+Part ``call``, in this process: ``forest.predict(frame)`` vs the compiled ``predict(frame)``, and
+``predict_proba`` alike, for a 1-row and a 100-row DataFrame; timeit, median of ``--timeit-rounds``
+rounds of at least 0.2 s each; microseconds per call and the speedup. The compiled call includes
+turning the DataFrame into the graph's float32 tensor, as in the server.
+
+Part ``http``: three targets, all on 127.0.0.1, one worker each:
+
+  onnx      nbserve's stable URL of ``deploy(forest, "wine-onnx", X, runtime="onnx")``
+  native    nbserve's stable URL of ``deploy(forest, "wine-native", X, runtime="native")``
+  baseline  the same forest saved with ``bentoml.sklearn.save_model`` in a store of its own and
+            served by plain ``bentoml serve`` of the hand-written service in bench/_bento_wine.py
+
+Each request is one row as JSON, ``{"data": [row]}`` (the first wine); all three must answer the
+same label before anything is timed, and each deployment's ``/metadata`` must name the runtime
+asked. Load comes from a separate process (wrk when installed, else bench/_common.py's Python
+generator), closed loop at each concurrency: a warm-up per target, then ``--rounds`` interleaved
+rounds (the order reversed every other round), medians of requests/s and p50/p99 latency, server
+CPU per request (the serving process tree), agent CPU per request and the cores others used.
+
+Targets (this bench's; printed, never asserted), from the README's "faster than the framework":
+the compiled call >= 2x the forest's for 1 row; over HTTP, onnx >= 1x native and >= 1x baseline
+throughput at every concurrency. Every process started here is stopped at the end, even on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402  (sets BENTOML_DO_NOT_TRACK / UV_OFFLINE first)
+
+TARGETS = ("onnx", "native", "baseline")
+DEPLOYMENT = {"onnx": "wine-onnx", "native": "wine-native"}
+BASELINE_MODEL = "wine-forest"  # the name bench/_bento_wine.py loads
+ROWS = (1, 100)
+METHODS = ("predict", "predict_proba")
+CALL_TARGET = 2.0
+RPS_TARGET = 1.0
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def wine_forest() -> tuple[Any, Any]:
+    """(the fitted 50-tree forest, the wine feature DataFrame)."""
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    return RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X
+
+
+def compiled(forest: Any, X: Any) -> tuple[Any, Any]:
+    """(the OnnxModel nbserve would serve, its Runtime record), by nbserve's own steps."""
+    from nbserve._onnx_runtime import OnnxModel
+    from nbserve._runtimes import choose_runtime
+
+    chosen = choose_runtime("onnx", forest, flavor="sklearn", kind="frame", inputs=X,
+                            answered={m: getattr(forest, m)(X) for m in METHODS})
+    if chosen.name != "onnx":
+        raise RuntimeError(f"the forest did not compile: {chosen.reason}")
+    return OnnxModel(chosen.graph, chosen.spec), chosen
+
+
+# -- part 1: the model call in this process -----------------------------------------------
+
+
+def call(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from kinds import per_call_us
+    from nbserve._runtimes import TOLERANCE
+
+    forest, X = wine_forest()
+    model, chosen = compiled(forest, X)
+    print(f"\ncompiled: {chosen.details['converter']}, feed {chosen.spec['feed']} {chosen.spec['dtype']}, "
+          f"{len(chosen.graph) / 1024:.0f} KiB graph, in {chosen.details['seconds']:.2f} s (with the parity check)")
+    print(f"model call in this process (median of {args.timeit_rounds} timeit rounds):")
+    header = f"{'method':<14} {'rows':>4} | {'forest us':>10} {'onnx us':>9} | {'speedup':>8}"
+    print(header)
+    print("-" * len(header))
+    speedups = {}
+    for rows in ROWS:
+        frame = X.iloc[:rows]
+        for method in METHODS:
+            native, fast = getattr(forest, method), getattr(model, method)
+            want, have = native(frame), fast(frame)
+            same = (np.array_equal(want, have) if method == "predict"
+                    else np.allclose(want, have, **TOLERANCE))
+            if not same:
+                raise RuntimeError(f"compiled {method} on {rows} rows differs: {want!r} vs {have!r}")
+            forest_us = per_call_us(lambda: native(frame), args.timeit_rounds)
+            onnx_us = per_call_us(lambda: fast(frame), args.timeit_rounds)
+            speedups[(method, rows)] = forest_us / onnx_us
+            print(f"{method:<14} {rows:>4} | {forest_us:>10.1f} {onnx_us:>9.1f} | {forest_us / onnx_us:>7.1f}x",
+                  flush=True)
+    for method in METHODS:
+        ratio = speedups[(method, 1)]
+        print(f"{method} 1 row: compiled {ratio:.1f}x the forest (target >= {CALL_TARGET:g}x: "
+              f"{met(ratio >= CALL_TARGET)})")
+
+
+# -- part 2: over HTTP ---------------------------------------------------------------------
+
+
+def baseline_serve(store: Path, root: Path) -> tuple[c.ProcessTree, str]:
+    port = c.free_port()
+    tree = c.ProcessTree(
+        [c.PY, "-m", "bentoml", "serve", "_bento_wine:WineForest", "--working-dir", str(c.BENCH),
+         "--host", c.HOST, "--port", str(port)],
+        env=c.child_env(BENTOML_HOME=str(store), PYTHONUNBUFFERED="1"), cwd=root, log_path=root / "baseline.log",
+    )
+    return tree, f"http://{c.HOST}:{port}"
+
+
+def label_of(answer: Any) -> Any:
+    """The one label of a one-row answer, whatever wraps it."""
+    while isinstance(answer, dict) and len(answer) == 1:
+        answer = next(iter(answer.values()))
+    while isinstance(answer, list) and len(answer) == 1:
+        answer = answer[0]
+    return answer
+
+
+def http(args: argparse.Namespace, tool: str, root: Path) -> None:
+    import psutil
+
+    import nbserve
+    from endpoint import server_tree_of
+    from kinds import save_baseline_model
+    from nbserve._config import Home
+    from nbserve._local import find_agent
+
+    marker = str(root)
+    store = root / "baseline-bentoml"
+    tree = None
+    home = Home.resolve()
+    try:
+        forest, X = wine_forest()
+        tag = save_baseline_model(forest, BASELINE_MODEL, store, root)
+        tree, baseline_url = baseline_serve(store, root)
+        print(f"baseline: {tag} served by _bento_wine:WineForest at {baseline_url} (pid {tree.pid})")
+        urls, servers = {"baseline": baseline_url}, {}
+        for name in ("onnx", "native"):
+            t0 = time.monotonic()
+            dep = nbserve.deploy(forest, DEPLOYMENT[name], X, runtime=name, workers=1, progress=False)
+            elapsed = time.monotonic() - t0
+            version = dep.refresh().versions[-1]
+            serving = dep.metadata()["model"]["runtime"]
+            if serving["name"] != name:
+                raise RuntimeError(f"{DEPLOYMENT[name]} serves {serving['name']}, not {name}: {serving}")
+            urls[name] = dep.url
+            procs = server_tree_of(c.split_url(version["upstream_url"])[1], marker)
+            servers[name] = lambda procs=procs: procs
+            print(f"deployed {DEPLOYMENT[name]} v{dep.version} in {elapsed:.1f} s, runtime {serving['name']}"
+                  f"{' (' + serving['converter'] + ')' if serving.get('converter') else ''}; stable URL {dep.url}, "
+                  f"upstream {version['upstream_url']} ({len(procs)} processes)")
+        c.wait_until_ok(baseline_url, "GET", "/readyz", timeout=180, alive=tree.alive)
+        tree.refresh()
+        servers["baseline"] = lambda: (tree.refresh(), list(tree.known.values()))[1]
+        agent = find_agent(home)
+        assert agent is not None, "the agent is not running after deploy"
+        agent_proc = psutil.Process(agent.pid)
+
+        body = json.dumps({"data": X.iloc[:1].to_dict(orient="records")}).encode()
+        answers = {}
+        for name in TARGETS:
+            status, payload = c.request(urls[name], "POST", "/predict", body, timeout=30)
+            if status != 200:
+                raise RuntimeError(f"{name} /predict answered {status}: {payload[:300]!r}")
+            answers[name] = json.loads(payload)
+        labels = {name: label_of(a) for name, a in answers.items()}
+        same = len({json.dumps(v) for v in labels.values()}) == 1
+        print(f"request: POST /predict, {len(body)} B, 1 row -> {json.dumps(answers['onnx'])[:60]} (baseline "
+              f"{json.dumps(answers['baseline'])[:40]}); same label from all three: {same}")
+        if not same:
+            raise RuntimeError(f"the targets answered different labels: {answers}")
+
+        tree.refresh()
+        ours = c.our_processes(marker)  # servers, agent, the agent's servers: all name the scratch root
+        work = {}
+        for name in TARGETS:  # one per target: _common.load keeps its script per directory
+            work[name] = root / "load" / name
+            work[name].mkdir(parents=True, exist_ok=True)
+        print(f"warm-up: {args.warmup:g} s per target at concurrency {max(args.concurrency)}")
+        for name in TARGETS:
+            c.load(urls[name], "/predict", body, max(args.concurrency), args.warmup, tool, work[name])
+        results: dict[tuple[int, str], list[dict[str, float]]] = {}
+        for conc in args.concurrency:
+            for rnd in range(args.rounds):
+                for name in (TARGETS if rnd % 2 == 0 else tuple(reversed(TARGETS))):
+                    procs = servers[name]()
+                    server0, agent0, ours0 = c.cpu_of(procs), c.cpu_of([agent_proc]), c.cpu_of(ours)
+                    busy0, wall0 = c.busy_seconds(), time.monotonic()
+                    out = c.load(urls[name], "/predict", body, conc, args.seconds, tool, work[name])
+                    wall = time.monotonic() - wall0
+                    n = max(1, out["requests"])
+                    out["server_us"] = (c.cpu_of(procs) - server0) / n * 1e6
+                    out["agent_us"] = (c.cpu_of([agent_proc]) - agent0) / n * 1e6
+                    mine = c.cpu_of(ours) - ours0 + out["load_cpu_s"]  # what this run used is not "others"
+                    out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
+                    results.setdefault((conc, name), []).append(out)
+                    print(f"  c={conc} round {rnd + 1} {name:<8} {out['rps']:7.1f} rps p50 {out['p50_ms']:6.2f} ms "
+                          f"p99 {out['p99_ms']:6.2f} ms errors {int(out['errors'])} "
+                          f"(others {out['others_cores']:.2f} cores)", flush=True)
+        report(args, tool, results)
+    finally:
+        if tree is not None:
+            survivors = tree.stop()
+            if survivors:
+                print(f"warning: baseline processes survived SIGKILL: {survivors}")
+        c.stop_agents([home], marker)
+
+
+def report(args: argparse.Namespace, tool: str, results: dict) -> None:
+    def med(conc: int, name: str, key: str) -> float:
+        return c.median([r[key] for r in results[(conc, name)]])
+
+    print(f"\nwine RandomForest (50 trees), POST /predict with 1 row, load: {tool}; "
+          f"medians of {args.rounds} interleaved {args.seconds:g} s runs per target")
+    header = (f"{'conc':>4} {'target':<9}| {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | "
+              f"{'server CPU us/req':>17} {'agent':>6} | {'others':>6}")
+    print(header)
+    print("-" * len(header))
+    for conc in args.concurrency:
+        for name in TARGETS:
+            errors = sum(int(r["errors"]) for r in results[(conc, name)])
+            agent = f"{med(conc, name, 'agent_us'):>6.0f}" if name != "baseline" else f"{'-':>6}"
+            print(f"{conc:>4} {name:<9}| {med(conc, name, 'rps'):>7.1f} {med(conc, name, 'p50_ms'):>7.2f} "
+                  f"{med(conc, name, 'p99_ms'):>7.2f} {errors:>6} | {med(conc, name, 'server_us'):>17.0f} "
+                  f"{agent} | {med(conc, name, 'others_cores'):>6.2f}")
+    print()
+    for conc in args.concurrency:
+        for base in ("native", "baseline"):
+            ratio = med(conc, "onnx", "rps") / med(conc, base, "rps")
+            p50, base50 = med(conc, "onnx", "p50_ms"), med(conc, base, "p50_ms")
+            print(f"c={conc} onnx/{base:<8} throughput {ratio:.2f}x (target >= {RPS_TARGET:g}x: "
+                  f"{met(ratio >= RPS_TARGET)}), p50 {p50 / base50:.2f}x ({p50 - base50:+.2f} ms)")
+    print("onnx/native = nbserve's stable URL, compiled vs the forest itself; onnx/baseline = compiled behind "
+          "nbserve's stable URL vs the forest in a hand-written service (bench/_bento_wine.py), plain `bentoml "
+          "serve`, no proxy; others = cores busy with processes not of this bench")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", nargs="+", choices=("call", "http"), default=["call", "http"])
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per concurrency")
+    ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per target first")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--timeit-rounds", type=int, default=7, help="timeit rounds (>= 0.2 s each) per figure")
+    ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
+                    help="load generator: wrk if installed (auto), or the Python one")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs) afterwards")
+    args = ap.parse_args()
+    print(f"machine: {c.machine_line()}")
+    if "call" in args.parts:
+        call(args)
+    if "http" in args.parts:
+        tool = c.load_tool(args.load)
+        print(f"\nload: {c.load_tool_description(tool)}")
+        with c.scratch("runtime", keep=args.keep) as root:
+            others = c.foreign_servers(str(root))
+            if others:
+                print(f"note: {len(others)} other bentoml/nbserve processes share the machine")
+            http(args, tool, root)
+    print(f"machine at the end: {c.machine_line()}")
+
+
+if __name__ == "__main__":
+    main()
