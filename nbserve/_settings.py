@@ -2,8 +2,10 @@
 
 One spelling per setting. The client API (``deploy``, ``Deployment.scale``), ``%deploy``, the
 CLI and the panel's server extension take their flags, help texts and JSON checks from the rows
-here; the agent imports the same ``ReleasePlan``, ``workers_option`` and knob names, and validates
-the values once (``_agent/_services/settings.py``). A new serving knob is one row here and one check there.
+here; the agent imports the same ``ReleasePlan``, ``workers_option`` and rows: its REST models take
+their bounds and descriptions from them (``_agent/_rest/models.py``), and it validates the values
+once (``_agent/_services/settings.py``, ``_agent/_limits.py``) against the same bounds. A new
+serving knob is one row here and one check there.
 """
 
 from __future__ import annotations
@@ -14,40 +16,71 @@ from typing import Any
 
 from .errors import InvalidArgument
 
-__all__ = ["SERVING_KNOBS", "BATCHING_KNOBS", "ReleasePlan", "Setting", "add_serving_flags", "check_serving_json",
-           "serving_arguments", "serving_body", "workers_option"]
+__all__ = ["SERVING_KNOBS", "BATCHING_KNOBS", "SERVING_SETTINGS", "ReleasePlan", "Setting", "add_serving_flags",
+           "check_serving_json", "knob_row", "serving_arguments", "serving_body", "workers_option"]
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One serving knob: its keyword argument (and JSON field), its flag's type and help, and
-    the JSON types the panel's requests may give it (the agent checks the values)."""
+    """One serving knob: its keyword argument (and JSON field), its flag's type and help, the
+    JSON types the panel's requests may give it, and the bounds and description of its field in
+    the agent's REST API (the agent checks the values against the same bounds)."""
 
     name: str
     flag_type: type
-    help: str
+    help: str  # the flag's; "{minimum}" and "{maximum}" stand for the bounds
     json_types: tuple[type, ...]
     json_text: str
+    minimum: int | None = None  # None: no static bound (a size, a duration, a host's cores)
+    maximum: int | None = None
+    api_description: str | None = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def flag_help(self) -> str:
+        """The help text with its bounds filled in (``{minimum}``, ``{maximum}``)."""
+        return self.help.format(minimum=self.minimum, maximum=self.maximum)
+
+    @property
+    def bounds_text(self) -> str:
+        """The bounds as error messages give them, e.g. ``from 1 to 64``."""
+        return f"from {self.minimum} to {self.maximum}"
+
+    def within(self, value: float) -> bool:
+        """Whether a number lies inside the bounds (a bound not set does not limit it)."""
+        return ((self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum))
+
 
 SERVING_KNOBS = (
-    Setting("workers", int, "BentoML worker processes behind the stable URL (1 to 64)", (int,), "an integer"),
+    Setting("workers", int, "BentoML worker processes behind the stable URL ({minimum} to {maximum})", (int,),
+            "an integer", minimum=1, maximum=64),
     Setting("memory", str, 'a cap on the server\'s processes, such as "1G"; "none" removes it', (str, int),
-            'a size such as "1G" (or bytes) or "none"'),
+            'a size such as "1G" (or bytes) or "none"', api_description='a cap such as "1G"; "none" removes it'),
     Setting("cpus", str, 'a cap in cores, e.g. 1.5; "none" removes it', (int, float, str),
-            'a number of cores or "none"'),
+            'a number of cores or "none"', api_description='cores, e.g. 1.5; "none" removes the cap'),
     Setting("idle_timeout", str, 'scale to zero after this long without requests, e.g. "15m"; "none"', (str,),
-            'a duration such as "15m" or "none"'),
+            'a duration such as "15m" or "none"', api_description='e.g. "15m"; "none": never scale to zero'),
 )
 BATCHING_KNOBS = (
-    Setting("max_batch_size", int, "rows in one model call (turns batching on)", (int,), "an integer"),
+    Setting("max_batch_size", int, "rows in one model call (turns batching on)", (int,), "an integer",
+            minimum=1, maximum=100_000, api_description="rows in one model call"),
     Setting("max_latency_ms", float, "the longest a request waits for its batch's answer (turns batching on)",
-            (int, float), "a number of milliseconds"),
+            (int, float), "a number of milliseconds", minimum=1, maximum=600_000,
+            api_description="the longest a request may wait for its batch's answer; "
+                            "past it the request is answered 503"),
 )
+# The serving fields of a deploy's ``serving`` and of a scale's body: the knobs, batching folded into one.
+SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching")
+
+
+def knob_row(name: str) -> Setting:
+    """The row of a serving or batching knob, by name."""
+    return next(row for row in (*SERVING_KNOBS, *BATCHING_KNOBS) if row.name == name)
+
 _BATCHING_HELP = "BentoML's adaptive batching on (--batching) or off (--no-batching)"
 
 
@@ -81,10 +114,10 @@ def serving_body(*, workers: int | None = None, memory: str | int | None = None,
 def add_serving_flags(parser: argparse.ArgumentParser) -> None:
     """``--workers``, ``--memory``, ..., ``--[no-]batching``, ``--max-batch-size``, ``--max-latency-ms``."""
     for knob in SERVING_KNOBS:
-        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.help)
+        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.flag_help)
     parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None, help=_BATCHING_HELP)
     for knob in BATCHING_KNOBS:
-        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.help)
+        parser.add_argument(knob.flag, type=knob.flag_type, help=knob.flag_help)
 
 
 def serving_arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,10 +130,9 @@ def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
     """A JSON body of serving changes (the panel's scale form: ``batching`` true, false or the knobs)
     as keyword arguments of ``Deployment.scale``; a field of the wrong JSON type is named."""
     fields = {knob.name: knob for knob in SERVING_KNOBS}
-    unknown = sorted(set(body) - set(fields) - {"batching"})
+    unknown = sorted(set(body) - set(SERVING_SETTINGS))
     if unknown:
-        raise InvalidArgument(f"unknown setting(s): {', '.join(unknown)}",
-                              hint=f"give {', '.join([*fields, 'batching'])}")
+        raise InvalidArgument(f"unknown setting(s): {', '.join(unknown)}", hint=f"give {', '.join(SERVING_SETTINGS)}")
     changes: dict[str, Any] = {}
     for name, knob in fields.items():
         value = body.get(name)

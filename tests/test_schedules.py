@@ -27,7 +27,7 @@ import pytest
 import nbserve
 from nbserve import errors
 from nbserve._agent._schedule_rules import latest_due, next_due
-from nbserve._agent._scheduler import _processes_of_run
+from nbserve._agent._run_process import processes_of_run
 from nbserve._schedules import get_schedule, schedule, schedules
 
 from .conftest import repo_root
@@ -59,7 +59,7 @@ def _tick(now: str) -> list[dict]:
 
 
 def _run_processes(home, run_id: int) -> list[psutil.Process]:
-    return [p for p in _processes_of_run(home, run_id) if p.pid]
+    return [p for p in processes_of_run(home, run_id) if p.pid]
 
 
 def _tool_notebook(path: Path, source: str = "print('ran for', deployment_name)") -> Path:

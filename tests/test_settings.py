@@ -10,8 +10,8 @@ import pytest
 from nbserve._agent._services.settings import SERVING_SETTINGS
 from nbserve._cli import build_parser as cli_parser
 from nbserve._magic import build_parser as magic_parser
-from nbserve._settings import (BATCHING_KNOBS, SERVING_KNOBS, ReleasePlan, check_serving_json, serving_arguments,
-                               serving_body)
+from nbserve._settings import (BATCHING_KNOBS, SERVING_KNOBS, ReleasePlan, check_serving_json, knob_row,
+                               serving_arguments, serving_body)
 from nbserve.errors import InvalidArgument
 
 SERVING_FLAGS = {knob.flag for knob in (*SERVING_KNOBS, *BATCHING_KNOBS)} | {"--batching", "--no-batching"}
@@ -69,3 +69,25 @@ def test_a_release_plan_is_checked_where_it_is_made():
         ReleasePlan(canary=5, shadow=True)
     with pytest.raises(InvalidArgument, match="percentage"):
         ReleasePlan(canary=0)
+
+
+def test_the_rest_models_and_the_agents_checks_take_their_bounds_from_the_rows():
+    from nbserve._agent._limits import parse_batching
+    from nbserve._agent._rest.models import BatchingIn, ScaleRequest
+    from nbserve._agent._services.settings import check_serving
+
+    for model, knobs in ((ScaleRequest, SERVING_KNOBS), (BatchingIn, BATCHING_KNOBS)):
+        for knob in knobs:
+            field = model.model_json_schema()["properties"][knob.name]
+            bounded = [t for t in field["anyOf"] if "minimum" in t]
+            assert [(t["minimum"], t["maximum"]) for t in bounded] == (
+                [(knob.minimum, knob.maximum)] if knob.minimum is not None else [])
+            assert field.get("description") == knob.api_description
+    workers, rows = knob_row("workers"), knob_row("max_batch_size")
+    assert workers.within(workers.maximum) and not workers.within(workers.maximum + 1)
+    check_serving({"workers": workers.maximum})
+    with pytest.raises(InvalidArgument, match=f"from 1 to {workers.maximum}"):
+        check_serving({"workers": workers.maximum + 1})
+    assert parse_batching({"max_batch_size": rows.maximum})["max_batch_size"] == rows.maximum
+    with pytest.raises(InvalidArgument, match=f"from 1 to {rows.maximum}"):
+        parse_batching({"max_batch_size": rows.maximum + 1})

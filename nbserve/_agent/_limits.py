@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._settings import knob_row
 from ..errors import InvalidArgument
 
 CGROUP_ROOT = Path(os.environ.get("NBSERVE_CGROUP_ROOT", "/sys/fs/cgroup"))
@@ -80,10 +81,11 @@ def parse_batching(value: bool | dict | None) -> dict | None:
                               hint="max_batch_size, max_latency_ms")
     found = {**BATCHING_DEFAULTS, **value}
     size, latency = found["max_batch_size"], found["max_latency_ms"]
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 100_000:
-        raise InvalidArgument(f"max_batch_size must be a whole number of rows from 1 to 100000, got {size!r}")
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not 1 <= latency <= 600_000:
-        raise InvalidArgument(f"max_latency_ms must be from 1 to 600000, got {latency!r}",
+    rows, wait = knob_row("max_batch_size"), knob_row("max_latency_ms")
+    if isinstance(size, bool) or not isinstance(size, int) or not rows.within(size):
+        raise InvalidArgument(f"max_batch_size must be a whole number of rows {rows.bounds_text}, got {size!r}")
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not wait.within(latency):
+        raise InvalidArgument(f"max_latency_ms must be {wait.bounds_text}, got {latency!r}",
                               hint="the longest a request may wait for its batch to be answered")
     return {"max_batch_size": size, "max_latency_ms": latency}
 

@@ -24,7 +24,8 @@ Rules kept here, in one place:
   so "3 a.m." can be made to happen at once.
 
 What a schedule may be (cron, zone, kernel, parameters) is checked in ``_schedule_rules``; its
-tables and rows are ``_schedule_store``; why a run failed is worked out in ``_run_errors``.
+tables and rows are ``_schedule_store``; why a run failed is worked out in ``_run_errors``; a
+run's processes (papermill started, watched and ended) are ``_run_process``.
 """
 
 from __future__ import annotations
@@ -37,26 +38,22 @@ import logging
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from .._config import Home, private_env
 from .._names import check_name
 from ..errors import Conflict, InvalidArgument, NbserveError, NotFound
 from ._registry import Registry, VersionRow
 from ._run_errors import ERROR_CHARS, disk_full, error_text, run_error
+from ._run_process import ActiveRun, end_left_over, end_run, papermill_command, run_notebook
 from ._schedule_rules import (DEFAULT_TIMEOUT, MAX_TIMEOUT, MISSED_POLICIES, aware, check_cron, check_kernel,
                               check_notebook, check_parameters, check_timezone, iso_time, kernel_spec, latest_due,
                               next_due, parse_time, utc_now)
 from ._schedule_store import MIGRATIONS, SCHEMA, RunRow, ScheduleRow, run_row, schedule_row
-from ._supervisor import kill_tree
 
 log = logging.getLogger("nbserve.agent")
 
@@ -64,37 +61,12 @@ log = logging.getLogger("nbserve.agent")
 # one was missed (the agent was down, or asleep) and goes to the missed-run policy.
 ON_TIME_SECONDS = 120.0
 POLL_SECONDS = 5.0  # the loop looks at the clock at least this often
-KILL_GRACE = 5.0
 # Executed notebooks and logs kept per schedule (runs that made a version keep theirs always).
 KEEP_RUN_FILES = int(os.environ.get("NBSERVE_KEEP_RUN_FILES", "50"))
 MAX_ROW_ID = 2**63 - 1  # SQLite's INTEGER; it cannot even compare a larger one
 Clock = Callable[[], _dt.datetime]
 # (deployment, version the run deployed, live version before the run, why) -> what was done
 Revert = Callable[[str, int, "int | None", str], Awaitable["str | None"]]
-
-@dataclass
-class _Active:
-    """A run in progress: its papermill process and every process seen under it."""
-
-    run_id: int
-    schedule: str
-    proc: asyncio.subprocess.Process | None = None
-    known: dict[int, psutil.Process] = field(default_factory=dict)
-    stop_reason: str | None = None
-    task: asyncio.Task[Any] | None = None
-
-    def scan(self) -> None:
-        # Only while papermill is not reaped: after that its PID may belong to anyone. What was
-        # seen before stays safe to signal (psutil checks each process's creation time).
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for proc in procs:
-            self.known.setdefault(proc.pid, proc)
 
 
 # -- the scheduler ----------------------------------------------------------------------
@@ -116,7 +88,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.runs_dir = home.root / "runs"
         self.keep_run_files = keep_run_files if keep_run_files is not None else KEEP_RUN_FILES
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, ActiveRun] = {}
         self._loop_task: asyncio.Task[Any] | None = None
         self._wake: asyncio.Event | None = None
         self._tick_lock: asyncio.Lock | None = None
@@ -316,7 +288,7 @@ class Scheduler:
         with self.registry.transaction() as db:
             db.execute("UPDATE schedule_runs SET executed_notebook = ?, log_path = ? WHERE id = ?",
                        (str(executed), str(log_path), run_id))
-        active = _Active(run_id, row.name)
+        active = ActiveRun(run_id, row.name)
         self._active[row.name] = active
         active.task = asyncio.get_running_loop().create_task(
             self._execute(row, active, params, executed, log_path))
@@ -352,19 +324,7 @@ class Scheduler:
 
     # -- executing ----------------------------------------------------------------------
 
-    def _command(self, notebook: Path, executed: Path, params: dict[str, Any], kernel: str,
-                 language: str | None) -> list[str]:
-        return [
-            self.python, "-m", "papermill", str(notebook), str(executed),
-            "-y", json.dumps(params),  # JSON is YAML: types are kept exactly
-            "-k", kernel, "--cwd", str(notebook.parent),
-            # papermill writes the parameters in the notebook's language, which a notebook without
-            # kernelspec metadata does not name: the kernel's is the one that runs them
-            *(["-l", language] if language else []),
-            "--no-progress-bar", "--log-output", "--request-save-on-cell-execute",
-        ]
-
-    async def _execute(self, row: ScheduleRow, active: _Active, params: dict[str, Any], executed: Path,
+    async def _execute(self, row: ScheduleRow, active: ActiveRun, params: dict[str, Any], executed: Path,
                        log_path: Path) -> None:
         run_id = active.run_id
         notebook = Path(row.notebook)
@@ -389,19 +349,9 @@ class Scheduler:
             spec = await asyncio.to_thread(kernel_spec, row.kernel,
                                            f"the schedule's kernel {row.kernel!r} is no longer installed on the agent")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with log_path.open("ab") as log_file:
-                active.proc = await asyncio.create_subprocess_exec(
-                    *self._command(notebook, executed, params, row.kernel, spec.language),
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env=env, cwd=str(notebook.parent), start_new_session=True,
-                )
-            watcher = asyncio.get_running_loop().create_task(self._watch(active))
-            try:
-                code = await asyncio.wait_for(active.proc.wait(), timeout=row.timeout_seconds)
-            except TimeoutError:
-                code = None
-            finally:
-                watcher.cancel()
+            command = papermill_command(self.python, notebook, executed, params, row.kernel, spec.language)
+            code = await run_notebook(active, command, env=env, cwd=notebook.parent, log_path=log_path,
+                                      timeout=row.timeout_seconds)
             if active.stop_reason is not None:
                 status, reason = "failed", active.stop_reason
             elif code is None:
@@ -424,7 +374,7 @@ class Scheduler:
             log.exception("scheduled run %s of %s could not run", run_id, row.name)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            await self._kill(active)
+            await end_run(self.home, active)
             await asyncio.to_thread(shutil.rmtree, build_home, True)
             reverted = None
             if status != "succeeded":
@@ -433,28 +383,6 @@ class Scheduler:
                          reverted=reverted)
             if self._active.get(row.name) is active:
                 del self._active[row.name]
-
-    async def _watch(self, active: _Active) -> None:
-        """Record every process under the run while it runs (the kernel leads its own session)."""
-        while True:
-            active.scan()
-            await asyncio.sleep(0.5)
-
-    async def _kill(self, active: _Active) -> None:
-        """End the run's whole tree: what was seen under it, and anything carrying its run id."""
-        active.scan()
-        procs = list(active.known.values())
-        procs += [p for p in await asyncio.to_thread(_processes_of_run, self.home, active.run_id)
-                  if p.pid not in active.known]
-        if procs:
-            left = await asyncio.to_thread(kill_tree, procs, KILL_GRACE)
-            if left:
-                log.warning("scheduled run %s: processes still alive after SIGKILL: %s", active.run_id, left)
-        if active.proc is not None and active.proc.returncode is None:
-            try:
-                await asyncio.wait_for(active.proc.wait(), timeout=5)
-            except TimeoutError:  # pragma: no cover
-                pass
 
     async def _revert(self, row: ScheduleRow, run_id: int, live_before: int | None, why: str) -> str | None:
         """Take back a version a failed run deployed; returns what was done, or None."""
@@ -529,9 +457,9 @@ class Scheduler:
         ]
         return found[-1] if found else None
 
-    async def _stop(self, active: _Active, reason: str) -> None:
+    async def _stop(self, active: ActiveRun, reason: str) -> None:
         active.stop_reason = reason
-        await self._kill(active)
+        await end_run(self.home, active)
         if active.task is not None:
             try:
                 # Its record is written by the task itself: give it time (kill grace included)
@@ -548,8 +476,7 @@ class Scheduler:
         with self.registry.transaction() as db:
             stale = [run_row(r) for r in db.execute("SELECT * FROM schedule_runs WHERE status = 'running'")]
         for run in stale:
-            for proc in await asyncio.to_thread(_processes_of_run, self.home, run.id):
-                await asyncio.to_thread(kill_tree, [proc], KILL_GRACE)
+            await asyncio.to_thread(end_left_over, self.home, run.id)
             with self.registry.transaction() as db:
                 db.execute(
                     "UPDATE schedule_runs SET status = 'failed', finished_at = ?, reason = ? WHERE id = ?",
@@ -608,22 +535,3 @@ def _not_found(message: str, *, hint: str | None = None) -> NotFound:
 
     cls = getattr(errors, "ScheduleNotFound", NotFound)
     return cls(message, hint=hint)
-
-
-def _processes_of_run(home: Home, run_id: int) -> list[psutil.Process]:
-    """Live processes started for this run: they carry its home and run id in their environment."""
-    found = []
-    me = os.getpid()
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == me:
-            continue
-        try:
-            env = proc.environ()
-            if (env.get("NBSERVE_RUN_ID") == str(run_id) and env.get("NBSERVE_HOME") == str(home.root)
-                    and proc.status() != psutil.STATUS_ZOMBIE):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-

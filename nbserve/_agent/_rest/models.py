@@ -2,17 +2,21 @@
 
 Their names, fields and docstrings are the OpenAPI document's schemas (docs/openapi.json):
 renaming one renames a schema. ``ActorRequest`` and the schedules' ``ActorIn`` are the same
-shape under two published names.
+shape under two published names. The serving knobs' fields (``ScaleRequest``, ``BatchingIn``) are
+built from nbserve._settings' rows: their bounds and descriptions are spelled there once.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import operator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..._events import Severity
+from ..._settings import BATCHING_KNOBS, SERVING_KNOBS, Setting
 from .._access import DEFAULT_EXPIRY_SECONDS
 from .._schedule_rules import DEFAULT_TIMEOUT, MAX_TIMEOUT
 
@@ -177,14 +181,26 @@ class RolloutOut(BaseModel):
 # -- capacity: workers, caps, scale to zero, batching --------------------------------------
 
 
-class BatchingIn(BaseModel):
-    """BentoML's adaptive batching; a field left out keeps its current value (or BentoML's default)."""
+def _knob_type(knob: Setting) -> Any:
+    """The field's type, from the JSON types the knob takes: a float field takes whole numbers
+    as well, so int is left out beside float (``cpus``: ``float | str``)."""
+    types = [t for t in knob.json_types if not (t is int and float in knob.json_types)]
+    return functools.reduce(operator.or_, types) | None
 
-    model_config = ConfigDict(extra="forbid")
-    max_batch_size: int | None = Field(default=None, ge=1, le=100_000, description="rows in one model call")
-    max_latency_ms: float | None = Field(default=None, ge=1, le=600_000,
-                                         description="the longest a request may wait for its batch's answer; "
-                                                     "past it the request is answered 503")
+
+def knob_fields(knobs: tuple[Setting, ...]) -> dict[str, Any]:
+    """The knobs as optional request fields (left out: unchanged), with their rows' bounds and descriptions."""
+    fields = {}
+    for knob in knobs:
+        limits = {key: bound for key, bound in (("ge", knob.minimum), ("le", knob.maximum)) if bound is not None}
+        extra = {"description": knob.api_description} if knob.api_description else {}
+        fields[knob.name] = (_knob_type(knob), Field(default=None, **limits, **extra))
+    return fields
+
+
+BatchingIn = create_model(
+    "BatchingIn", __config__=ConfigDict(extra="forbid"), **knob_fields(BATCHING_KNOBS),
+    __doc__="BentoML's adaptive batching; a field left out keeps its current value (or BentoML's default).")
 
 
 class BatchingOut(BaseModel):
@@ -192,14 +208,11 @@ class BatchingOut(BaseModel):
     max_latency_ms: float
 
 
-class ScaleRequest(BaseModel):
-    workers: int | None = Field(default=None, ge=1, le=64)
-    memory: str | int | None = Field(default=None, description='a cap such as "1G"; "none" removes it')
-    cpus: float | str | None = Field(default=None, description='cores, e.g. 1.5; "none" removes the cap')
-    idle_timeout: str | None = Field(default=None, description='e.g. "15m"; "none": never scale to zero')
-    batching: bool | BatchingIn | None = Field(default=None, description="true/settings: turn adaptive batching "
-                                                                         "on or change it; false: off")
-    actor: str | None = Field(default=None, max_length=200)
+ScaleRequest = create_model(
+    "ScaleRequest", **knob_fields(SERVING_KNOBS),
+    batching=(bool | BatchingIn | None, Field(default=None, description="true/settings: turn adaptive batching "
+                                                                        "on or change it; false: off")),
+    actor=(str | None, Field(default=None, max_length=200)))
 
 
 class ResourceRow(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._settings import SERVING_KNOBS
+from ..._settings import SERVING_SETTINGS, knob_row
 from ..._windows import parse_window
 from ...errors import InvalidArgument
 from .._limits import Limits, parse_batching, parse_cpus, parse_memory
@@ -29,16 +29,14 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # BentoML's adaptive batching: None (off) or {"max_batch_size": rows, "max_latency_ms": ms}
     "batching": None,
 }
-# The serving settings a deploy may bring: the knobs every front spells from nbserve._settings.
-SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching")
 RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching")  # the server must restart to change them
 
 
 def validate_config(config: dict[str, Any]) -> None:
     """Check every setting of a whole config; normalises memory, cpus and batching in place."""
-    workers = config["workers"]
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-        raise InvalidArgument(f"workers must be a whole number from 1 to 64, got {workers!r}")
+    workers, row = config["workers"], knob_row("workers")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not row.within(workers):
+        raise InvalidArgument(f"workers must be a whole number {row.bounds_text}, got {workers!r}")
     config["memory"] = parse_memory(config["memory"])
     config["batching"] = parse_batching(config["batching"])
     config["cpus"] = parse_cpus(config["cpus"])
@@ -72,7 +70,7 @@ def validate_config(config: dict[str, Any]) -> None:
 
 
 def check_serving(serving: dict[str, Any]) -> None:
-    """The serving settings a deploy brings, checked before anything exists."""
+    """The serving settings a deploy brings (``SERVING_SETTINGS``), checked before anything exists."""
     unknown = set(serving) - set(SERVING_SETTINGS)
     if unknown:
         raise InvalidArgument(f"unknown serving setting(s): {', '.join(sorted(unknown))}",
