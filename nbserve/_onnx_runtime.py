@@ -44,13 +44,15 @@ class OnnxModel:
         self._flat = {name for name, shape in
                       ((o.name, o.shape) for o in self.session.get_outputs()) if len(shape) == 2 and shape[1] == 1}
         for method, output in spec["outputs"].items():
-            setattr(self, method, self._method(output))
+            setattr(self, method, self._method(output, probabilities=method == "predict_proba"))
 
-    def _method(self, output: str) -> t.Callable[[t.Any], np.ndarray]:
+    def _method(self, output: str, *, probabilities: bool) -> t.Callable[[t.Any], np.ndarray]:
         names, flat, feed = [output], output in self._flat, self.feed
 
         def call(data: t.Any) -> np.ndarray:
             answer = self.session.run(names, feed(data))[0]
+            if probabilities:  # float32 sums can land a hair above 1 (1.0000001): a probability is not
+                np.clip(answer, 0.0, 1.0, out=answer)
             return answer.ravel() if flat else answer  # a regressor's (N, 1): sklearn answers (N,)
 
         return call
