@@ -28,7 +28,8 @@ class OnnxModel:
     ``spec``: ``{"feed": "tensor", "input": "X", "dtype": "float32"}`` (one 2-D tensor of every
     column), ``{"feed": "strings", "input": "X"}`` (one text per row) or ``{"feed": "columns",
     "inputs": [[name, dtype], ...]}`` (one ``(N, 1)`` input per column), and ``outputs``: the
-    method each graph output answers (``{"predict": "label", "predict_proba": "probabilities"}``).
+    method each graph output answers (``{"predict": "label", "predict_proba": "probabilities"}``;
+    ``["probabilities", 1]``: one column of it, as a binary LightGBM Booster's ``predict`` answers).
     """
 
     def __init__(self, graph: bytes, spec: dict[str, t.Any], *, threads: int = 1) -> None:
@@ -44,15 +45,18 @@ class OnnxModel:
         self._flat = {name for name, shape in
                       ((o.name, o.shape) for o in self.session.get_outputs()) if len(shape) == 2 and shape[1] == 1}
         for method, output in spec["outputs"].items():
-            setattr(self, method, self._method(output, probabilities=method == "predict_proba"))
+            name, column = (output, None) if isinstance(output, str) else output
+            setattr(self, method, self._method(name, column, probabilities=name == "probabilities"))
 
-    def _method(self, output: str, *, probabilities: bool) -> t.Callable[[t.Any], np.ndarray]:
+    def _method(self, output: str, column: int | None, *, probabilities: bool) -> t.Callable[[t.Any], np.ndarray]:
         names, flat, feed = [output], output in self._flat, self.feed
 
         def call(data: t.Any) -> np.ndarray:
             answer = self.session.run(names, feed(data))[0]
             if probabilities:  # float32 sums can land a hair above 1 (1.0000001): a probability is not
                 np.clip(answer, 0.0, 1.0, out=answer)
+            if column is not None:
+                return answer[:, column]
             return answer.ravel() if flat else answer  # a regressor's (N, 1): sklearn answers (N,)
 
         return call

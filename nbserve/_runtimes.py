@@ -1,7 +1,7 @@
 """Which runtime serves a version: the native model, or the model compiled to ONNX.
 
 ``runtime="auto"`` converts a model nbserve knows how to convert (scikit-learn estimators and
-pipelines, through skl2onnx), runs the compiled graph with onnxruntime on the reference sample
+pipelines through skl2onnx, LightGBM Boosters through onnxmltools), runs the compiled graph with onnxruntime on the reference sample
 in the kernel, and keeps it only when it answers what the native model answers: labels and
 strings identical, numbers within ``TOLERANCE``. Otherwise the version serves the native model
 and records why. ``runtime="onnx"`` fails the deploy with that reason instead; ``"native"``
@@ -30,6 +30,8 @@ DEFAULT_RUNTIME = "auto"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 FAST_EXTRA = "pip install 'nbserve[fast]'"
 _CONVERTIBLE_METHODS = ("predict", "predict_proba")
+# flavor -> (the methods its graph answers, the converter package)
+_CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, "skl2onnx"), "lightgbm": (("predict",), "onnxmltools")}
 _LOCALE = "C.UTF-8"  # onnxruntime's StringNormalizer needs a locale every Linux has
 
 
@@ -92,39 +94,69 @@ class _NotConvertible(Exception):
 
 def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
              answered: dict[str, Any]) -> tuple[bytes, dict[str, Any], str]:
-    if flavor != "sklearn":
+    converter = _CONVERTERS.get(flavor)
+    if converter is None:
         raise _NotConvertible(f"no ONNX converter for the {flavor} flavor here (nbserve compiles scikit-learn "
-                              "estimators and pipelines)")
-    other = [m for m in answered if m not in _CONVERTIBLE_METHODS]
+                              "estimators and pipelines, and LightGBM Boosters)")
+    methods, package = converter
+    other = [m for m in answered if m not in methods]
     if other:
-        raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: predict, predict_proba)")
-    missing = _missing("skl2onnx", "onnxruntime")
+        raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: {', '.join(methods)})")
+    missing = _missing(package, "onnxruntime")
     if missing:
         raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}",
                               missing_extra=True)
     import numpy as np
-    import skl2onnx
 
     failures = []
-    for spec, initial_types in _feeds(kind, inputs, np):
+    feeds = _feeds(kind, inputs, np)
+    if flavor == "lightgbm":  # a Booster takes one float tensor (it compares in float32 too)
+        feeds = [f for f in feeds if f[0]["feed"] == "tensor"][:1]
+    for spec, initial_types in feeds:
         try:
             with warnings.catch_warnings():  # the converter's notes on opsets are not the user's business
                 warnings.simplefilter("ignore")
-                onx = skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model))
+                onx, named = _convert(flavor, model, initial_types)
         except Exception as exc:  # noqa: BLE001 - any converter failure means: serve natively
-            raise _NotConvertible(f"skl2onnx cannot convert it: {type(exc).__name__}: {_short(exc)}",
+            raise _NotConvertible(f"{package} cannot convert it: {type(exc).__name__}: {_short(exc)}",
                                   tried=True) from None
         graph = onx.SerializeToString()
-        outputs = [o.name for o in onx.graph.output]
-        spec["outputs"] = {m: outputs[i] for i, m in enumerate(_CONVERTIBLE_METHODS) if m in answered}
+        spec["outputs"] = _outputs(flavor, [o.name for o in onx.graph.output], answered, np)
         try:
             differs = _differs(graph, spec, inputs, answered, np)
         except Exception as exc:  # noqa: BLE001 - onnxruntime refused the graph or the input
             differs = f"onnxruntime could not run it: {type(exc).__name__}: {_short(exc)}"
         if differs is None:
-            return graph, spec, f"skl2onnx {skl2onnx.__version__} ({spec.get('dtype', 'strings')} input)"
+            return graph, spec, f"{named} ({spec.get('dtype', 'strings')} input)"
         failures.append(differs)
     raise _NotConvertible(failures[-1] if failures else f"no ONNX input for the {kind} kind", tried=bool(failures))
+
+
+
+def _convert(flavor: str, model: Any, initial_types: list[Any]) -> tuple[Any, str]:
+    """The ONNX graph of ``model`` and the converter that made it."""
+    if flavor == "lightgbm":
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        # onnxmltools checks its own type classes, not skl2onnx's of the same name
+        initial_types = [(name, FloatTensorType(kind.shape)) for name, kind in initial_types]
+        return (onnxmltools.convert_lightgbm(model, initial_types=initial_types, zipmap=False),
+                f"onnxmltools {onnxmltools.__version__}")
+    import skl2onnx
+
+    return (skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model)),
+            f"skl2onnx {skl2onnx.__version__}")
+
+
+def _outputs(flavor: str, names: list[str], answered: dict[str, Any], np: Any) -> dict[str, Any]:
+    """Which graph output answers each method. A Booster's ``predict`` is its probabilities (one
+    column of them for a binary objective) or its values; scikit-learn's are label then probabilities."""
+    if flavor != "lightgbm":
+        return {m: names[i] for i, m in enumerate(_CONVERTIBLE_METHODS) if m in answered}
+    if "probabilities" not in names:
+        return {"predict": names[0]}
+    return {"predict": "probabilities" if np.asarray(answered["predict"]).ndim == 2 else ["probabilities", 1]}
 
 
 def _missing(*names: str) -> list[str]:

@@ -66,6 +66,23 @@ def test_a_text_pipeline_compiles_and_one_that_answers_otherwise_falls_back_nami
     assert chosen.describe()["fallback"] == chosen.reason
 
 
+@pytest.mark.parametrize("objective", ["multiclass", "binary", "regression"])
+def test_a_lightgbm_booster_compiles_for_each_objective(objective):
+    lgb = pytest.importorskip("lightgbm", reason="LightGBM is in the test extra")
+    pytest.importorskip("onnxmltools", reason="LightGBM Boosters compile through nbserve[fast] (onnxmltools)")
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+
+    loader, params = {"multiclass": (load_wine, {"num_class": 3}), "binary": (load_breast_cancer, {}),
+                      "regression": (load_diabetes, {})}[objective]
+    X, y = loader(return_X_y=True, as_frame=True)
+    booster = lgb.train({"objective": objective, **params, "verbose": -1, "num_threads": 1}, lgb.Dataset(X, y),
+                        num_boost_round=20)
+    chosen = choose_runtime("auto", booster, flavor="lightgbm", kind="frame", inputs=X,
+                            answered={"predict": booster.predict(X)})
+    assert chosen.name == "onnx", chosen.reason
+    assert chosen.details["converter"].startswith("onnxmltools")
+
+
 def test_what_nothing_converts_is_native_without_a_fallback(iris, forest):
     _, X_test, _, _ = iris
     chosen = choose_runtime("auto", forest, flavor="picklable", kind="frame", inputs=X_test,
@@ -155,3 +172,17 @@ def test_a_compiled_model_that_answers_otherwise_serves_natively_and_onnx_refuse
     dep = nbserve.get("accents")
     assert dep.version == 1 and dep.status == "serving"  # v1 keeps serving
     assert dep.predict(pd.Series(ACCENTED[:2])).tolist() == model.predict(ACCENTED[:2]).tolist()
+
+
+@pytest.mark.slow
+def test_a_compiled_lightgbm_booster_serves_its_probabilities(module_home):
+    lgb = pytest.importorskip("lightgbm", reason="LightGBM is in the test extra")
+    pytest.importorskip("onnxmltools", reason="LightGBM Boosters compile through nbserve[fast] (onnxmltools)")
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1}, lgb.Dataset(X, y),
+                        num_boost_round=20)
+    dep = nbserve.deploy(booster, "cancer-fast", X, progress=False)
+    assert dep.metadata()["model"]["runtime"]["name"] == "onnx"
+    np.testing.assert_allclose(dep.predict(X.head(50)), booster.predict(X.head(50)), **TOLERANCE)
