@@ -2,7 +2,8 @@
 out the routing policy's decision for each in turn, relays the response, keeps the connection
 alive or closes it.  Timeouts are a ``deadline`` the endpoint's one sweep checks; no task,
 future or timer is made per request.  Public methods are what the upstream side and the
-endpoint call; the rest is this connection's own."""
+endpoint call; the rest is this connection's own.  One room at ~600 lines, on purpose: it is one
+state machine on the hot path, and splitting it would put calls between its states."""
 
 from __future__ import annotations
 
