@@ -347,6 +347,19 @@ _WRK_DONE_LUA = "\nfunction done(summary, latency, requests)\n" + WRK_SUMMARY_LU
 _WRK_LUA = WRK_REQUEST_LUA + _WRK_DONE_LUA
 
 
+def add_load_arguments(ap: Any, *, seconds: float, rounds: int, warmup: float) -> None:
+    """The flags every HTTP bench shares: how long, how many interleaved rounds, at which
+    concurrencies, timeit rounds, which load generator, whether to keep the scratch dir."""
+    ap.add_argument("--seconds", type=float, default=seconds, help="measured seconds per run")
+    ap.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds per concurrency")
+    ap.add_argument("--warmup", type=float, default=warmup, help="unmeasured seconds per target first")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--timeit-rounds", type=int, default=7, help="timeit rounds (>= 0.2 s each) per figure")
+    ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
+                    help="load generator: wrk if installed (auto), or the Python one")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs) afterwards")
+
+
 def wrk_request_lua(body: bytes, content_type: str = JSON) -> str:
     """The request part of a wrk script for any body (PNG bytes, multipart): the body as a
     quoted Lua string, every byte that is not plain ASCII escaped, because a long bracket

@@ -264,14 +264,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", choices=("call", "http"), default=["call", "http"])
-    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per concurrency")
-    ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per target first")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--timeit-rounds", type=int, default=7, help="timeit rounds (>= 0.2 s each) per figure")
-    ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
-                    help="load generator: wrk if installed (auto), or the Python one")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch dir (logs) afterwards")
+    c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
     print(f"machine: {c.machine_line()}")
     if "call" in args.parts:
