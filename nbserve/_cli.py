@@ -35,7 +35,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if frame.empty:
         print("(no versions)")
         return 0
-    columns = ["status", "live", "created_at", "created_by", "model", "notebook", "cell", "error"]
+    columns = ["status", "live", "created_at", "created_by", "model", "runtime", "notebook", "cell", "error"]
     print(frame[[c for c in columns if c in frame]].to_string())
     return 0
 

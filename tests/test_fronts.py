@@ -48,6 +48,7 @@ def cli(*args: str, home) -> subprocess.CompletedProcess[str]:
         ("--rollback iris --to notanumber", "invalid int value"),
         ("'unbalanced", "No closing quotation"),
         ("model --name iris --sample X --max-batch-size many", "invalid int value"),
+        ("model --name iris --sample X --runtime tensorrt", "argument --runtime: invalid choice: 'tensorrt'"),
     ],
 )
 def test_bad_magic_arguments_raise_usage_error_with_the_usage(shell, line, message):
@@ -124,6 +125,7 @@ def test_cli_lists_shows_history_rolls_back_and_shows_logs(module_home, iris, fo
 
     history = cli("history", "cli-iris", home=module_home)
     assert history.returncode == 0 and "DecisionTreeClassifier" in history.stdout
+    assert "runtime" in history.stdout and "onnx" in history.stdout  # the tree serves compiled
 
     rolled = cli("rollback", "cli-iris", "--to", "1", home=module_home)
     assert rolled.returncode == 0 and "v1 is live" in rolled.stdout
