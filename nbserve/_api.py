@@ -105,7 +105,8 @@ def deploy(
             agent's own environment differs, it serves from an environment of its own, built
             once with uv (see docs/environments.md).
         runtime: ``"auto"`` (default) compiles the model to ONNX and serves it with onnxruntime
-            when nbserve can (scikit-learn estimators and pipelines, with ``nbserve[fast]``) and
+            when nbserve can (scikit-learn estimators and pipelines, LightGBM Boosters, PyTorch
+            modules, with ``nbserve[fast]``) and
             the compiled model answers the sample as the model does; else it serves the model
             itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
             deploy fails with the reason; ``"native"``: never compiled. See docs/runtimes.md.

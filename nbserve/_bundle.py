@@ -232,6 +232,11 @@ def _runtime_for(runtime: str, model: Any, flavor: Flavor, schema: dict[str, Any
 _SAID = {"missing_extra": False}
 
 
+def _compiled_expr(method: str) -> str:
+    """What the service runs for ``method`` of a compiled model: its ``OnnxModel`` method."""
+    return "self.model(frame)" if method == "__call__" else f"self.model.{method}(frame)"
+
+
 def _write_compiled(ctx: Path, compiled: Runtime) -> list[str]:
     """The compiled graph, its feed spec and the module that loads them, beside the service."""
     if compiled.name != "onnx":
@@ -432,7 +437,8 @@ def build_bundle(
                 deployment=name,
                 model_tag=model_tag,
                 loader_module=ONNX_MODULE if compiled.name == "onnx" else flavor.loader_module,
-                apis=[(path, flavor.serve_expr(m)) for path, m in service_apis(served)],
+                apis=[(path, _compiled_expr(m) if compiled.name == "onnx" else flavor.serve_expr(m))
+                      for path, m in service_apis(served)],
                 kind=schema.get("kind", "frame"),
             )
         )

@@ -42,7 +42,8 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.spec = spec
-        self._flat = {name for name, shape in
+        # a regressor's (N, 1) is flattened as scikit-learn answers it; a torch module's output is kept
+        self._flat = set() if spec.get("keep_shape") else {name for name, shape in
                       ((o.name, o.shape) for o in self.session.get_outputs()) if len(shape) == 2 and shape[1] == 1}
         for method, output in spec["outputs"].items():
             name, column = (output, None) if isinstance(output, str) else output
@@ -60,6 +61,9 @@ class OnnxModel:
             return answer.ravel() if flat else answer  # a regressor's (N, 1): sklearn answers (N,)
 
         return call
+
+    def __call__(self, data: t.Any) -> np.ndarray:  # a torch module's forward, compiled
+        return self.__dict__["__call__"](data)
 
     def feed(self, data: t.Any) -> dict[str, np.ndarray]:
         """The graph's inputs for a batch of requests (a DataFrame, an array or texts)."""

@@ -1,7 +1,8 @@
 """Which runtime serves a version: the native model, or the model compiled to ONNX.
 
 ``runtime="auto"`` converts a model nbserve knows how to convert (scikit-learn estimators and
-pipelines through skl2onnx, LightGBM Boosters through onnxmltools), runs the compiled graph with onnxruntime on the reference sample
+pipelines through skl2onnx, LightGBM Boosters through onnxmltools, PyTorch modules through
+torch.onnx), runs the compiled graph with onnxruntime on the reference sample
 in the kernel, and keeps it only when it answers what the native model answers: labels and
 strings identical, numbers within ``TOLERANCE``. Otherwise the version serves the native model
 and records why. ``runtime="onnx"`` fails the deploy with that reason instead; ``"native"``
@@ -31,7 +32,8 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 FAST_EXTRA = "pip install 'nbserve[fast]'"
 _CONVERTIBLE_METHODS = ("predict", "predict_proba")
 # flavor -> (the methods its graph answers, the converter package)
-_CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, "skl2onnx"), "lightgbm": (("predict",), "onnxmltools")}
+_CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, "skl2onnx"), "lightgbm": (("predict",), "onnxmltools"),
+               "pytorch": (("__call__",), "torch")}
 _LOCALE = "C.UTF-8"  # onnxruntime's StringNormalizer needs a locale every Linux has
 
 
@@ -102,14 +104,18 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
     other = [m for m in answered if m not in methods]
     if other:
         raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: {', '.join(methods)})")
-    missing = _missing(package, "onnxruntime")
+    missing = _missing(package, "onnx", "onnxruntime")
     if missing:
         raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}",
                               missing_extra=True)
     import numpy as np
 
     failures = []
-    feeds = _feeds(kind, inputs, np)
+    if flavor == "pytorch":  # one tensor of the sample's shape: floats as the module's float32, ids as int64
+        dtype = "int64" if np.asarray(inputs).dtype.kind in "biu" else "float32"
+        feeds = [({"feed": "tensor", "input": "X", "dtype": dtype, "keep_shape": True}, inputs)]
+    else:
+        feeds = _feeds(kind, inputs, np)
     if flavor == "lightgbm":  # a Booster takes one float tensor (it compares in float32 too)
         feeds = [f for f in feeds if f[0]["feed"] == "tensor"][:1]
     for spec, initial_types in feeds:
@@ -134,7 +140,10 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
 
 
 def _convert(flavor: str, model: Any, initial_types: list[Any]) -> tuple[Any, str]:
-    """The ONNX graph of ``model`` and the converter that made it."""
+    """The ONNX graph of ``model`` and the converter that made it (for a torch module,
+    ``initial_types`` is the sample it is traced with)."""
+    if flavor == "pytorch":
+        return _export_torch(model, initial_types)
     if flavor == "lightgbm":
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
@@ -149,9 +158,31 @@ def _convert(flavor: str, model: Any, initial_types: list[Any]) -> tuple[Any, st
             f"skl2onnx {skl2onnx.__version__}")
 
 
+def _export_torch(module: Any, sample: Any) -> tuple[Any, str]:
+    """torch.onnx's TorchScript exporter (the dynamo one needs onnxscript), traced in eval mode on
+    two rows of the sample, the batch axis left free."""
+    import io
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from ._flavors import _evaluating
+
+    first = np.asarray(sample[:2])
+    traced = torch.as_tensor(first, dtype=torch.int64 if first.dtype.kind in "biu" else torch.float32)
+    buffer = io.BytesIO()
+    with _evaluating(module), torch.no_grad():
+        torch.onnx.export(module, (traced,), buffer, dynamo=False, input_names=["X"], output_names=["Y"],
+                          dynamic_axes={"X": {0: "batch"}, "Y": {0: "batch"}})
+    return onnx.load_from_string(buffer.getvalue()), f"torch.onnx {torch.__version__}"
+
+
 def _outputs(flavor: str, names: list[str], answered: dict[str, Any], np: Any) -> dict[str, Any]:
     """Which graph output answers each method. A Booster's ``predict`` is its probabilities (one
     column of them for a binary objective) or its values; scikit-learn's are label then probabilities."""
+    if flavor == "pytorch":
+        return {"__call__": names[0]}
     if flavor != "lightgbm":
         return {m: names[i] for i, m in enumerate(_CONVERTIBLE_METHODS) if m in answered}
     if "probabilities" not in names:

@@ -97,6 +97,7 @@ def test_a_cnn_is_served_on_image_tensors_and_a_wrong_shape_is_a_422(module_home
     assert "parity_passed" in set(dep.events()["kind"])
     meta = dep._client.get("/v1/deployments/tiny-cnn/versions/1")["metadata"]
     assert meta["model"]["flavor"] == "pytorch"
+    assert meta["model"]["runtime"]["name"] == "onnx", meta["model"]["runtime"]  # traced by torch.onnx, checked
     assert any(p.lower().startswith("torch==") for p in meta["provenance"]["packages"])
 
 
@@ -111,6 +112,8 @@ def test_token_ids_reach_an_embedding_model_as_integers(module_home):
     floats = httpx.post(f"{dep.url}/predict", json={"data": [[0.5] * 12]}, trust_env=False, timeout=30)
     assert floats.status_code == 422 and "integers" in floats.json()["error"]
     assert "parity_passed" in set(dep.events()["kind"])
+    runtime = dep.metadata()["model"]["runtime"]
+    assert runtime["name"] == "onnx" and runtime["feed"] == "tensor", runtime  # int64 ids into the graph
 
 
 # -- Hugging Face pipelines ------------------------------------------------------------------
