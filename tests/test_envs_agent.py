@@ -133,7 +133,9 @@ def test_an_agent_without_lightgbm_serves_a_booster_from_a_kernel_that_has_it(fr
     X_train, X_test, y_train, _ = iris
     booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
                         lgb.Dataset(X_train, y_train), num_boost_round=5)
-    dep = nbserve.deploy(booster, "lgbm", X_test, progress=False)
+    # native: the Booster itself, loaded by LightGBM in the version's own environment (compiled, it
+    # would not need LightGBM to serve; tests/test_runtimes.py covers that)
+    dep = nbserve.deploy(booster, "lgbm", X_test, progress=False, runtime="native")
     assert find_agent(fresh_home).pid == agent.pid  # deployed to that agent, not one the kernel started
 
     events = dep.events()
