@@ -13,7 +13,7 @@ from ._names import check_name
 from ._display import Progress
 from ._connection import actor, connect
 from ._deployment import Deployment, version_warnings
-from ._runtimes import DEFAULT_RUNTIME
+from ._runtimes import DEFAULT_RUNTIME, check_runtime
 from ._settings import ReleasePlan, serving_body
 from ._transport import AgentClient
 from .errors import NbserveError, NbserveWarning
@@ -106,9 +106,8 @@ def deploy(
             once with uv (see docs/environments.md).
         runtime: ``"auto"`` (default) compiles the model to ONNX and serves it with onnxruntime
             when nbserve can (scikit-learn estimators and pipelines, LightGBM Boosters, PyTorch
-            modules, with ``nbserve[fast]``) and
-            the compiled model answers the sample as the model does; else it serves the model
-            itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
+            modules, with ``nbserve[fast]``) and the compiled model answers the sample as the
+            model does; else it serves the model itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
             deploy fails with the reason; ``"native"``: never compiled. See docs/runtimes.md.
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
@@ -120,6 +119,7 @@ def deploy(
     # a wrong option fails before anything is built
     ReleasePlan(canary=canary, shadow=shadow, auto_promote=auto_promote, skip_parity=skip_parity,
                 sticky_header=sticky_header)
+    check_runtime(runtime)  # before connect(): a wrong runtime starts no agent
     serving = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
                            batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
     show = Progress(f"Deploying {name}", enabled=progress)

@@ -213,8 +213,6 @@ def _runtime_for(runtime: str, model: Any, flavor: Flavor, schema: dict[str, Any
                  answered: dict[str, Any], on_step: Callable[[str, str | None], None]) -> Runtime:
     """The runtime the version is built for (see ``_runtimes``); ``onnx`` that cannot be had is
     ``ModelNotServable`` with the reason, before anything is saved."""
-    if runtime == "native":
-        return Runtime("native", runtime)
     chosen = choose_runtime(runtime, model, flavor=flavor.name, kind=schema.get("kind", "frame"), inputs=inputs,
                             answered=answered)
     if chosen.name == "onnx":

@@ -31,9 +31,10 @@ DEFAULT_RUNTIME = "auto"
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 FAST_EXTRA = "pip install 'nbserve[fast]'"
 _CONVERTIBLE_METHODS = ("predict", "predict_proba")
-# flavor -> (the methods its graph answers, the converter package)
-_CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, "skl2onnx"), "lightgbm": (("predict",), "onnxmltools"),
-               "pytorch": (("__call__",), "torch")}
+# flavor -> (the methods its graph answers, the converter packages: a Booster's input types are skl2onnx's)
+_CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, ("skl2onnx",)),
+               "lightgbm": (("predict",), ("onnxmltools", "skl2onnx")),
+               "pytorch": (("__call__",), ("torch",))}
 _LOCALE = "C.UTF-8"  # onnxruntime's StringNormalizer needs a locale every Linux has
 
 
@@ -100,11 +101,11 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
     if converter is None:
         raise _NotConvertible(f"no ONNX converter for the {flavor} flavor here (nbserve compiles scikit-learn "
                               "estimators and pipelines, and LightGBM Boosters)")
-    methods, package = converter
+    methods, packages = converter
     other = [m for m in answered if m not in methods]
     if other:
         raise _NotConvertible(f"{', '.join(other)} has no ONNX equivalent (compiled: {', '.join(methods)})")
-    missing = _missing(package, "onnx", "onnxruntime")
+    missing = _missing(*packages, "onnx", "onnxruntime")
     if missing:
         raise _NotConvertible(f"{' and '.join(missing)} not installed; for the compiled runtime: {FAST_EXTRA}",
                               missing_extra=True)
@@ -124,7 +125,7 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
                 warnings.simplefilter("ignore")
                 onx, named = _convert(flavor, model, initial_types)
         except Exception as exc:  # noqa: BLE001 - any converter failure means: serve natively
-            raise _NotConvertible(f"{package} cannot convert it: {type(exc).__name__}: {_short(exc)}",
+            raise _NotConvertible(f"{packages[0]} cannot convert it: {type(exc).__name__}: {_short(exc)}",
                                   tried=True) from None
         graph = onx.SerializeToString()
         spec["outputs"] = _outputs(flavor, [o.name for o in onx.graph.output], answered, np)
@@ -210,10 +211,10 @@ def _feeds(kind: str, inputs: Any, np: Any) -> list[tuple[dict[str, Any], list[A
     if kind == "text":
         return [({"feed": "strings", "input": "X"}, [("X", StringTensorType([None, 1]))])]
     if kind == "array":
-        if np.asarray(inputs).ndim != 2 or np.asarray(inputs).dtype.kind not in "biuf":
+        values = np.asarray(inputs)
+        if values.ndim != 2 or values.dtype.kind not in "biuf":
             raise _NotConvertible("only 2-D numeric arrays are compiled")
-        width = np.asarray(inputs).shape[1]
-        return [({"feed": "tensor", "input": "X", "dtype": d}, [("X", t([None, width]))])
+        return [({"feed": "tensor", "input": "X", "dtype": d}, [("X", t([None, values.shape[1]]))])
                 for d, t in tensor_types.items()]
     if kind != "frame":
         raise _NotConvertible(f"inputs of the {kind} kind are not compiled")

@@ -115,10 +115,13 @@ def test_without_the_fast_extra_auto_serves_natively_and_says_how_to_get_it_once
                              lambda step, detail: None)
 
 
-def test_a_wrong_runtime_is_refused_before_anything_is_built(iris, forest):
+def test_a_wrong_runtime_is_refused_before_anything_is_built(fresh_home, iris, forest):
+    from nbserve._local import find_agent
+
     _, X_test, _, _ = iris
     with pytest.raises(errors.InvalidArgument, match="runtime must be one of auto, onnx, native"):
         nbserve.deploy(forest, "never", X_test, runtime="tensorrt", progress=False)
+    assert find_agent(fresh_home) is None, "refused before connecting: no agent was started for it"
 
 
 # -- served, through real servers ---------------------------------------------------------
