@@ -23,6 +23,7 @@ from . import _config  # noqa: F401  (privacy env before bentoml)
 from ._service_template import (
     BUNDLE_FILE,
     KINDS_FILE,
+    PROTOCOLS_FILE,
     REFERENCE_FILE,
     SERVICE_FEATURES,
     SERVICE_FILE,
@@ -47,7 +48,8 @@ MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,0
 # nbserve's own modules the generated service imports, copied into every Bento (numpy, pandas
 # and bentoml only, so a Bento serves without nbserve): what every service does, the input
 # kinds, and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
-_COPIED_MODULES = {"_serving.py": SERVING_FILE, "_kinds.py": KINDS_FILE, "_flavor_calls.py": FLAVOR_CALLS_FILE}
+_COPIED_MODULES = {"_serving.py": SERVING_FILE, "_kinds.py": KINDS_FILE, "_flavor_calls.py": FLAVOR_CALLS_FILE,
+                   "_protocols.py": PROTOCOLS_FILE}
 ONNX_MODULE = "nbserve_onnx"  # nbserve/_onnx_runtime.py, copied into a Bento on the onnx runtime
 
 # -- methods --------------------------------------------------------------------------
@@ -301,7 +303,8 @@ def output_spec(result: Any) -> dict[str, Any]:
     if isinstance(result, list):
         return {"type": "list"}
     if isinstance(result, np.ndarray):
-        return {"type": "array", "dtype": str(result.dtype)}
+        # the shape of one answer (V2 metadata says the output tensor's shape)
+        return {"type": "array", "dtype": str(result.dtype), "shape": list(result.shape[1:])}
     return {"type": "array"}
 
 

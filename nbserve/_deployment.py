@@ -418,7 +418,8 @@ class Deployment:
 
     def traffic(self, window: str = "1h", *, version: int | None = None, limit: int = 10_000) -> "pd.DataFrame":
         """Sampled requests of the stable URL, one row per payload row: ``ts``, ``version``,
-        ``request_id``, the input columns, ``prediction``, ``status``, ``latency_ms``."""
+        ``request_id``, the input columns, ``prediction``, ``status``, ``latency_ms`` and
+        ``protocol`` (``bentoml`` for /predict, ``v2``, ``mlflow``, ``openai``)."""
         params: dict[str, Any] = {"window": window, "limit": limit}
         if version is not None:
             params["version"] = version

@@ -14,6 +14,7 @@ import string
 
 BUNDLE_FILE = "nbserve_bundle.json"
 KINDS_FILE = "nbserve_kinds.py"  # nbserve/_kinds.py, copied in: inputs that are not DataFrames
+PROTOCOLS_FILE = "nbserve_protocols.py"  # nbserve/_protocols.py, copied in: other wire formats
 SERVING_MODULE = "nbserve_serving"  # nbserve/_serving.py, copied in: what every service does
 SERVING_FILE = f"{SERVING_MODULE}.py"
 REFERENCE_FILE = "reference.parquet"
@@ -21,10 +22,11 @@ SERVICE_MODULE = "nbserve_service"  # distinctive: never shadows a user's own se
 SERVICE_FILE = f"{SERVICE_MODULE}.py"
 # What the rendered service can do beyond predicting, recorded in every bundle so the agent
 # knows whether an older version honours a setting (batching) before it starts it.
-SERVICE_FEATURES = ("batching",)
+SERVICE_FEATURES = ("batching", "protocols")
 # The serving process reads its batching settings from here (set by the agent, or by hand
 # when the Bento is served elsewhere): {"max_batch_size": 100, "max_latency_ms": 60000}.
 BATCHING_ENV = "NBSERVE_BATCHING"
+VERSION_ENV = "NBSERVE_VERSION"  # the version's number, for the protocols that name versions
 
 _TEMPLATE = string.Template(
     '''\
@@ -40,7 +42,7 @@ import typing as t
 import bentoml
 import numpy as np
 import pandas as pd
-from nbserve_serving import BATCHING, DOCS, KIND_DATA, Files, Rows, Serving
+from nbserve_serving import BATCHING, DOCS, KIND_DATA, Files, Protocols, Rows, Serving
 
 
 # No access log: nbserve's stable URL records every request, and a log line per
@@ -65,6 +67,7 @@ class ${class_name}(Serving):
 ${apis}
 
 ${class_name}.add_asgi_middleware(Files)
+${class_name}.add_asgi_middleware(Protocols)  # V2, MLflow and OpenAI requests (nbserve_protocols.py)
 '''
 )
 

@@ -24,11 +24,14 @@ from starlette.routing import Route
 # Bento file names (nbserve/_service_template.py has the same; a test keeps them equal).
 BUNDLE_FILE = "nbserve_bundle.json"
 BATCHING_ENV = "NBSERVE_BATCHING"
+VERSION_ENV = "NBSERVE_VERSION"  # the registry's number of the version served (set by the agent)
 
 try:
     import nbserve_kinds as _kinds  # in a Bento: nbserve/_kinds.py, copied beside this module
+    import nbserve_protocols as _protocols  # and nbserve/_protocols.py
 except ImportError:  # imported from the nbserve package itself (its tests)
     from nbserve import _kinds  # type: ignore[no-redef]
+    from nbserve import _protocols  # type: ignore[no-redef]
 
 _NUMERIC = {"int", "float", "bool"}
 _WORKER = str(os.getpid())
@@ -40,7 +43,7 @@ BATCHING: dict | None = json.loads(os.environ.get(BATCHING_ENV) or "null")
 def configure(bundle: dict) -> None:
     """Take the version's input schema from its bundle: the columns of a DataFrame, or
     another kind of input (text, N-D arrays, records, images), checked by that kind."""
-    global _COLUMNS, _NAMES, _POSITIONAL, _DTYPES, _ALL_NUMERIC, _KIND, KIND_DATA
+    global _COLUMNS, _NAMES, _POSITIONAL, _DTYPES, _ALL_NUMERIC, _KIND, KIND_DATA, SERVED
     schema = bundle.get("schema", {})
     _COLUMNS = schema.get("columns", [])
     _NAMES = [c["name"] for c in _COLUMNS]
@@ -50,6 +53,8 @@ def configure(bundle: dict) -> None:
     _KIND = _kinds.from_spec(schema) if schema.get("kind", "frame") != "frame" else None
     # The OpenAPI document describes such a request's data (its check stays the kind's own).
     KIND_DATA = t.Annotated[t.Any, WithJsonSchema(_KIND.json_schema() if _KIND is not None else {})]
+    # what the other wire formats (nbserve_protocols.py) need to know of this version
+    SERVED = _protocols.Served(bundle, os.environ.get(VERSION_ENV) or None)
 
 
 def _bundle_beside() -> dict:
@@ -318,6 +323,81 @@ class Files:
             return {"type": "http.request", "body": body, "more_body": False}
 
         return await self.app(dict(scope, headers=headers), replay, send)
+
+
+# Headers of the API's answer a protocol's answer keeps (the agent counts rows from them).
+_KEPT_HEADERS = (b"x-nbserve-worker", b"x-nbserve-rows", b"x-nbserve-batch-rows", b"x-nbserve-shed", b"retry-after")
+
+
+class Protocols:
+    """ASGI middleware: requests in another wire format (Open Inference V2, MLflow's
+    ``/invocations``, OpenAI embeddings; nbserve_protocols.py) are translated by their adapter
+    and answered by the version's own API routes, so the schema check, batching and errors
+    are those of ``/predict``; the answers are translated back."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        adapter = _protocols.adapter_for(scope.get("path", "")) if scope["type"] == "http" else None
+        if adapter is None:
+            return await self.app(scope, receive, send)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        plan = adapter.handle(SERVED, scope["method"], scope["path"], headers, body)
+        kept: list[tuple[bytes, bytes]] = []
+        if isinstance(plan, _protocols.Call):
+            answers = {}
+            request = json.dumps({"data": plan.data}).encode()
+            for api in plan.apis:
+                status, kept, answer = await self._ask(scope, api, request)
+                if status != 200:
+                    plan = adapter.failed(status, answer)
+                    break
+                answers[api] = answer
+            else:
+                plan = plan.finish(answers)
+        payload = plan.payload if isinstance(plan.payload, bytes) else json.dumps(plan.payload).encode()
+        await send({"type": "http.response.start", "status": plan.status,
+                    "headers": [(b"content-type", plan.content_type.encode()),
+                                (b"content-length", str(len(payload)).encode()), *kept]})
+        await send({"type": "http.response.body", "body": payload if scope["method"] != "HEAD" else b""})
+
+    async def _ask(self, scope: t.Any, api: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
+        """One call of the version's API route, in process: its status, kept headers, JSON answer."""
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        inner = dict(scope, method="POST", path=f"/{api}", raw_path=f"/{api}".encode(), query_string=b"",
+                     headers=headers)
+        sent = False
+        status, kept, chunks = 500, [], []
+
+        async def receive() -> dict:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def collect(message: dict) -> None:
+            nonlocal status, kept
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                kept = [(k.lower(), v) for k, v in message.get("headers", []) if k.lower() in _KEPT_HEADERS]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(inner, receive, collect)
+        raw = b"".join(chunks)
+        try:
+            return status, kept, json.loads(raw)
+        except ValueError:
+            return status, kept, raw.decode("utf-8", "replace")
 
 
 # BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.

@@ -110,6 +110,7 @@ def traffic_frame(samples: list[Any], schema: dict[str, Any]) -> "pd.DataFrame":
     import pandas as pd
 
     from .._kinds import from_spec
+    from .._protocols import captured, protocol_of
 
     kind = from_spec(schema)  # text, arrays, records: drift looks at columns derived from them
     names = [c["name"] for c in schema.get("columns", [])]
@@ -120,9 +121,10 @@ def traffic_frame(samples: list[Any], schema: dict[str, Any]) -> "pd.DataFrame":
             output = json.loads(s["response"]) if s["response"] else None
         except ValueError:
             continue
-        data = body.get("data") if isinstance(body, dict) else None
-        if data is None:
+        found = captured(s["path"], body, output, schema)  # /predict's, or another protocol's
+        if found is None or found[0] is None:
             continue
+        data, predictions = found
         if kind is not None:
             if not isinstance(data, list) or not data:
                 continue
@@ -137,24 +139,25 @@ def traffic_frame(samples: list[Any], schema: dict[str, Any]) -> "pd.DataFrame":
             continue
         if names:  # a rejected request may carry any columns: keep the schema's
             frame = frame[[c for c in names if c in frame.columns]]
-        if s["path"].rstrip("/").endswith("/predict") and isinstance(output, list) and len(output) == len(frame):
-            if not output or not isinstance(output[0], (list, dict)):
-                frame[PREDICTION] = output
+        if isinstance(predictions, list) and len(predictions) == len(frame):
+            if not predictions or not isinstance(predictions[0], (list, dict)):
+                frame[PREDICTION] = predictions
         frame.insert(0, "ts", s["ts"])
         frame.insert(1, "version", s["version"])
         frame.insert(2, "request_id", s["id"])
         frame["status"] = s["status"]
         frame["latency_ms"] = s["latency_ms"]
+        frame["protocol"] = protocol_of(s["path"])
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["ts", "version", "request_id", *names, "status", "latency_ms"])
+        return pd.DataFrame(columns=["ts", "version", "request_id", *names, "status", "latency_ms", "protocol"])
     out = pd.concat(frames, ignore_index=True)
     out["ts"] = pd.to_datetime(out["ts"], unit="s", utc=True)
     return out
 
 
 def feature_columns(frame: "pd.DataFrame") -> list[str]:
-    return [c for c in frame.columns if c not in ("ts", "version", "request_id", "status", "latency_ms")]
+    return [c for c in frame.columns if c not in ("ts", "version", "request_id", "status", "latency_ms", "protocol")]
 
 
 # -- reference profiles ------------------------------------------------------------------

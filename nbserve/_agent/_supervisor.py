@@ -31,7 +31,7 @@ import httpx
 import psutil
 
 from .._config import Home, private_env
-from .._service_template import BATCHING_ENV
+from .._service_template import BATCHING_ENV, VERSION_ENV
 from .._settings import workers_option
 from ..errors import DeployFailed
 from ._envs import Environments, EnvSpec, Prepared
@@ -279,7 +279,8 @@ class Supervisor:
         command = group.wrap([prepared.python, "-m", "bentoml", "serve", bento_tag,
                               "--host", "127.0.0.1", "--port", str(port)])
         server_id = f"{deployment}-v{version}-{secrets.token_hex(6)}"
-        env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1", SERVER_ID_ENV: server_id}
+        env = {"BENTOML_HOME": str(self.home.bentoml_home), "PYTHONUNBUFFERED": "1", SERVER_ID_ENV: server_id,
+               VERSION_ENV: str(version)}
         if prepared.key is not None:
             env[ENVIRONMENT_ENV] = prepared.key
         if workers != 1:

@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Paths the router looks at (per-version URLs and what the endpoint answers itself); any
+# Paths the router looks at (per-version URLs, Open Inference V2's versions, and what the
+# endpoint answers itself); any
 # other path goes straight to the live version without a call.
-_ROUTED = (b"/v/", b"/metadata", b"/schema", b"/feedback")
+_ROUTED = (b"/v/", b"/metadata", b"/schema", b"/feedback", b"/v2/models/")
 
 # What a Decision says to do.
 FORWARD = 0  # send to decision.pool

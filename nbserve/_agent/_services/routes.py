@@ -1,6 +1,6 @@
 """What a stable URL answers besides the live version: ``/v/<number or alias>/...`` (that
-version's server), ``/metadata`` and ``/schema`` (also under ``/v/...``), ``POST /feedback``;
-and the aliases that name versions. The proxy calls :meth:`StableRoutes.router_for`'s
+version's server; Open Inference V2's ``/v2/models/<name>/versions/<N>/...`` likewise),
+``/metadata`` and ``/schema`` (also under ``/v/...``), ``POST /feedback``; and the aliases that name versions. The proxy calls :meth:`StableRoutes.router_for`'s
 router only for those paths."""
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ import json
 from typing import Any
 
 from ..._kinds import INPUT_COLUMN
+from ..._protocols import examples
 from ...errors import InvalidArgument, NbserveError, NotFound
 from .._insights import read_reference
 from .._proxy import LocalAnswer, Router, Upstream
 from .fleet import Fleet
 from .readings import Readings
+
+
+_V2_MODELS = b"/v2/models/"
 
 
 class StableRoutes:
@@ -36,12 +40,18 @@ class StableRoutes:
                     return number
                 path = b"/" + rest
                 if rest not in (b"metadata", b"schema"):
-                    proc = fleet.process(name, number)
-                    if proc is None or not proc.ready:
-                        return _answer(503, {"error": f"v{number} of {name} is not running",
-                                             "hint": "only the live and warm versions answer; roll back to it "
-                                                     "or deploy it again to run it"})
-                    return Upstream("127.0.0.1", proc.port, str(number)), path + (b"?" + query if query else b"")
+                    return self._to_version(name, number, path, query)
+            elif path.startswith(_V2_MODELS):
+                # Open Inference V2 names versions in its own path: .../versions/<N or alias>/...
+                model, _, rest = path[len(_V2_MODELS):].partition(b"/")
+                if model.decode("latin-1") != name or not rest.startswith(b"versions/"):
+                    return None  # the live version answers (an unknown model's 404 too)
+                key, _, tail = rest[len(b"versions/"):].partition(b"/")
+                number = self._resolve_version(name, key.decode("latin-1"))
+                if isinstance(number, LocalAnswer):
+                    return number  # 404 {"error": ...}, as V2 answers an unknown version
+                path = _V2_MODELS + model + b"/versions/" + str(number).encode() + (b"/" + tail if tail else b"")
+                return self._to_version(name, number, path, query)
             if path in (b"/metadata", b"/schema"):
                 if method not in (b"GET", b"HEAD"):
                     return _answer(405, {"error": f"{path.decode()} answers GET", "hint": "use GET"})
@@ -59,6 +69,15 @@ class StableRoutes:
             return None  # anything else: the live version, as usual
 
         return route
+
+    def _to_version(self, name: str, number: int, path: bytes, query: bytes) -> Any:
+        """Forward to version ``number``'s own server, or say it is not running."""
+        proc = self.fleet.process(name, number)
+        if proc is None or not proc.ready:
+            return _answer(503, {"error": f"v{number} of {name} is not running",
+                                 "hint": "only the live and warm versions answer; roll back to it "
+                                         "or deploy it again to run it"})
+        return Upstream("127.0.0.1", proc.port, str(number)), path + (b"?" + query if query else b"")
 
     def _resolve_version(self, name: str, key: str) -> Any:
         if key.isdigit():  # 18 digits fit SQLite's INTEGER; a longer number names no version
@@ -117,7 +136,9 @@ class StableRoutes:
         except (NbserveError, OSError, KeyError, ValueError):
             example = None
         return {"deployment": name, "version": number, "kind": schema.get("kind", "frame"), "schema": schema,
-                "example": example, "request": {"data": [example]} if example is not None else None}
+                "example": example, "request": {"data": [example]} if example is not None else None,
+                # the same request in each wire format the version speaks (docs/protocols.md)
+                "requests": examples(name, schema, example) if example is not None else None}
 
     def _feedback_answer(self, name: str, body: bytes) -> Any:
         async def run() -> LocalAnswer:

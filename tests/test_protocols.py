@@ -1,0 +1,237 @@
+"""The wire formats clients already speak, on real deployments over real HTTP: Open Inference
+Protocol V2 through tritonclient's own HTTP client, MLflow's four payload forms (and CSV) on
+``/invocations``, OpenAI embeddings through the ``openai`` client; canary traffic sent in V2
+splits like ``/predict``; bad input in each gets a 4xx that names what is wrong."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbserve
+from nbserve import _protocols
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["great pasta", "cold soup and the food was awful", "lovely service", "slow bad service",
+         "good food", "the pasta was cold", "warm bread", "bad wine"]
+SENTIMENT = [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+def _post(url: str, **kwargs) -> httpx.Response:
+    return httpx.post(url, trust_env=False, timeout=30, **kwargs)
+
+
+def _columns(frame: pd.DataFrame, datatype: str = "FP64") -> list[dict]:
+    return [{"name": c, "shape": [len(frame)], "datatype": datatype, "data": frame[c].tolist()} for c in frame]
+
+
+@pytest.fixture(scope="module")
+def iris_dep(module_home, iris, forest):
+    _, X_test, _, _ = iris
+    return nbserve.deploy(forest, "proto-iris", X_test, methods=["predict", "predict_proba"], progress=False)
+
+
+def test_tritonclient_speaks_v2_to_a_frame_model(iris_dep, iris, forest):
+    tritonclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+    from tritonclient.utils import InferenceServerException
+
+    _, X_test, _, _ = iris
+    client = tritonclient.InferenceServerClient(iris_dep.url.split("//", 1)[1])
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("proto-iris") and client.is_model_ready("proto-iris", "1")
+    meta = client.get_model_metadata("proto-iris")
+    assert [i["name"] for i in meta["inputs"]] == list(X_test.columns)
+    assert {i["datatype"] for i in meta["inputs"]} == {"FP64"} and meta["versions"] == ["1"]
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {"predict": [-1], "predict_proba": [-1, 3]}
+
+    rows = X_test.iloc[:7]
+    inputs = []
+    for column in rows:  # binary tensors (tritonclient's default): the binary data extension
+        tensor = tritonclient.InferInput(column, [len(rows)], "FP64")
+        tensor.set_data_from_numpy(rows[column].to_numpy())
+        inputs.append(tensor)
+    result = client.infer("proto-iris", inputs, request_id="r-7",
+                          outputs=[tritonclient.InferRequestedOutput("predict"),
+                                   tritonclient.InferRequestedOutput("predict_proba")])
+    np.testing.assert_array_equal(result.as_numpy("predict"), forest.predict(rows))
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), forest.predict_proba(rows), rtol=1e-5, atol=1e-6)
+    assert result.get_response()["id"] == "r-7"
+    pinned = client.infer("proto-iris", inputs, model_version="1")  # .../versions/1/infer
+    assert pinned.get_response()["model_version"] == "1"
+
+    with pytest.raises(InferenceServerException, match="no version or alias '9'"):
+        client.infer("proto-iris", inputs, model_version="9")
+    with pytest.raises(InferenceServerException, match="unknown model 'other'"):
+        client.get_model_metadata("other")
+    short = tritonclient.InferInput("sepal_length", [3], "FP64")
+    short.set_data_from_numpy(rows["sepal_length"].to_numpy()[:3])
+    with pytest.raises(InferenceServerException, match="missing input tensors: sepal_width"):
+        client.infer("proto-iris", [short])
+
+
+def test_v2_json_tensors_and_its_errors(iris_dep, iris, forest):
+    _, X_test, _, _ = iris
+    rows = X_test.iloc[:4]
+    url = f"{iris_dep.url}/v2/models/proto-iris"
+    answer = _post(f"{url}/infer", json={"id": "a", "inputs": _columns(rows)})
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert out["id"] == "a" and out["model_name"] == "proto-iris" and out["model_version"] == "1"
+    assert out["outputs"][0] == {"name": "predict", "datatype": "INT64", "shape": [4],
+                                 "data": forest.predict(rows).tolist()}
+    assert answer.headers["x-nbserve-version"] == "1" and answer.headers["x-nbserve-rows"] == "4"
+    table = {"inputs": [{"name": "rows", "shape": [4, 4], "datatype": "FP32", "data": rows.to_numpy().tolist()}]}
+    assert _post(f"{url}/infer", json=table).json()["outputs"][0]["data"] == forest.predict(rows).tolist()
+    pinned = _post(f"{iris_dep.url}/v/1/v2/models/proto-iris/versions/1/infer", json=table)
+    assert pinned.status_code == 200 and pinned.json()["model_version"] == "1"
+
+    bad = {
+        "shape and data disagree": ({"inputs": [{**_columns(rows)[0], "shape": [5]}, *_columns(rows)[1:]]},
+                                    "has shape [5] (5 values) but 4 values"),
+        "a string in a float column": ({"inputs": [*_columns(rows)[:3], {**_columns(rows)[3], "datatype": "BYTES"}]},
+                                       "column 'petal_width' takes FP64"),
+        "an unknown datatype": ({"inputs": [{**_columns(rows)[0], "datatype": "FLOAT"}]}, "unknown datatype 'FLOAT'"),
+        "an extra tensor": ({"inputs": [*_columns(rows), {"name": "x", "shape": [4], "datatype": "FP64",
+                                                          "data": [1, 2, 3, 4]}]}, "unexpected input tensors: x"),
+        "rows that differ": ({"inputs": [*_columns(rows)[:3], _columns(X_test.iloc[:3])[3]]}, "differ in their first"),
+        "no inputs": ({"inputs": []}, "non-empty \"inputs\""),
+        "an unknown output": ({"inputs": _columns(rows), "outputs": [{"name": "transform"}]}, "unknown outputs: transform"),
+        "a wrong table": ({"inputs": [{"name": "rows", "shape": [2, 3], "datatype": "FP64", "data": [1] * 6}]},
+                          "shape [rows, 4]"),
+    }
+    for case, (body, message) in bad.items():
+        refused = _post(f"{url}/infer", json=body)
+        assert refused.status_code == 400, (case, refused.status_code, refused.text)
+        assert message in refused.json()["error"], (case, refused.json())
+    assert _post(f"{url}/infer", content=b"{not json").status_code == 400
+    assert httpx.get(f"{url}/infer", trust_env=False).status_code == 405
+    assert httpx.get(f"{iris_dep.url}/v2/models/proto-iris/versions/8", trust_env=False).status_code == 404
+    assert httpx.get(f"{iris_dep.url}/v2", trust_env=False).json()["name"] == "nbserve"
+    # the version that was serving still serves
+    assert _post(f"{url}/infer", json={"inputs": _columns(rows)}).status_code == 200
+
+
+def test_mlflow_payload_forms_answer_what_pyfunc_predict_would(iris_dep, iris, forest):
+    _, X_test, _, _ = iris
+    rows = X_test.iloc[:5]
+    expected = {"predictions": forest.predict(rows).tolist()}  # what mlflow's pyfunc scoring server answers
+    url = f"{iris_dep.url}/invocations"
+    forms = {
+        "dataframe_split": {"dataframe_split": rows.to_dict(orient="split")},
+        "dataframe_records": {"dataframe_records": rows.to_dict(orient="records")},
+        "instances": {"instances": rows.to_dict(orient="records")},
+        "inputs as columns": {"inputs": rows.to_dict(orient="list")},
+        "inputs as rows": {"inputs": rows.to_numpy().tolist()},
+    }
+    for form, body in forms.items():
+        answer = _post(url, json=body)
+        assert answer.status_code == 200 and answer.json() == expected, (form, answer.text)
+    csv = _post(url, content=rows.to_csv(index=False), headers={"content-type": "text/csv"})
+    assert csv.json() == expected
+    for path in ("/ping", "/health"):
+        assert httpx.get(f"{iris_dep.url}{path}", trust_env=False).status_code == 200
+
+    refusals = {
+        "two fields": ({"instances": [], "inputs": []}, "exactly one of the fields"),
+        "no field": ({"data": []}, "exactly one of the fields"),
+        "a missing column": ({"dataframe_records": [{"sepal_length": 1.0}]}, "missing columns: sepal_width"),
+        "a short row": ({"dataframe_split": {"columns": list(rows), "data": [[1.0]]}}, "has 4 values"),
+        "ragged columns": ({"inputs": {"sepal_length": [1.0], "sepal_width": [1.0, 2.0]}}, "every column as long"),
+    }
+    for case, (body, message) in refusals.items():
+        refused = _post(url, json=body)
+        assert refused.status_code == 400, (case, refused.text)
+        assert refused.json()["error_code"] == "BAD_REQUEST" and message in refused.json()["message"], case
+    assert _post(url, content=b"a", headers={"content-type": "application/xml"}).status_code == 415
+
+
+def test_a_canary_splits_v2_traffic_like_predict(module_home, iris, forest, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(forest, "proto-canary", X_test, progress=False)
+    dep = nbserve.deploy(tree, "proto-canary", X_test, canary=50, progress=False)
+    body = {"inputs": _columns(X_test.iloc[:2])}
+    seen = {"1": 0, "2": 0}
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        for _ in range(200):
+            answer = client.post(f"{dep.url}/v2/models/proto-canary/infer", json=body)
+            assert answer.status_code == 200
+            seen[answer.headers["x-nbserve-version"]] += 1
+            # the version the protocol names is the one that answered
+            assert answer.json()["model_version"] == answer.headers["x-nbserve-version"]
+        pinned = client.post(f"{dep.url}/v2/models/proto-canary/versions/2/infer", json=body)
+    assert 60 <= seen["2"] <= 140, seen  # 50% of 200: far outside these only by a broken split
+    assert pinned.headers["x-nbserve-version"] == "2", "a named version is never split"
+    schema = httpx.get(f"{dep.url}/schema", trust_env=False).json()
+    for protocol, request in schema["requests"].items():  # each ready request works as written
+        sent = _post(f"{dep.url}{request['path']}", json=request["body"])
+        assert sent.status_code == 200, (protocol, sent.text)
+    dep.promote()
+
+
+def test_openai_embeddings_from_a_text_model(module_home):
+    openai = pytest.importorskip("openai", reason="the openai client is not installed")
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    embedder = make_pipeline(TfidfVectorizer(), TruncatedSVD(n_components=4, random_state=0)).fit(TEXTS)
+    dep = nbserve.deploy(embedder, "proto-embed", TEXTS, method="transform", progress=False)
+    client = openai.OpenAI(base_url=f"{dep.url}/v1", api_key="unused", max_retries=0)
+    expected = embedder.transform(TEXTS[:2])
+    answer = client.embeddings.create(model="proto-embed", input=TEXTS[:2])  # base64, the client's default
+    assert [d.index for d in answer.data] == [0, 1] and answer.model == "proto-embed"
+    np.testing.assert_allclose([d.embedding for d in answer.data], expected, rtol=1e-5, atol=1e-6)
+    one = client.embeddings.create(model="proto-embed", input=TEXTS[0], encoding_format="float")
+    np.testing.assert_allclose(one.data[0].embedding, expected[0], rtol=1e-5, atol=1e-6)
+    assert [m.id for m in client.models.list()] == ["proto-embed"]
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.embeddings.create(model="another", input="x")
+    with pytest.raises(openai.BadRequestError, match="non-empty list of strings"):
+        client.embeddings.create(model="proto-embed", input=[[1, 2, 3]])
+    with pytest.raises(openai.BadRequestError, match="vectors of 4 dimensions"):
+        client.embeddings.create(model="proto-embed", input="x", dimensions=8)
+    raw = _post(f"{dep.url}/v1/embeddings", json={"model": "proto-embed", "input": ["warm bread"],
+                                                  "encoding_format": "base64"}).json()
+    vector = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vector, embedder.transform(["warm bread"])[0], rtol=1e-5, atol=1e-6)
+
+    # a text model that does not answer vectors: told so, in OpenAI's error shape
+    classifier = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(TEXTS, SENTIMENT)
+    labels = nbserve.deploy(classifier, "proto-labels", TEXTS, progress=False)
+    refused = _post(f"{labels.url}/v1/embeddings", json={"model": "proto-labels", "input": "x"})
+    assert refused.status_code == 400 and "one vector of numbers per text" in refused.json()["error"]["message"]
+    # the same text model over V2 (BYTES) and MLflow
+    v2 = _post(f"{labels.url}/v2/models/proto-labels/infer",
+               json={"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS[:2]}]})
+    assert v2.json()["outputs"][0]["data"] == classifier.predict(TEXTS[:2]).tolist()
+    wrong = _post(f"{labels.url}/v2/models/proto-labels/infer",
+                  json={"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [1.0]}]})
+    assert wrong.status_code == 400 and "takes BYTES" in wrong.json()["error"]
+    mlflow = _post(f"{labels.url}/invocations", json={"instances": TEXTS[2:4]})
+    assert mlflow.json() == {"predictions": classifier.predict(TEXTS[2:4]).tolist()}
+
+    # captured and monitored like /predict: the request log says which protocol each came in
+    _post(f"{dep.url}/predict", json={"data": TEXTS[:1]})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        protocols = set(labels.traffic()["protocol"]) | set(dep.traffic()["protocol"])
+        if {"openai", "v2", "mlflow", "bentoml"} <= protocols:
+            break
+        time.sleep(0.5)
+    assert {"openai", "v2", "mlflow", "bentoml"} <= protocols
+    texts = labels.traffic().query("protocol == 'v2'")
+    assert list(texts["token_count"]) == [2.0, 7.0], "V2's BYTES read back as the texts they were"
+
+
+def test_protocol_of_names_each_path():
+    assert [_protocols.protocol_of(p) for p in
+            ("/predict", "/v2/models/m/infer", "/v/3/v2/models/m/infer", "/invocations", "/ping",
+             "/v1/embeddings", "/v/2/predict_proba", "/v2")] == \
+        ["bentoml", "v2", "v2", "mlflow", "mlflow", "openai", "bentoml", "v2"]
