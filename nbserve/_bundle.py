@@ -415,6 +415,8 @@ def build_bundle(
         "methods": served,  # the first at /predict, each named one at its own path too
         "outputs": {m: returned for m, (_, returned) in answered.items()},  # the type each returned
         "runtime": compiled.describe(),  # native, or compiled (the native model stays in the Bento)
+        # a Hugging Face pipeline's task: text generation is served as OpenAI's completions too
+        "pipeline_task": getattr(model, "task", None) if flavor.name == "transformers" else None,
     }
 
     import bentoml  # deferred: importing bentoml costs ~1 s

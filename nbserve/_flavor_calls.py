@@ -11,17 +11,46 @@ imported by the functions that need them, so a Bento of another flavor never nee
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import typing as t
 import warnings
 
 import numpy as np
 
-__all__ = ["json_ready", "load_model", "load_pipeline", "load_torch", "pipeline_answers", "pipeline_params",
+__all__ = ["GENERATION", "generation_options", "json_ready", "load_model", "load_pipeline", "load_torch", "pipeline_answers", "pipeline_params",
            "torch_call"]
 
 # model metadata: the notebook pipeline's call settings, as JSON (metadata takes no None)
 PIPELINE_PARAMS = "nbserve_pipeline_params"
+
+# Pipelines that generate text, and one request's settings for them (OpenAI's completions:
+# max_tokens, temperature, top_p), set by the service around that request's call.
+GENERATIVE_TASKS = ("text-generation", "text2text-generation")
+GENERATION: contextvars.ContextVar[dict[str, t.Any] | None] = contextvars.ContextVar("nbserve_generation",
+                                                                                     default=None)
+# name: (type, smallest, largest)
+_GENERATION_SETTINGS = {"max_new_tokens": (int, 1, 4096), "do_sample": (bool, None, None),
+                        "temperature": (float, 1e-6, 2.0), "top_p": (float, 1e-6, 1.0),
+                        "return_full_text": (bool, None, None)}
+
+
+def generation_options(raw: str) -> dict[str, t.Any]:
+    """A request's generation settings (JSON) checked: known names, types and bounds only, so
+    no request can hand a pipeline an argument of its choosing. Raises ValueError."""
+    options = json.loads(raw)
+    if not isinstance(options, dict):
+        raise ValueError("generation settings are a JSON object")
+    for name, value in options.items():
+        if name not in _GENERATION_SETTINGS:
+            raise ValueError(f"unknown generation setting {name!r} (known: {', '.join(_GENERATION_SETTINGS)})")
+        kind, low, high = _GENERATION_SETTINGS[name]
+        ok = isinstance(value, bool) if kind is bool else \
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+        if not ok or (low is not None and not low <= value <= high):
+            raise ValueError(f"generation setting {name} must be a {kind.__name__}"
+                             + (f" from {low:g} to {high:g}" if low is not None else ""))
+    return options
 
 
 def load_model(model_ref: t.Any) -> t.Any:
@@ -116,7 +145,8 @@ def pipeline_answers(pipe: t.Any, texts: t.Any) -> t.Any:
         # each text alone: no padding, so every token of it counts in its mean
         return np.stack([np.asarray(pipe(text, return_tensors=True)[0], dtype=np.float32).mean(axis=0)
                          for text in texts])
-    answers = pipe(texts)
+    generation = GENERATION.get() if getattr(pipe, "task", None) in GENERATIVE_TASKS else None
+    answers = pipe(texts, **generation) if generation else pipe(texts)
     if len(texts) == 1 and isinstance(answers, dict):  # a pipeline that unwraps a batch of one
         answers = [answers]
     return json_ready(list(answers))

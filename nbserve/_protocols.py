@@ -1,5 +1,6 @@
 """Wire formats other than BentoML's own, as adapters: Open Inference Protocol V2 (KServe,
-Triton, MLServer), MLflow's scoring format (``/invocations``) and OpenAI's embeddings.
+Triton, MLServer), MLflow's scoring format (``/invocations``) and OpenAI's embeddings and
+completions.
 
 Copied into each Bento as ``nbserve_protocols.py``, so a version speaks them wherever it is
 served (an image on Kubernetes too). An adapter only translates: a request in its format
@@ -17,11 +18,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+import secrets
+import time
 import typing as t
 
 import numpy as np
 
-__all__ = ["Answer", "Call", "PROTOCOLS", "Protocol", "Served", "adapter_for", "captured", "examples", "protocol_of"]
+__all__ = ["GENERATION_HEADER", "Answer", "Call", "PROTOCOLS", "Protocol", "Served", "adapter_for", "captured", "examples", "protocol_of"]
+
+
+# One request's generation settings (JSON), from the completions adapter to the version's API
+# route, which checks them (nbserve_flavor_calls.generation_options) and hands them to the pipeline.
+GENERATION_HEADER = "x-nbserve-generation"
 
 
 class Answer(t.NamedTuple):
@@ -37,6 +45,7 @@ class Call(t.NamedTuple):
     apis: tuple[str, ...]
     data: t.Any
     finish: t.Callable[[dict[str, t.Any]], Answer]
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # added to the API call (generation settings)
 
 
 class Refused(Exception):
@@ -58,6 +67,7 @@ class Served:
         self.columns: list[dict[str, t.Any]] = self.schema.get("columns", [])
         self.names = [c["name"] for c in self.columns]
         model = bundle.get("model", {})
+        self.task: str | None = model.get("pipeline_task")  # a Hugging Face pipeline's task
         methods = model.get("methods") or ["predict"]
         self.apis = ["predict", *[m for m in methods if m not in ("predict", "__call__")]]
         returned = model.get("outputs", {})
@@ -471,14 +481,15 @@ def _csv_value(text: str | None) -> t.Any:
     return text
 
 
-# -- OpenAI embeddings -----------------------------------------------------------------------
+# -- OpenAI: embeddings, completions --------------------------------------------------------------------
 
 _EMBEDDING_APIS = ("embed", "encode", "transform")
 
 
-class OpenAIEmbeddings:
-    """OpenAI's ``POST /v1/embeddings`` and ``GET /v1/models``, for a version that answers one
-    vector per text (a ``transform``, a feature-extraction pipeline)."""
+class OpenAI:
+    """OpenAI's ``POST /v1/embeddings`` for a version that answers one vector per text (a
+    ``transform``, a feature-extraction pipeline); ``/v1/completions`` and
+    ``/v1/chat/completions`` for a text-generation pipeline; ``GET /v1/models``."""
 
     name = "openai"
     prefix = "/v1"
@@ -492,8 +503,11 @@ class OpenAIEmbeddings:
         if path.startswith("/v1/models/"):
             return _openai_error(404, f"the model {path[11:]!r} does not exist; this URL serves {served.name!r}",
                                  code="model_not_found", param="model")
+        if path in ("/v1/completions", "/v1/chat/completions"):
+            return self._completion(served, method, path, body)
         if path != "/v1/embeddings":
-            return _openai_error(404, f"no such endpoint: {path} (this URL serves /v1/embeddings and /v1/models)")
+            return _openai_error(404, f"no such endpoint: {path} (this URL serves /v1/embeddings, /v1/completions, "
+                                      "/v1/chat/completions and /v1/models)")
         if method != "POST":
             return _openai_error(405, "/v1/embeddings takes POST")
         if served.kind != "text":
@@ -523,6 +537,55 @@ class OpenAIEmbeddings:
 
         return Call((api,), texts, finish)
 
+    def _completion(self, served: Served, method: str, path: str, body: bytes) -> Call | Answer:
+        """``/v1/completions`` and ``/v1/chat/completions`` for a text-generation pipeline:
+        each prompt generated with the request's settings; ``stream`` as server-sent events."""
+        if method != "POST":
+            return _openai_error(405, f"{path} takes POST")
+        if served.task not in _GENERATIVE:
+            return _openai_error(400, f"{served.name} does not generate text (completions need a Hugging Face "
+                                      "text-generation pipeline)", param="model")
+        chat = path == "/v1/chat/completions"
+        try:
+            request = _json(body)
+            if not isinstance(request, dict):
+                raise _param(400, "the body must be a JSON object", "messages" if chat else "prompt")
+            model = request.get("model")
+            if model not in (None, served.name):
+                raise _param(404, f"the model {model!r} does not exist; this URL serves {served.name!r}", "model")
+            prompts = [_chat_prompt(request.get("messages"))] if chat else _prompts(request.get("prompt"))
+            options = _generation(request)
+        except Refused as exc:
+            return _openai_error(exc.status, exc.message, param=getattr(exc, "param", None))
+        stream = request.get("stream") is True
+        reply_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+
+        def finish(answers: dict[str, t.Any]) -> Answer:
+            texts = [_generated(a) for a in answers["predict"]]
+            created = int(time.time())
+            prompt_tokens = sum(len(p.split()) for p in prompts)
+            completion_tokens = sum(len(x.split()) for x in texts)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                     "total_tokens": prompt_tokens + completion_tokens}
+            head = {"id": reply_id, "created": created, "model": served.name}
+            if chat and stream:
+                chunks = [{"delta": {"role": "assistant", "content": ""}, "finish_reason": None},
+                          {"delta": {"content": texts[0]}, "finish_reason": None},
+                          {"delta": {}, "finish_reason": "stop"}]
+                return _events({**head, "object": "chat.completion.chunk", "choices": [{"index": 0, **c}]}
+                               for c in chunks)
+            if stream:
+                return _events({**head, "object": "text_completion",
+                                "choices": [{"index": i, "text": text, "finish_reason": "stop", "logprobs": None}]}
+                               for i, text in enumerate(texts))
+            if chat:
+                return Answer(200, {**head, "object": "chat.completion", "usage": usage, "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": texts[0]}, "finish_reason": "stop"}]})
+            return Answer(200, {**head, "object": "text_completion", "usage": usage, "choices": [
+                {"index": i, "text": text, "finish_reason": "stop", "logprobs": None} for i, text in enumerate(texts)]})
+
+        return Call(("predict",), prompts, finish, ((GENERATION_HEADER.encode(), json.dumps(options).encode()),))
+
     @staticmethod
     def _request(served: Served, request: t.Any) -> tuple[list[str], str, int | None]:
         if not isinstance(request, dict) or "input" not in request:
@@ -547,8 +610,74 @@ class OpenAIEmbeddings:
                              kind="invalid_request_error" if status < 500 else "server_error")
 
     def captured(self, request: t.Any, response: t.Any, served: Served) -> tuple[t.Any, t.Any]:
-        value = request.get("input") if isinstance(request, dict) else None
+        if not isinstance(request, dict):
+            return None, None
+        if "messages" in request:
+            return [_chat_prompt(request["messages"])], None
+        value = request.get("input", request.get("prompt"))
         return ([value] if isinstance(value, str) else value), None
+
+
+_GENERATIVE = ("text-generation", "text2text-generation")
+
+
+def _chat_prompt(messages: t.Any) -> str:
+    """The conversation as one prompt, a line per message and the assistant's turn last (the
+    pipeline's own chat template is not used: a pipeline saved without one has none)."""
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise _param(400, 'messages is a non-empty list of {"role": ..., "content": "text"}', "messages")
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+
+def _prompts(prompt: t.Any) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _param(400, "prompt is a string or a non-empty list of strings (token arrays are not taken)", "prompt")
+    return prompts
+
+
+def _generation(request: dict[str, t.Any]) -> dict[str, t.Any]:
+    """OpenAI's sampling fields as the pipeline's generation settings; what it cannot honour is refused."""
+    for name, why in (("stop", "stop sequences"), ("logprobs", "log probabilities"), ("tools", "tools"),
+                      ("suffix", "suffixes")):
+        if request.get(name) not in (None, False, [], ""):
+            raise _param(400, f"{why} are not supported by nbserve's completions", name)
+    if request.get("n", 1) != 1:
+        raise _param(400, "n must be 1: one completion per prompt", "n")
+    options: dict[str, t.Any] = {"return_full_text": False}
+    tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if tokens is not None:
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or not 1 <= tokens <= 4096:
+            raise _param(400, "max_tokens is an integer from 1 to 4096", "max_tokens")
+        options["max_new_tokens"] = tokens
+    temperature = request.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+            raise _param(400, "temperature is a number from 0 to 2", "temperature")
+        options["do_sample"] = temperature > 0  # 0: greedy, the same answer every time
+        if temperature > 0:
+            options["temperature"] = float(temperature)
+    top_p = request.get("top_p")
+    if top_p is not None:
+        if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+            raise _param(400, "top_p is a number above 0, at most 1", "top_p")
+        if options.get("do_sample"):
+            options["top_p"] = float(top_p)
+    return options
+
+
+def _generated(answer: t.Any) -> str:
+    """A text-generation pipeline's answer for one prompt: [{"generated_text": ...}] or the dict."""
+    first = answer[0] if isinstance(answer, list) and answer else answer
+    return str(first.get("generated_text", "")) if isinstance(first, dict) else str(first)
+
+
+def _events(chunks: t.Iterable[dict[str, t.Any]]) -> Answer:
+    """Server-sent events as OpenAI streams them, ending with ``[DONE]``."""
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+    return Answer(200, body.encode(), "text/event-stream")
 
 
 def _param(status: int, message: str, param: str) -> Refused:
@@ -593,8 +722,8 @@ def _message(error: t.Any) -> str:
     return str(error)[:500]
 
 
-Protocol = t.Union[OpenInference, MLflowScoring, OpenAIEmbeddings]
-PROTOCOLS: tuple[Protocol, ...] = (OpenInference(), MLflowScoring(), OpenAIEmbeddings())
+Protocol = t.Union[OpenInference, MLflowScoring, OpenAI]
+PROTOCOLS: tuple[Protocol, ...] = (OpenInference(), MLflowScoring(), OpenAI())
 
 
 def examples(name: str, schema: dict[str, t.Any], example: t.Any) -> dict[str, dict[str, t.Any]]:

@@ -27,9 +27,11 @@ BATCHING_ENV = "NBSERVE_BATCHING"
 VERSION_ENV = "NBSERVE_VERSION"  # the registry's number of the version served (set by the agent)
 
 try:
-    import nbserve_kinds as _kinds  # in a Bento: nbserve/_kinds.py, copied beside this module
+    import nbserve_flavor_calls as _flavor_calls  # in a Bento: nbserve/_flavor_calls.py, copied beside
+    import nbserve_kinds as _kinds  # nbserve/_kinds.py
     import nbserve_protocols as _protocols  # and nbserve/_protocols.py
 except ImportError:  # imported from the nbserve package itself (its tests)
+    from nbserve import _flavor_calls  # type: ignore[no-redef]
     from nbserve import _kinds  # type: ignore[no-redef]
     from nbserve import _protocols  # type: ignore[no-redef]
 
@@ -355,7 +357,7 @@ class Protocols:
             answers = {}
             request = json.dumps({"data": plan.data}).encode()
             for api in plan.apis:
-                status, kept, answer = await self._ask(scope, api, request)
+                status, kept, answer = await self._ask(scope, api, request, plan.headers)
                 if status != 200:
                     plan = adapter.failed(status, answer)
                     break
@@ -368,12 +370,14 @@ class Protocols:
                                 (b"content-length", str(len(payload)).encode()), *kept]})
         await send({"type": "http.response.body", "body": payload if scope["method"] != "HEAD" else b""})
 
-    async def _ask(self, scope: t.Any, api: str, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
+    async def _ask(self, scope: t.Any, api: str, body: bytes,
+                   extra: t.Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
         """One call of the version's API route, in process: its status, kept headers, JSON answer."""
-        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        dropped = (b"content-type", b"content-length", _protocols.GENERATION_HEADER.encode())
+        headers = [(k, v) for k, v in scope["headers"] if k not in dropped]
         headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         inner = dict(scope, method="POST", path=f"/{api}", raw_path=f"/{api}".encode(), query_string=b"",
-                     headers=headers)
+                     headers=headers + list(extra))
         sent = False
         status, kept, chunks = 500, [], []
 
@@ -444,7 +448,20 @@ class Serving:
 
     def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
         inputs = self._decoded(data, ctx)
-        return inputs if isinstance(inputs, JSONResponse) else _plain(self._predictors[api](inputs))
+        if isinstance(inputs, JSONResponse):
+            return inputs
+        raw = ctx.request.headers.get(_protocols.GENERATION_HEADER)
+        if raw is None:
+            return _plain(self._predictors[api](inputs))
+        try:  # this request's generation settings (OpenAI's completions), for this call only
+            token = _flavor_calls.GENERATION.set(_flavor_calls.generation_options(raw))
+        except ValueError as exc:
+            ctx.response.status_code = 422
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        try:
+            return _plain(self._predictors[api](inputs))
+        finally:
+            _flavor_calls.GENERATION.reset(token)
 
     async def _answer_batched(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         frame = self._checked(data, ctx)
@@ -457,6 +474,10 @@ class Serving:
         inputs = self._decoded(data, ctx)
         if isinstance(inputs, JSONResponse):
             return inputs
+        if _protocols.GENERATION_HEADER in ctx.request.headers:  # a batch has one set of settings
+            ctx.response.status_code = 422
+            return JSONResponse({"error": "generation settings per request (max_tokens, temperature) need "
+                                          "batching off: deploy this version with batching=False"}, status_code=422)
         served = await self._batched(api, inputs, ctx)
         return served if isinstance(served, JSONResponse) else list(served)
 

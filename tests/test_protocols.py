@@ -235,3 +235,83 @@ def test_protocol_of_names_each_path():
             ("/predict", "/v2/models/m/infer", "/v/3/v2/models/m/infer", "/invocations", "/ping",
              "/v1/embeddings", "/v/2/predict_proba", "/v2")] == \
         ["bentoml", "v2", "v2", "mlflow", "mlflow", "openai", "bentoml", "v2"]
+
+
+# -- the adapters alone (no server): forms the deployments above do not send ----------------------
+
+_FRAME = _protocols.Served({"deployment": "m", "schema": {"columns": [
+    {"name": "age", "kind": "int", "dtype": "int64"}, {"name": "city", "kind": "string", "dtype": "object"}]}})
+
+
+def _v2(served, body: dict, headers: dict | None = None, raw: bytes | None = None):
+    import json
+
+    return _protocols.OpenInference().handle(served, "POST", f"/v2/models/{served.name}/infer", headers or {},
+                                             raw if raw is not None else json.dumps(body).encode())
+
+
+def test_v2_binary_tensors_strings_and_nested_data_become_rows():
+    import json
+    import struct
+
+    ages = np.asarray([31, 47], dtype="<i8").tobytes()
+    cities = b"".join(struct.pack("<I", len(c)) + c for c in (b"Lyon", "Zürich".encode()))
+    head = json.dumps({"inputs": [
+        {"name": "age", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": len(ages)}},
+        {"name": "city", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(cities)}},
+    ]}).encode()
+    call = _v2(_FRAME, {}, {"inference-header-content-length": str(len(head))}, head + ages + cities)
+    assert isinstance(call, _protocols.Call) and call.apis == ("predict",)
+    assert call.data == [{"age": 31, "city": "Lyon"}, {"age": 47, "city": "Zürich"}]
+    answer = call.finish({"predict": [0.5, 1.5]})
+    assert answer.payload["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [2], "data": [0.5, 1.5]}]
+    nested = _v2(_FRAME, {"inputs": [{"name": "age", "shape": [2, 1], "datatype": "INT32", "data": [[1], [2]]},
+                                     {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]})
+    assert nested.data == [{"age": 1, "city": "a"}, {"age": 2, "city": "b"}]
+    wrong = _v2(_FRAME, {"inputs": [{"name": "age", "shape": [1], "datatype": "FP32", "data": [1.5]},
+                                    {"name": "city", "shape": [1], "datatype": "BYTES", "data": ["a"]}]})
+    assert wrong.status == 400 and "column 'age' takes INT64" in wrong.payload["error"]
+    truncated = _v2(_FRAME, {}, {"inference-header-content-length": "9999"}, head)
+    assert truncated.status == 400
+    deep = _v2(_FRAME, {}, raw=b"[" * 100_000)  # nested past the parser: a 400, not a crash
+    assert deep.status == 400 and "not JSON" in deep.payload["error"]
+
+
+def test_v2_arrays_records_and_images_take_one_tensor():
+    arrays = _protocols.Served({"deployment": "a", "schema": {"kind": "array", "shape": [2, 2], "dtype": "float32"}})
+    call = _v2(arrays, {"inputs": [{"name": "x", "shape": [1, 2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+    assert call.data == [[[1, 2], [3, 4]]]
+    assert _v2(arrays, {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": list("abcd")}]}).status == 400
+    meta = _protocols.OpenInference().metadata(arrays, "3")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 2, 2]}] and meta["versions"] == ["3"]
+    records = _protocols.Served({"deployment": "r", "schema": {"kind": "records"}})
+    call = _v2(records, {"inputs": [{"name": "doc", "shape": [1], "datatype": "BYTES", "data": ['{"total": 3}']}]})
+    assert call.data == [{"total": 3}]
+    assert _v2(records, {"inputs": [{"name": "doc", "shape": [1], "datatype": "BYTES", "data": ["{no"]}]}).status == 400
+    entities = call.finish({"predict": [[{"word": "pasta"}], []]}).payload["outputs"][0]
+    assert entities["datatype"] == "BYTES" and entities["data"] == ['[{"word": "pasta"}]', "[]"]
+    images = _protocols.Served({"deployment": "i", "schema": {"kind": "images"}})
+    import json
+    import struct
+
+    head = json.dumps({"inputs": [{"name": "f", "shape": [1], "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": 7}}]}).encode()
+    call = _v2(images, {}, {"inference-header-content-length": str(len(head))}, head + struct.pack("<I", 3) + b"\x89PN")
+    assert call.data == [base64.b64encode(b"\x89PN").decode()]
+
+
+def test_mlflow_forms_for_a_text_model_and_what_capture_reads_back():
+    texts = _protocols.Served({"deployment": "t", "schema": {"kind": "text"}})
+    mlflow = _protocols.MLflowScoring()
+    assert mlflow.data_of(texts, {"instances": ["a", "b"]}) == ["a", "b"]
+    assert mlflow.data_of(texts, {"inputs": {"review": ["a"]}}) == ["a"]
+    assert mlflow.data_of(texts, {"dataframe_split": {"columns": ["review"], "data": [["a"], ["b"]]}}) == ["a", "b"]
+    assert mlflow.data_of(texts, {"dataframe_records": [{"review": "a"}]}) == ["a"]
+    csv = mlflow.handle(_FRAME, "POST", "/invocations", {"content-type": "text/csv"}, b"age,city\n3,Lyon\n,Oslo\n")
+    assert csv.data == [{"age": 3, "city": "Lyon"}, {"age": None, "city": "Oslo"}]
+    schema = _FRAME.schema
+    assert _protocols.captured("/invocations", {"dataframe_records": [{"age": 1, "city": "x"}]},
+                               {"predictions": [7]}, schema) == ([{"age": 1, "city": "x"}], [7])
+    assert _protocols.captured("/v/2/predict", {"data": [1]}, [0], schema) == ([1], [0])
+    assert _protocols.captured("/v2/models/m/infer", {"inputs": "nonsense"}, None, schema) is None
+    assert _protocols.captured("/metadata", None, None, schema) is None

@@ -226,3 +226,53 @@ def test_token_classification_answers_entities_per_text(module_home, tokenizer):
             [(e["entity_group"], e["word"], e["start"], e["end"]) for e in want], "the notebook's settings served"
         np.testing.assert_allclose([e["score"] for e in got], [float(e["score"]) for e in want], rtol=1e-5)
     assert "parity_passed" in set(dep.events()["kind"])
+
+
+def _generator(tokenizer):
+    """A tiny GPT-2 that generates greedily, and never a special token: every answer has words."""
+    import transformers
+
+    torch.manual_seed(3)
+    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=2,
+                                     n_positions=64, bos_token_id=tokenizer.cls_token_id, eos_token_id=None)
+    model = transformers.GPT2LMHeadModel(config)
+    settings = model.generation_config
+    settings.max_new_tokens, settings.do_sample, settings.pad_token_id = 6, False, tokenizer.pad_token_id
+    settings.suppress_tokens = list(range(5))
+    return transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
+
+
+@pytest.mark.slow
+def test_a_text_generation_pipeline_answers_openai_completions_and_chat(module_home, tokenizer):
+    openai = pytest.importorskip("openai", reason="the openai client is not installed")
+    from nbserve._protocols import _chat_prompt
+
+    generator = _generator(tokenizer)
+    dep = nbserve.deploy(generator, "hf-generate", TEXTS, progress=False)
+    generator.model.eval()
+    assert "parity_passed" in set(dep.events()["kind"]), "generated texts replayed before traffic"
+    client = openai.OpenAI(base_url=f"{dep.url}/v1", api_key="unused", max_retries=0)
+
+    done = client.completions.create(model="hf-generate", prompt="great pasta", max_tokens=3)
+    want = generator("great pasta", max_new_tokens=3, return_full_text=False)[0]["generated_text"]
+    assert want and done.choices[0].text == want, "the request's max_tokens reached the pipeline"
+    assert done.usage.completion_tokens == len(want.split())
+
+    messages = [{"role": "system", "content": "lovely service"}, {"role": "user", "content": "good food"}]
+    chat = client.chat.completions.create(model="hf-generate", messages=messages, max_tokens=4, temperature=0)
+    want = generator(_chat_prompt(messages), max_new_tokens=4, return_full_text=False)[0]["generated_text"]
+    assert chat.choices[0].message.role == "assistant" and chat.choices[0].message.content == want
+    chunks = client.chat.completions.create(model="hf-generate", messages=messages, max_tokens=4, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want
+
+    with pytest.raises(openai.BadRequestError, match="stop sequences"):
+        client.completions.create(model="hf-generate", prompt="good food", stop=["."])
+    with pytest.raises(openai.BadRequestError, match="max_tokens is an integer"):
+        client.completions.create(model="hf-generate", prompt="good food", max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match="messages is a non-empty list"):
+        client.chat.completions.create(model="hf-generate", messages=[])
+    # the settings reach the pipeline checked: a request cannot hand it an argument of its choosing
+    bad = httpx.post(f"{dep.url}/predict", json={"data": ["good food"]}, trust_env=False, timeout=30,
+                     headers={"x-nbserve-generation": '{"device": 1}'})
+    assert bad.status_code == 422 and "unknown generation setting 'device'" in bad.json()["error"]
+    assert dep.predict(["good food"])[0][0]["generated_text"].startswith("good food"), "/predict as before"

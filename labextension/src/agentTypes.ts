@@ -560,6 +560,11 @@ export interface SummaryOut {
   sparkline: number[];
   drift: DriftFlag;
   quality: QualityFlag;
+  /**
+   * requests per wire format since the agent started: bentoml (/predict and the other API routes),
+   * v2 (Open Inference), mlflow (/invocations), openai (/v1/embeddings)
+   */
+  protocols?: Record<string, number>;
 }
 
 /** A pandas DataFrame in ``orient="split"`` form (without the index). */

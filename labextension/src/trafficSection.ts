@@ -23,6 +23,12 @@ export function trafficSection(m: IMetrics | null, error: NbserveApiError | null
     { label: 'err/min', values: m.latency.map(p => p.errors) }
   ], '', width));
   const parts: HTMLElement[] = [chart];
+  const protocols = Object.entries(m.summary?.protocols ?? {});
+  if (protocols.some(([name]) => name !== 'bentoml')) {
+    // only once a client speaks another wire format than BentoML's own (V2, MLflow, OpenAI)
+    const said = protocols.sort((a, b) => b[1] - a[1]).map(([name, n]) => `${name} ${n}`).join(' · ');
+    parts.push(h('div', { class: 'nbserve-muted nbserve-protocols', text: `requests by protocol (since the agent started): ${said}` }));
+  }
   if (m.drift.features.length === 0) {
     const why = m.drift.unavailable?.message ?? 'not enough traffic yet';
     parts.push(h('div', { class: 'nbserve-muted nbserve-drift-unavailable', text: `drift: ${why}` }));

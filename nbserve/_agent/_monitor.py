@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._histogram import LatencyHistogram
+from .._protocols import protocol_of
 from ._ground_truth import GroundTruth, migrate_labels
 from ._proxy import RequestRecord
 from ._storage import is_disk_full
@@ -174,6 +175,7 @@ class Totals:
     """Since the agent started, for Prometheus (counters reset with the process)."""
 
     by_status: dict[int, int] = field(default_factory=dict)
+    by_protocol: dict[str, int] = field(default_factory=dict)  # bentoml, v2, mlflow, openai
     rows: int = 0
     unreadable: int = 0  # POST bodies that could not be read as JSON (row count unknown)
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -288,6 +290,16 @@ class Monitor(GroundTruth):
 
         return observe
 
+    def protocols(self, name: str) -> dict[str, int]:
+        """Requests per wire format since the agent started, over every version of ``name``."""
+        found: dict[str, int] = {}
+        with self._lock:
+            for (deployment, _), totals in self.totals.items():
+                if deployment == name:
+                    for protocol, n in totals.by_protocol.items():
+                        found[protocol] = found.get(protocol, 0) + n
+        return found
+
     def sampler_for(self, name: str, rate: float = 1.0, budget_per_minute: int = 600) -> SamplingPolicy:
         policy = self._policies.get(name)
         if policy is None:
@@ -362,6 +374,8 @@ class Monitor(GroundTruth):
             rows = 0
         self._pane(name, version, int(ts) // 60).add(seconds, rec.status, rows)
         totals.by_status[rec.status] = totals.by_status.get(rec.status, 0) + 1
+        protocol = protocol_of(rec.path)
+        totals.by_protocol[protocol] = totals.by_protocol.get(protocol, 0) + 1
         totals.rows += rows
         totals.histogram.record(seconds)
         if rec.response is not None and readable:

@@ -30,10 +30,15 @@ class _MonitorCollector:
             totals = {key: (dict(t.by_status), t.rows, t.histogram.counts.copy(), t.histogram.count,
                             t.histogram.total) for key, t in monitor.totals.items()}
             unreadable = {key: t.unreadable for key, t in monitor.totals.items()}
+            protocols = {key: dict(t.by_protocol) for key, t in monitor.totals.items()}
             resources = dict(monitor.resources_now)
         requests = CounterMetricFamily(
             "nbserve_requests", "Requests through stable URLs, by answering version and status code",
             labels=["deployment", "version", "code"],
+        )
+        by_protocol = CounterMetricFamily(
+            "nbserve_protocol_requests", "Requests through stable URLs, by answering version and wire format "
+            "(bentoml, v2, mlflow, openai)", labels=["deployment", "version", "protocol"],
         )
         rows = CounterMetricFamily("nbserve_payload_rows", "Rows in prediction payloads",
                                    labels=["deployment", "version"])
@@ -51,6 +56,8 @@ class _MonitorCollector:
             labels = [name, str(version)]
             for code, n in sorted(by_status.items()):
                 requests.add_metric([*labels, str(code)], n)
+            for protocol, n in sorted(protocols[(name, version)].items()):
+                by_protocol.add_metric([*labels, protocol], n)
             rows.add_metric(labels, n_rows)
             unread.add_metric(labels, unreadable[(name, version)])
             hist = LatencyHistogram()
@@ -59,6 +66,7 @@ class _MonitorCollector:
             buckets = [(repr(b), c) for b, c in zip(BUCKETS, cumulative)] + [("+Inf", count)]
             latency.add_metric(labels, buckets, total)
         yield requests
+        yield by_protocol
         yield rows
         yield unread
         yield latency

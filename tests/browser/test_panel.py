@@ -265,6 +265,10 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     assert time.monotonic() - live_at < 10, "the panel took more than 10 s to show the new version"
     assert page.evaluate("() => window.__nbserveDeploy") == "ok"
     nbserve.get(NAME).predict(X_test)  # traffic for the metrics: enough rows for a drift report
+    # and one MLflow client's request: the traffic section counts requests per protocol
+    mlflow = httpx.post(f"{nbserve.get(NAME).url}/invocations", json={"dataframe_records": rows},
+                        timeout=30, trust_env=False)
+    assert mlflow.status_code == 200, mlflow.text
     # the list's p50/p99 and request rate follow the traffic, by polling alone
     page.wait_for_function(
         "(name) => /p50 [0-9]/.test(document.querySelector(`.nbserve-row[data-name=\"${name}\"] .nbserve-metrics`)"
@@ -288,6 +292,9 @@ def test_panel_shows_versions_and_rolls_back(lab: Lab, browser, module_home, iri
     detail.locator('section[data-section="logs"] pre').wait_for(timeout=20000)
     detail.locator(".nbserve-bar").first.wait_for(timeout=20000)  # the drift chart, drawn in SVG
     assert detail.locator(".nbserve-bar").count() >= 4
+    protocols = detail.locator(".nbserve-protocols")
+    protocols.wait_for(timeout=20000)
+    assert re.search(r"bentoml \d+ · mlflow 1", protocols.inner_text()), protocols.inner_text()
     page.screenshot(path=str(ARTIFACTS / "lab-light.png"))
     tab_visible.screenshot(path=str(ARTIFACTS / "panel-detail-light.png"))
 

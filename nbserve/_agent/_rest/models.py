@@ -280,6 +280,10 @@ class SummaryOut(BaseModel):
     sparkline: list[float] = Field(description="request rate per minute, last 30 minutes, oldest first")
     drift: DriftFlag
     quality: QualityFlag
+    protocols: dict[str, int] = Field(
+        default_factory=dict,
+        description="requests per wire format since the agent started: bentoml (/predict and the other "
+                    "API routes), v2 (Open Inference), mlflow (/invocations), openai (/v1/embeddings)")
 
 
 class TableOut(BaseModel):

@@ -82,6 +82,7 @@ class Readings:
         out = summary(panes, window=seconds)
         out["drift"] = self._drift_flag(name)
         out["quality"] = self._quality_flag(name)
+        out["protocols"] = self.monitor.protocols(name)
         return out
 
     def _quality_flag(self, name: str) -> dict[str, Any]:
