@@ -24,7 +24,8 @@ import typing as t
 
 import numpy as np
 
-__all__ = ["GENERATION_HEADER", "Answer", "Call", "PROTOCOLS", "Protocol", "Served", "adapter_for", "captured", "examples", "protocol_of"]
+__all__ = ["GENERATION_HEADER", "Answer", "Call", "PROTOCOLS", "Protocol", "Served", "adapter_for", "captured", "example_input", "examples",
+           "openapi_paths", "protocol_of"]
 
 
 # One request's generation settings (JSON), from the completions adapter to the version's API
@@ -749,6 +750,43 @@ def examples(name: str, schema: dict[str, t.Any], example: t.Any) -> dict[str, d
     if served.kind == "text":
         found["openai"] = {"method": "POST", "path": "/v1/embeddings", "body": {"model": name, "input": [example]}}
     return found
+
+
+def example_input(served: Served) -> t.Any:
+    """An input of the version's schema (zeros, a word) for its docs page, where no sample is at hand."""
+    if served.kind == "frame":
+        plain = {"int": 0, "float": 0.0, "bool": False, "datetime": "2026-01-01T00:00:00"}
+        return {c["name"]: (c.get("categories") or [None])[0] if c["kind"] == "category" else plain.get(c["kind"], "text")
+                for c in served.columns}
+    if served.kind == "array":
+        return np.zeros(served.schema.get("shape", []), dtype=served.schema.get("dtype", "float64")).tolist()
+    return {"text": "some text", "records": {}}.get(served.kind, "<base64 of an image file>")
+
+
+def openapi_paths(served: Served) -> dict[str, t.Any]:
+    """The other protocols' routes for the version's OpenAPI document (its ``/docs`` page), each
+    with a ready request, so they can be tried where BentoML's own routes are."""
+    ready = examples(served.name, served.schema, example_input(served))
+    if served.task in _GENERATIVE:
+        ready["openai"] = {"method": "POST", "path": "/v1/chat/completions",
+                           "body": {"model": served.name, "messages": [{"role": "user", "content": "some text"}],
+                                    "max_tokens": 16}}
+    tags = {"v2": "Open Inference Protocol V2", "mlflow": "MLflow scoring", "openai": "OpenAI"}
+    paths: dict[str, t.Any] = {}
+    for protocol, request in ready.items():
+        if protocol == "bentoml":
+            continue
+        paths[request["path"]] = {"post": {
+            "tags": [tags[protocol]], "summary": f"{tags[protocol]} (docs/protocols.md)",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"type": "object"}, "example": request["body"]}}},
+            "responses": {"200": {"description": "the answer in this protocol's format"},
+                          "400": {"description": "what is wrong with the request, in this protocol's error shape"}}}}
+    for path, what in ((f"/v2/models/{served.name}", "model metadata: inputs and outputs"),
+                       ("/v2/health/ready", "ready"), ("/ping", "MLflow's health check")):
+        paths[path] = {"get": {"tags": [tags["mlflow" if path == "/ping" else "v2"]], "summary": what,
+                               "responses": {"200": {"description": what}}}}
+    return paths
 
 
 def adapter_for(path: str) -> Protocol | None:

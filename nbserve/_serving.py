@@ -312,19 +312,26 @@ class Files:
         if not data:
             return await JSONResponse({"error": "the multipart body has no files", "expected": "image files"},
                                       status_code=422)(scope, receive, send)
-        body = json.dumps({"data": data}).encode()
-        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        done = False
-
-        async def replay() -> dict:
-            nonlocal done
-            if done:
-                return {"type": "http.disconnect"}
-            done = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+        headers, replay = _json_body(scope["headers"], json.dumps({"data": data}).encode())
         return await self.app(dict(scope, headers=headers), replay, send)
+
+
+def _json_body(headers: list[tuple[bytes, bytes]], body: bytes,
+               dropped: tuple[bytes, ...] = ()) -> tuple[list[tuple[bytes, bytes]], t.Callable[[], t.Any]]:
+    """The headers and the ASGI ``receive`` of a request whose JSON body a middleware wrote
+    in place of the one it read."""
+    headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length", *dropped)]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    done = False
+
+    async def receive() -> dict:
+        nonlocal done
+        if done:
+            return {"type": "http.disconnect"}
+        done = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return headers, receive
 
 
 # Headers of the API's answer a protocol's answer keeps (the agent counts rows from them).
@@ -341,7 +348,11 @@ class Protocols:
         self.app = app
 
     async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
-        adapter = _protocols.adapter_for(scope.get("path", "")) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["path"] == "/docs.json" and scope["method"] == "GET":  # the /docs page's document
+            return await self._document(scope, receive, send)
+        adapter = _protocols.adapter_for(scope["path"])
         if adapter is None:
             return await self.app(scope, receive, send)
         body = b""
@@ -370,23 +381,35 @@ class Protocols:
                                 (b"content-length", str(len(payload)).encode()), *kept]})
         await send({"type": "http.response.body", "body": payload if scope["method"] != "HEAD" else b""})
 
+    async def _document(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        """BentoML's OpenAPI document with the other protocols' routes added."""
+        parts: list[t.Any] = []
+
+        async def collect(message: dict) -> None:
+            parts.append(message)
+
+        await self.app(scope, receive, collect)
+        start = next((m for m in parts if m["type"] == "http.response.start"), None)
+        raw = b"".join(m.get("body", b"") for m in parts if m["type"] == "http.response.body")
+        try:
+            document = json.loads(raw) if start is not None and start["status"] == 200 else None
+        except ValueError:
+            document = None
+        if document is None or not isinstance(document.get("paths"), dict):  # not ours to change: as it was
+            for message in parts:
+                await send(message)
+            return
+        document["paths"].update(_protocols.openapi_paths(SERVED))
+        await JSONResponse(document)(scope, receive, send)
+
     async def _ask(self, scope: t.Any, api: str, body: bytes,
                    extra: t.Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
         """One call of the version's API route, in process: its status, kept headers, JSON answer."""
-        dropped = (b"content-type", b"content-length", _protocols.GENERATION_HEADER.encode())
-        headers = [(k, v) for k, v in scope["headers"] if k not in dropped]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        # the client's own generation settings never pass: only the adapter's, in ``extra``
+        headers, receive = _json_body(scope["headers"], body, (_protocols.GENERATION_HEADER.encode(),))
         inner = dict(scope, method="POST", path=f"/{api}", raw_path=f"/{api}".encode(), query_string=b"",
                      headers=headers + list(extra))
-        sent = False
         status, kept, chunks = 500, [], []
-
-        async def receive() -> dict:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def collect(message: dict) -> None:
             nonlocal status, kept

@@ -151,6 +151,17 @@ def test_mlflow_payload_forms_answer_what_pyfunc_predict_would(iris_dep, iris, f
     assert _post(url, content=b"a", headers={"content-type": "application/xml"}).status_code == 415
 
 
+def test_the_docs_page_lists_each_protocol_with_a_request_that_works(iris_dep):
+    document = httpx.get(f"{iris_dep.url}/docs.json", trust_env=False, timeout=30).json()
+    assert "/predict" in document["paths"], "BentoML's own routes stay"
+    for path in ("/v2/models/proto-iris/infer", "/invocations"):
+        example = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+        tried = _post(f"{iris_dep.url}{path}", json=example)  # what Swagger's "Try it out" sends
+        assert tried.status_code == 200, (path, tried.text)
+    assert "/v1/embeddings" not in document["paths"], "a model of rows answers no embeddings"
+    assert "get" in document["paths"]["/v2/models/proto-iris"]
+
+
 def test_a_canary_splits_v2_traffic_like_predict(module_home, iris, forest, tree):
     _, X_test, _, _ = iris
     nbserve.deploy(forest, "proto-canary", X_test, progress=False)

@@ -217,6 +217,13 @@ def test_deploy_predict_revoke_restart_over_tls(remote: RemoteAgent, laptop: Pat
     r = predict(app_token)
     assert r.status_code == 200
     np.testing.assert_array_equal(r.json(), forest.predict(X_test.head(5)))
+    # the other wire formats pass the same token check (docs/protocols.md)
+    mlflow = {"dataframe_records": body["data"]}
+    for token, status in ((None, 401), (viewer, 403), (app_token, 200)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = httpx.post(f"{dep.url}/invocations", json=mlflow, headers=headers, verify=tls, trust_env=False, timeout=30)
+        assert r.status_code == status, (token, r.text)
+    assert r.json() == {"predictions": forest.predict(X_test.head(5)).tolist()}
     # a viewer may look but not deploy
     (laptop / "viewer.token").write_text(viewer)
     _admin.add_target(Target("prod-ro", remote.url, str(laptop / "viewer.token"), fingerprint=remote.fingerprint))
