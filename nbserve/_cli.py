@@ -193,8 +193,17 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             os.environ["NBSERVE_FIND_LINKS"] = os.path.abspath(args.find_links)
         if args.offline:
             os.environ["NBSERVE_OFFLINE"] = "1"
+        ray = None
+        if args.engine == "ray":
+            from ._agent._main import RayTarget
+
+            address = args.ray_address or os.environ.get("RAY_ADDRESS")
+            if not address:
+                print("nbserve agent: --engine ray needs --ray-address HOST:PORT (or RAY_ADDRESS)", file=sys.stderr)
+                return 2
+            ray = RayTarget(address, args.ray_http_port)
         return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure,
-                   memory_budget=args.memory_budget)
+                   memory_budget=args.memory_budget, ray=ray)
     if args.action == "init-tls":
         from ._cli_access import init_tls
 
@@ -275,7 +284,9 @@ _RUN_FLAGS = (("host", "--host", "127.0.0.1"), ("port", "--port", 0),
               ("metrics_max_mb", "--metrics-max-mb", None), ("memory_budget", "--memory-budget", None),
               ("tls_cert", "--tls-cert", None), ("tls_key", "--tls-key", None), ("insecure", "--insecure", False),
               ("predict_auth", "--predict-auth", None), ("public_host", "--public-host", None),
-              ("find_links", "--find-links", None), ("offline", "--offline", False))
+              ("find_links", "--find-links", None), ("offline", "--offline", False),
+              ("engine", "--engine", "local"), ("ray_address", "--ray-address", None),
+              ("ray_http_port", "--ray-http-port", 8000))
 
 
 def _run_options(args: argparse.Namespace) -> list[str]:
@@ -368,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--offline", action="store_true",
                        help="versions' own environments install only what uv's cache or --find-links holds "
                             "(run and start)")
+    agent.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="where versions run: local bentoml serve processes, or a Ray Serve cluster "
+                            "(run and start; docs/ray.md)")
+    agent.add_argument("--ray-address", default=None,
+                       help="the Ray cluster's address, HOST:PORT (with --engine ray; default: RAY_ADDRESS)")
+    agent.add_argument("--ray-http-port", type=int, default=8000,
+                       help="Ray Serve's HTTP port on this host, bound to 127.0.0.1 (with --engine ray)")
     agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run and start)")
     agent.add_argument("--tls-key", default=None, help="... and this private key (run and start)")
     agent.add_argument("--insecure", action="store_true",

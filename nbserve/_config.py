@@ -15,6 +15,7 @@ from pathlib import Path
 _PRIVATE_DEFAULTS = {
     "BENTOML_DO_NOT_TRACK": "true",
     "UV_OFFLINE": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",  # the Ray engine's driver and anything it starts
 }
 for _key, _value in _PRIVATE_DEFAULTS.items():
     os.environ.setdefault(_key, _value)

@@ -350,9 +350,11 @@ class Protocols:
     async def __call__(self, scope: t.Any, receive: t.Any, send: t.Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["path"] == "/docs.json" and scope["method"] == "GET":  # the /docs page's document
+        if scope["path"].endswith("/docs.json") and scope["method"] == "GET":  # the /docs page's document
             return await self._document(scope, receive, send)
-        adapter = _protocols.adapter_for(scope["path"])
+        root = scope.get("root_path", "")  # under Ray Serve, its route prefix (the path keeps it)
+        path = scope["path"][len(root):] if root and scope["path"].startswith(root) else scope["path"]
+        adapter = _protocols.adapter_for(path)
         if adapter is None:
             return await self.app(scope, receive, send)
         body = b""
@@ -362,7 +364,7 @@ class Protocols:
             if not message.get("more_body"):
                 break
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        plan = adapter.handle(SERVED, scope["method"], scope["path"], headers, body)
+        plan = adapter.handle(SERVED, scope["method"], path, headers, body)
         kept: list[tuple[bytes, bytes]] = []
         if isinstance(plan, _protocols.Call):
             answers = {}
@@ -407,7 +409,8 @@ class Protocols:
         """One call of the version's API route, in process: its status, kept headers, JSON answer."""
         # the client's own generation settings never pass: only the adapter's, in ``extra``
         headers, receive = _json_body(scope["headers"], body, (_protocols.GENERATION_HEADER.encode(),))
-        inner = dict(scope, method="POST", path=f"/{api}", raw_path=f"/{api}".encode(), query_string=b"",
+        route = scope.get("root_path", "") + f"/{api}"
+        inner = dict(scope, method="POST", path=route, raw_path=route.encode(), query_string=b"",
                      headers=headers + list(extra))
         status, kept, chunks = 500, [], []
 

@@ -225,7 +225,7 @@ def _set_aside_damaged_metrics(home: Home, registry: "Registry") -> None:
 
 async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
                 lock: IO[str] | None = None, exposure: Exposure | None = None,
-                memory_budget: int | None = None) -> None:
+                memory_budget: int | None = None, ray: "RayTarget | None" = None) -> None:
     import uvicorn
 
     from .._tls import server_context
@@ -244,9 +244,14 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         _set_aside_damaged_metrics(home, registry)
         tokens = Tokens(registry, token)
         tls: Any = server_context(exposure.tls_cert, exposure.tls_key) if exposure.tls_cert else None
+        engine = None
+        if ray is not None:  # versions go to a Ray Serve cluster (the local engine otherwise)
+            from ._ray_engine import RayEngine
+
+            engine = RayEngine(home, registry, address=ray.address, http_port=ray.http_port)
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
                           predict_auth=exposure.default_predict_auth(host),
-                          public_host=exposure.public_host or _public_host(host))
+                          public_host=exposure.public_host or _public_host(host), engine=engine)
         manager.capacity.memory_budget = memory_budget
         scheduler = Scheduler(home, registry, revert=manager.deployments.revert)
         stop = asyncio.Event()
@@ -321,8 +326,17 @@ def _public_host(host: str) -> str:
     return host
 
 
+@dataclass(frozen=True)
+class RayTarget:
+    """The Ray cluster an agent on the Ray engine hands its versions to."""
+
+    address: str  # the cluster's GCS address, HOST:PORT (what `ray start --head` printed)
+    http_port: int = 8000  # Ray Serve's HTTP ingress on this host (bound to 127.0.0.1)
+
+
 def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
-        exposure: Exposure | None = None, memory_budget: str | int | None = None) -> int:
+        exposure: Exposure | None = None, memory_budget: str | int | None = None,
+        ray: RayTarget | None = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     exposure = exposure or Exposure()
     from ._limits import parse_memory
@@ -359,7 +373,8 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         runner = asyncio.run
     try:
-        runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget))
+        runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget,
+                     ray=ray))
     except StartRefused as refused:
         return _refuse(home, refused.error)
     return 0

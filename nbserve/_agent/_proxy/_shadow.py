@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ._types import ShadowResult, Upstream
+from ._types import ShadowResult, Upstream, with_prefix
 
 if TYPE_CHECKING:
     from ._http._request import Request
@@ -41,7 +41,7 @@ async def _exchange_once(upstream: Upstream, head: bytes, body: bytes) -> tuple[
     """One request on a fresh connection; (status, body). Off the hot path: shadows only."""
     reader, writer = await asyncio.open_connection(upstream.host, upstream.port)
     try:
-        writer.write(head + body)
+        writer.write((with_prefix(head, upstream.prefix) if upstream.prefix else head) + body)
         await writer.drain()
         collector = _OneResponse()
         parser = httptools.HttpResponseParser(collector)

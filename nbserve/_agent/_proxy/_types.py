@@ -14,6 +14,13 @@ class Upstream:
     host: str
     port: int
     label: str  # e.g. the version number "3"; echoed as response header x-nbserve-version
+    prefix: bytes = b""  # put before each request's path (a Ray Serve application's route prefix)
+
+
+def with_prefix(head: bytes, prefix: bytes) -> bytes:
+    """A request head (``METHOD /path HTTP/1.1...``) with ``prefix`` before its path."""
+    method, _, rest = head.partition(b" ")
+    return method + b" " + prefix + rest
 
 
 @dataclass(frozen=True, slots=True)

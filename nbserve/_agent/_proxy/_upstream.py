@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from ._types import Upstream
+from ._types import Upstream, with_prefix
 
 if TYPE_CHECKING:
     from ._http._connection import ClientConnection
@@ -95,12 +95,13 @@ class UpstreamConnection(asyncio.Protocol):
         if client.flow.write_paused:
             self.pause_reading()
         body = req.body
+        head = req.head if not self.pool.upstream.prefix else with_prefix(req.head, self.pool.upstream.prefix)
         if not body:
-            self.transport.write(req.head)
+            self.transport.write(head)
         elif len(body) < _SMALL_BODY:
-            self.transport.write(req.head + body)
+            self.transport.write(head + body)
         else:
-            self.transport.writelines((req.head, body))
+            self.transport.writelines((head, body))
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self.closed:

@@ -66,7 +66,8 @@ class DeploymentView:
 
 
 def upstream_of(proc: ServedVersion) -> Upstream:
-    return Upstream("127.0.0.1", proc.port, str(proc.version))
+    # an engine that serves versions under a path (Ray Serve's route prefixes) says it as ``prefix``
+    return Upstream("127.0.0.1", proc.port, str(proc.version), getattr(proc, "prefix", "").encode())
 
 
 class Fleet:

@@ -13,8 +13,8 @@ from ..._kinds import INPUT_COLUMN
 from ..._protocols import examples
 from ...errors import InvalidArgument, NbserveError, NotFound
 from .._insights import read_reference
-from .._proxy import LocalAnswer, Router, Upstream
-from .fleet import Fleet
+from .._proxy import LocalAnswer, Router
+from .fleet import Fleet, upstream_of
 from .readings import Readings
 
 
@@ -77,7 +77,7 @@ class StableRoutes:
             return _answer(503, {"error": f"v{number} of {name} is not running",
                                  "hint": "only the live and warm versions answer; roll back to it "
                                          "or deploy it again to run it"})
-        return Upstream("127.0.0.1", proc.port, str(number)), path + (b"?" + query if query else b"")
+        return upstream_of(proc), path + (b"?" + query if query else b"")
 
     def _resolve_version(self, name: str, key: str) -> Any:
         if key.isdigit():  # 18 digits fit SQLite's INTEGER; a longer number names no version

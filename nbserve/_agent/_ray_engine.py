@@ -1,0 +1,337 @@
+"""The Ray engine: versions served by a Ray Serve cluster, behind the agent's stable URLs.
+
+``nbserve agent run --engine ray --ray-address HOST:PORT`` hands every version to Ray Serve
+instead of starting ``bentoml serve`` here. Each running server of a version is one Ray Serve
+application (``nbserve-<deployment>-v<N>-<id>``, a new id for each start, so a scale can run
+the new one beside the old) with one deployment whose replicas each run the version's own
+BentoML service (``nbserve/_ray_replica.py``) and are spread over the cluster's nodes by Ray.
+The agent keeps everything above the seam (registry, stable URL, parity, rollouts, capture):
+its proxy forwards to Ray Serve's HTTP ingress under the application's route prefix.
+
+Ray is imported only here, lazily: an agent on the local engine never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from .. import errors
+from .._config import Home
+from .._service_template import BATCHING_ENV, VERSION_ENV
+from ._envs import EnvSpec
+from ._limits import Limits
+from ._registry import Registry
+
+log = logging.getLogger("nbserve.agent")
+
+APP_PREFIX = "nbserve-"
+READY_TIMEOUT = float(os.environ.get("NBSERVE_READY_TIMEOUT", "180"))
+DEFAULT_HTTP_PORT = 8000  # Ray Serve's own default
+
+
+@dataclass
+class RayVersion:
+    """One running server of a version on Ray: a Serve application and its replicas."""
+
+    deployment: str
+    version: int
+    bento_tag: str
+    port: int  # Ray Serve's HTTP port on this host
+    app: str  # the Serve application's name
+    log_path: Path
+    workers: int = 1  # replicas
+    limits: Limits = field(default_factory=Limits)
+    batching: dict[str, Any] | None = None
+    ready_seconds: float | None = None
+    stopping: bool = False
+    environment: str | None = None  # the cluster's own Python and packages
+    started_at: float = field(default_factory=time.time)
+    known: dict[int, psutil.Process] = field(default_factory=dict)  # replicas' processes on this host
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # state, node and pid of each, last seen
+    running: bool = True  # the application was RUNNING when last looked at
+
+    @property
+    def prefix(self) -> str:
+        return "/" + self.app.replace("-", "/", 2)  # nbserve/<deployment>/v<N>-<id>
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_seconds is not None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None
+
+    @property
+    def process_count(self) -> int:
+        return len(self.known)
+
+    def alive(self) -> bool:
+        return self.running
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for proc in list(self.known.values()):
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+
+def app_name(deployment: str, version: int) -> str:
+    return f"{APP_PREFIX}{deployment}-v{version}-{secrets.token_hex(3)}"
+
+
+class RayEngine:
+    """Starts, scales (by replacing) and stops versions as Ray Serve applications."""
+
+    enforcement = "ray"  # caps are Ray's scheduling reservations (num_cpus, memory), not kernel limits
+
+    def __init__(self, home: Home, registry: Registry, *, address: str, http_port: int = DEFAULT_HTTP_PORT) -> None:
+        self.home = home
+        self.registry = registry
+        self.address = address
+        self.http_port = http_port
+        self.processes: dict[tuple[str, int], RayVersion] = {}
+        self.preparing: Mapping[tuple[str, int], dict[str, Any]] = {}
+        self._connected = False
+        self._lock = threading.Lock()  # one driver call at a time (Serve's client is not thread-safe)
+        self._watcher: asyncio.Task[None] | None = None
+
+    # -- the driver ----------------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Join the cluster as a driver and make sure Serve's HTTP ingress runs on loopback."""
+        if self._connected:
+            return
+        import ray
+        from ray import serve
+
+        try:
+            ray.init(address=self.address, namespace="nbserve", log_to_driver=False, logging_level=logging.WARNING,
+                     configure_logging=False, ignore_reinit_error=True)
+        except Exception as exc:  # noqa: BLE001 - a cluster that is not there, or refuses our token
+            raise errors.DeployFailed(
+                f"the Ray cluster at {self.address} cannot be reached: {type(exc).__name__}: {exc}",
+                hint="start it (ray start --head ...) or pass --ray-address; with token authentication "
+                     "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) for the agent too",
+            ) from None
+        serve.start(http_options={"host": "127.0.0.1", "port": self.http_port})
+        self._connected = True
+
+    async def _driver(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with self._lock:
+                self._connect()
+                return call(*args, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    # -- the engine seam --------------------------------------------------------------
+
+    async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
+                    limits: Limits | None = None, batching: dict[str, Any] | None = None,
+                    replace: bool = False, environment: EnvSpec | None = None) -> RayVersion:
+        key = (deployment, version)
+        existing = self.processes.get(key)
+        if existing is not None and existing.alive() and not replace:
+            return existing
+        limits = limits or Limits()
+        log_path = self.home.version_log(deployment, version)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        proc = RayVersion(deployment, version, bento_tag, self.http_port, app_name(deployment, version), log_path,
+                          workers=workers, limits=limits, batching=batching)
+        with log_path.open("a") as handle:
+            handle.write(f"\n--- nbserve: {bento_tag} as Ray Serve application {proc.app} ({workers} replica(s)) "
+                         f"at {time.ctime()}; the replicas' logs are in the Ray session's logs/serve/\n")
+        env = {"BENTOML_HOME": str(self.home.bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
+               VERSION_ENV: str(version)}
+        if batching:
+            import json
+
+            env[BATCHING_ENV] = json.dumps(batching)
+        options: dict[str, Any] = {"num_cpus": limits.cpus or 0, "runtime_env": {"env_vars": env}}
+        if limits.memory:
+            options["memory"] = limits.memory
+        started = time.monotonic()
+        self.registry.record_server(proc.app, deployment, version, self.http_port)
+        try:
+            await self._driver(self._deploy, proc, options)
+            await self._wait_ready(proc, started)
+        except BaseException:
+            await self._delete(proc)  # it never served; the one that serves (if any) keeps serving
+            raise
+        self.processes[key] = proc
+        proc.ready_seconds = time.monotonic() - started
+        self._ensure_watching()
+        return proc
+
+    def _deploy(self, proc: RayVersion, options: dict[str, Any]) -> None:
+        from ray import serve
+
+        from .._ray_replica import app_builder
+
+        ingress = serve.ingress(app_builder(proc.bento_tag))()
+        deployment = serve.deployment(ingress, name=f"v{proc.version}", num_replicas=proc.workers,
+                                      ray_actor_options=options, max_ongoing_requests=64)
+        serve.run(deployment.bind(), name=proc.app, route_prefix=proc.prefix, blocking=False)
+
+    async def _wait_ready(self, proc: RayVersion, started: float) -> None:
+        deadline = started + READY_TIMEOUT
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                status = await self._driver(_app_status, proc.app)
+                if status == "DEPLOY_FAILED":
+                    message = await self._driver(_app_message, proc.app)
+                    raise errors.DeployFailed(f"Ray Serve could not start {proc.app}: {message[:500]}",
+                                                   hint="the replicas' logs are in the Ray session's logs/serve/")
+                if status == "RUNNING":
+                    try:
+                        if (await client.get(f"{proc.url}/readyz")).status_code == 200:
+                            await self._refresh(proc)
+                            return
+                    except httpx.HTTPError:
+                        pass
+                await asyncio.sleep(0.5)
+        raise errors.DeployFailed(f"{proc.app} was not ready on Ray within {READY_TIMEOUT:.0f} s",
+                                       hint="raise NBSERVE_READY_TIMEOUT for slow models; see the Ray dashboard")
+
+    async def stop(self, proc: Any, *, expected: bool = True, grace: float = 10.0) -> None:
+        proc.stopping = True
+        if self.processes.get((proc.deployment, proc.version)) is proc:
+            self.processes.pop((proc.deployment, proc.version))
+        await self._delete(proc)
+
+    async def _delete(self, proc: RayVersion) -> None:
+        from ray import serve
+
+        try:
+            await self._driver(serve.delete, proc.app)
+        except errors.NbserveError:
+            pass  # the cluster is gone: so is the application
+        self.registry.forget_server(proc.app)
+
+    async def stop_all(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+        for proc in list(self.processes.values()):
+            await self.stop(proc)
+        if self._connected:
+            import ray
+
+            await asyncio.to_thread(ray.shutdown)
+            self._connected = False
+
+    async def adopt(self, rows: list[Any], bento_tag: str) -> None:
+        """Ray applications are not adopted yet: the restore starts the version again (and the
+        sweep deletes what the previous agent left)."""
+        return None
+
+    def kill_recorded(self, rows: list[Any]) -> int:
+        return 0
+
+    def sweep_servers(self) -> list[str]:
+        """Delete the Serve applications of nbserve's that no version of this agent runs (a
+        previous agent's, stopped without deleting them)."""
+        try:
+            with self._lock:
+                self._connect()
+                from ray import serve
+
+                names = [n for n in serve.status().applications if n.startswith(APP_PREFIX)]
+                ours = {p.app for p in self.processes.values()}
+                stray = [n for n in names if n not in ours]
+                for name in stray:
+                    serve.delete(name)
+        except errors.NbserveError as exc:
+            log.warning("could not sweep Ray applications: %s", exc.message)
+            return []
+        for row in self.registry.servers():
+            if row.server_id.startswith(APP_PREFIX) and row.server_id not in ours:
+                self.registry.forget_server(row.server_id)
+        return stray
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _ensure_watching(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Every few seconds: each application's state and where its replicas run."""
+        while self.processes:
+            await asyncio.sleep(3.0)
+            for proc in list(self.processes.values()):
+                try:
+                    await self._refresh(proc)
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    log.debug("Ray state of %s unavailable: %s", proc.app, exc)
+
+    async def _refresh(self, proc: RayVersion) -> None:
+        status = await self._driver(_app_status, proc.app)
+        proc.running = status in ("RUNNING", "DEPLOYING")
+        proc.replicas = await self._driver(_replicas, proc.app)
+        known = {}
+        for replica in proc.replicas:
+            pid = replica.get("pid")
+            if pid:
+                known[pid] = proc.known.get(pid) or _process(pid)
+        proc.known = {pid: p for pid, p in known.items() if p is not None}
+
+
+def _app_status(name: str) -> str | None:
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    return None if app is None else str(getattr(app.status, "value", app.status))
+
+
+def _app_message(name: str) -> str:
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    if app is None:
+        return "the application is gone"
+    details = [app.message] + [d.message for d in app.deployments.values() if d.message]
+    return "; ".join(m for m in details if m)
+
+
+def _replicas(name: str) -> list[dict[str, Any]]:
+    """Each replica's state, node and process (Ray's state API, which needs the dashboard)."""
+    try:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("class_name", "=", f"ServeReplica:{name}:{name_part(name)}")],
+                             detail=False, timeout=5)
+    except Exception:  # noqa: BLE001 - no dashboard: the states stay unknown
+        return []
+    return [{"state": a.state, "node": a.node_id, "pid": a.pid} for a in actors]
+
+
+def name_part(app: str) -> str:
+    """The Serve deployment's name inside an application: ``v<N>``."""
+    return app.rsplit("-", 2)[-2]
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None  # on another host, or gone

@@ -1,0 +1,131 @@
+"""The Ray engine on a real three-node Ray cluster (a head and two worker nodes on this host,
+started and stopped here, token authentication on): versions run as Ray Serve applications
+whose replicas spread over nodes, behind the agent's stable URL; a new version and a rollback
+drop no request; stopping the agent deletes its applications; nothing of Ray's is left."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'nbserve[ray]')")
+
+import nbserve
+
+from ._ray import RayCluster
+from .conftest import Home, assert_no_leftovers, nbserve_home
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = RayCluster.start(workers=2)
+    try:
+        yield started
+    finally:
+        started.stop()
+        assert not started.processes(), "a process of the test cluster was left running"
+
+
+@pytest.fixture(scope="module")
+def ray_home(cluster, tmp_path_factory):
+    """An agent on the Ray engine, pointed at the cluster (its token in the agent's environment)."""
+    from nbserve._local import start_agent, stop_agent
+
+    home = Home.resolve(tmp_path_factory.mktemp("nbhome"))
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update({k: cluster.env[k] for k in saved})
+    try:
+        with nbserve_home(home.root):
+            start_agent(home, ["--engine", "ray", "--ray-address", cluster.address,
+                               "--ray-http-port", str(cluster.http_port)])
+            yield home
+            stop_agent(home)
+        assert_no_leftovers(home)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class Load:
+    """Requests in a loop through the stable URL, every answer counted."""
+
+    def __init__(self, url: str, rows: list) -> None:
+        self.url, self.rows = url, rows
+        self.ok = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    answer = client.post(f"{self.url}/predict", json={"data": self.rows})
+                    if answer.status_code == 200:
+                        self.ok += 1
+                        self.versions.add(answer.headers.get("x-nbserve-version", "?"))
+                    else:
+                        self.failures.append(f"{answer.status_code} {answer.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_a_version_runs_on_two_nodes_and_rolls_out_and_back_without_a_failure(cluster, ray_home, iris, forest, tree):
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "ray-iris", X_test, workers=2, progress=False)
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
+    replicas = cluster.replicas("nbserve-ray-iris-v1-")
+    assert len(replicas) == 2 and len({r["node"] for r in replicas}) == 2, \
+        "two replicas, placed by Ray on two different nodes"
+    for path in ("/v2/models/ray-iris/infer", "/invocations"):  # the wire formats come along
+        body = ({"inputs": [{"name": c, "shape": [2], "datatype": "FP64", "data": X_test[c][:2].tolist()}
+                            for c in X_test]} if path.startswith("/v2") else {"dataframe_records":
+                                                                               X_test[:2].to_dict("records")})
+        assert httpx.post(f"{dep.url}{path}", json=body, trust_env=False, timeout=30).status_code == 200
+
+    rows = X_test[:3].to_dict("records")
+    with Load(dep.url, rows) as load:
+        time.sleep(1.0)
+        dep2 = nbserve.deploy(tree, "ray-iris", X_test, workers=2, progress=False)
+        assert dep2.version == 2
+        time.sleep(1.0)
+        dep2.rollback()
+        time.sleep(1.0)
+    assert not load.failures, load.failures[:5]
+    assert load.ok > 20 and load.versions == {"1", "2"}, (load.ok, load.versions)
+    np.testing.assert_array_equal(nbserve.get("ray-iris").predict(X_test), forest.predict(X_test))
+    events = set(nbserve.get("ray-iris").events()["kind"])
+    assert "parity_passed" in events, "the reference sample was replayed through the Ray version"
+
+
+def test_stopping_the_agent_deletes_its_applications(cluster, ray_home, iris, tree):
+    _, X_test, _, _ = iris
+    nbserve.deploy(tree, "ray-tree", X_test, progress=False)
+    assert any(a.startswith("nbserve-ray-tree-v1-") for a in cluster.applications())
+    from nbserve._local import stop_agent
+
+    stop_agent(ray_home)
+    deadline = time.monotonic() + 30
+    while [a for a in cluster.applications() if a.startswith("nbserve-")] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [a for a in cluster.applications() if a.startswith("nbserve-")] == [], "every application deleted"
+    assert cluster.replicas("nbserve-") == [], "and their replicas"
