@@ -3,11 +3,13 @@
     PYTHONPATH=$PWD .venv/bin/python bench/protocols.py [--parts call http] [--seconds 5] [--rounds 3]
                                                         [--warmup 2] [--concurrency 1 8] [--rows 1 5]
                                                         [--timeit-rounds 7] [--load auto|wrk|python]
+                                                        [--runtime auto|native|onnx]
 
 The model: the 50-tree ``RandomForestClassifier(random_state=0)`` of bench/runtime.py, fitted on
 scikit-learn's wine data (``load_wine(as_frame=True)``: 178 rows, 13 float columns, 3 classes;
 nothing is downloaded), deployed once with ``nbserve.deploy(forest, "wine-protocols", X)``, the
-default runtime. The rows: wines 0, 59, 130, 1, 60 (all three classes), the first ``--rows`` of them.
+default runtime (``--runtime`` asks another: the translation's share depends on what the model
+costs). The rows: wines 0, 59, 130, 1, 60 (all three classes), the first ``--rows`` of them.
 Each request carries the same rows in one of three wire formats, POSTed to the stable URL:
 
   predict   BentoML's own ``/predict``: ``{"data": [{column: value, ...}, ...]}``
@@ -25,7 +27,8 @@ forest's) before anything is timed.
 Part ``call``, in this process: what the middleware itself costs, without HTTP or the model.
 ``Protocols`` wraps a stub ASGI app that answers ``/predict`` at once with the deployment's real
 answer; microseconds per request through it in each format, against the stub hit on ``/predict``
-directly (median of ``--timeit-rounds`` timeit rounds of >= 0.2 s).
+directly (median of ``--timeit-rounds`` timeit rounds of >= 0.2 s). It takes the deployment's
+bundle (schema, outputs) and answers, so ``--parts call`` alone still deploys.
 
 Part ``http``: load from a separate process (wrk when installed, else bench/_common.py's Python
 keep-alive generator), closed loop at each concurrency: a warm-up per target, then ``--rounds``
@@ -250,7 +253,8 @@ def run(args: argparse.Namespace, tool: str, root: Path) -> None:
     try:
         forest, X = wine_forest()
         t0 = time.monotonic()
-        dep = nbserve.deploy(forest, NAME, X, progress=False)
+        asked = {"runtime": args.runtime} if args.runtime else {}  # none: nbserve's default
+        dep = nbserve.deploy(forest, NAME, X, progress=False, **asked)
         elapsed = time.monotonic() - t0
         version = dep.refresh().versions[-1]
         serving = dep.metadata()["model"]["runtime"]
@@ -294,6 +298,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", choices=("call", "http"), default=["call", "http"])
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 5], help="rows per request")
+    ap.add_argument("--runtime", choices=("auto", "native", "onnx"), help="deploy's runtime= (default: nbserve's)")
     c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
     tool = c.load_tool(args.load)
