@@ -229,7 +229,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
                 ratio = med(*key, "rps") / med(*base, "rps")
                 add50 = med(*key, "p50_ms") - med(*base, "p50_ms")
                 add_cpu = med(*key, "server_us") - med(*base, "server_us")
-                print(f"c={conc} {rows} row(s) {protocol:<6}/predict throughput {ratio:.2f}x (target >= "
+                print(f"c={conc} {rows} row(s) {protocol:<6}/predict throughput {ratio:.3f}x (target >= "
                       f"{RPS_TARGET:g}x: {met(ratio >= RPS_TARGET)}); added p50 {add50:+.2f} ms; "
                       f"added server CPU {add_cpu:+.0f} us/req")
     print("server = the version's `bentoml serve` process tree (the middleware runs in it); agent = the "
