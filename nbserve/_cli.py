@@ -147,13 +147,16 @@ def _cmd_top(args: argparse.Namespace) -> int:
              "batching": (f"{r['batching']['max_batch_size']}/{r['batching']['max_latency_ms']:g}ms"
                           if isinstance(r.get("batching"), dict) else "-"),
              "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s",
-             "env": ",".join(r.get("environments") or []) or "-"}
+             "env": ",".join(r.get("environments") or []) or "-",
+             # on Ray: its replicas and on how many nodes they run
+             "engine": r.get("engine") or "local" if not r.get("replicas") else
+             f"ray {len(r['replicas'])}r/{len({x['node'] for x in r['replicas']})}n"}
             for name, r in frame.iterrows()
         ]
         if not args.once:
             print("\033[2J\033[H", end="")
         print(table(rows, ["deployment", "state", "version", "servers", "workers", "cpu", "rss", "processes",
-                            "caps", "batching", "idle", "idle_timeout", "cold_start", "held", "env"]))
+                            "caps", "batching", "idle", "idle_timeout", "cold_start", "held", "env", "engine"]))
         if args.once:
             return 0
         _time.sleep(args.interval)

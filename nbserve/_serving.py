@@ -334,6 +334,8 @@ def _json_body(headers: list[tuple[bytes, bytes]], body: bytes,
     return headers, receive
 
 
+# Request headers the adapters read (ASGI names are lower case).
+_READ_HEADERS = (b"content-type", b"inference-header-content-length")
 # Headers of the API's answer a protocol's answer keeps (the agent counts rows from them).
 _KEPT_HEADERS = (b"x-nbserve-worker", b"x-nbserve-rows", b"x-nbserve-batch-rows", b"x-nbserve-shed", b"retry-after")
 
@@ -363,7 +365,7 @@ class Protocols:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _READ_HEADERS}
         plan = adapter.handle(SERVED, scope["method"], path, headers, body)
         kept: list[tuple[bytes, bytes]] = []
         if isinstance(plan, _protocols.Call):

@@ -273,12 +273,14 @@ def test_v2_binary_tensors_strings_and_nested_data_become_rows():
     ]}).encode()
     call = _v2(_FRAME, {}, {"inference-header-content-length": str(len(head))}, head + ages + cities)
     assert isinstance(call, _protocols.Call) and call.apis == ("predict",)
-    assert call.data == [{"age": 31, "city": "Lyon"}, {"age": 47, "city": "Zürich"}]
+    assert call.data == {"age": [31, 47], "city": ["Lyon", "Zürich"]}, "a frame's columns, as /predict takes them"
     answer = call.finish({"predict": [0.5, 1.5]})
     assert answer.payload["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [2], "data": [0.5, 1.5]}]
     nested = _v2(_FRAME, {"inputs": [{"name": "age", "shape": [2, 1], "datatype": "INT32", "data": [[1], [2]]},
                                      {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]})
-    assert nested.data == [{"age": 1, "city": "a"}, {"age": 2, "city": "b"}]
+    assert nested.data == {"age": [1, 2], "city": ["a", "b"]}
+    table = _v2(_FRAME, {"inputs": [{"name": "t", "shape": [2, 2], "datatype": "BYTES", "data": [["1", "a"], ["2", "b"]]}]})
+    assert table.status == 400 and "column 'age' takes INT64" in table.payload["error"]
     wrong = _v2(_FRAME, {"inputs": [{"name": "age", "shape": [1], "datatype": "FP32", "data": [1.5]},
                                     {"name": "city", "shape": [1], "datatype": "BYTES", "data": ["a"]}]})
     assert wrong.status == 400 and "column 'age' takes INT64" in wrong.payload["error"]

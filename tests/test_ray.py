@@ -96,6 +96,9 @@ def test_a_version_runs_on_two_nodes_and_rolls_out_and_back_without_a_failure(cl
     replicas = cluster.replicas("nbserve-ray-iris-v1-")
     assert len(replicas) == 2 and len({r["node"] for r in replicas}) == 2, \
         "two replicas, placed by Ray on two different nodes"
+    # the agent says so too (GET /v1/resources, what nbserve top shows): the engine, each replica's node
+    row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-iris")
+    assert row["engine"] == "ray" and {r["node"] for r in row["replicas"]} == {r["node"] for r in replicas}
     for path in ("/v2/models/ray-iris/infer", "/invocations"):  # the wire formats come along
         body = ({"inputs": [{"name": c, "shape": [2], "datatype": "FP64", "data": X_test[c][:2].tolist()}
                             for c in X_test]} if path.startswith("/v2") else {"dataframe_records":
@@ -115,6 +118,34 @@ def test_a_version_runs_on_two_nodes_and_rolls_out_and_back_without_a_failure(cl
     np.testing.assert_array_equal(nbserve.get("ray-iris").predict(X_test), forest.predict(X_test))
     events = set(nbserve.get("ray-iris").events()["kind"])
     assert "parity_passed" in events, "the reference sample was replayed through the Ray version"
+
+
+def test_a_node_lost_under_load_costs_at_most_the_requests_in_flight(cluster, ray_home, iris, forest):
+    import psutil
+
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "ray-nodes", X_test, workers=2, progress=False)
+    replicas = cluster.replicas("nbserve-ray-nodes-v1-")
+    assert len(replicas) == 2
+    head = cluster.raylet("nbserve_head")
+    raylets = [psutil.Process(r["pid"]).parent() for r in replicas]  # a replica is its node's raylet's child
+    victim = next(r for r in raylets if r.pid != head.pid)  # a worker node: the head holds the cluster
+    rows = X_test[:3].to_dict("records")
+    with Load(dep.url, rows) as load:
+        time.sleep(1.0)
+        victim.kill()  # the node goes away at once, with its replica and its Serve proxy
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            alive = cluster.replicas("nbserve-ray-nodes-v1-")
+            if len(alive) == 2 and all(psutil.pid_exists(r["pid"]) for r in alive):
+                break
+            time.sleep(2.0)
+        before = load.ok
+        time.sleep(2.0)
+    assert len(alive) == 2, f"Ray did not bring the replicas back to 2: {alive}"
+    assert load.ok > before, "the deployment answers after the node is gone"
+    assert len(load.failures) <= 2, f"more failures than requests in flight: {load.failures[:5]}"
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
 
 
 def test_stopping_the_agent_deletes_its_applications(cluster, ray_home, iris, tree):

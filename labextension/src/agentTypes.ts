@@ -360,6 +360,15 @@ export interface QualityOut {
   rows: Record<string, unknown>[];
 }
 
+export interface ReplicaOut {
+  version: number;
+  /** Ray's actor state: ALIVE, PENDING_CREATION, RESTARTING, DEAD */
+  state: string;
+  /** the Ray node it runs on */
+  node: string | null;
+  pid: number | null;
+}
+
 /** A failure the client saw before the agent was involved (e.g. the Bento build). */
 export interface ReportRequest {
   kind: 'build_failed';
@@ -396,6 +405,10 @@ export interface ResourceRow {
    * NBSERVE_HOME/envs
    */
   environments?: string[];
+  /** where its versions run: local (bentoml serve) or ray */
+  engine?: string;
+  /** on the Ray engine: each replica of its running versions */
+  replicas?: ReplicaOut[];
 }
 
 export interface RollbackRequest {

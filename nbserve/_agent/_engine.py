@@ -51,6 +51,7 @@ class ServedVersion(Protocol):
 class Engine(Protocol):
     """Starts, adopts, scales (by replacing) and stops the servers of versions."""
 
+    name: str  # "local", "ray": shown per deployment (GET /v1/resources, nbserve top)
     # Where each version runs now, by (deployment, version).
     processes: Mapping[tuple[str, int], Any]
     # How resource caps are enforced ("cgroup", "watchdog", ...), for events and the panel.

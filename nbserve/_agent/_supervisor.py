@@ -198,6 +198,8 @@ def summarize_failure(tail: str) -> str:
 class Supervisor:
     """Owns every serving process the agent starts."""
 
+    name = "local"  # the engine's name in the API (GET /v1/resources)
+
     def __init__(
         self,
         home: Home,

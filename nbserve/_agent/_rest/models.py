@@ -215,6 +215,13 @@ ScaleRequest = create_model(
     actor=(str | None, Field(default=None, max_length=200)))
 
 
+class ReplicaOut(BaseModel):
+    version: int
+    state: str = Field(description="Ray's actor state: ALIVE, PENDING_CREATION, RESTARTING, DEAD")
+    node: str | None = Field(description="the Ray node it runs on")
+    pid: int | None
+
+
 class ResourceRow(BaseModel):
     deployment: str
     state: Literal["warm", "cold", "stopped", "starting"]
@@ -235,6 +242,9 @@ class ResourceRow(BaseModel):
                                                   description="how long the last start from zero took")
     environments: list[str] = Field(default_factory=list, description="where its servers run: 'agent' (the "
                                     "agent's own environment) or the keys of their own under NBSERVE_HOME/envs")
+    engine: str = Field(default="local", description="where its versions run: local (bentoml serve) or ray")
+    replicas: list[ReplicaOut] = Field(default_factory=list,
+                                       description="on the Ray engine: each replica of its running versions")
 
 
 # -- monitoring ----------------------------------------------------------------------------

@@ -234,5 +234,7 @@ class Capacity:
                 "held": endpoint.held() if endpoint is not None else 0,
                 "last_cold_start_seconds": state.cold_start_seconds,
                 "environments": sorted({p.environment or "agent" for p in procs}),
+                "engine": getattr(fleet.engine, "name", "local"),
+                "replicas": [{"version": p.version, **r} for p in procs for r in getattr(p, "replicas", [])],
             })
         return out
