@@ -63,6 +63,9 @@ class Event(StrEnum):
     WAKE_FAILED = "wake_failed"
     MEMORY_EXCEEDED = "memory_exceeded"
     BATCH_OVERLOADED = "batch_overloaded"
+    # replicas on an engine that runs them on several nodes (Ray)
+    REPLICA_LOST = "replica_lost"
+    REPLICA_RESTORED = "replica_restored"
     # schedules
     SCHEDULE_ADDED = "schedule_added"
     SCHEDULE_PAUSED = "schedule_paused"
@@ -85,7 +88,8 @@ AUDITED = frozenset({
 # Said to the user who deployed (a warning line in %deploy's progress): it serves, but a setting wants changing.
 SAID_AT_DEPLOY = frozenset({Event.BATCHING_WARNING, Event.BATCHING_UNAVAILABLE, Event.RUNTIME_FALLBACK})
 _WARNINGS = SAID_AT_DEPLOY | {Event.BATCH_OVERLOADED, Event.MEMORY_EXCEEDED, Event.DRAIN_TIMEOUT,
-                              Event.GATE_BREACHED, Event.ROLLBACK, Event.ABORTED, Event.START_INTERRUPTED}
+                              Event.GATE_BREACHED, Event.ROLLBACK, Event.ABORTED, Event.START_INTERRUPTED,
+                              Event.REPLICA_LOST}
 _ERRORS = frozenset({Event.DEPLOY_FAILED, Event.BUILD_FAILED, Event.RESTART_FAILED, Event.WAKE_FAILED,
                      Event.PROCESS_EXITED, Event.WORKER_EXITED, Event.METRICS_DAMAGED})
 

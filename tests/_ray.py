@@ -92,7 +92,7 @@ class RayCluster:
         return self.query(
             "from ray.util.state import list_actors\n"
             "print(json.dumps([{'node': a.node_id, 'pid': a.pid, 'class': a.class_name} for a in "
-            "list_actors(filters=[('state', '=', 'ALIVE')], limit=1000) "
+            f"list_actors(address={self.address!r}, filters=[('state', '=', 'ALIVE')], limit=1000) "
             f"if a.class_name.startswith('ServeReplica:{prefix}')]))")
 
     def applications(self) -> list[str]:

@@ -33,6 +33,10 @@ def cluster():
         assert not started.processes(), "a process of the test cluster was left running"
 
 
+def _options(cluster) -> list[str]:
+    return ["--engine", "ray", "--ray-address", cluster.address, "--ray-http-port", str(cluster.http_port)]
+
+
 @pytest.fixture(scope="module")
 def ray_home(cluster, tmp_path_factory):
     """An agent on the Ray engine, pointed at the cluster (its token in the agent's environment)."""
@@ -43,8 +47,7 @@ def ray_home(cluster, tmp_path_factory):
     os.environ.update({k: cluster.env[k] for k in saved})
     try:
         with nbserve_home(home.root):
-            start_agent(home, ["--engine", "ray", "--ray-address", cluster.address,
-                               "--ray-http-port", str(cluster.http_port)])
+            start_agent(home, _options(cluster))
             yield home
             stop_agent(home)
         assert_no_leftovers(home)
@@ -133,7 +136,13 @@ def test_a_node_lost_under_load_costs_at_most_the_requests_in_flight(cluster, ra
     rows = X_test[:3].to_dict("records")
     with Load(dep.url, rows) as load:
         time.sleep(1.0)
-        victim.kill()  # the node goes away at once, with its replica and its Serve proxy
+        # the node goes away at once, as a machine does: its raylet and every process it runs
+        # (the replica, the node's Serve proxy, Ray's agents)
+        for proc in [*victim.children(recursive=True), victim]:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             alive = cluster.replicas("nbserve-ray-nodes-v1-")
@@ -141,11 +150,45 @@ def test_a_node_lost_under_load_costs_at_most_the_requests_in_flight(cluster, ra
                 break
             time.sleep(2.0)
         before = load.ok
-        time.sleep(2.0)
+        deadline = time.monotonic() + 30
+        while load.ok <= before + 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
     assert len(alive) == 2, f"Ray did not bring the replicas back to 2: {alive}"
-    assert load.ok > before, "the deployment answers after the node is gone"
+    assert load.ok > before + 5, f"the deployment answers after the node is gone ({load.failures[:3]})"
     assert len(load.failures) <= 2, f"more failures than requests in flight: {load.failures[:5]}"
     np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
+    deadline = time.monotonic() + 60  # the agent's watcher looks every few seconds
+    while time.monotonic() < deadline:
+        kinds = list(dep.events()["kind"])
+        if "replica_restored" in kinds:
+            break
+        time.sleep(1.0)
+    assert "replica_lost" in kinds and "replica_restored" in kinds, f"the loss and the return are events: {kinds}"
+    assert kinds.index("replica_lost") < kinds.index("replica_restored"), kinds  # oldest first
+
+
+def test_an_agent_that_crashed_adopts_its_applications_when_it_starts_again(cluster, ray_home, iris, forest):
+    import signal
+
+    import psutil
+
+    from nbserve._local import find_agent, start_agent
+
+    from .conftest import _forget_clients
+
+    _, X_test, _, _ = iris
+    before = sorted(a for a in cluster.applications() if a.startswith("nbserve-ray-iris-v1-"))
+    assert len(before) == 1
+    agent = psutil.Process(find_agent(ray_home).pid)
+    agent.send_signal(signal.SIGKILL)  # a crash: it deletes nothing on its way out
+    agent.wait(timeout=30)
+    _forget_clients()
+    start_agent(ray_home, _options(cluster))
+    dep = nbserve.get("ray-iris")
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
+    after = sorted(a for a in cluster.applications() if a.startswith("nbserve-ray-iris-v1-"))
+    assert after == before, "the same application serves: adopted by name, not started again"
+    assert "adopted" in set(dep.events()["kind"])
 
 
 def test_stopping_the_agent_deletes_its_applications(cluster, ray_home, iris, tree):

@@ -94,7 +94,7 @@ class FakeEngine:
         for proc in list(self.processes.values()):
             await self.stop(proc)
 
-    async def adopt(self, rows: list[Any], bento_tag: str) -> None:
+    async def adopt(self, rows: list[Any], bento_tag: str, **found_by: Any) -> None:
         return None
 
     def kill_recorded(self, rows: list[Any]) -> int:

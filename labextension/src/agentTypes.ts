@@ -51,6 +51,8 @@ export type EventKind =
   | 'wake_failed'
   | 'memory_exceeded'
   | 'batch_overloaded'
+  | 'replica_lost'
+  | 'replica_restored'
   | 'schedule_added'
   | 'schedule_paused'
   | 'schedule_resumed'

@@ -72,8 +72,11 @@ class Engine(Protocol):
 
     async def stop_all(self) -> None: ...
 
-    async def adopt(self, rows: list[Any], bento_tag: str) -> Any:
-        """After an agent restart: take over a recorded server that still answers, or None."""
+    async def adopt(self, rows: list[Any], bento_tag: str, *, deployment: str | None = None,
+                    version: int | None = None) -> Any:
+        """After an agent restart: take over a recorded server that still answers, or None.
+        ``rows``: the processes recorded for it; empty for an engine that records none here
+        (it finds the version's server by ``deployment`` and ``version``)."""
         ...
 
     def kill_recorded(self, rows: list[Any]) -> int:

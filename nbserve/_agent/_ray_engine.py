@@ -29,6 +29,7 @@ import psutil
 
 from .. import errors
 from .._config import Home
+from .._events import Event
 from .._service_template import BATCHING_ENV, VERSION_ENV
 from ._envs import EnvSpec
 from ._limits import Limits
@@ -61,6 +62,7 @@ class RayVersion:
     known: dict[int, psutil.Process] = field(default_factory=dict)  # replicas' processes on this host
     replicas: list[dict[str, Any]] = field(default_factory=list)  # state, node and pid of each, last seen
     running: bool = True  # the application was RUNNING when last looked at
+    short_of: bool = False  # a replica was lost and not all are back yet
 
     @property
     def prefix(self) -> str:
@@ -240,10 +242,37 @@ class RayEngine:
             await asyncio.to_thread(ray.shutdown)
             self._connected = False
 
-    async def adopt(self, rows: list[Any], bento_tag: str) -> None:
-        """Ray applications are not adopted yet: the restore starts the version again (and the
-        sweep deletes what the previous agent left)."""
-        return None
+    async def adopt(self, rows: list[Any], bento_tag: str, *, deployment: str | None = None,
+                    version: int | None = None) -> RayVersion | None:
+        """After an agent restart: take over the version's running application (found by name:
+        Serve applications outlive their driver), or None; any other of its applications is
+        deleted (a scale that was under way leaves two)."""
+        if deployment is None or version is None:
+            return None
+        try:
+            found = await self._driver(_applications_of, f"{APP_PREFIX}{deployment}-v{version}-")
+        except errors.NbserveError as exc:
+            log.warning("could not look for %s v%s on Ray: %s", deployment, version, exc.message)
+            return None
+        adopted = None
+        for app, (status, replicas) in found.items():
+            proc = RayVersion(deployment, version, bento_tag, self.http_port, app,
+                              self.home.version_log(deployment, version), workers=max(replicas, 1))
+            if adopted is None and status == "RUNNING":
+                try:
+                    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+                        ready = (await client.get(f"{proc.url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    ready = False
+                if ready:
+                    proc.ready_seconds = 0.0
+                    await self._refresh(proc)
+                    self.processes[(deployment, version)] = adopted = proc
+                    continue
+            await self._delete(proc)
+        if adopted is not None:
+            self._ensure_watching()
+        return adopted
 
     def kill_recorded(self, rows: list[Any]) -> int:
         return 0
@@ -288,7 +317,10 @@ class RayEngine:
     async def _refresh(self, proc: RayVersion) -> None:
         status = await self._driver(_app_status, proc.app)
         proc.running = status in ("RUNNING", "DEPLOYING")
-        proc.replicas = await self._driver(_replicas, proc.app)
+        before = proc.replicas
+        proc.replicas = await self._driver(_replicas, proc.app, self.address)
+        if proc.ready and before:
+            self._say_replicas(proc, before)
         known = {}
         for replica in proc.replicas:
             pid = replica.get("pid")
@@ -297,11 +329,42 @@ class RayEngine:
         proc.known = {pid: p for pid, p in known.items() if p is not None}
 
 
+    def _say_replicas(self, proc: RayVersion, before: list[dict[str, Any]]) -> None:
+        """A replica gone (its node lost, its process dead) or all of them back: an event each."""
+        alive = {r["pid"] for r in proc.replicas if r["state"] == "ALIVE"}
+        lost = [r for r in before if r["state"] == "ALIVE" and r["pid"] not in alive]
+        for replica in lost:
+            proc.short_of = True
+            self.registry.add_event(
+                Event.REPLICA_LOST, f"a replica of v{proc.version} on node {str(replica['node'])[:12]} is gone; "
+                f"Ray Serve replaces it ({len(alive)} of {proc.workers} alive)",
+                deployment=proc.deployment, version=proc.version, data={**replica, "alive": len(alive)})
+        if proc.short_of and not lost and len(alive) >= proc.workers:
+            proc.short_of = False
+            nodes = sorted({str(r["node"])[:12] for r in proc.replicas if r["state"] == "ALIVE"})
+            self.registry.add_event(
+                Event.REPLICA_RESTORED, f"v{proc.version} has its {proc.workers} replica(s) again, on "
+                f"{', '.join(nodes)}", deployment=proc.deployment, version=proc.version,
+                data={"replicas": proc.replicas})
+
+
 def _app_status(name: str) -> str | None:
     from ray import serve
 
     app = serve.status().applications.get(name)
     return None if app is None else str(getattr(app.status, "value", app.status))
+
+
+def _applications_of(prefix: str) -> dict[str, tuple[str, int]]:
+    """The Serve applications named ``prefix...``: their status and running replicas."""
+    from ray import serve
+
+    found = {}
+    for name, app in serve.status().applications.items():
+        if name.startswith(prefix):
+            replicas = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+            found[name] = (str(getattr(app.status, "value", app.status)), replicas)
+    return found
 
 
 def _app_message(name: str) -> str:
@@ -314,16 +377,18 @@ def _app_message(name: str) -> str:
     return "; ".join(m for m in details if m)
 
 
-def _replicas(name: str) -> list[dict[str, Any]]:
-    """Each replica's state, node and process (Ray's state API, which needs the dashboard)."""
+def _replicas(name: str, address: str) -> list[dict[str, Any]]:
+    """Each replica's state, node and process (Ray's state API, which needs the dashboard).
+    ``address``: the cluster's, always (unset, Ray guesses, and refuses when a host runs two)."""
     try:
         from ray.util.state import list_actors
 
-        actors = list_actors(filters=[("class_name", "=", f"ServeReplica:{name}:{name_part(name)}")],
+        actors = list_actors(address=address,
+                             filters=[("class_name", "=", f"ServeReplica:{name}:{name_part(name)}")],
                              detail=False, timeout=5)
     except Exception:  # noqa: BLE001 - no dashboard: the states stay unknown
         return []
-    return [{"state": a.state, "node": a.node_id, "pid": a.pid} for a in actors]
+    return [{"state": a.state, "node": a.node_id, "pid": a.pid} for a in actors if a.state != "DEAD"]
 
 
 def name_part(app: str) -> str:

@@ -379,7 +379,8 @@ class Supervisor:
 
     # -- adopt (after an agent restart) ----------------------------------------------
 
-    async def adopt(self, rows: list[ProcessRow], bento_tag: str) -> ServingProcess | None:
+    async def adopt(self, rows: list[ProcessRow], bento_tag: str, *, deployment: str | None = None,
+                    version: int | None = None) -> ServingProcess | None:
         """Take over a server a previous agent left running, if it is whole and ready."""
         roots = [r for r in rows if r.pid == r.root_pid]
         if not roots:

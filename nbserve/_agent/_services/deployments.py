@@ -279,7 +279,8 @@ class Deployments:
             else:
                 wanted = {}
             for number, version in wanted.items():
-                proc = await self._adopt(rows_by_root.pop((row.name, number), []), version.bento_tag)
+                proc = await self._adopt(rows_by_root.pop((row.name, number), []), version.bento_tag,
+                                         row.name, number)
                 if proc is not None:
                     self.registry.add_event("adopted", f"v{number} was still serving; adopted it",
                                             deployment=row.name, version=number)
@@ -303,9 +304,12 @@ class Deployments:
         for name, number in restarts:
             fleet.spawn(self._restart(name, number, reason="agent restarted"))
 
-    async def _adopt(self, recorded: list[Any], bento_tag: str) -> ServedVersion | None:
+    async def _adopt(self, recorded: list[Any], bento_tag: str, name: str, number: int) -> ServedVersion | None:
         """Adopt one whole, ready server of a version's recorded trees (a scale that was under
-        way leaves two); stop the others."""
+        way leaves two); stop the others. An engine that records no processes here (Ray)
+        finds the version's servers itself, by name."""
+        if not recorded:
+            return await self.fleet.engine.adopt([], bento_tag, deployment=name, version=number)
         trees: dict[int, list[Any]] = {}
         for proc_row in recorded:
             trees.setdefault(proc_row.root_pid, []).append(proc_row)
