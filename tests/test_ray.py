@@ -5,7 +5,6 @@ drop no request; stopping the agent deletes its applications; nothing of Ray's i
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -43,20 +42,14 @@ def ray_home(cluster, tmp_path_factory):
     from nbserve._local import start_agent, stop_agent
 
     home = Home.resolve(tmp_path_factory.mktemp("nbhome"))
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update({k: cluster.env[k] for k in saved})
-    try:
+    with pytest.MonkeyPatch.context() as env:
+        for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+            env.setenv(key, cluster.env[key])
         with nbserve_home(home.root):
             start_agent(home, _options(cluster))
             yield home
             stop_agent(home)
-        assert_no_leftovers(home)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    assert_no_leftovers(home)
 
 
 class Load:

@@ -9,12 +9,25 @@ system (Ray Serve, Kubernetes) is a new class with these methods. A running vers
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from ._envs import EnvSpec
 from ._limits import Limits
+
+
+def rss_of(processes: Iterable[psutil.Process]) -> int:
+    """The resident memory of a server's processes together (those gone count nothing)."""
+    total = 0
+    for proc in list(processes):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
 
 
 class ServedVersion(Protocol):

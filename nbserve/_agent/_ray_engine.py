@@ -31,6 +31,7 @@ from .. import errors
 from .._config import Home
 from .._events import Event
 from .._service_template import BATCHING_ENV, VERSION_ENV
+from ._engine import rss_of
 from ._envs import EnvSpec
 from ._limits import Limits
 from ._registry import Registry
@@ -88,13 +89,7 @@ class RayVersion:
         return self.running
 
     def rss_bytes(self) -> int:
-        total = 0
-        for proc in list(self.known.values()):
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
+        return rss_of(self.known.values())
 
 
 def app_name(deployment: str, version: int) -> str:
@@ -187,13 +182,22 @@ class RayEngine:
         return proc
 
     def _deploy(self, proc: RayVersion, options: dict[str, Any]) -> None:
+        import math
+
+        import ray
         from ray import serve
 
         from .._ray_replica import app_builder
 
+        # Spread, not just preferred: at most ceil(replicas / nodes) on one node (nodes alive now),
+        # so two replicas on a cluster of two or more nodes never share one (Ray's own spreading
+        # is best effort, and a node lost would take both)
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        per_node = max(1, math.ceil(proc.workers / max(nodes, 1)))
         ingress = serve.ingress(app_builder(proc.bento_tag))()
         deployment = serve.deployment(ingress, name=f"v{proc.version}", num_replicas=proc.workers,
-                                      ray_actor_options=options, max_ongoing_requests=64)
+                                      ray_actor_options=options, max_ongoing_requests=64,
+                                      max_replicas_per_node=per_node)
         serve.run(deployment.bind(), name=proc.app, route_prefix=proc.prefix, blocking=False)
 
     async def _wait_ready(self, proc: RayVersion, started: float) -> None:

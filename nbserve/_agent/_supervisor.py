@@ -34,6 +34,7 @@ from .._config import Home, private_env
 from .._service_template import BATCHING_ENV, VERSION_ENV
 from .._settings import workers_option
 from ..errors import DeployFailed
+from ._engine import rss_of
 from ._envs import Environments, EnvSpec, Prepared
 from ._limits import Group, Limits, affinity, enforcement
 from ._registry import ProcessRow, Registry
@@ -120,13 +121,7 @@ class ServingProcess:
         return len(self.known)
 
     def rss_bytes(self) -> int:
-        total = 0
-        for proc in list(self.known.values()):
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
+        return rss_of(self.known.values())
 
 
 def _ctime(proc: psutil.Process) -> float:
