@@ -8,13 +8,15 @@ The cluster: ``tests/_ray.py``'s ``RayCluster.start(workers=2)``, a real Ray clu
 and two worker nodes, each its own raylet with ``--num-cpus 1``, token authentication on, every port on
 loopback), started first and stopped last, by its own processes. Two agents side by side, each in a
 NBSERVE_HOME of its own: one on the local engine (``bentoml serve`` here), one started with ``--engine ray
---ray-address HEAD:PORT --ray-http-port P`` and the cluster's token in its environment.
+--ray-address HEAD:PORT --ray-http-port P`` and the cluster's token (and ``RAY_ADDRESS``, for Ray's state
+API when another cluster runs on the host) in its environment.
 
 The model: bench/runtime.py's 50-tree wine ``RandomForestClassifier``, deployed with ``runtime="native"``
 (so a request's model call is real work, ~4 ms here) as three deployments: ``wine-local`` (local engine,
-``workers=1``), ``wine-ray1`` (Ray, ``workers=1``: one replica) and ``wine-ray2`` (Ray, ``workers=2``: two
-replicas, which Ray spreads over two nodes). Each request is one row as JSON on the deployment's stable URL;
-all three must answer the forest's label before anything is timed.
+``workers=1``), ``wine-ray1`` (Ray, ``workers=1``: one replica, no reservation) and ``wine-ray2`` (Ray,
+``workers=2, cpus=1``: two replicas, each reserving one node's one CPU, so Ray must put them on two nodes;
+without ``cpus=`` it put both on one node in every trial here). Each request is one row as JSON on the
+deployment's stable URL; all three must answer the forest's label before anything is timed.
 
 Deploy: wall time from the ``nbserve.deploy()`` call to the first 200 of ``POST /predict`` on the stable URL,
 with the agent's own split (the ``version_registered`` and ``deployed`` events, the engine's ready time).
@@ -24,7 +26,8 @@ Part ``load``: load from a separate process (wrk when installed, else bench/_com
 generator), closed loop at each concurrency: a warm-up per target, then ``--rounds`` interleaved rounds (the
 order reversed every other round), medians of requests/s, p50 and p99; CPU per request of the serving
 processes (the local version's ``bentoml serve`` tree; a Ray version's replica processes), of the rest of
-the Ray cluster (its proxies, controller, raylets, GCS, dashboard), of each agent, and the cores others used.
+the Ray cluster (its proxies, controller, raylets, GCS, dashboard) and of each agent, each above what it
+burns without requests (5 s measured before the rounds, printed), and the cores others used.
 
 Part ``failover``: ``wine-ray2``'s two replicas on two nodes, c=``--failover-concurrency`` through its stable
 URL from a separate process that records every request (start, end, outcome), and a driver of the cluster
@@ -223,6 +226,13 @@ def load_part(args: argparse.Namespace, tool: str, root: Path, urls: dict[str, s
     print(f"idle, {IDLE_S:g} s without requests (cores): "
           + ", ".join(f"{k} {v:.3f}" for k, v in idle.items()), flush=True)
     agent_of = {"local": agents["local"], "ray1": agents["ray"], "ray2": agents["ray"]}
+    agent_key = {"local": "agent local", "ray1": "agent ray", "ray2": "agent ray"}
+
+    def per_request(cpu: float, group: str, wall: float, n: int) -> float:
+        """CPU us per request above what the group burns without requests (Ray's raylets, GCS, dashboard,
+        the Ray agent's replica polls: the idle part is no request's)."""
+        return max(0.0, cpu - idle[group] * wall) / n * 1e6
+
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
     for conc in args.concurrency:
         for rnd in range(args.rounds):
@@ -233,10 +243,9 @@ def load_part(args: argparse.Namespace, tool: str, root: Path, urls: dict[str, s
                 out = c.load(urls[name], "/predict", body, conc, args.seconds, tool, work[name])
                 wall = time.monotonic() - wall0
                 n = max(1, out["requests"])
-                out["server_us"] = (c.cpu_of(servers[name]) - server0) / n * 1e6
-                out["agent_us"] = (c.cpu_of([agent_of[name]]) - agent0) / n * 1e6
-                # the rest of Ray is busy without requests too (raylets, GCS, dashboard): that part is not theirs
-                out["ray_us"] = max(0.0, c.cpu_of(ray_rest) - rest0 - idle["rest of Ray"] * wall) / n * 1e6
+                out["server_us"] = per_request(c.cpu_of(servers[name]) - server0, f"server {name}", wall, n)
+                out["agent_us"] = per_request(c.cpu_of([agent_of[name]]) - agent0, agent_key[name], wall, n)
+                out["ray_us"] = per_request(c.cpu_of(ray_rest) - rest0, "rest of Ray", wall, n)
                 mine = c.cpu_of(list(ours.values())) - ours0 + out["load_cpu_s"]
                 out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
                 results.setdefault((conc, name), []).append(out)
@@ -291,10 +300,10 @@ def report_load(args: argparse.Namespace, tool: str, measured: dict) -> None:
         note = (f" (target >= {SCALE_TARGET:g}x with a core per replica: {met(scale >= SCALE_TARGET)}; "
                 f"this host has {os.cpu_count()} cores for everything)") if conc == max(args.concurrency) else ""
         print(f"c={conc} 2 replicas vs 1: throughput {scale:.2f}x{note}")
-    print("server = the local version's `bentoml serve` tree, or the Ray version's replica processes; rest of "
-          "Ray = every other process of the cluster (Serve's proxies and controller, raylets, GCS, dashboard) per "
-          f"request of that target, above its idle {measured['idle']['rest of Ray']:.2f} cores; agent = the stable "
-          "URL's proxy; others = cores busy with processes not of this bench")
+    print("CPU per request above each group's idle (printed before the rounds): server = the local version's "
+          "`bentoml serve` tree, or the Ray version's replica processes; rest of Ray = every other process of the "
+          "cluster (Serve's proxies and controller, raylets, GCS, dashboard); agent = the stable URL's proxy; "
+          "others = cores busy with processes not of this bench")
 
 
 # -- part failover -------------------------------------------------------------------------------
@@ -510,7 +519,8 @@ def report_failover(args: argparse.Namespace, records: list, t_kill: float, gone
     oks = [r[1] for r in records if r[2] == 200]
     after_ok = [t for t in oks if t > t_kill]
     gaps_from = [t_kill, *after_ok]
-    longest = max((b - a for a, b in zip(gaps_from, gaps_from[1:])), default=float("nan"))
+    longest, longest_from = max(((b - a, a - t_kill) for a, b in zip(gaps_from, gaps_from[1:])),
+                                default=(float("nan"), float("nan")))
     last_failure = max((r[1] for r in failed), default=None)
     kinds: dict[str, int] = {}
     for r in failed:
@@ -524,14 +534,18 @@ def report_failover(args: argparse.Namespace, records: list, t_kill: float, gone
     print(f"  victim's replica process gone:          {at(gone_at)}")
     print(f"  Serve noticed (replica not RUNNING/alive): {at(noticed_at)}")
     print(f"  first answer after the kill:            {at(after_ok[0] - t_kill if after_ok else None)}")
-    print(f"  longest time without an answer:         {longest:.2f} s")
+    before = [t for t in oks if t <= t_kill]
+    usual = max((b - a for a, b in zip(before, before[1:])), default=float("nan"))
+    print(f"  longest time without an answer:         {longest:.2f} s (from {longest_from:+.2f} s; before the kill "
+          f"the longest was {usual:.2f} s)")
     print(f"  last failed request ended:              "
           f"{'no request failed' if last_failure is None else at(last_failure - t_kill)}"
           f" (target <= {LAST_FAILURE_TARGET_S:g} s: "
           f"{met(last_failure is None or last_failure - t_kill <= LAST_FAILURE_TARGET_S)})")
     print(f"  replicas back to 2 (RUNNING, alive):    {at(back_at)} (target <= {BACK_TO_TWO_TARGET_S:g} s: "
           f"{met(back_at is not None and back_at <= BACK_TO_TWO_TARGET_S)})")
-    print(f"  requests: {len(failed)} failed of {len(records)} ({len(in_flight)} in flight at the kill; target "
+    print(f"  requests: {len(failed)} failed of {len(records)} ({len(in_flight)} in flight at the kill, "
+          f"{sum(1 for r in in_flight if r[2] == 200)} of them answered 200; target "
           f"failed <= c = {args.failover_concurrency}: {met(len(failed) <= args.failover_concurrency)})"
           + (f"; failures: {kinds}" if kinds else ""))
     rec = back_at if back_at is not None else end - t_kill
