@@ -64,20 +64,28 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def scratch(prefix: str, keep: bool = False) -> Iterator[Path]:
-    """A fresh directory for one run; NBSERVE_HOME and BENTOML_HOME point inside it."""
-    root = Path(tempfile.mkdtemp(prefix=f"nbserve-bench-{prefix}-")).resolve()
-    saved = {k: os.environ.get(k) for k in ("NBSERVE_HOME", "BENTOML_HOME")}
-    os.environ["NBSERVE_HOME"] = str(root / "nbhome")
-    os.environ["BENTOML_HOME"] = str(root / "client-bentoml")
+def env_vars(**values: str) -> Iterator[None]:
+    """``os.environ`` with these set for a block, as it was after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        yield root
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def scratch(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A fresh directory for one run; NBSERVE_HOME and BENTOML_HOME point inside it."""
+    root = Path(tempfile.mkdtemp(prefix=f"nbserve-bench-{prefix}-")).resolve()
+    try:
+        with env_vars(NBSERVE_HOME=str(root / "nbhome"), BENTOML_HOME=str(root / "client-bentoml")):
+            yield root
+    finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
 

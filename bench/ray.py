@@ -57,7 +57,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,21 +90,6 @@ def met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-@contextlib.contextmanager
-def env_vars(**values: str) -> Iterator[None]:
-    """``os.environ`` with these set for a block (NBSERVE_HOME picks the agent nbserve.deploy talks to)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def ray_cluster_class() -> Any:
     """tests/_ray.py's RayCluster (imported, not copied: the tests and this bench run the same cluster)."""
     if str(c.ROOT) not in sys.path:
@@ -128,7 +112,7 @@ def start_agents(root: Path, cluster: Any) -> tuple[Any, Any, dict[str, float]]:
     t0 = time.monotonic()
     start_agent(homes["local"])
     took["local"] = time.monotonic() - t0
-    with env_vars(**{k: cluster.env[k] for k in TOKEN_VARS}):  # the agent is a driver of the cluster
+    with c.env_vars(**{k: cluster.env[k] for k in TOKEN_VARS}):  # the agent is a driver of the cluster
         t0 = time.monotonic()
         start_agent(homes["ray"], ["--engine", "ray", "--ray-address", cluster.address,
                                    "--ray-http-port", str(cluster.http_port)])
@@ -140,7 +124,7 @@ def deploy_timed(forest: Any, X: Any, target: str, home: Any, body: bytes, versi
     """Deploy and wait for the first prediction on the stable URL; (deployment, timings)."""
     import nbserve
 
-    with env_vars(NBSERVE_HOME=str(home.root)):
+    with c.env_vars(NBSERVE_HOME=str(home.root)):
         wall0, t0 = time.time(), time.monotonic()
         dep = nbserve.deploy(forest, DEPLOYMENT[target], X, runtime="native", workers=WORKERS[target],
                              progress=False, description=f"bench/ray.py {target}{version_tag}",
