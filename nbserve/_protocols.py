@@ -10,7 +10,7 @@ become its format's answer. The API route itself does the rest -- the schema che
 the model -- and the agent's stable URL in front does canary, shadow, capture and tokens by path,
 as for ``/predict``. The agent also reads captured requests back through :func:`captured`.
 
-Needs numpy and the standard library only: no nbserve, no bentoml.
+Needs numpy, the standard library and the flavor calls module beside it: no bentoml.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ import time
 import typing as t
 
 import numpy as np
+
+try:  # in a Bento: nbserve/_flavor_calls.py, copied beside this module
+    from nbserve_flavor_calls import GENERATIVE_TASKS  # the pipelines served as OpenAI's completions
+except ImportError:  # imported from the nbserve package itself (the agent, the tests)
+    from nbserve._flavor_calls import GENERATIVE_TASKS
 
 __all__ = ["GENERATION_HEADER", "Answer", "Call", "PROTOCOLS", "Protocol", "Served", "adapter_for", "captured", "example_input", "examples",
            "openapi_paths", "protocol_of"]
@@ -545,7 +550,7 @@ class OpenAI:
         each prompt generated with the request's settings; ``stream`` as server-sent events."""
         if method != "POST":
             return _openai_error(405, f"{path} takes POST")
-        if served.task not in _GENERATIVE:
+        if served.task not in GENERATIVE_TASKS:
             return _openai_error(400, f"{served.name} does not generate text (completions need a Hugging Face "
                                       "text-generation pipeline)", param="model")
         chat = path == "/v1/chat/completions"
@@ -619,9 +624,6 @@ class OpenAI:
             return [_chat_prompt(request["messages"])], None
         value = request.get("input", request.get("prompt"))
         return ([value] if isinstance(value, str) else value), None
-
-
-_GENERATIVE = ("text-generation", "text2text-generation")
 
 
 def _chat_prompt(messages: t.Any) -> str:
@@ -769,7 +771,7 @@ def openapi_paths(served: Served) -> dict[str, t.Any]:
     """The other protocols' routes for the version's OpenAPI document (its ``/docs`` page), each
     with a ready request, so they can be tried where BentoML's own routes are."""
     ready = examples(served.name, served.schema, example_input(served))
-    if served.task in _GENERATIVE:
+    if served.task in GENERATIVE_TASKS:
         ready["openai"] = {"method": "POST", "path": "/v1/chat/completions",
                            "body": {"model": served.name, "messages": [{"role": "user", "content": "some text"}],
                                     "max_tokens": 16}}
@@ -802,20 +804,25 @@ def adapter_for(path: str) -> Protocol | None:
     return None
 
 
+def _route(path: str) -> str:
+    """A stable URL's request path as the version's server sees it: without a per-version
+    URL's ``/v/<N>`` and without the query."""
+    if path.startswith("/v/"):
+        path = "/" + path[3:].partition("/")[2]
+    return path.partition("?")[0]
+
+
 def protocol_of(path: str) -> str:
     """A request log's protocol column: ``bentoml`` for BentoML's own routes (``/predict``...)."""
-    if path.startswith("/v/"):  # a per-version URL: the path after it
-        path = "/" + path[3:].partition("/")[2]
-    found = adapter_for(path.partition("?")[0])
+    found = adapter_for(_route(path))
     return found.name if found is not None else "bentoml"
 
 
 def captured(path: str, request: t.Any, response: t.Any, schema: dict[str, t.Any]) -> tuple[t.Any, t.Any] | None:
     """A captured request (parsed JSON) as the ``data`` /predict would have had, and the
     ``predict`` answers when the response holds them; None for what is not a prediction."""
-    if path.startswith("/v/"):
-        path = "/" + path[3:].partition("/")[2]
-    protocol = adapter_for(path.partition("?")[0])
+    path = _route(path)
+    protocol = adapter_for(path)
     if protocol is None:
         if not isinstance(request, dict) or "data" not in request:
             return None

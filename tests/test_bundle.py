@@ -306,8 +306,8 @@ def _service_helpers(columns: list[dict]) -> dict:
 def test_the_serving_module_names_the_bento_files_as_the_builder_does():
     from nbserve import _serving, _service_template
 
-    assert (_serving.BUNDLE_FILE, _serving.BATCHING_ENV) == (_service_template.BUNDLE_FILE,
-                                                              _service_template.BATCHING_ENV)
+    assert (_serving.BUNDLE_FILE, _serving.BATCHING_ENV, _serving.VERSION_ENV) == (
+        _service_template.BUNDLE_FILE, _service_template.BATCHING_ENV, _service_template.VERSION_ENV)
     assert f"from {_service_template.SERVING_MODULE} import" in render_service(
         deployment="c", model_tag="c:1", loader_module="bentoml.sklearn", apis=[("predict", "x")])
 

@@ -1,7 +1,8 @@
 """What a stable URL answers besides the live version: ``/v/<number or alias>/...`` (that
 version's server; Open Inference V2's ``/v2/models/<name>/versions/<N>/...`` likewise),
-``/metadata`` and ``/schema`` (also under ``/v/...``), ``POST /feedback``; and the aliases that name versions. The proxy calls :meth:`StableRoutes.router_for`'s
-router only for those paths."""
+``/metadata`` and ``/schema`` (also under ``/v/...``), ``POST /feedback``; and the aliases
+that name versions. The proxy calls :meth:`StableRoutes.router_for`'s router only for those
+paths."""
 
 from __future__ import annotations
 
