@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+_ANSWER = "NBSERVE-ANSWER:"  # marks a query's answer among whatever Ray prints
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -76,27 +78,35 @@ class RayCluster:
         return list(found.values())
 
     def query(self, code: str) -> object:
-        """What ``code`` (Python that prints JSON) prints when run as a driver of this cluster,
-        in a process of its own with the cluster's token: the tests never join it themselves."""
+        """What ``code`` (Python that calls ``answer(value)``) answers when run as a driver of this
+        cluster, in a process of its own with the cluster's token: the tests never join it
+        themselves. The answer is found by its marker, since Ray may print its own lines (a node
+        just lost, a warning) to stdout; a query met while the cluster settles is tried again."""
         script = ("import json, ray\n"
+                  f"def answer(value): print({_ANSWER!r} + json.dumps(value), flush=True)\n"
                   f"ray.init(address={self.address!r}, log_to_driver=False, logging_level='ERROR')\n" + code)
-        done = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"a query of the Ray cluster failed: {done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        failure = ""
+        for attempt in range(3):
+            done = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
+                                  timeout=120)
+            lines = [line for line in done.stdout.splitlines() if line.startswith(_ANSWER)]
+            if done.returncode == 0 and lines:
+                return json.loads(lines[-1][len(_ANSWER):])
+            failure = f"exit {done.returncode}; stdout: {done.stdout[-1500:]}; stderr: {done.stderr[-3000:]}"
+            time.sleep(2)
+        raise RuntimeError(f"a query of the Ray cluster failed three times: {failure}")
 
     def replicas(self, prefix: str) -> list[dict]:
         """The live Serve replicas of the applications named ``prefix...``: node and pid, from
         Ray's state API."""
         return self.query(
             "from ray.util.state import list_actors\n"
-            "print(json.dumps([{'node': a.node_id, 'pid': a.pid, 'class': a.class_name} for a in "
+            "answer([{'node': a.node_id, 'pid': a.pid, 'class': a.class_name} for a in "
             f"list_actors(address={self.address!r}, filters=[('state', '=', 'ALIVE')], limit=1000) "
-            f"if a.class_name.startswith('ServeReplica:{prefix}')]))")
+            f"if a.class_name.startswith('ServeReplica:{prefix}')])")
 
     def applications(self) -> list[str]:
-        return self.query("from ray import serve\nprint(json.dumps(list(serve.status().applications)))")
+        return self.query("from ray import serve\nanswer(list(serve.status().applications))")
 
     def raylet(self, resource: str) -> psutil.Process:
         """The raylet of the node that has ``resource``."""

@@ -127,9 +127,10 @@ def test_a_full_home_answers_507_leaves_nothing_behind_and_keeps_serving(full_ho
     still_serving()
     stored = _store(home)
 
-    # Room for the upload (~13 KiB) but not for the Bento it unpacks to: the import is refused
-    # before the store is written, in a few words, and the staged upload is gone.
-    disk.fill(leave=64 * KiB)
+    # Room for the upload (~36 KiB, with slack for the log and metrics lines written meanwhile)
+    # but not for the Bento it unpacks to (~200 KiB on tmpfs): the import is refused before the
+    # store is written, in a few words, and the staged upload is gone.
+    disk.fill(leave=112 * KiB)
     with pytest.raises(errors.InsufficientStorage) as info:
         nbserve.deploy(tree, "iris", X_test, progress=False)
     err = info.value
