@@ -14,9 +14,9 @@ from ._display import Progress
 from ._connection import actor, connect
 from ._deployment import Deployment, version_warnings
 from ._runtimes import DEFAULT_RUNTIME, check_runtime
-from ._settings import ReleasePlan, serving_body
+from ._settings import ENGINES, ReleasePlan, serving_body
 from ._transport import AgentClient
-from .errors import NbserveError, NbserveWarning
+from .errors import InvalidArgument, NbserveError, NbserveWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +53,9 @@ def deploy(
     methods: list[str] | None = None,
     packages: list[str] | None = None,
     runtime: str = DEFAULT_RUNTIME,
+    engine: str | None = None,
+    replicas: int | None = None,
+    autoscaling: dict[str, Any] | bool | None = None,
 ) -> Deployment:
     """Save ``model`` as a BentoML bundle and serve it as the next version of ``name``.
 
@@ -109,6 +112,15 @@ def deploy(
             modules, with ``nbserve[fast]``) and the compiled model answers the sample as the
             model does; else it serves the model itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
             deploy fails with the reason; ``"native"``: never compiled. See docs/runtimes.md.
+        engine: where this version runs: ``"local"`` (``bentoml serve`` on the agent's host) or
+            ``"ray"`` (a Ray Serve application on the agent's Ray cluster, docs/ray.md); default:
+            the deployment's last choice, else the agent's. Kept by the version, so a canary on
+            Ray can run beside a live version served locally.
+        replicas: Ray's name for ``workers``: the version's replicas, spread over the nodes.
+        autoscaling: Ray Serve's autoscaler for a Ray version: ``{"min": 0, "max": 8,
+            "target_ongoing_requests": 4, "downscale_delay": "30s"}`` (any key left out keeps
+            its default: 1, 4, 2, "10m"); with ``min`` 0 Ray stops every replica when idle and
+            the next request waits for one to start.
 
     Returns the :class:`Deployment`, with the new version live (or under canary/shadow). If anything fails the
     previous version keeps serving and a typed ``nbserve.errors`` exception says why.
@@ -121,7 +133,12 @@ def deploy(
                 sticky_header=sticky_header)
     check_runtime(runtime)  # before connect(): a wrong runtime starts no agent
     serving = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
-                           batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+                           batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
+                           replicas=replicas, autoscaling=autoscaling)
+    if engine is not None:
+        if engine not in ENGINES:
+            raise InvalidArgument(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        serving["engine"] = engine
     show = Progress(f"Deploying {name}", enabled=progress)
     try:
         show.step("checking")

@@ -197,14 +197,17 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         if args.offline:
             os.environ["NBSERVE_OFFLINE"] = "1"
         ray = None
-        if args.engine == "ray":
+        # A Ray cluster makes the Ray engine available (deploy(engine="ray")); --engine ray makes it
+        # the default. RAY_ADDRESS is read only then: a shell's Ray setting alone joins no cluster.
+        address = (args.ray_address or os.environ.get("NBSERVE_RAY_ADDRESS")
+                   or (os.environ.get("RAY_ADDRESS") if args.engine == "ray" else None))
+        if args.engine == "ray" and not address:
+            print("nbserve agent: --engine ray needs --ray-address HOST:PORT (or RAY_ADDRESS)", file=sys.stderr)
+            return 2
+        if address:
             from ._agent._main import RayTarget
 
-            address = args.ray_address or os.environ.get("RAY_ADDRESS")
-            if not address:
-                print("nbserve agent: --engine ray needs --ray-address HOST:PORT (or RAY_ADDRESS)", file=sys.stderr)
-                return 2
-            ray = RayTarget(address, args.ray_http_port)
+            ray = RayTarget(address, args.ray_http_port, default=args.engine == "ray")
         return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure,
                    memory_budget=args.memory_budget, ray=ray)
     if args.action == "init-tls":
@@ -383,12 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="versions' own environments install only what uv's cache or --find-links holds "
                             "(run and start)")
     agent.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="where versions run: local bentoml serve processes, or a Ray Serve cluster "
-                            "(run and start; docs/ray.md)")
+                       help="where versions run unless their deploy says: local bentoml serve processes, or "
+                            "the Ray Serve cluster of --ray-address (run and start; docs/ray.md)")
     agent.add_argument("--ray-address", default=None,
-                       help="the Ray cluster's address, HOST:PORT (with --engine ray; default: RAY_ADDRESS)")
+                       help="a Ray cluster's address, HOST:PORT: versions deployed with engine=\"ray\" run on it "
+                            "(default: NBSERVE_RAY_ADDRESS; with --engine ray, RAY_ADDRESS too)")
     agent.add_argument("--ray-http-port", type=int, default=8000,
-                       help="Ray Serve's HTTP port on this host, bound to 127.0.0.1 (with --engine ray)")
+                       help="Ray Serve's HTTP port on this host, bound to 127.0.0.1 (with a Ray cluster)")
     agent.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (run and start)")
     agent.add_argument("--tls-key", default=None, help="... and this private key (run and start)")
     agent.add_argument("--insecure", action="store_true",

@@ -266,14 +266,17 @@ class Deployment:
     def scale(self, *, workers: int | None = None, memory: str | int | None = None,
               cpus: float | str | None = None, idle_timeout: str | None = None,
               batching: bool | None = None, max_batch_size: int | None = None,
-              max_latency_ms: float | None = None) -> "Deployment":
-        """Change workers, memory/CPU caps, the idle timeout (``"none"`` removes a cap or
-        the timeout) or adaptive batching (``batching=False`` turns it off; ``max_batch_size``
-        or ``max_latency_ms`` alone change that knob). The live server is replaced without
-        dropping a request: the new one starts beside it, takes the traffic once ready, and
-        the old one drains."""
+              max_latency_ms: float | None = None, replicas: int | None = None,
+              autoscaling: dict[str, Any] | bool | None = None) -> "Deployment":
+        """Change workers (``replicas`` on Ray), memory/CPU caps, the idle timeout (``"none"``
+        removes a cap or the timeout), adaptive batching (``batching=False`` turns it off;
+        ``max_batch_size`` or ``max_latency_ms`` alone change that knob) or, for a version on
+        Ray, its autoscaling (a mapping as ``deploy`` takes it; ``False``: a fixed count). The
+        live server is replaced without dropping a request: the new one starts beside it,
+        takes the traffic once ready, and the old one drains."""
         body = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
-                            batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+                            batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
+                            replicas=replicas, autoscaling=autoscaling)
         seen = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": 1})
         self._data = self._client.post(f"/v1/deployments/{self.name}/scale", json={**body, "actor": actor()},
                                        timeout=600)

@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ._runtimes import DEFAULT_RUNTIME, RUNTIMES
-from ._settings import add_serving_flags, serving_arguments
+from ._settings import ENGINES, add_serving_flags, serving_arguments
 from .errors import NbserveError
 
 USAGE = """\
@@ -24,6 +24,8 @@ USAGE = """\
         [--packages DIST==VERSION,...] [--runtime auto|onnx|native]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
+        [--engine local|ray] [--replicas N] [--min-replicas 0] [--max-replicas 8]
+        [--target-ongoing-requests 4] [--downscale-delay 30s]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
 %deploy --history NAME
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--sticky-header")
     add_serving_flags(p)
+    p.add_argument("--engine", choices=ENGINES)
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     p.add_argument("--method")
@@ -166,7 +169,7 @@ class DeployMagics(Magics):
             skip_parity=args.skip_parity, sticky_header=args.sticky_header,
             intended_use=args.intended_use, limitations=args.limitations,
             method=args.method, methods=args.methods, packages=args.packages, runtime=args.runtime,
-            **serving_arguments(args),
+            engine=args.engine, **serving_arguments(args),
         )
 
     def _lookup(self, expression: str, what: str) -> Any:

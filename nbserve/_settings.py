@@ -16,8 +16,9 @@ from typing import Any
 
 from .errors import InvalidArgument
 
-__all__ = ["SERVING_KNOBS", "BATCHING_KNOBS", "SERVING_SETTINGS", "ReleasePlan", "Setting", "add_serving_flags",
-           "check_serving_json", "knob_row", "serving_arguments", "serving_body", "workers_option"]
+__all__ = ["AUTOSCALING_KNOBS", "BATCHING_KNOBS", "DEPLOY_SETTINGS", "ENGINES", "SERVING_KNOBS", "SERVING_SETTINGS",
+           "ReleasePlan", "Setting", "add_serving_flags", "check_serving_json", "knob_row", "serving_arguments",
+           "serving_body", "workers_option"]
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,43 @@ BATCHING_KNOBS = (
             api_description="the longest a request may wait for its batch's answer; "
                             "past it the request is answered 503"),
 )
-# The serving fields of a deploy's ``serving`` and of a scale's body: the knobs, batching folded into one.
-SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching")
+# Ray Serve's autoscaler (a Ray version only): the field of a deploy or a scale is one mapping,
+# {"min", "max", "target_ongoing_requests", "downscale_delay"}; a flag is one key of it.
+AUTOSCALING_KNOBS = (
+    Setting("min", int, "the fewest replicas Ray keeps (0: scale to zero; turns autoscaling on)", (int,),
+            "an integer", minimum=0, maximum=64, api_description="the fewest replicas (0: none when idle)"),
+    Setting("max", int, "the most replicas Ray starts (turns autoscaling on)", (int,), "an integer",
+            minimum=1, maximum=64, api_description="the most replicas"),
+    Setting("target_ongoing_requests", float, "requests in flight per replica Ray aims for (turns autoscaling on)",
+            (int, float), "a number", minimum=0, maximum=10_000,
+            api_description="requests in flight per replica the autoscaler aims for"),
+    Setting("downscale_delay", str, 'how long load must stay low before a replica goes, e.g. "30s"', (str, int, float),
+            'a duration such as "30s"', api_description='e.g. "30s": how long load stays low before a replica '
+                                                         "is removed"),
+)
+AUTOSCALING_FLAGS = {"min": "--min-replicas", "max": "--max-replicas"}  # "--min" alone would say nothing
+ENGINES = ("local", "ray")  # where a version can run: bentoml serve here, or the agent's Ray cluster
+# The serving fields of a deploy's ``serving`` and of a scale's body: the knobs, batching and
+# autoscaling folded into one each; a deploy may also name the engine its version runs on.
+SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching", "autoscaling")
+DEPLOY_SETTINGS = (*SERVING_SETTINGS, "engine")
 
 
 def knob_row(name: str) -> Setting:
-    """The row of a serving or batching knob, by name."""
-    return next(row for row in (*SERVING_KNOBS, *BATCHING_KNOBS) if row.name == name)
+    """The row of a serving, batching or autoscaling knob, by name."""
+    return next(row for row in (*SERVING_KNOBS, *BATCHING_KNOBS, *AUTOSCALING_KNOBS) if row.name == name)
+
+
+def autoscaling_flag(knob: Setting) -> str:
+    return AUTOSCALING_FLAGS.get(knob.name, knob.flag)
+
+
+def replicas_as_workers(workers: int | None, replicas: int | None) -> int | None:
+    """``replicas`` is how Ray says ``workers``: one count, either name, not two different ones."""
+    if replicas is not None and workers is not None and replicas != workers:
+        raise InvalidArgument(f"replicas={replicas} and workers={workers} name the same count",
+                              hint="give one: replicas on Ray, workers on the local engine")
+    return workers if workers is not None else replicas
 
 _BATCHING_HELP = "BentoML's adaptive batching on (--batching) or off (--no-batching)"
 
@@ -103,27 +134,48 @@ def batching_setting(batching: bool | None, max_batch_size: int | None,
 def serving_body(*, workers: int | None = None, memory: str | int | None = None,
                  cpus: float | str | None = None, idle_timeout: str | None = None,
                  batching: bool | None = None, max_batch_size: int | None = None,
-                 max_latency_ms: float | None = None) -> dict[str, Any]:
+                 max_latency_ms: float | None = None, replicas: int | None = None,
+                 autoscaling: bool | dict[str, Any] | None = None) -> dict[str, Any]:
     """The serving arguments as the agent's JSON takes them (``serving`` of a deploy, the body of
-    ``.../scale``): only those given, batching folded into one field."""
-    body = {"workers": workers, "memory": memory, "cpus": cpus, "idle_timeout": idle_timeout,
-            "batching": batching_setting(batching, max_batch_size, max_latency_ms)}
+    ``.../scale``): only those given, batching folded into one field, ``replicas`` as ``workers``."""
+    if autoscaling is not None and not isinstance(autoscaling, (bool, dict)):
+        raise InvalidArgument(f"autoscaling must be a mapping or False, not {autoscaling!r}",
+                              hint='e.g. autoscaling={"min": 0, "max": 4, "target_ongoing_requests": 2}')
+    body = {"workers": replicas_as_workers(workers, replicas), "memory": memory, "cpus": cpus,
+            "idle_timeout": idle_timeout, "batching": batching_setting(batching, max_batch_size, max_latency_ms),
+            "autoscaling": autoscaling}
     return {k: v for k, v in body.items() if v is not None}
 
 
 def add_serving_flags(parser: argparse.ArgumentParser) -> None:
-    """``--workers``, ``--memory``, ..., ``--[no-]batching``, ``--max-batch-size``, ``--max-latency-ms``."""
+    """``--workers`` (or ``--replicas``), ``--memory``, ..., ``--[no-]batching``, ``--max-batch-size``,
+    ``--max-latency-ms``, ``--[no-]autoscaling``, ``--min-replicas``, ``--max-replicas``, ..."""
     for knob in SERVING_KNOBS:
         parser.add_argument(knob.flag, type=knob.flag_type, help=knob.flag_help)
+    parser.add_argument("--replicas", type=int, help="Ray replicas of the version (Ray's name for --workers)")
     parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None, help=_BATCHING_HELP)
     for knob in BATCHING_KNOBS:
         parser.add_argument(knob.flag, type=knob.flag_type, help=knob.flag_help)
+    parser.add_argument("--autoscaling", action=argparse.BooleanOptionalAction, default=None,
+                        help="Ray Serve's autoscaler for a Ray version (--no-autoscaling: a fixed count)")
+    for knob in AUTOSCALING_KNOBS:
+        parser.add_argument(autoscaling_flag(knob), dest=f"autoscaling_{knob.name}", type=knob.flag_type,
+                            help=knob.flag_help)
 
 
 def serving_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The serving flags parsed by ``add_serving_flags`` as keyword arguments of ``deploy``/``scale``."""
-    names = [knob.name for knob in SERVING_KNOBS] + ["batching"] + [knob.name for knob in BATCHING_KNOBS]
-    return {name: getattr(args, name) for name in names}
+    names = [knob.name for knob in SERVING_KNOBS] + ["batching", "replicas"] + [knob.name for knob in BATCHING_KNOBS]
+    found = {name: getattr(args, name) for name in names}
+    knobs = {knob.name: getattr(args, f"autoscaling_{knob.name}") for knob in AUTOSCALING_KNOBS}
+    knobs = {name: value for name, value in knobs.items() if value is not None}
+    if args.autoscaling is False:
+        if knobs:
+            raise InvalidArgument("--no-autoscaling and the autoscaling flags contradict each other")
+        found["autoscaling"] = False
+    elif knobs or args.autoscaling:
+        found["autoscaling"] = knobs
+    return found
 
 
 def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:

@@ -160,6 +160,70 @@ def test_a_node_lost_under_load_costs_at_most_the_requests_in_flight(cluster, ra
     assert kinds.index("replica_lost") < kinds.index("replica_restored"), kinds  # oldest first
 
 
+def test_a_canary_on_ray_beside_a_live_version_served_locally(cluster, ray_home, iris, forest, tree):
+    """Each version runs on the engine its deploy named; the split stays in the agent's proxy."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "ray-mixed", X_test, engine="local", progress=False)
+    assert not [a for a in cluster.applications() if a.startswith("nbserve-ray-mixed-")], "v1 runs here, not on Ray"
+    rows = X_test[:3].to_dict("records")
+    with Load(dep.url, rows) as load:
+        time.sleep(1.0)
+        dep = nbserve.deploy(tree, "ray-mixed", X_test, engine="ray", canary=50, progress=False)
+        assert any(a.startswith("nbserve-ray-mixed-v2-") for a in cluster.applications())
+        row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-mixed")
+        assert row["engine"] == "local+ray" and {r["version"] for r in row["replicas"]} == {2}
+        time.sleep(3.0)
+        dep.promote()
+        time.sleep(1.0)
+        dep.rollback()  # back to the local v1, which stayed warm
+        time.sleep(1.0)
+    assert not load.failures, load.failures[:5]
+    assert load.versions == {"1", "2"} and load.ok > 20, (load.ok, load.versions)
+    np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
+    # a later deploy keeps the deployment's last engine; autoscaling is Ray's alone
+    with pytest.raises(nbserve.errors.InvalidArgument, match="autoscaling needs the Ray engine"):
+        nbserve.deploy(tree, "ray-mixed", X_test, engine="local", autoscaling={"min": 0}, progress=False)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(1.0)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def test_autoscaling_from_zero_holds_the_next_request_and_scale_changes_a_live_ray_version(
+        cluster, ray_home, iris, forest):
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "ray-auto", X_test, engine="ray", progress=False,
+                         autoscaling={"min": 0, "max": 2, "downscale_delay": "2s"})
+    row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-auto")
+    assert row["autoscaling"]["min"] == 0 and row["autoscaling"]["max"] == 2
+    _wait_for(lambda: cluster.replicas("nbserve-ray-auto-v1-") == [], 90, "Ray stopped the idle replica")
+    # no replica: the request waits for Ray to start one, and is answered
+    answer = httpx.post(f"{dep.url}/predict", json={"data": X_test[:3].to_dict("records")}, trust_env=False,
+                        timeout=120)
+    assert answer.status_code == 200 and answer.json() == forest.predict(X_test[:3]).tolist()
+    assert len(cluster.replicas("nbserve-ray-auto-v1-")) >= 1
+    assert "replica_lost" not in set(dep.events()["kind"]), "a replica the autoscaler removed was not lost"
+
+    # a fixed count again, live: the new application takes the traffic, no request dropped
+    rows = X_test[:3].to_dict("records")
+    with Load(dep.url, rows) as load:
+        time.sleep(1.0)
+        dep.scale(autoscaling=False, replicas=2)
+        time.sleep(1.0)
+    assert not load.failures and load.ok > 10, (load.ok, load.failures[:5])
+    apps = [a for a in cluster.applications() if a.startswith("nbserve-ray-auto-v1-")]
+    assert len(apps) == 1, f"the old application was deleted once the new one served: {apps}"
+    assert len(cluster.replicas(apps[0])) == 2
+    row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-auto")
+    assert row["autoscaling"] is None and row["workers"] == 2
+
+
 def test_an_agent_that_crashed_adopts_its_applications_when_it_starts_again(cluster, ray_home, iris, forest):
     import signal
 

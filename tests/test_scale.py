@@ -74,6 +74,9 @@ def test_two_workers_both_answer_and_scale_changes_them_without_dropping_a_reque
     assert nbserve.top().loc["wide-model", "workers"] == 1 and nbserve.top().loc["wide-model", "servers"] == 1
     scaled = dep.events().query("kind == 'scaled'").iloc[-1]
     assert "1 worker(s)" in scaled["message"]
+    with pytest.raises(errors.InvalidArgument, match="does not autoscale"):  # Ray's knob, on a local version
+        dep.scale(autoscaling={"max": 4})
+    assert dep._client.get("/v1/deployments/wide-model/config")["autoscaling"] is None
     np.testing.assert_array_equal(dep.predict(X_test), forest.predict(X_test))
 
 
@@ -83,6 +86,16 @@ def test_bad_settings_are_refused_before_anything_exists(module_home, iris, fore
         nbserve.deploy(forest, "never", X_test, memory="10M", progress=False)
     with pytest.raises(errors.InvalidArgument, match="workers"):
         nbserve.deploy(forest, "never", X_test, workers=0, progress=False)
+    # Ray's settings on an agent without a Ray cluster, or on the local engine: named, nothing made
+    with pytest.raises(errors.InvalidArgument, match="no 'ray' engine") as info:
+        nbserve.deploy(forest, "never", X_test, engine="ray", progress=False)
+    assert "--ray-address" in info.value.hint
+    with pytest.raises(errors.InvalidArgument, match="autoscaling needs the Ray engine"):
+        nbserve.deploy(forest, "never", X_test, autoscaling={"min": 0}, progress=False)
+    with pytest.raises(errors.InvalidArgument, match="name the same count"):
+        nbserve.deploy(forest, "never", X_test, workers=2, replicas=3, progress=False)
+    with pytest.raises(errors.InvalidArgument, match="engine must be one of"):
+        nbserve.deploy(forest, "never", X_test, engine="k8s", progress=False)
     with pytest.raises(errors.DeploymentNotFound):
         nbserve.get("never")
     assert parse_memory("1.5G") == int(1.5 * 2**30) and parse_memory("512MiB") == 512 * 2**20

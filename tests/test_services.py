@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -25,6 +25,7 @@ from nbserve._config import Home
 
 @dataclass(eq=False)
 class FakeServer:
+    engine: ClassVar[str] = "local"
     deployment: str
     version: int
     port: int
@@ -73,7 +74,7 @@ class FakeEngine:
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False, environment: Any = None) -> FakeServer:
+                    replace: bool = False, environment: Any = None, autoscaling: Any = None) -> FakeServer:
         self.environments.append(environment)
         if self.fail_next:
             message, self.fail_next = self.fail_next, None

@@ -1,9 +1,11 @@
 """The engine seam: where a deployment's versions run.
 
-The services talk to an :class:`Engine`, never to ``bentoml serve``. Today's engine is the
+The services talk to an :class:`Engine`, never to ``bentoml serve``. Every agent has the
 local one, :class:`~nbserve._agent._supervisor.Supervisor` (``bentoml serve`` processes on
 this host, each tree recorded and stopped); an engine that hands versions to another
-system (Ray Serve, Kubernetes) is a new class with these methods. A running version is a
+system (:class:`~nbserve._agent._ray_engine.RayEngine`, Kubernetes) is a new class with these
+methods. :class:`~nbserve._agent._engines.Engines` holds an agent's engines and sends each
+version to its own. A running version is a
 :class:`ServedVersion`: where it answers and what it runs with.
 """
 
@@ -33,6 +35,7 @@ def rss_of(processes: Iterable[psutil.Process]) -> int:
 class ServedVersion(Protocol):
     """One running server of a version, as the services see it."""
 
+    engine: str  # the name of the engine that runs it
     deployment: str
     version: int
     port: int
@@ -74,11 +77,14 @@ class Engine(Protocol):
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False, environment: EnvSpec | None = None) -> Any:
+                    replace: bool = False, environment: EnvSpec | None = None,
+                    autoscaling: dict[str, Any] | None = None) -> Any:
         """Start a version's server and return it once it answers ``/readyz``; with
         ``replace``, a second server of the same version may run beside the first.
         ``environment``: the Python and pins the version was built with, which the engine
-        provides (the local one: an environment of its own when the agent's differs)."""
+        provides (the local one: an environment of its own when the agent's differs).
+        ``autoscaling``: bounds for an engine that scales replicas itself (Ray); one that
+        cannot refuses it (``InvalidArgument``)."""
         ...
 
     async def stop(self, proc: Any, *, expected: bool = True, grace: float = ...) -> None: ...

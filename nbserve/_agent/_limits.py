@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._settings import knob_row
+from .._windows import parse_window
 from ..errors import InvalidArgument
 
 CGROUP_ROOT = Path(os.environ.get("NBSERVE_CGROUP_ROOT", "/sys/fs/cgroup"))
@@ -88,6 +89,41 @@ def parse_batching(value: bool | dict | None) -> dict | None:
         raise InvalidArgument(f"max_latency_ms must be {wait.bounds_text}, got {latency!r}",
                               hint="the longest a request may wait for its batch to be answered")
     return {"max_batch_size": size, "max_latency_ms": latency}
+
+
+AUTOSCALING_DEFAULTS = {"min": 1, "max": 4, "target_ongoing_requests": 2, "downscale_delay": "10m"}
+
+
+def parse_autoscaling(value: bool | dict | None) -> dict | None:
+    """``None``/``False``: a fixed count of replicas; ``True`` or a mapping of ``min``, ``max``,
+    ``target_ongoing_requests`` and ``downscale_delay``: Ray Serve's autoscaler, over the defaults."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"autoscaling must be true, false or a mapping, got {value!r}",
+                              hint='e.g. {"min": 0, "max": 8, "target_ongoing_requests": 4}')
+    unknown = set(value) - set(AUTOSCALING_DEFAULTS)
+    if unknown:
+        raise InvalidArgument(f"unknown autoscaling setting(s): {', '.join(sorted(map(str, unknown)))}",
+                              hint=", ".join(AUTOSCALING_DEFAULTS))
+    found = {**AUTOSCALING_DEFAULTS, **value}
+    if "max" not in value and isinstance(found["min"], int):
+        found["max"] = max(found["max"], found["min"], 1)  # min=6 alone is not refused for max's default
+    for name in ("min", "max"):
+        row = knob_row(name)
+        if isinstance(found[name], bool) or not isinstance(found[name], int) or not row.within(found[name]):
+            raise InvalidArgument(f"autoscaling {name} must be a whole number of replicas {row.bounds_text}, "
+                                  f"got {found[name]!r}")
+    if found["max"] < found["min"]:
+        raise InvalidArgument(f"autoscaling max ({found['max']}) is below min ({found['min']})")
+    target, row = found["target_ongoing_requests"], knob_row("target_ongoing_requests")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= (row.maximum or 0):
+        raise InvalidArgument(f"target_ongoing_requests must be a number above 0 and up to {row.maximum}, "
+                              f"got {target!r}")
+    parse_window(found["downscale_delay"])
+    return found
 
 
 @dataclass(frozen=True)

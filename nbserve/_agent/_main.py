@@ -244,14 +244,15 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         _set_aside_damaged_metrics(home, registry)
         tokens = Tokens(registry, token)
         tls: Any = server_context(exposure.tls_cert, exposure.tls_key) if exposure.tls_cert else None
-        engine = None
-        if ray is not None:  # versions go to a Ray Serve cluster (the local engine otherwise)
+        others = {}
+        if ray is not None:  # versions deployed with engine="ray" (all, if it is the default) go to Ray Serve
             from ._ray_engine import RayEngine
 
-            engine = RayEngine(home, registry, address=ray.address, http_port=ray.http_port)
+            others["ray"] = RayEngine(home, registry, address=ray.address, http_port=ray.http_port)
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
                           predict_auth=exposure.default_predict_auth(host),
-                          public_host=exposure.public_host or _public_host(host), engine=engine)
+                          public_host=exposure.public_host or _public_host(host), others=others,
+                          default_engine="ray" if ray is not None and ray.default else "local")
         manager.capacity.memory_budget = memory_budget
         scheduler = Scheduler(home, registry, revert=manager.deployments.revert)
         stop = asyncio.Event()
@@ -328,10 +329,11 @@ def _public_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class RayTarget:
-    """The Ray cluster an agent on the Ray engine hands its versions to."""
+    """The Ray cluster an agent hands its Ray versions to."""
 
     address: str  # the cluster's GCS address, HOST:PORT (what `ray start --head` printed)
     http_port: int = 8000  # Ray Serve's HTTP ingress on this host (bound to 127.0.0.1)
+    default: bool = True  # every version runs there unless its deploy says engine="local"
 
 
 def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,

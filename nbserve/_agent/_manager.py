@@ -5,7 +5,9 @@ The REST API (``_agent/_rest/``), the panel state (``_agent/_state.py``), the sc
 and the Prometheus exporter call the services through this object:
 ``manager.deployments.deploy(...)``, ``manager.rollouts.promote(...)``,
 ``manager.capacity.scale(...)``, ``manager.readings.latency(...)``. Passing ``engine``
-or ``monitor`` builds the services around other implementations (fakes in unit tests).
+(the local one) or ``monitor`` builds the services around other implementations (fakes in
+unit tests); ``others`` are the engines beside the local one (Ray), ``default_engine`` the
+one a version runs on when its deploy names none.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from .._config import Home
 from ._access import Tokens
 from ._engine import Engine
+from ._engines import Engines
 from ._envs import Environments
 from ._monitor import Monitor, MonitorSettings
 from ._registry import Registry
@@ -41,11 +44,12 @@ class Manager:
     def __init__(self, home: Home, registry: Registry, *, stable_host: str = "127.0.0.1",
                  monitor_settings: MonitorSettings | None = None, tls: Any = None,
                  tokens: Tokens | None = None, predict_auth: str = "open", public_host: str | None = None,
-                 engine: Engine | None = None, monitor: Monitor | None = None) -> None:
+                 engine: Engine | None = None, monitor: Monitor | None = None,
+                 others: dict[str, Engine] | None = None, default_engine: str = "local") -> None:
         self.home = home
         self.registry = registry
         # The engine reports exits and broken caps through these; the services exist by then.
-        self.engine: Engine = engine or Supervisor(
+        local: Engine = engine or Supervisor(
             home, registry,
             on_exit=lambda proc: self.deployments.on_process_exit(proc),
             on_limit=lambda proc, what: self.capacity.on_memory_limit(proc, what),
@@ -53,6 +57,7 @@ class Manager:
             on_environment=lambda name, number, what, data: self.deployments.on_environment(
                 name, number, what, data),
         )
+        self.engine = Engines(local, others, default=default_engine)
         engine_ = self.engine
         self.monitor = monitor or Monitor(home.metrics, settings=monitor_settings or MonitorSettings.from_env(),
                                           processes=lambda: list(engine_.processes.values()))
@@ -65,7 +70,7 @@ class Manager:
         self.rollouts = Rollouts(self.fleet, self.readings)
         self.capacity = Capacity(self.fleet, self.checks)
         self.deployments = Deployments(self.fleet, self.checks, self.rollouts, self.capacity)
-        self.environments = EnvironmentsService(self.fleet, getattr(self.engine, "environments", None) or Environments(home))
+        self.environments = EnvironmentsService(self.fleet, self.engine.environments or Environments(home))
         self.routes = StableRoutes(self.fleet, self.readings)
 
     @property

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psutil
@@ -31,6 +31,7 @@ from .. import errors
 from .._config import Home
 from .._events import Event
 from .._service_template import BATCHING_ENV, VERSION_ENV
+from .._windows import parse_window
 from ._engine import rss_of
 from ._envs import EnvSpec
 from ._limits import Limits
@@ -47,14 +48,16 @@ DEFAULT_HTTP_PORT = 8000  # Ray Serve's own default
 class RayVersion:
     """One running server of a version on Ray: a Serve application and its replicas."""
 
+    engine: ClassVar[str] = "ray"
     deployment: str
     version: int
     bento_tag: str
     port: int  # Ray Serve's HTTP port on this host
     app: str  # the Serve application's name
     log_path: Path
-    workers: int = 1  # replicas
+    workers: int = 1  # replicas (with autoscaling: the ones running when last looked at)
     limits: Limits = field(default_factory=Limits)
+    autoscaling: dict[str, Any] | None = None  # Ray Serve's autoscaler bounds, when it chooses the count
     batching: dict[str, Any] | None = None
     ready_seconds: float | None = None
     stopping: bool = False
@@ -146,7 +149,8 @@ class RayEngine:
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False, environment: EnvSpec | None = None) -> RayVersion:
+                    replace: bool = False, environment: EnvSpec | None = None,
+                    autoscaling: dict[str, Any] | None = None) -> RayVersion:
         key = (deployment, version)
         existing = self.processes.get(key)
         if existing is not None and existing.alive() and not replace:
@@ -155,9 +159,11 @@ class RayEngine:
         log_path = self.home.version_log(deployment, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         proc = RayVersion(deployment, version, bento_tag, self.http_port, app_name(deployment, version), log_path,
-                          workers=workers, limits=limits, batching=batching)
+                          workers=workers, limits=limits, batching=batching, autoscaling=autoscaling)
+        count = (f"{autoscaling['min']} to {autoscaling['max']} replicas, autoscaled" if autoscaling
+                 else f"{workers} replica(s)")
         with log_path.open("a") as handle:
-            handle.write(f"\n--- nbserve: {bento_tag} as Ray Serve application {proc.app} ({workers} replica(s)) "
+            handle.write(f"\n--- nbserve: {bento_tag} as Ray Serve application {proc.app} ({count}) "
                          f"at {time.ctime()}; the replicas' logs are in the Ray session's logs/serve/\n")
         env = {"BENTOML_HOME": str(self.home.bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
                VERSION_ENV: str(version)}
@@ -193,11 +199,14 @@ class RayEngine:
         # so two replicas on a cluster of two or more nodes never share one (Ray's own spreading
         # is best effort, and a node lost would take both)
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        per_node = max(1, math.ceil(proc.workers / max(nodes, 1)))
+        most = proc.autoscaling["max"] if proc.autoscaling else proc.workers
+        per_node = max(1, math.ceil(most / max(nodes, 1)))
+        count: dict[str, Any] = {"num_replicas": proc.workers}
+        if proc.autoscaling:
+            count = {"autoscaling_config": ray_autoscaling(proc.autoscaling)}
         ingress = serve.ingress(app_builder(proc.bento_tag))()
-        deployment = serve.deployment(ingress, name=f"v{proc.version}", num_replicas=proc.workers,
-                                      ray_actor_options=options, max_ongoing_requests=64,
-                                      max_replicas_per_node=per_node)
+        deployment = serve.deployment(ingress, name=f"v{proc.version}", ray_actor_options=options,
+                                      max_ongoing_requests=64, max_replicas_per_node=per_node, **count)
         serve.run(deployment.bind(), name=proc.app, route_prefix=proc.prefix, blocking=False)
 
     async def _wait_ready(self, proc: RayVersion, started: float) -> None:
@@ -283,7 +292,11 @@ class RayEngine:
 
     def sweep_servers(self) -> list[str]:
         """Delete the Serve applications of nbserve's that no version of this agent runs (a
-        previous agent's, stopped without deleting them)."""
+        previous agent's, stopped without deleting them). Without a record of one, and not yet
+        joined, the cluster is left alone: an agent that may serve on Ray but does not yet
+        starts without waiting for it."""
+        if not self._connected and not any(r.server_id.startswith(APP_PREFIX) for r in self.registry.servers()):
+            return []
         try:
             with self._lock:
                 self._connect()
@@ -324,7 +337,13 @@ class RayEngine:
         before = proc.replicas
         proc.replicas = await self._driver(_replicas, proc.app, self.address)
         if proc.ready and before:
-            self._say_replicas(proc, before)
+            gone = _gone(proc, before)
+            if gone and proc.autoscaling:  # the autoscaler removes replicas: lost only with their node
+                nodes = await self._driver(_alive_nodes)
+                gone = [r for r in gone if r["node"] not in nodes]
+            self._say_replicas(proc, gone)
+        if proc.autoscaling:
+            proc.workers = sum(1 for r in proc.replicas if r["state"] == "ALIVE")
         known = {}
         for replica in proc.replicas:
             pid = replica.get("pid")
@@ -332,24 +351,49 @@ class RayEngine:
                 known[pid] = proc.known.get(pid) or _process(pid)
         proc.known = {pid: p for pid, p in known.items() if p is not None}
 
-
-    def _say_replicas(self, proc: RayVersion, before: list[dict[str, Any]]) -> None:
-        """A replica gone (its node lost, its process dead) or all of them back: an event each."""
-        alive = {r["pid"] for r in proc.replicas if r["state"] == "ALIVE"}
-        lost = [r for r in before if r["state"] == "ALIVE" and r["pid"] not in alive]
+    def _say_replicas(self, proc: RayVersion, lost: list[dict[str, Any]]) -> None:
+        """A replica lost (its node gone, its process dead) or all of them back: an event each."""
+        alive = [r for r in proc.replicas if r["state"] == "ALIVE"]
+        wanted = max(proc.autoscaling["min"], 1) if proc.autoscaling else proc.workers
         for replica in lost:
             proc.short_of = True
             self.registry.add_event(
                 Event.REPLICA_LOST, f"a replica of v{proc.version} on node {str(replica['node'])[:12]} is gone; "
-                f"Ray Serve replaces it ({len(alive)} of {proc.workers} alive)",
+                f"Ray Serve replaces it ({len(alive)} of {wanted} alive)",
                 deployment=proc.deployment, version=proc.version, data={**replica, "alive": len(alive)})
-        if proc.short_of and not lost and len(alive) >= proc.workers:
+        if proc.short_of and not lost and len(alive) >= wanted:
             proc.short_of = False
-            nodes = sorted({str(r["node"])[:12] for r in proc.replicas if r["state"] == "ALIVE"})
+            nodes = sorted({str(r["node"])[:12] for r in alive})
             self.registry.add_event(
-                Event.REPLICA_RESTORED, f"v{proc.version} has its {proc.workers} replica(s) again, on "
+                Event.REPLICA_RESTORED, f"v{proc.version} has its {len(alive)} replica(s) again, on "
                 f"{', '.join(nodes)}", deployment=proc.deployment, version=proc.version,
                 data={"replicas": proc.replicas})
+
+
+def _gone(proc: RayVersion, before: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The replicas alive when last looked at and not now."""
+    alive = {r["pid"] for r in proc.replicas if r["state"] == "ALIVE"}
+    return [r for r in before if r["state"] == "ALIVE" and r["pid"] not in alive]
+
+
+def _alive_nodes() -> set[str]:
+    import ray
+
+    return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def ray_autoscaling(bounds: dict[str, Any]) -> dict[str, Any]:
+    """nbserve's autoscaling setting as Ray Serve's ``autoscaling_config``. A version starts with
+    one replica even when ``min`` is 0, so its parity replay and first requests find one; Ray
+    removes it after ``downscale_delay`` without load."""
+    delay = parse_window(bounds["downscale_delay"])
+    return {"min_replicas": bounds["min"], "max_replicas": bounds["max"],
+            "initial_replicas": max(bounds["min"], 1),
+            "target_ongoing_requests": bounds["target_ongoing_requests"],
+            "downscale_delay_s": delay, "downscale_to_zero_delay_s": delay,
+            # Ray's defaults look 30 s back every 10 s: far slower than the delay a user asks for
+            "metrics_interval_s": min(10.0, max(delay / 4, 0.5)), "look_back_period_s": min(30.0, max(delay, 1.0)),
+            "upscale_delay_s": min(30.0, max(delay / 10, 0.5))}
 
 
 def _app_status(name: str) -> str | None:

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import psutil
 from .._config import Home, private_env
 from .._service_template import BATCHING_ENV, VERSION_ENV
 from .._settings import workers_option
-from ..errors import DeployFailed
+from ..errors import DeployFailed, InvalidArgument
 from ._engine import rss_of
 from ._envs import Environments, EnvSpec, Prepared
 from ._limits import Group, Limits, affinity, enforcement
@@ -58,6 +58,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 @dataclass
 class ServingProcess:
     """One running ``bentoml serve`` of one version."""
+
+    engine: ClassVar[str] = "local"
 
     deployment: str
     version: int
@@ -222,11 +224,16 @@ class Supervisor:
 
     async def start(self, deployment: str, version: int, bento_tag: str, *, workers: int = 1,
                     limits: Limits | None = None, batching: dict[str, Any] | None = None,
-                    replace: bool = False, environment: EnvSpec | None = None) -> ServingProcess:
+                    replace: bool = False, environment: EnvSpec | None = None,
+                    autoscaling: dict[str, Any] | None = None) -> ServingProcess:
         """Start a server for one version and wait for ``/readyz``; raise ``DeployFailed``.
 
         ``replace``: start a second server of the version even if one runs (to change its
         workers or caps); the caller switches traffic and stops the old one."""
+        if autoscaling:
+            raise InvalidArgument(
+                "the local engine does not autoscale", hint="set workers (and idle_timeout to scale to zero), "
+                "or deploy the version with engine=\"ray\" to let Ray Serve's autoscaler choose the count")
         existing = self.processes.get((deployment, version))
         if existing and existing.alive() and not replace:
             return existing

@@ -23,11 +23,12 @@ async def scale(name: str, body: ScaleRequest, who: Principal = deploy,
     dropping a request (a new one starts, takes the traffic, the old one drains)."""
     changes = {k: (None if v == "none" else v) for k, v in body.model_dump(exclude={"actor"}).items()
                if v is not None}
-    if isinstance(changes.get("batching"), dict):
-        changes["batching"] = {k: v for k, v in changes["batching"].items() if v is not None}
+    for knobs in ("batching", "autoscaling"):
+        if isinstance(changes.get(knobs), dict):
+            changes[knobs] = {k: v for k, v in changes[knobs].items() if v is not None}
     if not changes:
         raise errors.InvalidArgument("nothing to change",
-                                     hint="give workers, memory, cpus, idle_timeout or batching")
+                                     hint="give workers, memory, cpus, idle_timeout, batching or autoscaling")
     await manager.capacity.scale(name, changes, actor=who.actor(body.actor))
     return deployment_out(manager.fleet.view(name))
 

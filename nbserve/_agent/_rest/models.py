@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..._events import Severity
-from ..._settings import BATCHING_KNOBS, SERVING_KNOBS, Setting
+from ..._settings import AUTOSCALING_KNOBS, BATCHING_KNOBS, SERVING_KNOBS, Setting
 from .._access import DEFAULT_EXPIRY_SECONDS
 from .._schedule_rules import DEFAULT_TIMEOUT, MAX_TIMEOUT
 
@@ -101,8 +101,8 @@ class DeployRequest(BaseModel):
     sticky_header: str | None = Field(default=None, max_length=100,
                                       description="canary routing by a hash of this header's value")
     serving: dict[str, Any] | None = Field(
-        default=None, description="workers, memory, cpus, idle_timeout, batching: set on the deployment "
-                                  "before this version starts")
+        default=None, description="workers, memory, cpus, idle_timeout, batching, autoscaling and engine "
+                                  "(local or ray): set on the deployment before this version starts")
 
 
 class RollbackRequest(BaseModel):
@@ -208,10 +208,24 @@ class BatchingOut(BaseModel):
     max_latency_ms: float
 
 
+AutoscalingIn = create_model(
+    "AutoscalingIn", __config__=ConfigDict(extra="forbid"), **knob_fields(AUTOSCALING_KNOBS),
+    __doc__="Ray Serve's autoscaler for a Ray version; a field left out keeps its current value (or its default).")
+
+
+class AutoscalingOut(BaseModel):
+    min: int
+    max: int
+    target_ongoing_requests: float
+    downscale_delay: str | float
+
+
 ScaleRequest = create_model(
     "ScaleRequest", **knob_fields(SERVING_KNOBS),
     batching=(bool | BatchingIn | None, Field(default=None, description="true/settings: turn adaptive batching "
                                                                         "on or change it; false: off")),
+    autoscaling=(bool | AutoscalingIn | None, Field(default=None, description="true/settings: Ray Serve's "
+                                                    "autoscaler on (a Ray version) or changed; false: off")),
     actor=(str | None, Field(default=None, max_length=200)))
 
 
@@ -242,7 +256,9 @@ class ResourceRow(BaseModel):
                                                   description="how long the last start from zero took")
     environments: list[str] = Field(default_factory=list, description="where its servers run: 'agent' (the "
                                     "agent's own environment) or the keys of their own under NBSERVE_HOME/envs")
-    engine: str = Field(default="local", description="where its versions run: local (bentoml serve) or ray")
+    engine: str = Field(default="local", description="where its versions run: local (bentoml serve), ray, "
+                                                     "or local+ray (a canary on one, the live version on the other)")
+    autoscaling: AutoscalingOut | None = Field(default=None, description="Ray Serve's autoscaler, when on")
     replicas: list[ReplicaOut] = Field(default_factory=list,
                                        description="on the Ray engine: each replica of its running versions")
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..._windows import parse_window
-from ...errors import NbserveError
+from ...errors import InvalidArgument, NbserveError
 from .._engine import ServedVersion
 from .._limits import Limits
 from .._proxy import StableEndpoint
@@ -31,7 +31,14 @@ class Capacity:
         """Change workers or caps and restart the live version's server with them: the new
         server starts beside the old, takes the traffic once ready, then the old one drains."""
         fleet = self.fleet
-        before = fleet.get_row(name).config
+        row = fleet.get_row(name)
+        if changes.get("autoscaling") and row.live_version is not None:
+            engine = fleet.engine_of(name, row.live_version)
+            if engine != "ray":
+                raise InvalidArgument(
+                    f"v{row.live_version} of {name} runs on the {engine} engine, which does not autoscale",
+                    hint="deploy a version with engine=\"ray\" first; here, set workers (and idle_timeout)")
+        before = row.config
         old = fleet.config(name)
         new = fleet.configure(name, changes, actor=actor)
         if all(old[key] == new[key] for key in RESTARTING_SETTINGS):
@@ -66,7 +73,7 @@ class Capacity:
             deployment=name, version=number,
             data={"workers": proc.workers, "memory": proc.limits.memory, "cpus": proc.limits.cpus,
                   "batching": proc.batching,
-                  "enforcement": fleet.engine.enforcement, "ready_seconds": proc.ready_seconds},
+                  "enforcement": fleet.engine.enforcement_of(proc), "ready_seconds": proc.ready_seconds},
         )
         return proc
 
@@ -227,14 +234,18 @@ class Capacity:
                 "rss_bytes": sum(p.rss_bytes() for p in procs),
                 "processes": sum(p.process_count for p in procs),
                 "memory_cap": config["memory"], "cpus_cap": config["cpus"],
-                "enforcement": fleet.engine.enforcement if (config["memory"] or config["cpus"]) else None,
+                "enforcement": ", ".join(sorted({fleet.engine.enforcement_of(p) for p in procs}))
+                               or fleet.engine.enforcement if (config["memory"] or config["cpus"]) else None,
                 "idle_timeout": config["idle_timeout"],
                 "batching": config["batching"],
                 "idle_seconds": (now - last) if last is not None else None,
                 "held": endpoint.held() if endpoint is not None else 0,
                 "last_cold_start_seconds": state.cold_start_seconds,
                 "environments": sorted({p.environment or "agent" for p in procs}),
-                "engine": getattr(fleet.engine, "name", "local"),
+                "engine": "+".join(sorted({p.engine for p in procs})) or (
+                    fleet.engine_of(row.name, row.live_version) if row.live_version else
+                    config["engine"] or fleet.engine.default),
+                "autoscaling": config["autoscaling"],
                 "replicas": [{"version": p.version, **r} for p in procs for r in getattr(p, "replicas", [])],
             })
         return out

@@ -60,8 +60,10 @@ class Deployments:
             raise Conflict("the agent is shutting down", hint="try again in a moment")
         if serving:
             check_serving(serving)  # a wrong one fails before anything exists
+        engine = self._engine_for(name, serving or {})
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.fleet.home)
         metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
+        metadata["engine"] = engine  # where the version runs, for good: a canary may run elsewhere
         if remove_archive:
             archive.unlink(missing_ok=True)
         row = self.registry.get_deployment(name)
@@ -87,6 +89,20 @@ class Deployments:
             )
         self.fleet.spawn(self._roll_out(name, version.number, actor))
         return version
+
+    def _engine_for(self, name: str, serving: dict[str, Any]) -> str:
+        """The engine a new version runs on: the deploy's choice, else the deployment's last,
+        else the agent's default; one the agent lacks, or autoscaling off Ray, is a 400."""
+        row = self.registry.get_deployment(name)
+        config = {**(row.config if row is not None else {}), **serving}
+        engine = config.get("engine") or self.fleet.engine.default
+        self.fleet.engine.get(engine)
+        if config.get("autoscaling") and engine != "ray":
+            raise InvalidArgument(
+                f"autoscaling needs the Ray engine, and this version would run on the {engine} engine",
+                hint="deploy with engine=\"ray\" (--engine ray), or set workers; idle_timeout scales a local "
+                     "deployment to zero")
+        return engine
 
     def _create(self, name: str, stable_port: int | None, actor: str | None) -> DeploymentRow:
         port = stable_port or free_port(self.fleet.stable_host)
@@ -309,7 +325,8 @@ class Deployments:
         way leaves two); stop the others. An engine that records no processes here (Ray)
         finds the version's servers itself, by name."""
         if not recorded:
-            return await self.fleet.engine.adopt([], bento_tag, deployment=name, version=number)
+            return await self.fleet.engine.adopt([], bento_tag, deployment=name, version=number,
+                                                 engine=self.fleet.engine_of(name, number))
         trees: dict[int, list[Any]] = {}
         for proc_row in recorded:
             trees.setdefault(proc_row.root_pid, []).append(proc_row)

@@ -19,7 +19,8 @@ from typing import Any
 from ..._config import Home
 from ...errors import Conflict, DeploymentNotFound, InvalidArgument, VersionNotFound
 from .._access import Tokens
-from .._engine import Engine, ServedVersion
+from .._engine import ServedVersion
+from .._engines import Engines
 from .._envs import EnvSpec
 from .._limits import Limits
 from .._monitor import Monitor
@@ -71,7 +72,7 @@ def upstream_of(proc: ServedVersion) -> Upstream:
 
 
 class Fleet:
-    def __init__(self, home: Home, registry: Registry, engine: Engine, monitor: Monitor, *,
+    def __init__(self, home: Home, registry: Registry, engine: Engines, monitor: Monitor, *,
                  router_for: Callable[[str], Router], stable_host: str = "127.0.0.1",
                  public_host: str | None = None, tls: Any = None, tokens: Tokens | None = None,
                  predict_auth: str = "open") -> None:
@@ -189,8 +190,9 @@ class Fleet:
                 hint=f"settings: {', '.join(DEFAULT_CONFIG)}",
             )
         current = self.config(name)
-        if isinstance(changes.get("batching"), dict) and current["batching"]:
-            changes = {**changes, "batching": {**current["batching"], **changes["batching"]}}  # change one knob
+        for merged_knobs in ("batching", "autoscaling"):  # a mapping given changes the knobs it names
+            if isinstance(changes.get(merged_knobs), dict) and current[merged_knobs]:
+                changes = {**changes, merged_knobs: {**current[merged_knobs], **changes[merged_knobs]}}
         merged = {**current, **changes}
         validate_config(merged)
         before = self.get_row(name).config
@@ -248,8 +250,12 @@ class Fleet:
             state.endpoint = endpoint
         return state.endpoint
 
+    def engine_of(self, name: str, number: int) -> str:
+        """The engine a version runs on: the one its deploy chose, else the agent's default."""
+        return self.get_version(name, number).metadata.get("engine") or self.engine.default
+
     async def start(self, name: str, number: int, bento_tag: str, *, replace: bool = False) -> ServedVersion:
-        """Start a version's server with the deployment's workers and caps."""
+        """Start a version's server on its engine, with the deployment's workers and caps."""
         config = self.config(name)
         batching = config["batching"]
         metadata = self.get_version(name, number).metadata
@@ -259,9 +265,9 @@ class Fleet:
                 "batching_unavailable", f"v{number} was built by an nbserve without batching; it serves unbatched",
                 deployment=name, version=number)
         proc = await self.engine.start(
-            name, number, bento_tag, workers=int(config["workers"]),
+            name, number, bento_tag, engine=metadata.get("engine"), workers=int(config["workers"]),
             limits=Limits(config["memory"], config["cpus"]), batching=batching, replace=replace,
-            environment=EnvSpec.of_version(metadata),
+            environment=EnvSpec.of_version(metadata), autoscaling=config["autoscaling"],
         )
         self.state(name).active_since = asyncio.get_running_loop().time()
         return proc

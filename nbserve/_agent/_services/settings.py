@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._settings import SERVING_SETTINGS, knob_row
+from ..._settings import DEPLOY_SETTINGS, ENGINES, knob_row
 from ..._windows import parse_window
 from ...errors import InvalidArgument
-from .._limits import Limits, parse_batching, parse_cpus, parse_memory
+from .._limits import Limits, parse_autoscaling, parse_batching, parse_cpus, parse_memory
 from .._rollout import check_gates
 
 # What a deployment's config holds unless set (``dep.configure(...)``).
@@ -28,8 +28,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "idle_timeout": None,  # e.g. "15m": stop the servers after this long without requests (scale to zero)
     # BentoML's adaptive batching: None (off) or {"max_batch_size": rows, "max_latency_ms": ms}
     "batching": None,
+    # Ray Serve's autoscaler (Ray versions): None (a fixed count, ``workers``) or
+    # {"min", "max", "target_ongoing_requests", "downscale_delay"}
+    "autoscaling": None,
+    "engine": None,  # where the next version runs: "local", "ray", or None (the agent's default)
 }
-RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching")  # the server must restart to change them
+RESTARTING_SETTINGS = ("workers", "memory", "cpus", "batching", "autoscaling")  # a server restarts to change them
 
 
 def validate_config(config: dict[str, Any]) -> None:
@@ -40,6 +44,9 @@ def validate_config(config: dict[str, Any]) -> None:
     config["memory"] = parse_memory(config["memory"])
     config["batching"] = parse_batching(config["batching"])
     config["cpus"] = parse_cpus(config["cpus"])
+    config["autoscaling"] = parse_autoscaling(config["autoscaling"])
+    if config["engine"] not in (None, *ENGINES):
+        raise InvalidArgument(f"engine must be one of {', '.join(ENGINES)}, got {config['engine']!r}")
     if config["idle_timeout"] is not None:
         parse_window(config["idle_timeout"])
     if config["predict_auth"] not in (None, "token", "open"):
@@ -70,11 +77,11 @@ def validate_config(config: dict[str, Any]) -> None:
 
 
 def check_serving(serving: dict[str, Any]) -> None:
-    """The serving settings a deploy brings (``SERVING_SETTINGS``), checked before anything exists."""
-    unknown = set(serving) - set(SERVING_SETTINGS)
+    """The serving settings a deploy brings (``DEPLOY_SETTINGS``), checked before anything exists."""
+    unknown = set(serving) - set(DEPLOY_SETTINGS)
     if unknown:
         raise InvalidArgument(f"unknown serving setting(s): {', '.join(sorted(unknown))}",
-                              hint=", ".join(SERVING_SETTINGS))
+                              hint=", ".join(DEPLOY_SETTINGS))
     validate_config({**DEFAULT_CONFIG, **serving})
 
 
