@@ -129,6 +129,17 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_text(r: Any) -> str:
+    """``local``; on Ray its replicas and nodes, and the autoscaler's bounds: ``ray 2r/2n 0-4``."""
+    engine = r.get("engine") or "local"
+    replicas = r.get("replicas") or []
+    if "ray" not in engine:
+        return engine
+    text = f"{engine} {len(replicas)}r/{len({x['node'] for x in replicas})}n"
+    scaling = r.get("autoscaling")
+    return text + (f" {scaling['min']}-{scaling['max']}" if isinstance(scaling, dict) else "")
+
+
 def _cmd_top(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -148,9 +159,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
                           if isinstance(r.get("batching"), dict) else "-"),
              "cold_start": "-" if r.get("last_cold_start_seconds") is None else f"{r['last_cold_start_seconds']:.1f}s",
              "env": ",".join(r.get("environments") or []) or "-",
-             # on Ray: its replicas and on how many nodes they run
-             "engine": r.get("engine") or "local" if not r.get("replicas") else
-             f"ray {len(r['replicas'])}r/{len({x['node'] for x in r['replicas']})}n"}
+             "engine": _engine_text(r)}
             for name, r in frame.iterrows()
         ]
         if not args.once:
@@ -354,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_access(sub)
     from ._export import register as register_export
+    from ._export_ray import register as register_export_ray
 
-    register_export(sub)
+    register_export_ray(register_export(sub))
 
     doctor = sub.add_parser("doctor", help="check the registry, metrics file and disk of a home (no agent needed)",
                             description="Run SQLite's integrity_check on registry.sqlite and metrics.sqlite, "

@@ -476,9 +476,10 @@ def _cmd_export_k8s(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """``nbserve export k8s NAME ...``: the parser lives here; ``_cli.build_parser`` calls this."""
-    export = sub.add_parser("export", help="hand a deployment to another engine (Kubernetes manifests)",
+def register(sub: Any) -> Any:
+    """``nbserve export k8s NAME ...``: the parser lives here; ``_cli.build_parser`` calls this
+    and gives the engines' subparsers it returns to ``_export_ray.register``."""
+    export = sub.add_parser("export", help="hand a deployment to another engine (Kubernetes, KubeRay)",
                             description="Write what another engine needs to serve a deployment's version.")
     engines = export.add_subparsers(dest="engine", required=True, metavar="ENGINE")
     k8s = engines.add_parser(
@@ -501,3 +502,4 @@ def register(sub: Any) -> None:
                      help="token (default): a proxy in each pod checks the predict token; open: no check")
     k8s.add_argument("--target", default=None, help="agent to read from (default: local)")
     k8s.set_defaults(func=_cmd_export_k8s)
+    return engines

@@ -33,6 +33,7 @@ class RayCluster:
     address: str
     http_port: int
     env: dict[str, str]
+    dashboard_port: int = 0  # the head's dashboard (Ray's state API, `serve deploy`), on loopback
     nodes: list[str] = field(default_factory=list)  # the custom resource of each node, head first
 
     @classmethod
@@ -43,11 +44,11 @@ class RayCluster:
                "RAY_USAGE_STATS_ENABLED": "0"}
         port = _free_port()
         common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-        cluster = cls(temp_dir, f"127.0.0.1:{port}", _free_port(), env)
+        cluster = cls(temp_dir, f"127.0.0.1:{port}", _free_port(), env, _free_port())
         try:
             cluster._run(ray, "start", "--head", "--port", str(port), "--temp-dir", str(temp_dir),
                          "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                         "--dashboard-port", str(_free_port()), "--resources", json.dumps({"nbserve_head": 1}),
+                         "--dashboard-port", str(cluster.dashboard_port), "--resources", json.dumps({"nbserve_head": 1}),
                          *common)
             cluster.nodes.append("nbserve_head")
             for i in range(workers):

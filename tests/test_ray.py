@@ -5,6 +5,7 @@ drop no request; stopping the agent deletes its applications; nothing of Ray's i
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -196,12 +197,18 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def test_autoscaling_from_zero_holds_the_next_request_and_scale_changes_a_live_ray_version(
-        cluster, ray_home, iris, forest):
+        cluster, ray_home, iris, forest, capsys):
+    from nbserve._cli import main
+
     _, X_test, _, _ = iris
     dep = nbserve.deploy(forest, "ray-auto", X_test, engine="ray", progress=False,
                          autoscaling={"min": 0, "max": 2, "downscale_delay": "2s"})
     row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-auto")
     assert row["autoscaling"]["min"] == 0 and row["autoscaling"]["max"] == 2
+    assert main(["top", "--once"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ray-auto"))
+    # the engine, replicas on nodes (Ray may have removed the idle one already), the autoscaler's bounds
+    assert re.search(r"\bray [01]r/[01]n 0-2\b", line), line
     _wait_for(lambda: cluster.replicas("nbserve-ray-auto-v1-") == [], 90, "Ray stopped the idle replica")
     # no replica: the request waits for Ray to start one, and is answered
     answer = httpx.post(f"{dep.url}/predict", json={"data": X_test[:3].to_dict("records")}, trust_env=False,
@@ -222,6 +229,88 @@ def test_autoscaling_from_zero_holds_the_next_request_and_scale_changes_a_live_r
     assert len(cluster.replicas(apps[0])) == 2
     row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-auto")
     assert row["autoscaling"] is None and row["workers"] == 2
+
+
+def _strict(schema: dict) -> dict:
+    """An OpenAPI schema that refuses unknown fields wherever it lists the known ones (what
+    the API server's strict field validation does), except where the CRD keeps them."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+def test_export_ray_writes_a_rayservice_whose_serve_config_runs_on_a_real_cluster(
+        cluster, ray_home, iris, forest, tmp_path):
+    import gzip
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from nbserve._cli import main
+
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(forest, "ray-export", X_test, engine="ray", memory="512M", cpus=0.5,
+                         autoscaling={"min": 1, "max": 3, "target_ongoing_requests": 4}, progress=False)
+    out = tmp_path / "deploy"
+    assert main(["export", "ray", "ray-export", "--out", str(out), "--registry", "registry.example.com/ml"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["Dockerfile", "README.txt", "build.sh", "nbserve_ray_replica.py",
+                                                     "ray-export-rayservice.yaml", "requirements.txt"]
+    doc = yaml.safe_load((out / "ray-export-rayservice.yaml").read_text())
+    # KubeRay's own CRD schema (tests/data/kuberay/), unknown fields refused
+    crd = json.loads(gzip.decompress((Path(__file__).parent / "data/kuberay/rayservice-v1.schema.json.gz").read_bytes()))
+    jsonschema.validate(doc, _strict(crd))
+    cluster_spec = doc["spec"]["rayClusterConfig"]
+    assert cluster_spec["enableInTreeAutoscaling"] is True
+    assert cluster_spec["workerGroupSpecs"][0]["maxReplicas"] == 3
+    image = cluster_spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("registry.example.com/ml/ray-export-ray:")
+    config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(config)  # and Ray Serve's own schema of that config
+    app = config["applications"][0]
+    deployment = app["deployments"][0]
+    assert deployment["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in deployment
+    assert deployment["ray_actor_options"] == {"num_cpus": 0.5, "memory": 512 * 2**20}
+    assert f"rayproject/ray:" in (out / "Dockerfile").read_text()
+    resolved = dep.metadata(1)["provenance"]["resolved"]
+    assert (out / "requirements.txt").read_text().split() == [p for p in resolved if not p.startswith("ray")]
+
+    # Run that very config on the test cluster with `serve deploy`: only the image's paths become
+    # this host's (the Bento store, the replica module that the image keeps on PYTHONPATH)
+    app["route_prefix"] = "/exported"
+    app["runtime_env"]["env_vars"].update(BENTOML_HOME=str(ray_home.bentoml_home), PYTHONPATH=str(out))
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    serve_cli = str(Path(sys.executable).with_name("serve"))
+    done = subprocess.run([serve_cli, "deploy", str(tmp_path / "serve.yaml"), "-a",
+                           f"http://127.0.0.1:{cluster.dashboard_port}"], env=cluster.env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    try:
+        url = f"http://127.0.0.1:{cluster.http_port}/exported"
+
+        def answers():
+            try:
+                return httpx.get(f"{url}/readyz", trust_env=False, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_for(answers, 120, "the exported application answers /readyz on Ray Serve")
+        answer = httpx.post(f"{url}/predict", json={"data": X_test[:5].to_dict("records")}, trust_env=False,
+                            timeout=30)
+        assert answer.status_code == 200 and answer.json() == forest.predict(X_test[:5]).tolist()
+        bad = httpx.post(f"{url}/predict", json={"data": [{"nope": 1}]}, trust_env=False, timeout=30)
+        assert bad.status_code == 422 and "sepal" in bad.text  # the version's own schema check
+    finally:
+        cluster.query("from ray import serve\nserve.delete('ray-export')\nanswer(True)")
 
 
 def test_an_agent_that_crashed_adopts_its_applications_when_it_starts_again(cluster, ray_home, iris, forest):

@@ -105,6 +105,28 @@ export interface AuditOut {
   hash: string;
 }
 
+/**
+ * Ray Serve's autoscaler for a Ray version; a field left out keeps its current value (or its
+ * default).
+ */
+export interface AutoscalingIn {
+  /** the fewest replicas (0: none when idle) */
+  min?: number | null;
+  /** the most replicas */
+  max?: number | null;
+  /** requests in flight per replica the autoscaler aims for */
+  target_ongoing_requests?: number | null;
+  /** e.g. "30s": how long load stays low before a replica is removed */
+  downscale_delay?: string | number | null;
+}
+
+export interface AutoscalingOut {
+  min: number;
+  max: number;
+  target_ongoing_requests: number;
+  downscale_delay: string | number;
+}
+
 /** BentoML's adaptive batching; a field left out keeps its current value (or BentoML's default). */
 export interface BatchingIn {
   /** rows in one model call */
@@ -148,7 +170,8 @@ export interface DeployRequest {
   /** canary routing by a hash of this header's value */
   sticky_header?: string | null;
   /**
-   * workers, memory, cpus, idle_timeout, batching: set on the deployment before this version starts
+   * workers, memory, cpus, idle_timeout, batching, autoscaling and engine (local or ray): set on
+   * the deployment before this version starts
    */
   serving?: Record<string, unknown> | null;
 }
@@ -407,8 +430,13 @@ export interface ResourceRow {
    * NBSERVE_HOME/envs
    */
   environments?: string[];
-  /** where its versions run: local (bentoml serve) or ray */
+  /**
+   * where its versions run: local (bentoml serve), ray, or local+ray (a canary on one, the live
+   * version on the other)
+   */
   engine?: string;
+  /** Ray Serve's autoscaler, when on */
+  autoscaling?: AutoscalingOut | null;
   /** on the Ray engine: each replica of its running versions */
   replicas?: ReplicaOut[];
 }
@@ -481,6 +509,8 @@ export interface ScaleRequest {
   idle_timeout?: string | null;
   /** true/settings: turn adaptive batching on or change it; false: off */
   batching?: boolean | BatchingIn | null;
+  /** true/settings: Ray Serve's autoscaler on (a Ray version) or changed; false: off */
+  autoscaling?: boolean | AutoscalingIn | null;
   actor?: string | null;
 }
 

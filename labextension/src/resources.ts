@@ -143,6 +143,34 @@ function environmentFact(r: ResourceRow): HTMLElement | null {
   });
 }
 
+/**
+ * Where its versions run when Ray serves one: "ray · 2 replicas on 2 nodes", "autoscaled 0–4",
+ * each replica's version, state, node and process in the tooltip; nothing on the local engine.
+ */
+function engineFact(r: ResourceRow): HTMLElement | null {
+  if (!r.engine || !r.engine.includes('ray')) {
+    return null;
+  }
+  const replicas = r.replicas ?? [];
+  const alive = replicas.filter(x => x.state === 'ALIVE');
+  const nodes = new Set(alive.map(x => x.node));
+  let text = `${r.engine} · ${plural(alive.length, 'replica')} on ${plural(nodes.size, 'node')}`;
+  if (r.autoscaling) {
+    text += ` · autoscaled ${r.autoscaling.min}–${r.autoscaling.max}`;
+  }
+  const each = replicas.map(x => `v${x.version} ${x.state} on node ${(x.node ?? '?').slice(0, 12)} (pid ${x.pid ?? '?'})`);
+  const bounds = r.autoscaling
+    ? `Ray Serve's autoscaler keeps ${r.autoscaling.min} to ${r.autoscaling.max} replicas, aiming at ` +
+      `${r.autoscaling.target_ongoing_requests} requests in flight each; one goes after ${r.autoscaling.downscale_delay} of low load`
+    : 'a fixed count of replicas (Scale… changes it)';
+  return h('span', {
+    class: 'nbserve-res-fact nbserve-res-engine',
+    text,
+    title: `Ray Serve runs these versions on its cluster; ${bounds}` + (each.length ? `\n${each.join('\n')}` : ''),
+    data: { fact: 'engine', engine: r.engine }
+  });
+}
+
 /** The facts of the Resources line (the detail view keeps its Scale… button beside them). */
 export function resourceFacts(r: ResourceRow | null | undefined): HTMLElement {
   if (!r) {
@@ -163,6 +191,7 @@ export function resourceFacts(r: ResourceRow | null | undefined): HTMLElement {
     capsFact(r),
     batchingFact(r),
     environmentFact(r),
+    engineFact(r),
     idleFact(r)
   );
 }
@@ -214,7 +243,7 @@ export class ScaleForm extends Widget {
     });
     this.node.append(
       h('p', { class: 'nbserve-muted', text: 'Leave a field empty to keep it; "none" removes a cap or the idle timeout.' }),
-      row('Workers', this.workers, r ? String(r.workers) : '', 'per server'),
+      row('Workers', this.workers, r ? String(r.workers) : '', r?.engine?.includes('ray') ? 'replicas on Ray' : 'per server'),
       row('Memory cap', this.memory, r ? (r.memory_cap ? fmtBytes(r.memory_cap) : 'none') : '', 'e.g. 1G, 512M'),
       row('CPU cap', this.cpus, r ? (r.cpus_cap ? String(r.cpus_cap) : 'none') : '', 'cores, e.g. 1.5'),
       row('Idle timeout', this.idle, r ? r.idle_timeout ?? 'none' : '', 'e.g. 15m: scale to zero'),

@@ -30,8 +30,7 @@ import psutil
 from .. import errors
 from .._config import Home
 from .._events import Event
-from .._service_template import BATCHING_ENV, VERSION_ENV
-from .._windows import parse_window
+from .._ray_config import MAX_ONGOING, actor_options, deployment_name, ray_autoscaling, replica_env
 from ._engine import rss_of
 from ._envs import EnvSpec
 from ._limits import Limits
@@ -165,15 +164,8 @@ class RayEngine:
         with log_path.open("a") as handle:
             handle.write(f"\n--- nbserve: {bento_tag} as Ray Serve application {proc.app} ({count}) "
                          f"at {time.ctime()}; the replicas' logs are in the Ray session's logs/serve/\n")
-        env = {"BENTOML_HOME": str(self.home.bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
-               VERSION_ENV: str(version)}
-        if batching:
-            import json
-
-            env[BATCHING_ENV] = json.dumps(batching)
-        options: dict[str, Any] = {"num_cpus": limits.cpus or 0, "runtime_env": {"env_vars": env}}
-        if limits.memory:
-            options["memory"] = limits.memory
+        options = actor_options(limits.memory, limits.cpus,
+                                replica_env(version, batching, str(self.home.bentoml_home)))
         started = time.monotonic()
         self.registry.record_server(proc.app, deployment, version, self.http_port)
         try:
@@ -193,7 +185,7 @@ class RayEngine:
         import ray
         from ray import serve
 
-        from .._ray_replica import app_builder
+        from .._ray_replica import version_deployment
 
         # Spread, not just preferred: at most ceil(replicas / nodes) on one node (nodes alive now),
         # so two replicas on a cluster of two or more nodes never share one (Ray's own spreading
@@ -204,9 +196,8 @@ class RayEngine:
         count: dict[str, Any] = {"num_replicas": proc.workers}
         if proc.autoscaling:
             count = {"autoscaling_config": ray_autoscaling(proc.autoscaling)}
-        ingress = serve.ingress(app_builder(proc.bento_tag))()
-        deployment = serve.deployment(ingress, name=f"v{proc.version}", ray_actor_options=options,
-                                      max_ongoing_requests=64, max_replicas_per_node=per_node, **count)
+        deployment = version_deployment(proc.bento_tag, deployment_name(proc.version)).options(
+            ray_actor_options=options, max_ongoing_requests=MAX_ONGOING, max_replicas_per_node=per_node, **count)
         serve.run(deployment.bind(), name=proc.app, route_prefix=proc.prefix, blocking=False)
 
     async def _wait_ready(self, proc: RayVersion, started: float) -> None:
@@ -382,20 +373,6 @@ def _alive_nodes() -> set[str]:
     return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
 
 
-def ray_autoscaling(bounds: dict[str, Any]) -> dict[str, Any]:
-    """nbserve's autoscaling setting as Ray Serve's ``autoscaling_config``. A version starts with
-    one replica even when ``min`` is 0, so its parity replay and first requests find one; Ray
-    removes it after ``downscale_delay`` without load."""
-    delay = parse_window(bounds["downscale_delay"])
-    return {"min_replicas": bounds["min"], "max_replicas": bounds["max"],
-            "initial_replicas": max(bounds["min"], 1),
-            "target_ongoing_requests": bounds["target_ongoing_requests"],
-            "downscale_delay_s": delay, "downscale_to_zero_delay_s": delay,
-            # Ray's defaults look 30 s back every 10 s: far slower than the delay a user asks for
-            "metrics_interval_s": min(10.0, max(delay / 4, 0.5)), "look_back_period_s": min(30.0, max(delay, 1.0)),
-            "upscale_delay_s": min(30.0, max(delay / 10, 0.5))}
-
-
 def _app_status(name: str) -> str | None:
     from ray import serve
 
@@ -442,6 +419,7 @@ def _replicas(name: str, address: str) -> list[dict[str, Any]]:
 def name_part(app: str) -> str:
     """The Serve deployment's name inside an application: ``v<N>``."""
     return app.rsplit("-", 2)[-2]
+
 
 
 def _process(pid: int) -> psutil.Process | None:
