@@ -280,7 +280,7 @@ def test_export_ray_writes_a_rayservice_whose_serve_config_runs_on_a_real_cluste
     deployment = app["deployments"][0]
     assert deployment["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in deployment
     assert deployment["ray_actor_options"] == {"num_cpus": 0.5, "memory": 512 * 2**20}
-    assert f"rayproject/ray:" in (out / "Dockerfile").read_text()
+    assert "rayproject/ray:" in (out / "Dockerfile").read_text()
     resolved = dep.metadata(1)["provenance"]["resolved"]
     assert (out / "requirements.txt").read_text().split() == [p for p in resolved if not p.startswith("ray")]
 
@@ -311,6 +311,33 @@ def test_export_ray_writes_a_rayservice_whose_serve_config_runs_on_a_real_cluste
         assert bad.status_code == 422 and "sepal" in bad.text  # the version's own schema check
     finally:
         cluster.query("from ray import serve\nserve.delete('ray-export')\nanswer(True)")
+
+
+def test_a_version_pinned_to_other_packages_runs_on_ray_with_them(cluster, ray_home):
+    """Ray installs the pins the cluster lacks with uv (runtime_env), over its own Python: the
+    replica answers from the version's scikit-learn, a version beside it from the cluster's."""
+    import sklearn
+
+    from .test_envs import OLD_SKLEARN, TEXTS, Reporter, _index_answers
+
+    why = _index_answers()
+    if why:
+        pytest.skip(f"no package index answers uv here: {why}")
+    dep = nbserve.deploy(Reporter(), "ray-pinned", TEXTS, engine="ray", methods=["predict", "versions"],
+                         progress=False)
+    dep = nbserve.deploy(Reporter(), "ray-pinned", TEXTS, engine="ray", methods=["predict", "versions"],
+                         packages=[f"scikit-learn=={OLD_SKLEARN}"], canary=50, progress=False)
+
+    def answers(path: str) -> list:
+        response = httpx.post(f"{dep.url}{path}", json={"data": TEXTS}, trust_env=False, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert answers("/v/2/versions") == [OLD_SKLEARN] * 3
+    assert answers("/v/1/versions") == [sklearn.__version__] * 3
+    row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-pinned")
+    assert any(e.startswith("ray-uv:") for e in row["environments"]), row["environments"]
+    dep.abort()
 
 
 def test_an_agent_that_crashed_adopts_its_applications_when_it_starts_again(cluster, ray_home, iris, forest):

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from .._config import Home
 from .._events import Event
 from .._ray_config import MAX_ONGOING, actor_options, deployment_name, ray_autoscaling, replica_env
 from ._engine import rss_of
-from ._envs import EnvSpec
+from ._envs import EnvSpec, own_mismatches
 from ._limits import Limits
 from ._registry import Registry
 
@@ -166,6 +167,10 @@ class RayEngine:
                          f"at {time.ctime()}; the replicas' logs are in the Ray session's logs/serve/\n")
         options = actor_options(limits.memory, limits.cpus,
                                 replica_env(version, batching, str(self.home.bentoml_home)))
+        packages = self._packages(version, environment)
+        if packages:  # Ray installs them with uv on each node, over the cluster's own Python
+            options["runtime_env"]["uv"] = {"packages": packages, "uv_pip_install_options": self._uv_options()}
+            proc.environment = f"ray-uv:{environment.key}"  # type: ignore[union-attr]
         started = time.monotonic()
         self.registry.record_server(proc.app, deployment, version, self.http_port)
         try:
@@ -178,6 +183,32 @@ class RayEngine:
         proc.ready_seconds = time.monotonic() - started
         self._ensure_watching()
         return proc
+
+    def _packages(self, version: int, environment: EnvSpec | None) -> list[str]:
+        """The version's pins the cluster's Python lacks (the agent's environment stands for the
+        cluster's, as the agent is one of its drivers); a Python of another minor is refused,
+        since a runtime_env installs packages, not an interpreter."""
+        if environment is None:
+            return []
+        missing = own_mismatches(environment)
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if any(m.startswith("python ") for m in missing):
+            raise errors.EnvironmentFailed(
+                f"v{version} was built with Python {environment.python}, and the Ray cluster runs {running}",
+                hint="deploy it with engine=\"local\" (which builds it an environment with that Python), "
+                     "or from a kernel on the cluster's Python")
+        differs = {m.split(" ", 1)[0] for m in missing}
+        return [pin for pin in environment.packages if pin in differs]
+
+    def _uv_options(self) -> list[str]:
+        """Where uv finds the packages: what the agent's environments use (--find-links,
+        --offline), with uv's cache on (Ray's default, --no-cache, would download each time)."""
+        options: list[str] = []
+        if os.environ.get("NBSERVE_FIND_LINKS"):
+            options += ["--find-links", os.environ["NBSERVE_FIND_LINKS"]]
+        if os.environ.get("NBSERVE_OFFLINE", "").lower() in ("1", "true", "yes"):
+            options.append("--offline")
+        return options
 
     def _deploy(self, proc: RayVersion, options: dict[str, Any]) -> None:
         import math
