@@ -290,9 +290,12 @@ class RayEngine:
             log.warning("could not look for %s v%s on Ray: %s", deployment, version, exc.message)
             return None
         adopted = None
+        row = self.registry.get_deployment(deployment)
+        autoscaling = (row.config if row is not None else {}).get("autoscaling")  # validated when stored
         for app, (status, replicas) in found.items():
             proc = RayVersion(deployment, version, bento_tag, self.http_port, app,
-                              self.home.version_log(deployment, version), workers=max(replicas, 1))
+                              self.home.version_log(deployment, version), workers=max(replicas, 1),
+                              autoscaling=autoscaling)
             if adopted is None and status == "RUNNING":
                 try:
                     async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
