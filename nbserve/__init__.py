@@ -35,6 +35,7 @@ __all__ = [
     "deployments",
     "top",
     "export_k8s",
+    "export_ray",
     "connect",
     "Deployment",
     "schedule",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from ._api import Deployment, connect, deploy, deployments, get, top
     from ._drift import DriftConfig
     from ._export import export_k8s
+    from ._export_ray import export_ray
     from ._schedules import Schedule, get_schedule, schedule, schedules
 
 
@@ -82,6 +84,10 @@ def __getattr__(name: str) -> Any:
         from ._export import export_k8s
 
         return export_k8s
+    if name == "export_ray":  # a KubeRay RayService for a deployment's version
+        from ._export_ray import export_ray
+
+        return export_ray
     if name == "DriftConfig":
         from ._drift import DriftConfig
 

@@ -61,6 +61,7 @@ def render() -> str:
     for name in ("deploy", "get", "deployments", "top", "connect"):
         out += _entry(f"nbserve.{name}", getattr(_api, name))
     out += _entry("nbserve.export_k8s", nbserve.export_k8s)
+    out += _entry("nbserve.export_ray", nbserve.export_ray)
     out += ["## `nbserve.Deployment`", "", _doc(_api.Deployment), ""]
     for name, member in inspect.getmembers(_api.Deployment):
         if name.startswith("_") and name != "_repr_html_":
