@@ -1,6 +1,6 @@
 """Ray engine (issue #18): a version on a Ray Serve cluster vs the same version on the local engine.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/ray.py [--parts load failover] [--seconds 5] [--rounds 3]
+    PYTHONPATH=$PWD .venv/bin/python bench/ray.py [--parts load coldstart failover] [--seconds 5] [--rounds 3]
                                                   [--warmup 2] [--concurrency 1 8] [--failover-concurrency 8]
                                                   [--load auto|wrk|python] [--keep]
 
@@ -28,6 +28,10 @@ order reversed every other round), medians of requests/s, p50 and p99; CPU per r
 processes (the local version's ``bentoml serve`` tree; a Ray version's replica processes), of the rest of
 the Ray cluster (its proxies, controller, raylets, GCS, dashboard) and of each agent, each above what it
 burns without requests (5 s measured before the rounds, printed), and the cores others used.
+
+Part ``coldstart``: from nothing running to the answer of one request, ``--rounds`` times: a local version
+with ``idle_timeout="2s"`` (the agent holds the request and starts ``bentoml serve``) vs a Ray version with
+``autoscaling={"min": 0, "max": 1, "downscale_delay": "2s"}`` (Ray Serve's proxy holds it and starts a replica).
 
 Part ``failover``: ``wine-ray2``'s two replicas on two nodes, c=``--failover-concurrency`` through its stable
 URL from a separate process that records every request (start, end, outcome), and a driver of the cluster
@@ -79,6 +83,7 @@ RPS_TARGET = 0.8
 ADDED_P50_TARGET_MS = 2.0
 SCALE_TARGET = 1.8
 DEPLOY_TARGET = 1.5
+COLD_TARGET = 1.5  # a replica from zero on Ray vs a bentoml serve from zero here
 LAST_FAILURE_TARGET_S = 5.0
 BACK_TO_TWO_TARGET_S = 60.0
 BEFORE_KILL_S = 5.0
@@ -620,10 +625,58 @@ def run(args: argparse.Namespace, tool: str, root: Path, cluster: Any, snapshot:
             print_deploy(name, dep, again[name])
         report_deploys(splits, again)
 
+        if "coldstart" in args.parts:
+            coldstart_part(args, cluster, forest, X, body, local_home, ray_home)
         if "failover" in args.parts:
             failover_part(args, root, cluster, deps["ray2"], body, snapshot)
     finally:
         c.stop_agents(homes, marker)
+
+
+def coldstart_part(args: argparse.Namespace, cluster: Any, forest: Any, X: Any, body: bytes,
+                   local_home: Any, ray_home: Any) -> None:
+    """From nothing running to an answer: the local engine's scale to zero (``idle_timeout``, the
+    agent holds the request and starts ``bentoml serve``) vs Ray Serve's autoscaler at ``min: 0``
+    (Ray's proxy holds it and starts a replica). Each cold request is timed ``--rounds`` times."""
+    import nbserve
+
+    delay = "2s"
+    deps = {}
+    with c.env_vars(NBSERVE_HOME=str(local_home.root)):
+        deps["local"] = nbserve.deploy(forest, "wine-cold-local", X, runtime="native", idle_timeout=delay,
+                                       progress=False)
+    with c.env_vars(NBSERVE_HOME=str(ray_home.root)):
+        deps["ray"] = nbserve.deploy(forest, "wine-cold-ray", X, runtime="native", progress=False,
+                                     autoscaling={"min": 0, "max": 1, "downscale_delay": delay})
+
+    def cold(name: str) -> bool:
+        if name == "local":
+            rows = deps[name]._client.get("/v1/resources")
+            return next(r for r in rows if r["deployment"] == "wine-cold-local")["state"] == "cold"
+        return cluster.replicas(f"nbserve-wine-cold-ray-v{deps[name].version}-") == []
+
+    seconds: dict[str, list[float]] = {"local": [], "ray": []}
+    for _ in range(args.rounds):
+        for name in ("local", "ray"):
+            deadline = time.monotonic() + 120
+            while not cold(name):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name}: not scaled to zero within 120 s")
+                time.sleep(0.5)
+            t0 = time.monotonic()
+            status, payload = c.request(deps[name].url, "POST", "/predict", body, timeout=120)
+            seconds[name].append(time.monotonic() - t0)
+            if status != 200:
+                raise RuntimeError(f"{name}: the cold request answered {status}: {payload[:300]!r}")
+    print(f"\ncold start (nothing running -> the answer to one held request; idle {delay}, "
+          f"{args.rounds} rounds, median):")
+    med = {name: sorted(v)[len(v) // 2] for name, v in seconds.items()}
+    print(f"  local engine (idle_timeout, a new bentoml serve)   {med['local']:5.1f} s  "
+          f"({', '.join(f'{x:.1f}' for x in seconds['local'])})")
+    print(f"  Ray, autoscaling min 0 (a new replica)            {med['ray']:5.1f} s  "
+          f"({', '.join(f'{x:.1f}' for x in seconds['ray'])})")
+    print(f"  Ray / local {med['ray'] / med['local']:.2f}x (target <= {COLD_TARGET:g}x: "
+          f"{met(med['ray'] / med['local'] <= COLD_TARGET)})")
 
 
 def report_deploys(first: dict, again: dict) -> None:
@@ -661,7 +714,8 @@ def stop_cluster(cluster: Any, snapshot: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", nargs="+", choices=("load", "failover"), default=["load", "failover"])
+    ap.add_argument("--parts", nargs="+", choices=("load", "coldstart", "failover"),
+                    default=["load", "coldstart", "failover"])
     ap.add_argument("--failover-concurrency", type=int, default=8)
     c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
