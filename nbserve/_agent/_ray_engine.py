@@ -42,6 +42,7 @@ log = logging.getLogger("nbserve.agent")
 APP_PREFIX = "nbserve-"
 READY_TIMEOUT = float(os.environ.get("NBSERVE_READY_TIMEOUT", "180"))
 DEFAULT_HTTP_PORT = 8000  # Ray Serve's own default
+STOP_TIMEOUT = 60.0  # how long the agent's shutdown waits for Serve to delete its applications
 
 
 @dataclass
@@ -269,8 +270,17 @@ class RayEngine:
     async def stop_all(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
-        for proc in list(self.processes.values()):
-            await self.stop(proc)
+        procs = list(self.processes.values())
+        self.processes.clear()
+        for proc in procs:
+            proc.stopping = True
+        if procs:
+            try:  # all at once: one by one, Serve waits for each application's replicas in turn
+                await self._driver(_delete_all, [p.app for p in procs], STOP_TIMEOUT)
+            except errors.NbserveError:
+                pass  # the cluster is gone: so are the applications
+            for proc in procs:
+                self.registry.forget_server(proc.app)
         if self._connected:
             import ray
 
@@ -405,6 +415,17 @@ def _alive_nodes() -> set[str]:
     import ray
 
     return {node["NodeID"] for node in ray.nodes() if node.get("Alive")}
+
+
+def _delete_all(names: list[str], timeout: float) -> None:
+    """Ask Serve to delete every one of ``names``, then wait until none is listed."""
+    from ray import serve
+
+    for name in names:
+        serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(names) & set(serve.status().applications):
+        time.sleep(0.2)
 
 
 def _app_status(name: str) -> str | None:
