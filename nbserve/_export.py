@@ -476,6 +476,18 @@ def _cmd_export_k8s(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_arguments(parser: argparse.ArgumentParser, *, image: str) -> None:
+    """What every ``nbserve export ENGINE`` takes: the deployment, its version, where to write,
+    the image, the namespace and the agent (``--target``)."""
+    parser.add_argument("name", help="deployment name")
+    parser.add_argument("--version", type=int, default=None, help="version to export (default: live)")
+    parser.add_argument("--out", default="deploy", help="directory to write (default: deploy)")
+    parser.add_argument("--image", default=None, help=image)
+    parser.add_argument("--registry", default=None, help="registry prefix for the default image, e.g. ghcr.io/acme")
+    parser.add_argument("--namespace", default=None, help="Kubernetes namespace (default: kubectl's current)")
+    parser.add_argument("--target", default=None, help="agent to read from (default: local)")
+
+
 def register(sub: Any) -> Any:
     """``nbserve export k8s NAME ...``: the parser lives here; ``_cli.build_parser`` calls this
     and gives the engines' subparsers it returns to ``_export_ray.register``."""
@@ -486,20 +498,14 @@ def register(sub: Any) -> Any:
         "k8s", help="Kubernetes manifests, containerize script and README for a version's Bento",
         description="Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, canary, token proxy) "
                     "for a version's Bento, plus containerize.sh and README.txt. Nothing is applied.")
-    k8s.add_argument("name", help="deployment name")
-    k8s.add_argument("--version", type=int, default=None, help="version to export (default: live)")
+    add_export_arguments(k8s, image="container image (default: the Bento tag's name:version)")
     k8s.add_argument("--replicas", type=int, default=2, help="pods of that version (default 2)")
     k8s.add_argument("--max-replicas", type=int, default=None,
                      help="the autoscaler's maximum (default: 3 x --replicas)")
-    k8s.add_argument("--out", default="deploy", help="directory to write (default: deploy)")
-    k8s.add_argument("--image", default=None, help="container image (default: the Bento tag's name:version)")
-    k8s.add_argument("--registry", default=None, help="registry prefix for the default image, e.g. ghcr.io/acme")
-    k8s.add_argument("--namespace", default=None, help="Kubernetes namespace (default: kubectl's current)")
     k8s.add_argument("--canary", type=float, default=None, metavar="PERCENT",
                      help="run --canary-version beside it on about this share of requests")
     k8s.add_argument("--canary-version", type=int, default=None, help="the canary's version")
     k8s.add_argument("--predict-auth", choices=list(PREDICT_AUTH), default="token",
                      help="token (default): a proxy in each pod checks the predict token; open: no check")
-    k8s.add_argument("--target", default=None, help="agent to read from (default: local)")
     k8s.set_defaults(func=_cmd_export_k8s)
     return engines

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._export import plan_k8s
+from ._export import add_export_arguments, plan_k8s
 from ._k8s import Plan, resources, yaml_text
 from ._ray_config import (MAX_ONGOING, REPLICA_IMPORT_PATH, actor_options, deployment_name, ray_autoscaling,
                           replica_env)
@@ -278,13 +278,7 @@ def register(engines: Any) -> None:
         "ray", help="a KubeRay RayService, its image's Dockerfile and README for a version",
         description="A KubeRay RayService that serves a version on Ray Serve as the agent's Ray engine does, "
                     "the Dockerfile of its image, build.sh and README.txt. Nothing is applied.")
-    ray.add_argument("name", help="deployment name")
-    ray.add_argument("--version", type=int, default=None, help="version to export (default: live)")
+    add_export_arguments(ray, image="image of every pod (default: the Bento tag's name-ray:version)")
     ray.add_argument("--replicas", type=int, default=None,
                      help="Serve replicas (default: the deployment's workers; its autoscaling when set)")
-    ray.add_argument("--out", default="deploy", help="directory to write (default: deploy)")
-    ray.add_argument("--image", default=None, help="image of every pod (default: the Bento tag's name-ray:version)")
-    ray.add_argument("--registry", default=None, help="registry prefix for the default image, e.g. ghcr.io/acme")
-    ray.add_argument("--namespace", default=None, help="Kubernetes namespace (default: kubectl's current)")
-    ray.add_argument("--target", default=None, help="agent to read from (default: local)")
     ray.set_defaults(func=_cmd_export_ray)

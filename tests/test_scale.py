@@ -11,7 +11,7 @@ import pytest
 
 import nbserve
 from nbserve import errors
-from nbserve._agent._limits import enforcement, parse_memory
+from nbserve._agent._limits import enforcement, parse_autoscaling, parse_memory
 
 from ._load import Load
 
@@ -99,6 +99,14 @@ def test_bad_settings_are_refused_before_anything_exists(module_home, iris, fore
     with pytest.raises(errors.DeploymentNotFound):
         nbserve.get("never")
     assert parse_memory("1.5G") == int(1.5 * 2**30) and parse_memory("512MiB") == 512 * 2**20
+    # Ray's autoscaling: the defaults fill what is left out; a min above the default max lifts it
+    assert parse_autoscaling({"min": 0}) == {"min": 0, "max": 4, "target_ongoing_requests": 2, "downscale_delay": "10m"}
+    assert parse_autoscaling({"min": 6})["max"] == 6 and parse_autoscaling(False) is None
+    for bad, message in (({"min": 3, "max": 2}, "below min"), ({"mini": 1}, "unknown autoscaling"),
+                         ({"target_ongoing_requests": 0}, "above 0"), ({"downscale_delay": "soon"}, "invalid window"),
+                         ({"max": 65}, "whole number of replicas")):
+        with pytest.raises(errors.InvalidArgument, match=message):
+            parse_autoscaling(bad)
 
 
 def _over_the_cap_is_restarted(dep, X_test, forest, mode: str) -> None:

@@ -61,6 +61,21 @@ def parse_cpus(value: float | int | str | None) -> float | None:
     return found
 
 
+def _over_defaults(what: str, value: bool | dict | None, defaults: dict, example: str) -> dict | None:
+    """A knobs setting: None/False is off, True the defaults, a mapping the knobs it names over them."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return dict(defaults)
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what} must be true, false or a mapping, got {value!r}", hint=f"e.g. {example}")
+    unknown = set(value) - set(defaults)
+    if unknown:
+        raise InvalidArgument(f"unknown {what} setting(s): {', '.join(sorted(map(str, unknown)))}",
+                              hint=", ".join(defaults))
+    return {**defaults, **value}
+
+
 # BentoML's own defaults for @bentoml.api(batchable=True): the dispatcher waits far less than
 # max_latency_ms (it regresses the model's batch time); the budget only bounds a request's wait.
 BATCHING_DEFAULTS = {"max_batch_size": 100, "max_latency_ms": 60_000}
@@ -69,18 +84,9 @@ BATCHING_DEFAULTS = {"max_batch_size": 100, "max_latency_ms": 60_000}
 def parse_batching(value: bool | dict | None) -> dict | None:
     """``None``/``False``: off; ``True``: BentoML's defaults; a mapping with
     ``max_batch_size`` (rows) and/or ``max_latency_ms``: those over the defaults."""
-    if value is None or value is False:
+    found = _over_defaults("batching", value, BATCHING_DEFAULTS, "{'max_batch_size': 64, 'max_latency_ms': 20}")
+    if found is None:
         return None
-    if value is True:
-        return dict(BATCHING_DEFAULTS)
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"batching must be true, false or a mapping, got {value!r}",
-                              hint="e.g. {'max_batch_size': 64, 'max_latency_ms': 20}")
-    unknown = set(value) - set(BATCHING_DEFAULTS)
-    if unknown:
-        raise InvalidArgument(f"unknown batching setting(s): {', '.join(sorted(map(str, unknown)))}",
-                              hint="max_batch_size, max_latency_ms")
-    found = {**BATCHING_DEFAULTS, **value}
     size, latency = found["max_batch_size"], found["max_latency_ms"]
     rows, wait = knob_row("max_batch_size"), knob_row("max_latency_ms")
     if isinstance(size, bool) or not isinstance(size, int) or not rows.within(size):
@@ -97,19 +103,11 @@ AUTOSCALING_DEFAULTS = {"min": 1, "max": 4, "target_ongoing_requests": 2, "downs
 def parse_autoscaling(value: bool | dict | None) -> dict | None:
     """``None``/``False``: a fixed count of replicas; ``True`` or a mapping of ``min``, ``max``,
     ``target_ongoing_requests`` and ``downscale_delay``: Ray Serve's autoscaler, over the defaults."""
-    if value is None or value is False:
+    found = _over_defaults("autoscaling", value, AUTOSCALING_DEFAULTS,
+                           '{"min": 0, "max": 8, "target_ongoing_requests": 4}')
+    if found is None:
         return None
-    if value is True:
-        value = {}
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"autoscaling must be true, false or a mapping, got {value!r}",
-                              hint='e.g. {"min": 0, "max": 8, "target_ongoing_requests": 4}')
-    unknown = set(value) - set(AUTOSCALING_DEFAULTS)
-    if unknown:
-        raise InvalidArgument(f"unknown autoscaling setting(s): {', '.join(sorted(map(str, unknown)))}",
-                              hint=", ".join(AUTOSCALING_DEFAULTS))
-    found = {**AUTOSCALING_DEFAULTS, **value}
-    if "max" not in value and isinstance(found["min"], int):
+    if not (isinstance(value, dict) and "max" in value) and isinstance(found["min"], int):
         found["max"] = max(found["max"], found["min"], 1)  # min=6 alone is not refused for max's default
     for name in ("min", "max"):
         row = knob_row(name)
