@@ -49,6 +49,8 @@ def cli(*args: str, home) -> subprocess.CompletedProcess[str]:
         ("'unbalanced", "No closing quotation"),
         ("model --name iris --sample X --max-batch-size many", "invalid int value"),
         ("model --name iris --sample X --runtime tensorrt", "argument --runtime: invalid choice: 'tensorrt'"),
+        ("model --name iris --sample X --engine k8s", "argument --engine: invalid choice: 'k8s'"),
+        ("model --name iris --sample X --no-autoscaling --max-replicas 3", "contradict each other"),
     ],
 )
 def test_bad_magic_arguments_raise_usage_error_with_the_usage(shell, line, message):
@@ -71,6 +73,15 @@ def test_nbserve_errors_become_usage_errors_not_tracebacks(shell, iris):
         shell.run_line_magic("deploy", "weights --name magic-iris --sample X")
     with pytest.raises(UsageError, match="no deployment named 'ghost'"):
         shell.run_line_magic("deploy", "--history ghost")
+    # Ray's flags on an agent that has no Ray cluster: its words, not a traceback
+    from sklearn.dummy import DummyClassifier
+
+    shell.user_ns.update(model=DummyClassifier().fit(X_test, [0] * len(X_test)))
+    with pytest.raises(UsageError, match="(?s)no 'ray' engine.*--ray-address"):
+        shell.run_line_magic("deploy", "model --name magic-ray --sample X --engine ray")
+    with pytest.raises(UsageError, match="autoscaling needs the Ray engine"):
+        shell.run_line_magic("deploy", "model --name magic-ray --sample X --min-replicas 0 --max-replicas 3")
+    assert "magic-ray" not in [d.name for d in nbserve.deployments()], "refused before anything exists"
 
 
 def test_magic_deploys_lists_rolls_back_and_stops(shell, iris, forest, tree):
