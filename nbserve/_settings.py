@@ -210,6 +210,21 @@ def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
             raise InvalidArgument(f"`batching` must be true, false or {{max_batch_size, max_latency_ms}}, "
                                   f"not {batching!r}")
         changes["batching"] = batching
+    autoscaling = body.get("autoscaling")
+    if isinstance(autoscaling, dict):
+        knobs = {knob.name: knob for knob in AUTOSCALING_KNOBS}
+        if set(autoscaling) - set(knobs):
+            raise InvalidArgument(f"`autoscaling` takes {', '.join(knobs)}, not {autoscaling!r}")
+        for name, knob in knobs.items():
+            value = autoscaling.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, knob.json_types)):
+                raise InvalidArgument(f"`autoscaling.{name}` must be {knob.json_text}, not {value!r}")
+        changes["autoscaling"] = {k: v for k, v in autoscaling.items() if v is not None}
+    elif autoscaling is not None:
+        if not isinstance(autoscaling, bool):
+            raise InvalidArgument(f"`autoscaling` must be true, false or {{{', '.join(AUTOSCALING_FLAGS)}, ...}}, "
+                                  f"not {autoscaling!r}")
+        changes["autoscaling"] = autoscaling
     return changes
 
 

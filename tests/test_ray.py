@@ -96,6 +96,7 @@ def test_a_version_runs_on_two_nodes_and_rolls_out_and_back_without_a_failure(cl
     # the agent says so too (GET /v1/resources, what nbserve top shows): the engine, each replica's node
     row = next(r for r in dep._client.get("/v1/resources") if r["deployment"] == "ray-iris")
     assert row["engine"] == "ray" and {r["node"] for r in row["replicas"]} == {r["node"] for r in replicas}
+    assert all(r["rss_bytes"] > 10 * 2**20 for r in row["replicas"]), row["replicas"]  # each one measured here
     for path in ("/v2/models/ray-iris/infer", "/invocations"):  # the wire formats come along
         body = ({"inputs": [{"name": c, "shape": [2], "datatype": "FP64", "data": X_test[c][:2].tolist()}
                             for c in X_test]} if path.startswith("/v2") else {"dataframe_records":

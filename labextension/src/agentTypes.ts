@@ -392,6 +392,10 @@ export interface ReplicaOut {
   /** the Ray node it runs on */
   node: string | null;
   pid: number | null;
+  /** its resident memory, when it runs on the agent's host */
+  rss_bytes?: number | null;
+  /** its CPU since the agent last looked (100 = one core), when on the agent's host */
+  cpu_percent?: number | null;
 }
 
 /** A failure the client saw before the agent was involved (e.g. the Bento build). */

@@ -5,7 +5,7 @@
  */
 import { Widget } from '@lumino/widgets';
 
-import type { BatchingOut, ResourceRow } from './agentTypes';
+import type { BatchingOut, ReplicaOut, ResourceRow } from './agentTypes';
 import { IScaleChanges } from './api';
 import { fmt } from './charts';
 import { COLD_TOOLTIP, h } from './dom';
@@ -158,7 +158,9 @@ function engineFact(r: ResourceRow): HTMLElement | null {
   if (r.autoscaling) {
     text += ` · autoscaled ${r.autoscaling.min}–${r.autoscaling.max}`;
   }
-  const each = replicas.map(x => `v${x.version} ${x.state} on node ${(x.node ?? '?').slice(0, 12)} (pid ${x.pid ?? '?'})`);
+  const usage = (x: ReplicaOut): string =>
+    x.rss_bytes === null || x.rss_bytes === undefined ? '' : `, ${fmtBytes(x.rss_bytes)}, CPU ${fmt(x.cpu_percent ?? 0)}%`;
+  const each = replicas.map(x => `v${x.version} ${x.state} on node ${(x.node ?? '?').slice(0, 12)} (pid ${x.pid ?? '?'}${usage(x)})`);
   const bounds = r.autoscaling
     ? `Ray Serve's autoscaler keeps ${r.autoscaling.min} to ${r.autoscaling.max} replicas, aiming at ` +
       `${r.autoscaling.target_ongoing_requests} requests in flight each; one goes after ${r.autoscaling.downscale_delay} of low load`

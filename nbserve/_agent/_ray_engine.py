@@ -384,6 +384,7 @@ class RayEngine:
             pid = replica.get("pid")
             if pid:
                 known[pid] = proc.known.get(pid) or _process(pid)
+            _measure(replica, known.get(pid))
         proc.known = {pid: p for pid, p in known.items() if p is not None}
 
     def _say_replicas(self, proc: RayVersion, lost: list[dict[str, Any]]) -> None:
@@ -475,6 +476,20 @@ def name_part(app: str) -> str:
     """The Serve deployment's name inside an application: ``v<N>``."""
     return app.rsplit("-", 2)[-2]
 
+
+
+def _measure(replica: dict[str, Any], process: psutil.Process | None) -> None:
+    """A replica's memory and CPU (since the last look, 100 = one core), when it runs on this
+    host; None for one elsewhere (Ray's state API gives no usage)."""
+    replica["rss_bytes"] = replica["cpu_percent"] = None
+    if process is None:
+        return
+    try:
+        with process.oneshot():
+            replica["rss_bytes"] = process.memory_info().rss
+            replica["cpu_percent"] = process.cpu_percent(None)  # the first look says 0.0
+    except psutil.Error:
+        pass
 
 
 def _process(pid: int) -> psutil.Process | None:

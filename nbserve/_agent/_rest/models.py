@@ -234,6 +234,9 @@ class ReplicaOut(BaseModel):
     state: str = Field(description="Ray's actor state: ALIVE, PENDING_CREATION, RESTARTING, DEAD")
     node: str | None = Field(description="the Ray node it runs on")
     pid: int | None
+    rss_bytes: int | None = Field(default=None, description="its resident memory, when it runs on the agent's host")
+    cpu_percent: float | None = Field(default=None, description="its CPU since the agent last looked "
+                                                                "(100 = one core), when on the agent's host")
 
 
 class ResourceRow(BaseModel):
