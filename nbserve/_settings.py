@@ -178,6 +178,17 @@ def serving_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return found
 
 
+def _check_knobs_json(field: str, given: dict[str, Any], knobs: tuple[Setting, ...], joiner: str) -> None:
+    """A mapping of knobs in the panel's JSON: only those knobs, each of its JSON types (or null)."""
+    names = [knob.name for knob in knobs]
+    if set(given) - set(names):
+        raise InvalidArgument(f"`{field}` takes {joiner.join(names)}, not {given!r}")
+    for knob in knobs:
+        value = given.get(knob.name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, knob.json_types)):
+            raise InvalidArgument(f"`{field}.{knob.name}` must be {knob.json_text}, not {value!r}")
+
+
 def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
     """A JSON body of serving changes (the panel's scale form: ``batching`` true, false or the knobs)
     as keyword arguments of ``Deployment.scale``; a field of the wrong JSON type is named."""
@@ -195,14 +206,8 @@ def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
         changes[name] = value
     batching = body.get("batching")
     if isinstance(batching, dict):  # the knobs given turn batching on; none given: on as it is
-        knobs = {knob.name: knob for knob in BATCHING_KNOBS}
-        if set(batching) - set(knobs):
-            raise InvalidArgument(f"`batching` takes {' and '.join(knobs)}, not {batching!r}")
-        for name, knob in knobs.items():
-            value = batching.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, knob.json_types)):
-                raise InvalidArgument(f"`batching.{name}` must be {knob.json_text}, not {value!r}")
-            changes[name] = value
+        _check_knobs_json("batching", batching, BATCHING_KNOBS, " and ")
+        changes.update({knob.name: batching.get(knob.name) for knob in BATCHING_KNOBS})
         if not batching:
             changes["batching"] = True
     elif batching is not None:
@@ -212,13 +217,7 @@ def check_serving_json(body: dict[str, Any]) -> dict[str, Any]:
         changes["batching"] = batching
     autoscaling = body.get("autoscaling")
     if isinstance(autoscaling, dict):
-        knobs = {knob.name: knob for knob in AUTOSCALING_KNOBS}
-        if set(autoscaling) - set(knobs):
-            raise InvalidArgument(f"`autoscaling` takes {', '.join(knobs)}, not {autoscaling!r}")
-        for name, knob in knobs.items():
-            value = autoscaling.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, knob.json_types)):
-                raise InvalidArgument(f"`autoscaling.{name}` must be {knob.json_text}, not {value!r}")
+        _check_knobs_json("autoscaling", autoscaling, AUTOSCALING_KNOBS, ", ")
         changes["autoscaling"] = {k: v for k, v in autoscaling.items() if v is not None}
     elif autoscaling is not None:
         if not isinstance(autoscaling, bool):
