@@ -62,6 +62,7 @@ class FakeEngine:
     """Records what the services ask; ``fail_next`` makes the next start fail."""
 
     enforcement = "none"
+    autoscales = False
 
     def __init__(self) -> None:
         self.processes: dict[tuple[str, int], FakeServer] = {}

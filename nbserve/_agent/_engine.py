@@ -68,6 +68,7 @@ class Engine(Protocol):
     """Starts, adopts, scales (by replacing) and stops the servers of versions."""
 
     name: str  # "local", "ray": shown per deployment (GET /v1/resources, nbserve top)
+    autoscales: bool  # whether it takes ``autoscaling`` bounds and chooses the count itself
     # Where each version runs now, by (deployment, version).
     processes: Mapping[tuple[str, int], Any]
     # How resource caps are enforced ("cgroup", "watchdog", ...), for events and the panel.

@@ -104,6 +104,7 @@ class RayEngine:
     """Starts, scales (by replacing) and stops versions as Ray Serve applications."""
 
     name = "ray"
+    autoscales = True  # Ray Serve's autoscaler
     enforcement = "ray"  # caps are Ray's scheduling reservations (num_cpus, memory), not kernel limits
 
     def __init__(self, home: Home, registry: Registry, *, address: str, http_port: int = DEFAULT_HTTP_PORT) -> None:

@@ -196,6 +196,7 @@ class Supervisor:
     """Owns every serving process the agent starts."""
 
     name = "local"  # the engine's name in the API (GET /v1/resources)
+    autoscales = False  # a fixed count of workers; idle_timeout scales to zero
 
     def __init__(
         self,

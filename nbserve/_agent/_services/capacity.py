@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..._windows import parse_window
-from ...errors import InvalidArgument, NbserveError
+from ...errors import NbserveError
 from .._engine import ServedVersion
 from .._limits import Limits
 from .._proxy import StableEndpoint
@@ -33,11 +33,7 @@ class Capacity:
         fleet = self.fleet
         row = fleet.get_row(name)
         if changes.get("autoscaling") and row.live_version is not None:
-            engine = fleet.engine_of(name, row.live_version)
-            if engine != "ray":
-                raise InvalidArgument(
-                    f"v{row.live_version} of {name} runs on the {engine} engine, which does not autoscale",
-                    hint="deploy a version with engine=\"ray\" first; here, set workers (and idle_timeout)")
+            fleet.check_autoscaling(fleet.engine_of(name, row.live_version), f"v{row.live_version} of {name}")
         before = row.config
         old = fleet.config(name)
         new = fleet.configure(name, changes, actor=actor)

@@ -97,11 +97,8 @@ class Deployments:
         config = {**(row.config if row is not None else {}), **serving}
         engine = config.get("engine") or self.fleet.engine.default
         self.fleet.engine.get(engine)
-        if config.get("autoscaling") and engine != "ray":
-            raise InvalidArgument(
-                f"autoscaling needs the Ray engine, and this version would run on the {engine} engine",
-                hint="deploy with engine=\"ray\" (--engine ray), or set workers; idle_timeout scales a local "
-                     "deployment to zero")
+        if config.get("autoscaling"):
+            self.fleet.check_autoscaling(engine, "this version")
         return engine
 
     def _create(self, name: str, stable_port: int | None, actor: str | None) -> DeploymentRow:

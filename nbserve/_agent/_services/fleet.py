@@ -250,6 +250,14 @@ class Fleet:
             state.endpoint = endpoint
         return state.endpoint
 
+    def check_autoscaling(self, engine: str, subject: str) -> None:
+        """Refuse autoscaling for ``subject`` (a version) on an engine that keeps a fixed count."""
+        if not self.engine.get(engine).autoscales:
+            raise InvalidArgument(
+                f"autoscaling needs the Ray engine, and {subject} runs on the {engine} engine, which does not autoscale",
+                hint="deploy with engine=\"ray\" (--engine ray), or set workers; idle_timeout scales a local "
+                     "deployment to zero")
+
     def engine_of(self, name: str, number: int) -> str:
         """The engine a version runs on: the one its deploy chose, else the agent's default."""
         return self.get_version(name, number).metadata.get("engine") or self.engine.default
