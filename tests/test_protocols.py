@@ -1,12 +1,16 @@
 """The wire formats clients already speak, on real deployments over real HTTP: Open Inference
-Protocol V2 through tritonclient's own HTTP client, MLflow's four payload forms (and CSV) on
+Protocol V2 through tritonclient's own HTTP client and KServe's InferenceRESTClient, MLflow's four payload forms (and CSV) on
 ``/invocations``, OpenAI embeddings through the ``openai`` client; canary traffic sent in V2
 splits like ``/predict``; bad input in each gets a 4xx that names what is wrong."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -328,3 +332,33 @@ def test_mlflow_forms_for_a_text_model_and_what_capture_reads_back():
     assert _protocols.captured("/v/2/predict", {"data": [1]}, [0], schema) == ([1], [0])
     assert _protocols.captured("/v2/models/m/infer", {"inputs": "nonsense"}, None, schema) is None
     assert _protocols.captured("/metadata", None, None, schema) is None
+
+
+KSERVE_PYTHON = Path(os.environ.get("NBSERVE_KSERVE_PYTHON", Path(__file__).parents[1] / ".venv-kserve/bin/python"))
+
+
+@pytest.mark.skipif(not KSERVE_PYTHON.exists(), reason=(
+    f"no {KSERVE_PYTHON}: kserve needs pandas < 3 and protobuf < 7, so scripts/test installs it in a venv "
+    "of its own (or set NBSERVE_KSERVE_PYTHON)"))
+def test_kserve_inference_rest_client_speaks_v2_to_a_frame_model(iris_dep, iris, forest):
+    _, X_test, _, _ = iris
+    rows = X_test.iloc[:5]
+    script = Path(__file__).parent / "_kserve_client.py"
+    done = subprocess.run([str(KSERVE_PYTHON), str(script), iris_dep.url, "proto-iris",
+                           json.dumps({c: rows[c].tolist() for c in rows})],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "NO_PROXY": "*"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("NBSERVE-ANSWER:")]
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    answer = json.loads(lines[-1].removeprefix("NBSERVE-ANSWER:"))
+
+    assert answer["live"] is True and answer["ready"] is True
+    assert answer["model_ready"] is True and answer["other_ready"] is False
+    for form, request_id in (("json", "k-1"), ("binary", "k-2")):  # JSON data, and the binary data extension
+        got = answer[form]
+        assert got["id"] == request_id and got["model_name"] == "proto-iris"
+        assert got["outputs"]["predict"] == forest.predict(rows).tolist()
+    assert list(answer["json"]["outputs"]) == ["predict"]  # the first method unless outputs are asked for
+    np.testing.assert_allclose(answer["binary"]["outputs"]["predict_proba"], forest.predict_proba(rows),
+                               rtol=1e-5, atol=1e-6)
+    assert answer["missing"]["status"] == 400
+    assert "missing input tensors: sepal_width" in answer["missing"]["message"]
