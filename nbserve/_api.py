@@ -112,8 +112,10 @@ def deploy(
             modules, with ``nbserve[fast]``) and the compiled model answers the sample as the
             model does; else it serves the model itself and says why (a ``runtime_fallback`` event). ``"onnx"``: compiled or the
             deploy fails with the reason; ``"native"``: never compiled. See docs/runtimes.md.
-        engine: where this version runs: ``"local"`` (``bentoml serve`` on the agent's host) or
-            ``"ray"`` (a Ray Serve application on the agent's Ray cluster, docs/ray.md); default:
+        engine: where this version runs: ``"local"`` (``bentoml serve`` on the agent's host),
+            ``"shared"`` (a shared model server on the agent's host, many small models to a
+            process, loaded on demand, docs/shared.md) or ``"ray"`` (a Ray Serve application on
+            the agent's Ray cluster, docs/ray.md); default:
             the deployment's last choice, else the agent's. Kept by the version, so a canary on
             Ray can run beside a live version served locally.
         replicas: Ray's name for ``workers``: the version's replicas, spread over the nodes.

@@ -217,8 +217,17 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             from ._agent._main import RayTarget
 
             ray = RayTarget(address, args.ray_http_port, default=args.engine == "ray")
+        from ._agent._limits import parse_memory
+        from ._agent._main import SharedTarget
+
+        try:
+            shared = SharedTarget(parse_memory(args.shared_memory), args.shared_models or None,
+                                  default=args.engine == "shared")
+        except NbserveError as exc:
+            print(f"nbserve agent: --shared-memory: {exc.message}", file=sys.stderr)
+            return 2
         return run(home, host=args.host, port=args.port, monitor=settings, exposure=exposure,
-                   memory_budget=args.memory_budget, ray=ray)
+                   memory_budget=args.memory_budget, ray=ray, shared=shared)
     if args.action == "init-tls":
         from ._cli_access import init_tls
 
@@ -301,7 +310,8 @@ _RUN_FLAGS = (("host", "--host", "127.0.0.1"), ("port", "--port", 0),
               ("predict_auth", "--predict-auth", None), ("public_host", "--public-host", None),
               ("find_links", "--find-links", None), ("offline", "--offline", False),
               ("engine", "--engine", "local"), ("ray_address", "--ray-address", None),
-              ("ray_http_port", "--ray-http-port", 8000))
+              ("ray_http_port", "--ray-http-port", 8000), ("shared_memory", "--shared-memory", None),
+              ("shared_models", "--shared-models", None))
 
 
 def _run_options(args: argparse.Namespace) -> list[str]:
@@ -395,9 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--offline", action="store_true",
                        help="versions' own environments install only what uv's cache or --find-links holds "
                             "(run and start)")
-    agent.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="where versions run unless their deploy says: local bentoml serve processes, or "
-                            "the Ray Serve cluster of --ray-address (run and start; docs/ray.md)")
+    agent.add_argument("--engine", "--default-engine", dest="engine", choices=["local", "shared", "ray"],
+                       default="local",
+                       help="where versions run unless their deploy says: local bentoml serve processes, "
+                            "shared model servers (docs/shared.md), or the Ray Serve cluster of --ray-address "
+                            "(run and start; docs/ray.md)")
+    agent.add_argument("--shared-memory", default=None,
+                       help='memory the loaded models of one shared model server may take, e.g. "2G": past it '
+                            "the least recently used idle model is unloaded (run and start)")
+    agent.add_argument("--shared-models", type=int, default=None,
+                       help="models one shared model server keeps loaded at once (run and start)")
     agent.add_argument("--ray-address", default=None,
                        help="a Ray cluster's address, HOST:PORT: versions deployed with engine=\"ray\" run on it "
                             "(default: NBSERVE_RAY_ADDRESS; with --engine ray, RAY_ADDRESS too)")

@@ -66,6 +66,9 @@ class Event(StrEnum):
     # replicas on an engine that runs them on several nodes (Ray)
     REPLICA_LOST = "replica_lost"
     REPLICA_RESTORED = "replica_restored"
+    # models in a shared model server (engine="shared"): loaded on demand, evicted by its LRU
+    MODEL_LOADED = "model_loaded"
+    MODEL_EVICTED = "model_evicted"
     # schedules
     SCHEDULE_ADDED = "schedule_added"
     SCHEDULE_PAUSED = "schedule_paused"

@@ -24,7 +24,7 @@ USAGE = """\
         [--packages DIST==VERSION,...] [--runtime auto|onnx|native]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
-        [--engine local|ray] [--replicas N] [--min-replicas 0] [--max-replicas 8]
+        [--engine local|shared|ray | --shared] [--replicas N] [--min-replicas 0] [--max-replicas 8]
         [--target-ongoing-requests 4] [--downscale-delay 30s]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sticky-header")
     add_serving_flags(p)
     p.add_argument("--engine", choices=ENGINES)
+    p.add_argument("--shared", action="store_const", const="shared", dest="engine",
+                   help="run in a shared model server (--engine shared)")
     p.add_argument("--intended-use")
     p.add_argument("--limitations")
     p.add_argument("--method")

@@ -89,7 +89,8 @@ AUTOSCALING_KNOBS = (
                                                          "is removed"),
 )
 AUTOSCALING_FLAGS = {"min": "--min-replicas", "max": "--max-replicas"}  # "--min" alone would say nothing
-ENGINES = ("local", "ray")  # where a version can run: bentoml serve here, or the agent's Ray cluster
+# where a version can run: bentoml serve here, a shared model server here, or the agent's Ray cluster
+ENGINES = ("local", "shared", "ray")
 # The serving fields of a deploy's ``serving`` and of a scale's body: the knobs, batching and
 # autoscaling folded into one each; a deploy may also name the engine its version runs on.
 SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching", "autoscaling")

@@ -46,6 +46,8 @@ class ServedVersion(Protocol):
     stopping: bool
     environment: str | None  # the environment it runs in (None: the agent's own)
     log_path: Path
+    # Its own processes, measured for CPU (a shared server's belong to none of its versions).
+    known: Mapping[int, psutil.Process]
 
     @property
     def url(self) -> str: ...
@@ -61,7 +63,9 @@ class ServedVersion(Protocol):
 
     def alive(self) -> bool: ...
 
-    def rss_bytes(self) -> int: ...
+    def rss_bytes(self) -> int:
+        """Its memory: its processes' RSS, or what its model added to a shared server."""
+        ...
 
 
 class Engine(Protocol):

@@ -225,7 +225,8 @@ def _set_aside_damaged_metrics(home: Home, registry: "Registry") -> None:
 
 async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
                 lock: IO[str] | None = None, exposure: Exposure | None = None,
-                memory_budget: int | None = None, ray: "RayTarget | None" = None) -> None:
+                memory_budget: int | None = None, ray: "RayTarget | None" = None,
+                shared: "SharedTarget | None" = None) -> None:
     import uvicorn
 
     from .._tls import server_context
@@ -252,7 +253,10 @@ async def serve(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: 
         manager = Manager(home, registry, monitor_settings=monitor, stable_host=host, tls=tls, tokens=tokens,
                           predict_auth=exposure.default_predict_auth(host),
                           public_host=exposure.public_host or _public_host(host), others=others,
-                          default_engine="ray" if ray is not None and ray.default else "local")
+                          default_engine="ray" if ray is not None and ray.default else
+                          "shared" if shared is not None and shared.default else "local",
+                          shared_memory=shared.memory if shared else None,
+                          shared_models=shared.max_models if shared else None)
         manager.capacity.memory_budget = memory_budget
         scheduler = Scheduler(home, registry, revert=manager.deployments.revert)
         stop = asyncio.Event()
@@ -336,9 +340,18 @@ class RayTarget:
     default: bool = True  # every version runs there unless its deploy says engine="local"
 
 
+@dataclass(frozen=True)
+class SharedTarget:
+    """The bounds of the shared model servers' LRU (``engine="shared"``)."""
+
+    memory: int | None = None  # bytes the loaded models of one server may take together
+    max_models: int | None = None  # models one server keeps loaded at once
+    default: bool = False  # every version runs in one unless its deploy names another engine
+
+
 def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "MonitorSettings | None" = None,
         exposure: Exposure | None = None, memory_budget: str | int | None = None,
-        ray: RayTarget | None = None) -> int:
+        ray: RayTarget | None = None, shared: SharedTarget | None = None) -> int:
     """Blocking entry point of ``nbserve agent run``; returns the exit code."""
     exposure = exposure or Exposure()
     from ._limits import parse_memory
@@ -376,7 +389,7 @@ def run(home: Home, host: str = "127.0.0.1", port: int = 0, *, monitor: "Monitor
         runner = asyncio.run
     try:
         runner(serve(home, host, port, monitor=monitor, lock=lock, exposure=exposure, memory_budget=budget,
-                     ray=ray))
+                     ray=ray, shared=shared))
     except StartRefused as refused:
         return _refuse(home, refused.error)
     return 0

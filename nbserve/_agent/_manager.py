@@ -6,8 +6,8 @@ and the Prometheus exporter call the services through this object:
 ``manager.deployments.deploy(...)``, ``manager.rollouts.promote(...)``,
 ``manager.capacity.scale(...)``, ``manager.readings.latency(...)``. Passing ``engine``
 (the local one) or ``monitor`` builds the services around other implementations (fakes in
-unit tests); ``others`` are the engines beside the local one (Ray), ``default_engine`` the
-one a version runs on when its deploy names none.
+unit tests); ``others`` are the engines beside the local one (Ray; the shared model servers
+are every agent's), ``default_engine`` the one a version runs on when its deploy names none.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ._services.fleet import DeploymentView, Fleet
 from ._services.readings import Readings
 from ._services.rollouts import Rollouts
 from ._services.routes import StableRoutes
+from ._shared_engine import SharedEngine
 from ._supervisor import Supervisor
 
 __all__ = ["DeploymentView", "Manager"]
@@ -45,7 +46,8 @@ class Manager:
                  monitor_settings: MonitorSettings | None = None, tls: Any = None,
                  tokens: Tokens | None = None, predict_auth: str = "open", public_host: str | None = None,
                  engine: Engine | None = None, monitor: Monitor | None = None,
-                 others: dict[str, Engine] | None = None, default_engine: str = "local") -> None:
+                 others: dict[str, Engine] | None = None, default_engine: str = "local",
+                 shared_memory: int | None = None, shared_models: int | None = None) -> None:
         self.home = home
         self.registry = registry
         # The engine reports exits and broken caps through these; the services exist by then.
@@ -57,6 +59,9 @@ class Manager:
             on_environment=lambda name, number, what, data: self.deployments.on_environment(
                 name, number, what, data),
         )
+        if isinstance(local, Supervisor):  # versions deployed with engine="shared" share model servers
+            shared = SharedEngine(home, registry, local, memory=shared_memory, max_models=shared_models)
+            others = {"shared": shared, **(others or {})}
         self.engine = Engines(local, others, default=default_engine)
         engine_ = self.engine
         self.monitor = monitor or Monitor(home.metrics, settings=monitor_settings or MonitorSettings.from_env(),

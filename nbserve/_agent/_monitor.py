@@ -442,7 +442,7 @@ class Monitor(GroundTruth):
         seen: dict[tuple[str, int], dict[str, float]] = {}
         with self._measure_lock:  # psutil keeps the previous reading on the Process object
             for proc in procs:
-                cpu = rss = 0.0
+                cpu = 0.0
                 count = 0
                 for p in list(proc.known.values()):
                     try:
@@ -453,10 +453,11 @@ class Monitor(GroundTruth):
                                 times = p.cpu_times()
                                 percent = 100 * (times.user + times.system) / max(now - p.create_time(), 1e-3)
                             cpu += percent
-                            rss += p.memory_info().rss
                         count += 1
                     except Exception:  # noqa: BLE001 - processes come and go
                         continue
+                # its own figure: a tree's RSS, or (in a shared server) what its model added
+                rss = float(proc.rss_bytes())
                 seen[(proc.deployment, proc.version)] = {
                     "ts": now, "cpu_percent": cpu, "rss_bytes": rss, "processes": count,
                 }

@@ -238,7 +238,7 @@ class Supervisor:
         existing = self.processes.get((deployment, version))
         if existing and existing.alive() and not replace:
             return existing
-        prepared = await self._environment(deployment, version, environment)
+        prepared = await self.prepare_environment(deployment, version, environment)
 
         def attempt() -> Any:
             return self._start_on(free_port(), deployment, version, bento_tag, workers=workers,
@@ -256,7 +256,7 @@ class Supervisor:
                             deployment, version)
         return await attempt()
 
-    async def _environment(self, deployment: str, version: int, spec: EnvSpec | None) -> Prepared:
+    async def prepare_environment(self, deployment: str, version: int, spec: EnvSpec | None) -> Prepared:
         """Where the version runs: the agent's own Python, or its own environment (built now if new)."""
         def step(kind: str, data: dict[str, Any]) -> None:
             if kind == "environment_preparing":

@@ -229,6 +229,17 @@ ScaleRequest = create_model(
     actor=(str | None, Field(default=None, max_length=200)))
 
 
+class SharedModelOut(BaseModel):
+    version: int
+    server: str = Field(description="the shared model server it runs in (its environment and worker count)")
+    loaded: bool = Field(description="its model is in the server's memory now (else its next request loads it)")
+    memory_bytes: int | None = Field(default=None, description="what loading its model added to the server's RSS")
+    requests: int = Field(default=0, description="requests it answered since its model was last loaded")
+    loads: int = Field(default=0, description="times its model was loaded (more than one: it was evicted)")
+    evictions: int = Field(default=0, description="times the server's LRU unloaded it to make room")
+    load_seconds: float | None = Field(default=None, description="how long its last load took")
+
+
 class ReplicaOut(BaseModel):
     version: int
     state: str = Field(description="Ray's actor state: ALIVE, PENDING_CREATION, RESTARTING, DEAD")
@@ -259,11 +270,15 @@ class ResourceRow(BaseModel):
                                                   description="how long the last start from zero took")
     environments: list[str] = Field(default_factory=list, description="where its servers run: 'agent' (the "
                                     "agent's own environment) or the keys of their own under NBSERVE_HOME/envs")
-    engine: str = Field(default="local", description="where its versions run: local (bentoml serve), ray, "
-                                                     "or local+ray (a canary on one, the live version on the other)")
+    engine: str = Field(default="local", description="where its versions run: local (bentoml serve), shared "
+                                                     "(a shared model server), ray, or two joined by + (a canary on "
+                                                     "one, the live version on the other)")
     autoscaling: AutoscalingOut | None = Field(default=None, description="Ray Serve's autoscaler, when on")
     replicas: list[ReplicaOut] = Field(default_factory=list,
                                        description="on the Ray engine: each replica of its running versions")
+    models: list[SharedModelOut] = Field(default_factory=list,
+                                         description="on the shared engine: each running version's model in its "
+                                                     "shared server")
 
 
 # -- monitoring ----------------------------------------------------------------------------

@@ -243,5 +243,14 @@ class Capacity:
                     config["engine"] or fleet.engine.default),
                 "autoscaling": config["autoscaling"],
                 "replicas": [{"version": p.version, **r} for p in procs for r in getattr(p, "replicas", [])],
+                "models": [{"version": p.version, "server": p.server.name, **_model_fields(p.model)}
+                           for p in procs if hasattr(p, "model")],
             })
         return out
+
+
+def _model_fields(model: dict[str, Any]) -> dict[str, Any]:
+    """What a shared server says of a model, as ``SharedModelOut`` has it (unknown before its first look)."""
+    return {"loaded": bool(model.get("loaded")), "memory_bytes": model.get("memory_bytes"),
+            "requests": int(model.get("requests") or 0), "loads": int(model.get("loads") or 0),
+            "evictions": int(model.get("evictions") or 0), "load_seconds": model.get("load_seconds")}
