@@ -14,9 +14,9 @@ from ._display import Progress
 from ._connection import actor, connect
 from ._deployment import Deployment, version_warnings
 from ._runtimes import DEFAULT_RUNTIME, check_runtime
-from ._settings import ENGINES, ReleasePlan, serving_body
+from ._settings import ReleasePlan, engine_named, serving_body
 from ._transport import AgentClient
-from .errors import InvalidArgument, NbserveError, NbserveWarning
+from .errors import NbserveError, NbserveWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,9 +138,7 @@ def deploy(
                            batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
                            replicas=replicas, autoscaling=autoscaling)
     if engine is not None:
-        if engine not in ENGINES:
-            raise InvalidArgument(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-        serving["engine"] = engine
+        serving["engine"] = engine_named(engine)
     show = Progress(f"Deploying {name}", enabled=progress)
     try:
         show.step("checking")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._cli_output import table
-from ._settings import add_serving_flags, serving_arguments
+from ._settings import ENGINE_ALIASES, ENGINES, add_serving_flags, serving_arguments
 from .errors import NbserveError
 
 
@@ -130,9 +130,16 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
 
 def _engine_text(r: Any) -> str:
-    """``local``; on Ray its replicas and nodes, and the autoscaler's bounds: ``ray 2r/2n 0-4``."""
+    """``local``; on Ray its replicas and nodes, and the autoscaler's bounds: ``ray 2r/2n 0-4``; in a
+    shared model server each version's model, loaded or not, its memory and requests:
+    ``shared v3:loaded/4M/120r``."""
     engine = r.get("engine") or "local"
     replicas = r.get("replicas") or []
+    models = r.get("models") or []
+    if models:
+        engine += " " + " ".join(
+            f"v{m['version']}:" + (f"loaded/{(m['memory_bytes'] or 0) / 2**20:.0f}M/{m['requests']}r" if m["loaded"]
+                                   else "unloaded") for m in models)
     if "ray" not in engine:
         return engine
     text = f"{engine} {len(replicas)}r/{len({x['node'] for x in replicas})}n"
@@ -174,7 +181,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_scale(args: argparse.Namespace) -> int:
     from ._api import get
 
-    dep = get(args.name, target=args.target).scale(**serving_arguments(args))
+    dep = get(args.name, target=args.target).scale(**serving_arguments(args), engine=args.engine)
     print(f"{dep.name}: {dep.status}, v{dep.version}")
     return 0
 
@@ -359,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     top = add("top", _cmd_top, "every deployment's state, workers, CPU, memory and caps, refreshed", named=False)
     top.add_argument("--once", action="store_true", help="print once and exit")
     top.add_argument("--interval", type=float, default=2.0)
-    scale = add("scale", _cmd_scale, "change workers, caps or the idle timeout without dropping requests")
+    scale = add("scale", _cmd_scale, "change workers, caps or the idle timeout, or move the live version to "
+                "another engine, without dropping requests")
     add_serving_flags(scale)
+    scale.add_argument("--engine", choices=(*ENGINES, *ENGINE_ALIASES),
+                       help="move the live version: dedicated (local), shared or ray")
     envs = add("envs", _cmd_envs, "the environments versions run in where the agent's own differs (list), "
                "and removing those no version needs (prune)", named=False)
     envs.add_argument("action", nargs="?", choices=("list", "prune"), default="list")

@@ -15,7 +15,7 @@ from ._display import Progress, deployment_html, deployment_text
 from ._connection import actor
 from ._events import SAID_AT_DEPLOY
 from ._history import version_rows
-from ._settings import serving_body
+from ._settings import engine_named, serving_body
 from ._transport import AgentClient
 from .errors import (
     DeployFailed,
@@ -267,16 +267,21 @@ class Deployment:
               cpus: float | str | None = None, idle_timeout: str | None = None,
               batching: bool | None = None, max_batch_size: int | None = None,
               max_latency_ms: float | None = None, replicas: int | None = None,
-              autoscaling: dict[str, Any] | bool | None = None) -> "Deployment":
+              autoscaling: dict[str, Any] | bool | None = None, engine: str | None = None) -> "Deployment":
         """Change workers (``replicas`` on Ray), memory/CPU caps, the idle timeout (``"none"``
         removes a cap or the timeout), adaptive batching (``batching=False`` turns it off;
         ``max_batch_size`` or ``max_latency_ms`` alone change that knob) or, for a version on
         Ray, its autoscaling (a mapping as ``deploy`` takes it; ``False``: a fixed count). The
         live server is replaced without dropping a request: the new one starts beside it,
-        takes the traffic once ready, and the old one drains."""
+        takes the traffic once ready, and the old one drains. ``engine`` moves the live version
+        the same way: ``"dedicated"`` (or ``"local"``) out of a shared model server into a
+        server of its own, ``"shared"`` into one, ``"ray"`` onto the agent's Ray cluster; later
+        versions run there too."""
         body = serving_body(workers=workers, memory=memory, cpus=cpus, idle_timeout=idle_timeout,
                             batching=batching, max_batch_size=max_batch_size, max_latency_ms=max_latency_ms,
                             replicas=replicas, autoscaling=autoscaling)
+        if engine is not None:
+            body["engine"] = engine_named(engine)
         seen = self._client.get(f"/v1/deployments/{self.name}/events", params={"limit": 1})
         self._data = self._client.post(f"/v1/deployments/{self.name}/scale", json={**body, "actor": actor()},
                                        timeout=600)

@@ -58,6 +58,7 @@ class Event(StrEnum):
     WORKER_EXITED = "worker_exited"
     WORKER_RESTARTED = "worker_restarted"
     SCALED = "scaled"
+    MOVED = "moved"  # the live version now runs on another engine (scale(engine=...))
     SCALED_TO_ZERO = "scaled_to_zero"
     WOKEN = "woken"
     WAKE_FAILED = "wake_failed"
@@ -85,7 +86,7 @@ class Event(StrEnum):
 AUDITED = frozenset({
     Event.DEPLOYMENT_CREATED, Event.VERSION_REGISTERED, Event.DEPLOYED, Event.CANARY_STARTED,
     Event.SHADOW_STARTED, Event.PROMOTED, Event.ABORTED, Event.GATE_BREACHED, Event.CANARY_CHANGED,
-    Event.ROLLBACK, Event.STOPPED, Event.STARTED, Event.CONFIGURED, Event.ALIAS_SET, Event.ALIAS_REMOVED,
+    Event.ROLLBACK, Event.STOPPED, Event.STARTED, Event.CONFIGURED, Event.MOVED, Event.ALIAS_SET, Event.ALIAS_REMOVED,
     Event.SCHEDULE_ADDED, Event.SCHEDULE_PAUSED, Event.SCHEDULE_RESUMED, Event.SCHEDULE_REMOVED,
 })
 # Said to the user who deployed (a warning line in %deploy's progress): it serves, but a setting wants changing.

@@ -31,6 +31,8 @@ def version_rows(versions: list[dict[str, Any]], live: int | None,
             "model": (meta.get("model") or {}).get("class"),
             # what runs it: "onnx" (compiled, parity-checked) or "native"; older versions are native
             "runtime": ((meta.get("model") or {}).get("runtime") or {}).get("name", "native"),
+            # where it runs (local, shared, ray); older agents said it in the metadata only
+            "engine": v.get("engine") or meta.get("engine"),
             "notebook": prov.get("notebook"),
             "cell": prov.get("cell_execution_count"),
             "cell_sha256": (prov.get("cell_sha256") or "")[:12] or None,

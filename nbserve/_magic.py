@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ._runtimes import DEFAULT_RUNTIME, RUNTIMES
-from ._settings import ENGINES, add_serving_flags, serving_arguments
+from ._settings import ENGINE_ALIASES, ENGINES, add_serving_flags, serving_arguments
 from .errors import NbserveError
 
 USAGE = """\
@@ -24,7 +24,7 @@ USAGE = """\
         [--packages DIST==VERSION,...] [--runtime auto|onnx|native]
         [--workers N] [--memory 1G] [--cpus 1] [--idle-timeout 15m]
         [--batching [--max-batch-size 64] [--max-latency-ms 20] | --no-batching]
-        [--engine local|shared|ray | --shared] [--replicas N] [--min-replicas 0] [--max-replicas 8]
+        [--engine local|dedicated|shared|ray | --shared] [--replicas N] [--min-replicas 0] [--max-replicas 8]
         [--target-ongoing-requests 4] [--downscale-delay 30s]
 %deploy --promote NAME | --abort NAME | --canary PERCENT --set-canary NAME
 %deploy --list
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--sticky-header")
     add_serving_flags(p)
-    p.add_argument("--engine", choices=ENGINES)
+    p.add_argument("--engine", choices=(*ENGINES, *ENGINE_ALIASES))
     p.add_argument("--shared", action="store_const", const="shared", dest="engine",
                    help="run in a shared model server (--engine shared)")
     p.add_argument("--intended-use")

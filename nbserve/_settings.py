@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import InvalidArgument
 
-__all__ = ["AUTOSCALING_KNOBS", "BATCHING_KNOBS", "DEPLOY_SETTINGS", "ENGINES", "SERVING_KNOBS", "SERVING_SETTINGS",
+__all__ = ["AUTOSCALING_KNOBS", "BATCHING_KNOBS", "DEPLOY_SETTINGS", "ENGINES", "engine_named", "SERVING_KNOBS", "SERVING_SETTINGS",
            "ReleasePlan", "Setting", "add_serving_flags", "check_serving_json", "knob_row", "serving_arguments",
            "serving_body", "workers_option"]
 
@@ -91,6 +91,15 @@ AUTOSCALING_KNOBS = (
 AUTOSCALING_FLAGS = {"min": "--min-replicas", "max": "--max-replicas"}  # "--min" alone would say nothing
 # where a version can run: bentoml serve here, a shared model server here, or the agent's Ray cluster
 ENGINES = ("local", "shared", "ray")
+ENGINE_ALIASES = {"dedicated": "local"}  # what the local engine is, beside a shared server
+
+
+def engine_named(engine: str) -> str:
+    """An engine's name as the agent takes it (``"dedicated"`` is the local engine); a 400 otherwise."""
+    engine = ENGINE_ALIASES.get(engine, engine)
+    if engine not in ENGINES:
+        raise InvalidArgument(f"engine must be one of {', '.join((*ENGINES, *ENGINE_ALIASES))}, got {engine!r}")
+    return engine
 # The serving fields of a deploy's ``serving`` and of a scale's body: the knobs, batching and
 # autoscaling folded into one each; a deploy may also name the engine its version runs on.
 SERVING_SETTINGS = (*(knob.name for knob in SERVING_KNOBS), "batching", "autoscaling")

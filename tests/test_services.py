@@ -63,6 +63,7 @@ class FakeEngine:
 
     enforcement = "none"
     autoscales = False
+    caps = True
 
     def __init__(self) -> None:
         self.processes: dict[tuple[str, int], FakeServer] = {}

@@ -199,3 +199,37 @@ def test_rollbacks_between_a_shared_and_a_dedicated_version_answer_every_request
     assert answers and all(a == 200 for a in answers), f"{len(answers)} answers: {set(map(str, answers))}"
     history = dep.history()
     assert history.loc[1, "status"] == "live" and history.loc[2, "status"] in ("warm", "stopped")
+
+
+def test_scale_moves_the_live_version_out_of_a_shared_server_and_back_answering_every_request(fresh_home, iris):
+    _, X_test, _, _ = iris
+    start_agent(fresh_home)
+    model = offset_model(iris, 20)
+    dep = nbserve.deploy(model, "movable", X_test, engine="shared", progress=False)
+    # caps belong to a server of the version's own: refused, and nothing changes
+    with pytest.raises(nbserve.errors.InvalidArgument, match="caps"):
+        nbserve.deploy(model, "movable", X_test, engine="shared", memory="512M", progress=False)
+    assert list(dep.history().index) == [1]
+    body = {"data": X_test.head(1).to_dict("records")}
+    until, answers = threading.Event(), []
+    threads = [threading.Thread(target=_load, args=(dep.url, body, until, answers), daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        dep.scale(engine="dedicated")
+        assert _models(dep)["engine"] == "local" and dep.history().loc[1, "engine"] == "local"
+        assert not shared_servers(fresh_home), "its shared server held only it: it stopped"
+        np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
+        dep.scale(engine="shared")
+        assert _models(dep)["engine"].startswith("shared") and dep.history().loc[1, "engine"] == "shared"
+        np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
+        time.sleep(0.5)
+    finally:
+        until.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert answers and all(a == 200 for a in answers), f"{len(answers)} answers: {set(map(str, answers))}"
+    moved = dep.events().query("kind == 'moved'")
+    assert [(d["from"], d["to"]) for d in moved["data"]] == [("shared", "local"), ("local", "shared")]
+    with pytest.raises(nbserve.errors.InvalidArgument, match="engine must be one of"):
+        dep.scale(engine="elsewhere")

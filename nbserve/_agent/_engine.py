@@ -73,6 +73,7 @@ class Engine(Protocol):
 
     name: str  # "local", "ray": shown per deployment (GET /v1/resources, nbserve top)
     autoscales: bool  # whether it takes ``autoscaling`` bounds and chooses the count itself
+    caps: bool  # whether a version's memory and cpu caps apply (not where one server holds many)
     # Where each version runs now, by (deployment, version).
     processes: Mapping[tuple[str, int], Any]
     # How resource caps are enforced ("cgroup", "watchdog", ...), for events and the panel.

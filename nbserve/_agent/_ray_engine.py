@@ -105,6 +105,7 @@ class RayEngine:
 
     name = "ray"
     autoscales = True  # Ray Serve's autoscaler
+    caps = True  # takes a version's memory and cpu caps
     enforcement = "ray"  # caps are Ray's scheduling reservations (num_cpus, memory), not kernel limits
 
     def __init__(self, home: Home, registry: Registry, *, address: str, http_port: int = DEFAULT_HTTP_PORT) -> None:

@@ -33,7 +33,7 @@ from ._storage import insufficient, is_disk_full
 
 log = logging.getLogger("nbserve.agent")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS versions (
     status      TEXT NOT NULL
                 CHECK (status IN ('starting', 'live', 'warm', 'stopped', 'failed')),
     error       TEXT,
+    -- where it runs now when it was moved (scale(engine=...)); NULL: the engine it was deployed on
+    engine      TEXT,
     PRIMARY KEY (deployment, number)
 );
 
@@ -222,6 +224,12 @@ class VersionRow:
     metadata: dict[str, Any]
     status: str
     error: str | None
+    engine: str | None = None  # where it runs now, when moved since its deploy
+
+    @property
+    def placed_on(self) -> str | None:
+        """The engine it runs on: where it was moved, else where it was deployed (None: the agent's default)."""
+        return self.engine or self.metadata.get("engine")
 
 
 @dataclass(frozen=True)
@@ -328,6 +336,8 @@ class Registry:
             self._db.execute("ALTER TABLE deployments ADD COLUMN rollout TEXT NOT NULL DEFAULT '{}'")
         if "aliases" not in columns:  # 3 -> 4: named versions (dep.alias)
             self._db.execute("ALTER TABLE deployments ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}'")
+        if "engine" not in {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}:
+            self._db.execute("ALTER TABLE versions ADD COLUMN engine TEXT")  # 4 -> 5: versions moved between engines
 
     def close(self) -> None:
         with self._lock:
@@ -430,6 +440,13 @@ class Registry:
                 " WHERE deployment = ? AND number = ?",
                 (status, error, deployment, number),
             )
+
+    def set_version_engine(self, deployment: str, number: int, engine: str) -> None:
+        """Where a version runs from now on (``scale(engine=...)`` moves it), beside the engine
+        its immutable metadata says it was deployed on."""
+        with self.transaction() as db:
+            db.execute("UPDATE versions SET engine = ? WHERE deployment = ? AND number = ?",
+                       (engine, deployment, number))
 
     # -- processes ----------------------------------------------------------------
 

@@ -174,6 +174,7 @@ class SharedEngine:
 
     name = "shared"
     autoscales = False
+    caps = False  # one process holds many versions: no cap is a version's own
     enforcement = "shared"  # no per-version caps: the server's LRU bounds its models' memory
 
     def __init__(self, home: Home, registry: Registry, local: Supervisor, *, memory: int | None = None,

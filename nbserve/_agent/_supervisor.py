@@ -197,6 +197,7 @@ class Supervisor:
 
     name = "local"  # the engine's name in the API (GET /v1/resources)
     autoscales = False  # a fixed count of workers; idle_timeout scales to zero
+    caps = True  # takes a version's memory and cpu caps
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ async def scale(name: str, body: ScaleRequest, who: Principal = deploy,
             changes[knobs] = {k: v for k, v in changes[knobs].items() if v is not None}
     if not changes:
         raise errors.InvalidArgument("nothing to change",
-                                     hint="give workers, memory, cpus, idle_timeout, batching or autoscaling")
+                                     hint="give workers, memory, cpus, idle_timeout, batching, autoscaling or engine")
     await manager.capacity.scale(name, changes, actor=who.actor(body.actor))
     return deployment_out(manager.fleet.view(name))
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..._events import Severity
-from ..._settings import AUTOSCALING_KNOBS, BATCHING_KNOBS, SERVING_KNOBS, Setting
+from ..._settings import AUTOSCALING_KNOBS, BATCHING_KNOBS, ENGINES, SERVING_KNOBS, Setting
 from .._access import DEFAULT_EXPIRY_SECONDS
 from .._schedule_rules import DEFAULT_TIMEOUT, MAX_TIMEOUT
 
@@ -66,6 +66,8 @@ class VersionOut(BaseModel):
                                     "environment) or the key of its own under NBSERVE_HOME/envs; null when not running")
     preparing: dict[str, Any] | None = Field(default=None, description="while its environment is being built: "
                                              "python, packages, and how the agent's own differs")
+    engine: str | None = Field(default=None, description="the engine it runs on (local, shared, ray): where it "
+                               "was moved (scale(engine=...)), else where it was deployed (metadata.engine)")
     metadata: dict[str, Any] = Field(description="schema, model, provenance, description")
 
 
@@ -226,6 +228,9 @@ ScaleRequest = create_model(
                                                                         "on or change it; false: off")),
     autoscaling=(bool | AutoscalingIn | None, Field(default=None, description="true/settings: Ray Serve's "
                                                     "autoscaler on (a Ray version) or changed; false: off")),
+    engine=(Literal[ENGINES] | None, Field(default=None, description="move the live version to this engine "  # type: ignore[valid-type]
+                                             "(local: a server of its own; shared: a shared model server; ray) "
+                                             "without dropping a request; later versions run there too")),
     actor=(str | None, Field(default=None, max_length=200)))
 
 

@@ -21,6 +21,7 @@ def version_out(view_or_none: DeploymentView | None, v: VersionRow,
         running=proc is not None, ready=bool(proc and proc.ready),
         upstream_url=proc.url if proc else None, metadata=v.metadata,
         environment=(proc.environment or "agent") if proc else None, preparing=preparing,
+        engine=proc.engine if proc else v.placed_on,
     )
 
 

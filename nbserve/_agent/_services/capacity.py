@@ -29,18 +29,31 @@ class Capacity:
 
     async def scale(self, name: str, changes: dict[str, Any], *, actor: str | None) -> None:
         """Change workers or caps and restart the live version's server with them: the new
-        server starts beside the old, takes the traffic once ready, then the old one drains."""
+        server starts beside the old, takes the traffic once ready, then the old one drains.
+        ``engine`` moves the live version to another engine the same way (and the next
+        versions go there too)."""
         fleet = self.fleet
         row = fleet.get_row(name)
-        if changes.get("autoscaling") and row.live_version is not None:
-            fleet.check_autoscaling(fleet.engine_of(name, row.live_version), f"v{row.live_version} of {name}")
+        live = row.live_version
+        was_on = fleet.engine_of(name, live) if live is not None else None
+        engine = changes.get("engine") or was_on
+        if engine is not None:
+            fleet.engine.get(engine)  # one this agent lacks is a 400 before anything changes
+        if live is not None and (changes.get("autoscaling") or (fleet.config(name)["autoscaling"]
+                                                                and engine != was_on)):
+            fleet.check_autoscaling(engine, f"v{live} of {name}")
+        if engine is not None:
+            fleet.check_caps(engine, {**fleet.config(name), **changes}, f"v{live} of {name}")
         before = row.config
         old = fleet.config(name)
         new = fleet.configure(name, changes, actor=actor)
-        if all(old[key] == new[key] for key in RESTARTING_SETTINGS):
-            return  # only the idle timeout changed: the running server stays
+        moving = live is not None and engine != was_on
+        if all(old[key] == new[key] for key in RESTARTING_SETTINGS) and not moving:
+            return  # only the idle timeout (or the next versions' engine) changed: the running server stays
         async with fleet.lock(name):
             row = fleet.get_row(name)
+            if moving and row.live_version == live:
+                self.registry.set_version_engine(name, live, engine)  # a cold one starts there when woken
             if row.state != "serving" or fleet.is_cold(name) or row.live_version is None:
                 return  # applied at the next start
             try:
@@ -48,7 +61,14 @@ class Capacity:
             except NbserveError:
                 # the old server keeps serving; so must its settings, or the next start fails too
                 self.registry.update_deployment(name, config=before)
+                if moving and was_on is not None:
+                    self.registry.set_version_engine(name, live, was_on)
                 raise
+            if moving:
+                self.registry.add_event(
+                    "moved", f"v{proc.version} moved from the {was_on} engine to the {engine} engine "
+                    "(the new server took the traffic, the old one drained)", deployment=name,
+                    version=proc.version, actor=actor, data={"from": was_on, "to": engine})
             if proc.batching and proc.batching != old["batching"]:
                 await self.checks.batching(name, proc.version, proc, actor)  # as a deploy does
 

@@ -63,7 +63,7 @@ class Deployments:
         engine = self._engine_for(name, serving or {})
         bento_tag, metadata = await asyncio.to_thread(_import_bento, archive, self.fleet.home)
         metadata["release"] = (release or ReleasePlan()).to_dict()  # part of the immutable record
-        metadata["engine"] = engine  # where the version runs, for good: a canary may run elsewhere
+        metadata["engine"] = engine  # where it was deployed to run (a canary may run elsewhere); scale(engine=...) may move it
         if remove_archive:
             archive.unlink(missing_ok=True)
         row = self.registry.get_deployment(name)
@@ -99,6 +99,7 @@ class Deployments:
         self.fleet.engine.get(engine)
         if config.get("autoscaling"):
             self.fleet.check_autoscaling(engine, "this version")
+        self.fleet.check_caps(engine, config, "this version")
         return engine
 
     def _create(self, name: str, stable_port: int | None, actor: str | None) -> DeploymentRow:

@@ -258,9 +258,17 @@ class Fleet:
                 hint="deploy with engine=\"ray\" (--engine ray), or set workers; idle_timeout scales a local "
                      "deployment to zero")
 
+    def check_caps(self, engine: str, config: dict[str, Any], subject: str) -> None:
+        """Refuse memory or CPU caps for ``subject`` on an engine whose servers hold many versions."""
+        if (config.get("memory") or config.get("cpus")) and not self.engine.get(engine).caps:
+            raise InvalidArgument(
+                f"{subject} has memory or cpu caps, and the {engine} engine runs many versions in one server",
+                hint="clear them (memory=\"none\", cpus=\"none\") or run it on a server of its own "
+                     "(engine=\"dedicated\"); a shared server's models are bounded by the agent's --shared-memory")
+
     def engine_of(self, name: str, number: int) -> str:
         """The engine a version runs on: the one its deploy chose, else the agent's default."""
-        return self.get_version(name, number).metadata.get("engine") or self.engine.default
+        return self.get_version(name, number).placed_on or self.engine.default
 
     async def start(self, name: str, number: int, bento_tag: str, *, replace: bool = False) -> ServedVersion:
         """Start a version's server on its engine, with the deployment's workers and caps."""
@@ -273,7 +281,7 @@ class Fleet:
                 "batching_unavailable", f"v{number} was built by an nbserve without batching; it serves unbatched",
                 deployment=name, version=number)
         proc = await self.engine.start(
-            name, number, bento_tag, engine=metadata.get("engine"), workers=int(config["workers"]),
+            name, number, bento_tag, engine=self.get_version(name, number).placed_on, workers=int(config["workers"]),
             limits=Limits(config["memory"], config["cpus"]), batching=batching, replace=replace,
             environment=EnvSpec.of_version(metadata), autoscaling=config["autoscaling"],
         )
