@@ -46,6 +46,7 @@ export type EventKind =
   | 'worker_exited'
   | 'worker_restarted'
   | 'scaled'
+  | 'moved'
   | 'scaled_to_zero'
   | 'woken'
   | 'wake_failed'
@@ -53,6 +54,8 @@ export type EventKind =
   | 'batch_overloaded'
   | 'replica_lost'
   | 'replica_restored'
+  | 'model_loaded'
+  | 'model_evicted'
   | 'schedule_added'
   | 'schedule_paused'
   | 'schedule_resumed'
@@ -435,14 +438,16 @@ export interface ResourceRow {
    */
   environments?: string[];
   /**
-   * where its versions run: local (bentoml serve), ray, or local+ray (a canary on one, the live
-   * version on the other)
+   * where its versions run: local (bentoml serve), shared (a shared model server), ray, or two
+   * joined by + (a canary on one, the live version on the other)
    */
   engine?: string;
   /** Ray Serve's autoscaler, when on */
   autoscaling?: AutoscalingOut | null;
   /** on the Ray engine: each replica of its running versions */
   replicas?: ReplicaOut[];
+  /** on the shared engine: each running version's model in its shared server */
+  models?: SharedModelOut[];
 }
 
 export interface RollbackRequest {
@@ -515,6 +520,11 @@ export interface ScaleRequest {
   batching?: boolean | BatchingIn | null;
   /** true/settings: Ray Serve's autoscaler on (a Ray version) or changed; false: off */
   autoscaling?: boolean | AutoscalingIn | null;
+  /**
+   * move the live version to this engine (local: a server of its own; shared: a shared model
+   * server; ray) without dropping a request; later versions run there too
+   */
+  engine?: 'local' | 'shared' | 'ray' | null;
   actor?: string | null;
 }
 
@@ -585,6 +595,24 @@ export interface ScheduleOut {
   kernel: string;
   /** id of the run in progress, if any */
   running_run: number | null;
+}
+
+export interface SharedModelOut {
+  version: number;
+  /** the shared model server it runs in (its environment and worker count) */
+  server: string;
+  /** its model is in the server's memory now (else its next request loads it) */
+  loaded: boolean;
+  /** what loading its model added to the server's RSS */
+  memory_bytes?: number | null;
+  /** requests it answered since its model was last loaded */
+  requests?: number;
+  /** times its model was loaded (more than one: it was evicted) */
+  loads?: number;
+  /** times the server's LRU unloaded it to make room */
+  evictions?: number;
+  /** how long its last load took */
+  load_seconds?: number | null;
 }
 
 /** Everything a panel's periodic poll needs, in one request. */
@@ -685,6 +713,11 @@ export interface VersionOut {
   environment?: string | null;
   /** while its environment is being built: python, packages, and how the agent's own differs */
   preparing?: Record<string, unknown> | null;
+  /**
+   * the engine it runs on (local, shared, ray): where it was moved (scale(engine=...)), else where
+   * it was deployed (metadata.engine)
+   */
+  engine?: string | null;
   /** schema, model, provenance, description */
   metadata: Record<string, unknown>;
 }
