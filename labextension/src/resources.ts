@@ -143,14 +143,41 @@ function environmentFact(r: ResourceRow): HTMLElement | null {
   });
 }
 
+/** Where its versions run, on an engine other than the local one: Ray, or a shared model server. */
+function engineFact(r: ResourceRow): HTMLElement | null {
+  if (r.engine?.includes('ray')) {
+    return rayFact(r);
+  }
+  return r.engine?.includes('shared') ? sharedFact(r) : null;
+}
+
+/**
+ * In a shared model server: "shared · 1 of 1 loaded", and per version in the tooltip whether its
+ * model is loaded, the memory it added to the server, its requests, loads and evictions.
+ */
+function sharedFact(r: ResourceRow): HTMLElement {
+  const models = r.models ?? [];
+  const loaded = models.filter(m => m.loaded);
+  const each = models.map(m =>
+    `v${m.version} in ${m.server}: ` +
+    (m.loaded ? `loaded, ${fmtBytes(m.memory_bytes ?? 0)}, ${plural(m.requests ?? 0, 'request')} since its load` : 'not loaded (its next request loads it)') +
+    `; loaded ${m.loads ?? 0}×, evicted ${m.evictions ?? 0}×`
+  );
+  return h('span', {
+    class: 'nbserve-res-fact nbserve-res-engine',
+    text: `${r.engine} · ${loaded.length} of ${models.length} loaded`,
+    title:
+      'its versions run in a shared model server with other models (one process, memory and GIL); ' +
+      'the least recently used idle model is unloaded when the server is full' + (each.length ? `\n${each.join('\n')}` : ''),
+    data: { fact: 'engine', engine: r.engine ?? '' }
+  });
+}
+
 /**
  * Where its versions run when Ray serves one: "ray · 2 replicas on 2 nodes", "autoscaled 0–4",
- * each replica's version, state, node and process in the tooltip; nothing on the local engine.
+ * each replica's version, state, node and process in the tooltip.
  */
-function engineFact(r: ResourceRow): HTMLElement | null {
-  if (!r.engine || !r.engine.includes('ray')) {
-    return null;
-  }
+function rayFact(r: ResourceRow): HTMLElement {
   const replicas = r.replicas ?? [];
   const alive = replicas.filter(x => x.state === 'ALIVE');
   const nodes = new Set(alive.map(x => x.node));
@@ -169,7 +196,7 @@ function engineFact(r: ResourceRow): HTMLElement | null {
     class: 'nbserve-res-fact nbserve-res-engine',
     text,
     title: `Ray Serve runs these versions on its cluster; ${bounds}` + (each.length ? `\n${each.join('\n')}` : ''),
-    data: { fact: 'engine', engine: r.engine }
+    data: { fact: 'engine', engine: r.engine ?? '' }
   });
 }
 

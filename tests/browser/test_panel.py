@@ -582,3 +582,29 @@ def test_rollouts_and_schedules_in_the_panel(lab: Lab, browser, module_home, iri
     page.locator(f'.nbserve-sched-row[data-name="{SCHEDULE}"]').wait_for(state="detached", timeout=20000)
     assert not errors, errors
     page.close()
+
+
+def test_a_shared_deployment_shows_its_model_in_the_panel(lab: Lab, browser, module_home, iris, tree) -> None:
+    """The Resources line of a version in a shared model server: the engine, how many of its
+    models are loaded, and per version (tooltip) its memory and requests."""
+    _, X_test, _, _ = iris
+    name = "panel-shared"
+    dep = nbserve.deploy(tree, name, X_test, engine="shared", progress=False)
+    dep.predict(X_test.head(2))
+    page, errors = _open_lab(lab, browser)
+    page.evaluate("() => window.jupyterapp.commands.execute('nbserve:show-deployments')")
+    row = page.locator(f'.nbserve-row[data-name="{name}"]')
+    row.wait_for(timeout=20000)
+    row.click()
+    detail = page.locator(f'.nbserve-Detail[data-name="{name}"]')
+    fact = detail.locator('.nbserve-resources [data-fact="engine"]')
+    fact.wait_for(timeout=20000)
+    page.wait_for_function(
+        "(name) => /shared · 1 of 1 loaded/.test(document.querySelector("
+        "`.nbserve-Detail[data-name=\"${name}\"] .nbserve-resources [data-fact=\"engine\"]`)?.textContent || '')",
+        arg=name, timeout=20000)
+    title = fact.get_attribute("title")
+    assert re.search(r"v1 in agent-w1: loaded, [0-9.]+ (KiB|MiB), \d+ requests? since its load", title), title
+    dep.stop()
+    assert not errors, errors
+    page.close()
