@@ -118,6 +118,41 @@ def test_versions_pinned_to_other_packages_run_side_by_side_each_in_its_own_envi
     assert _answers(back.url, "versions") == [sklearn.__version__] * 3
 
 
+def test_shared_versions_share_a_server_per_environment_each_run_by_its_own_python(module_home, index_or_skip):
+    """A shared model server holds the versions of one environment: a version pinned to other
+    packages gets a shared server of its own, started with its environment's Python."""
+    import sklearn
+
+    from nbserve._agent._shared_engine import SHARED_ENV
+
+    here = nbserve.deploy(Reporter(), "shared-here", TEXTS, methods=["predict", "versions"], engine="shared",
+                          progress=False)
+    here_too = nbserve.deploy(Reporter(), "shared-here-too", TEXTS, methods=["predict", "versions"],
+                              engine="shared", progress=False)
+    old = nbserve.deploy(Reporter(), "shared-old", TEXTS, methods=["predict", "versions"], engine="shared",
+                         packages=[f"scikit-learn=={OLD_SKLEARN}"], progress=False)
+    assert _answers(here.url, "versions") == _answers(here_too.url, "versions") == [sklearn.__version__] * 3
+    assert _answers(old.url, "versions") == [OLD_SKLEARN] * 3
+    key = old.versions[0]["environment"]
+    assert key not in (None, "agent") and here.versions[0]["environment"] == "agent"
+    top = nbserve.top()
+    servers = {name: [m["server"] for m in top.loc[name, "models"]] for name in ("shared-here", "shared-here-too",
+                                                                                   "shared-old")}
+    assert servers == {"shared-here": ["agent-w1"], "shared-here-too": ["agent-w1"], "shared-old": [f"{key}-w1"]}
+    import psutil
+
+    pythons = set()
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(SHARED_ENV) == f"{key}-w1":
+                pythons.add(proc.cmdline()[0])  # the venv's python (exe() would resolve its symlink)
+        except psutil.Error:
+            continue
+    assert pythons and all(key in path for path in pythons), pythons
+    for dep in (here, here_too, old):
+        dep.stop()
+
+
 def test_a_pin_that_cannot_be_installed_fails_the_deploy_and_the_live_version_keeps_serving(module_home,
                                                                                              index_or_skip):
     live = nbserve.deploy(Reporter(), "nopin", TEXTS, methods=["predict", "versions"], progress=False)
