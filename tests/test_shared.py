@@ -233,3 +233,26 @@ def test_scale_moves_the_live_version_out_of_a_shared_server_and_back_answering_
     assert [(d["from"], d["to"]) for d in moved["data"]] == [("shared", "local"), ("local", "shared")]
     with pytest.raises(nbserve.errors.InvalidArgument, match="engine must be one of"):
         dep.scale(engine="elsewhere")
+
+
+def test_two_workers_batching_and_scale_to_zero_apply_to_a_shared_version(fresh_home, iris):
+    _, X_test, _, _ = iris
+    start_agent(fresh_home)
+    model = offset_model(iris, 30)
+    dep = nbserve.deploy(model, "busy", X_test, engine="shared", workers=2, batching=True, max_batch_size=16,
+                         max_latency_ms=500, progress=False)
+    servers = shared_servers(fresh_home)
+    workers = [p for p in servers[0].children() if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(servers) == 1 and len(workers) == 2, "a server of two uvicorn workers"
+    assert _models(dep)["models"][0]["server"] == "agent-w2"
+    with httpx.Client(timeout=30, trust_env=False) as http:
+        for _ in range(40):
+            answer = http.post(f"{dep.url}/predict", json={"data": X_test.head(3).to_dict("records")})
+            assert answer.status_code == 200 and answer.json() == pytest.approx(list(model.predict(X_test.head(3))))
+            assert int(answer.headers["x-nbserve-batch-rows"]) >= 3, "batched"
+    assert "batching_checked" in set(dep.events()["kind"])
+    # scale to zero takes it out of its server (the last one: the server stops), a request wakes it
+    dep.scale(idle_timeout="2s")
+    _wait(lambda: _models(dep)["state"] == "cold" and not shared_servers(fresh_home), timeout=60, what="cold")
+    np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
+    assert "woken" in set(dep.events()["kind"]) and len(shared_servers(fresh_home)) == 1
