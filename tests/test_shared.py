@@ -9,10 +9,12 @@ deployment between a shared version and a dedicated one without losing an answer
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -167,13 +169,29 @@ def test_an_agent_killed_and_started_again_adopts_its_shared_server(fresh_home, 
     assert not shared_servers(fresh_home), "an agent that stops stops its shared servers"
 
 
-def _load(url: str, body: dict, until: threading.Event, answers: list) -> None:
-    with httpx.Client(timeout=60, trust_env=False) as http:
-        while not until.is_set():
-            try:
-                answers.append(http.post(f"{url}/predict", json=body).status_code)
-            except httpx.HTTPError as exc:
-                answers.append(type(exc).__name__)
+@contextlib.contextmanager
+def under_load(url: str, body: dict) -> Iterator[list]:
+    """Two clients posting ``body`` to ``url`` for the block; each answer's status (or the error
+    of a request that got none), checked by the caller after the block."""
+    until, answers = threading.Event(), []
+
+    def client() -> None:
+        with httpx.Client(timeout=60, trust_env=False) as http:
+            while not until.is_set():
+                try:
+                    answers.append(http.post(f"{url}/predict", json=body).status_code)
+                except httpx.HTTPError as exc:
+                    answers.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield answers
+    finally:
+        until.set()
+        for thread in threads:
+            thread.join(timeout=60)
 
 
 def test_rollbacks_between_a_shared_and_a_dedicated_version_answer_every_request(fresh_home, iris):
@@ -182,20 +200,11 @@ def test_rollbacks_between_a_shared_and_a_dedicated_version_answer_every_request
     shared_model, dedicated_model = offset_model(iris, 0), offset_model(iris, 50)
     dep = nbserve.deploy(shared_model, "mover", X_test, engine="shared", progress=False)
     nbserve.deploy(dedicated_model, "mover", X_test, engine="local", progress=False)
-    body = {"data": X_test.head(1).to_dict("records")}
-    until, answers = threading.Event(), []
-    threads = [threading.Thread(target=_load, args=(dep.url, body, until, answers), daemon=True) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    with under_load(dep.url, {"data": X_test.head(1).to_dict("records")}) as answers:
         for target, model in ((1, shared_model), (2, dedicated_model), (1, shared_model)):
             dep.rollback(to=target)
             np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
             time.sleep(0.5)
-    finally:
-        until.set()
-        for thread in threads:
-            thread.join(timeout=60)
     assert answers and all(a == 200 for a in answers), f"{len(answers)} answers: {set(map(str, answers))}"
     history = dep.history()
     assert history.loc[1, "status"] == "live" and history.loc[2, "status"] in ("warm", "stopped")
@@ -210,12 +219,7 @@ def test_scale_moves_the_live_version_out_of_a_shared_server_and_back_answering_
     with pytest.raises(nbserve.errors.InvalidArgument, match="caps"):
         nbserve.deploy(model, "movable", X_test, engine="shared", memory="512M", progress=False)
     assert list(dep.history().index) == [1]
-    body = {"data": X_test.head(1).to_dict("records")}
-    until, answers = threading.Event(), []
-    threads = [threading.Thread(target=_load, args=(dep.url, body, until, answers), daemon=True) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    with under_load(dep.url, {"data": X_test.head(1).to_dict("records")}) as answers:
         dep.scale(engine="dedicated")
         assert _models(dep)["engine"] == "local" and dep.history().loc[1, "engine"] == "local"
         assert not shared_servers(fresh_home), "its shared server held only it: it stopped"
@@ -224,10 +228,6 @@ def test_scale_moves_the_live_version_out_of_a_shared_server_and_back_answering_
         assert _models(dep)["engine"].startswith("shared") and dep.history().loc[1, "engine"] == "shared"
         np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
         time.sleep(0.5)
-    finally:
-        until.set()
-        for thread in threads:
-            thread.join(timeout=60)
     assert answers and all(a == 200 for a in answers), f"{len(answers)} answers: {set(map(str, answers))}"
     moved = dep.events().query("kind == 'moved'")
     assert [(d["from"], d["to"]) for d in moved["data"]] == [("shared", "local"), ("local", "shared")]

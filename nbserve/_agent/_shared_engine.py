@@ -38,7 +38,8 @@ from ..errors import DeployFailed, InvalidArgument
 from ._envs import EnvSpec, Prepared
 from ._limits import Limits
 from ._registry import Registry
-from ._supervisor import READY_TIMEOUT, Supervisor, free_port, kill_tree, log_tail, summarize_failure
+from ._supervisor import (READY_TIMEOUT, Supervisor, answers_ready, free_port, kill_tree, log_tail,
+                          summarize_failure)
 
 log = logging.getLogger("nbserve.agent")
 
@@ -388,12 +389,7 @@ class SharedEngine:
             for slot, entry in server.slots.items():
                 if slot.rsplit("-", 1)[0] != f"{deployment}/{version}" or entry.get("bento_tag") != bento_tag:
                     continue
-                try:
-                    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-                        ready = (await client.get(f"{server.url}/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    ready = False
-                if not ready:
+                if not await answers_ready(server.url, timeout=5.0):
                     return None
                 self.servers.setdefault(server.name, server)
                 proc = SharedVersion(deployment or "", version or 0, bento_tag, server, slot,

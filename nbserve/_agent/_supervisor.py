@@ -133,6 +133,15 @@ def _ctime(proc: psutil.Process) -> float:
         return 0.0
 
 
+async def answers_ready(url: str, *, timeout: float) -> bool:
+    """Whether a server found running (after an agent restart) answers ``/readyz`` now."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            return (await client.get(f"{url}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def kill_tree(procs: list[psutil.Process], grace: float = STOP_GRACE) -> list[int]:
     """SIGTERM every process (and its process group), wait, then SIGKILL what is left.
 
@@ -407,12 +416,7 @@ class Supervisor:
             if found is not None:
                 proc.known[row.pid] = found
         proc.refresh_tree()
-        try:
-            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-                ready = (await client.get(f"{proc.url}/readyz")).status_code == 200
-        except httpx.HTTPError:
-            ready = False
-        if not ready:
+        if not await answers_ready(proc.url, timeout=2.0):
             return None
         proc.ready_seconds = 0.0
         self.processes[(proc.deployment, proc.version)] = proc
