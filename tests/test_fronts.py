@@ -82,6 +82,18 @@ def test_nbserve_errors_become_usage_errors_not_tracebacks(shell, iris):
     with pytest.raises(UsageError, match="autoscaling needs the Ray engine"):
         shell.run_line_magic("deploy", "model --name magic-ray --sample X --min-replicas 0 --max-replicas 3")
     assert "magic-ray" not in [d.name for d in nbserve.deployments()], "refused before anything exists"
+    with pytest.raises(UsageError, match="memory or cpu caps"):  # a shared server's are not a version's own
+        shell.run_line_magic("deploy", "model --name magic-shared --sample X --shared --memory 512M")
+    assert "magic-shared" not in [d.name for d in nbserve.deployments()]
+
+
+def test_magic_shared_runs_the_version_in_a_shared_model_server(shell, iris, tree):
+    _, X_test, _, _ = iris
+    shell.user_ns.update(model=tree, X=X_test)
+    dep = shell.run_line_magic("deploy", "model --name magic-shared --sample X --shared")
+    assert dep.history().loc[1, "engine"] == "shared"
+    np.testing.assert_array_equal(dep.predict(X_test), tree.predict(X_test))
+    dep.stop()
 
 
 def test_magic_deploys_lists_rolls_back_and_stops(shell, iris, forest, tree):
