@@ -240,7 +240,11 @@ class SharedServer:
         finally:
             if src is not None and src in sys.path:
                 sys.path.remove(src)
-            for name in BENTO_MODULES:  # the service holds its own; the next load must not find them
+            # the service holds its own modules; the next load must not find them (those named, and
+            # any other the Bento's source directory holds, whatever nbserve wrote it with)
+            here = os.path.realpath(src) + os.sep if src else None  # bentoml imports from the real path
+            for name in [n for n, m in list(sys.modules.items())
+                         if n in BENTO_MODULES or (here and str(getattr(m, "__file__", "") or "").startswith(here))]:
                 sys.modules.pop(name, None)
             for name, value in saved_env.items():
                 if value is None:
