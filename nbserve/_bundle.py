@@ -23,6 +23,7 @@ from . import _config  # noqa: F401  (privacy env before bentoml)
 from ._service_template import (
     BUNDLE_FILE,
     KINDS_FILE,
+    PROTOCOL_MODULES,
     PROTOCOLS_FILE,
     REFERENCE_FILE,
     SERVICE_FEATURES,
@@ -49,7 +50,9 @@ MAX_ANSWER_BYTES = 32 * 2**20  # vector answers kept for the parity replay (10,0
 # and bentoml only, so a Bento serves without nbserve): what every service does, the input
 # kinds, and the loaders and calls of flavors that need more than BentoML's (PyTorch, pipelines)
 _COPIED_MODULES = {"_serving.py": SERVING_FILE, "_kinds.py": KINDS_FILE, "_flavor_calls.py": FLAVOR_CALLS_FILE,
-                   "_protocols.py": PROTOCOLS_FILE}
+                   "_protocols.py": PROTOCOLS_FILE,
+                   # the wire formats' adapters, one module each, and what they share
+                   **{f"_{stem}.py": f"nbserve_{stem}.py" for stem in PROTOCOL_MODULES}}
 ONNX_MODULE = "nbserve_onnx"  # nbserve/_onnx_runtime.py, copied into a Bento on the onnx runtime
 
 # -- methods --------------------------------------------------------------------------

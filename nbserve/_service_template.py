@@ -15,6 +15,8 @@ import string
 BUNDLE_FILE = "nbserve_bundle.json"
 KINDS_FILE = "nbserve_kinds.py"  # nbserve/_kinds.py, copied in: inputs that are not DataFrames
 PROTOCOLS_FILE = "nbserve_protocols.py"  # nbserve/_protocols.py, copied in: other wire formats
+# ... and its adapters, nbserve/_<stem>.py copied in as nbserve_<stem>.py
+PROTOCOL_MODULES = ("protocol_base", "protocol_v2", "protocol_mlflow", "protocol_openai")
 SERVING_MODULE = "nbserve_serving"  # nbserve/_serving.py, copied in: what every service does
 SERVING_FILE = f"{SERVING_MODULE}.py"
 REFERENCE_FILE = "reference.parquet"

@@ -49,7 +49,8 @@ PREFIX = "/m/"
 CONTROL = "/_nbserve/"
 # The modules every nbserve Bento carries under the same names (nbserve/_bundle.py copies them).
 BENTO_MODULES = ("nbserve_service", "nbserve_serving", "nbserve_kinds", "nbserve_flavor_calls",
-                 "nbserve_protocols", "nbserve_onnx")
+                 "nbserve_protocols", "nbserve_protocol_base", "nbserve_protocol_v2", "nbserve_protocol_mlflow",
+                 "nbserve_protocol_openai", "nbserve_onnx")
 
 Scope = t.MutableMapping[str, t.Any]
 Receive = t.Callable[[], t.Awaitable[t.MutableMapping[str, t.Any]]]

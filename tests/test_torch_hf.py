@@ -245,7 +245,7 @@ def _generator(tokenizer):
 @pytest.mark.slow
 def test_a_text_generation_pipeline_answers_openai_completions_and_chat(module_home, tokenizer):
     openai = pytest.importorskip("openai", reason="the openai client is not installed")
-    from nbserve._protocols import _chat_prompt
+    from nbserve._protocol_openai import _chat_prompt
 
     generator = _generator(tokenizer)
     dep = nbserve.deploy(generator, "hf-generate", TEXTS, progress=False)
