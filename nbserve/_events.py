@@ -70,6 +70,7 @@ class Event(StrEnum):
     # models in a shared model server (engine="shared"): loaded on demand, evicted by its LRU
     MODEL_LOADED = "model_loaded"
     MODEL_EVICTED = "model_evicted"
+    QUARANTINED = "quarantined"  # it kept crashing its shared server: it runs in one of its own now
     # schedules
     SCHEDULE_ADDED = "schedule_added"
     SCHEDULE_PAUSED = "schedule_paused"
@@ -93,7 +94,7 @@ AUDITED = frozenset({
 SAID_AT_DEPLOY = frozenset({Event.BATCHING_WARNING, Event.BATCHING_UNAVAILABLE, Event.RUNTIME_FALLBACK})
 _WARNINGS = SAID_AT_DEPLOY | {Event.BATCH_OVERLOADED, Event.MEMORY_EXCEEDED, Event.DRAIN_TIMEOUT,
                               Event.GATE_BREACHED, Event.ROLLBACK, Event.ABORTED, Event.START_INTERRUPTED,
-                              Event.REPLICA_LOST}
+                              Event.REPLICA_LOST, Event.QUARANTINED}
 _ERRORS = frozenset({Event.DEPLOY_FAILED, Event.BUILD_FAILED, Event.RESTART_FAILED, Event.WAKE_FAILED,
                      Event.PROCESS_EXITED, Event.WORKER_EXITED, Event.METRICS_DAMAGED})
 

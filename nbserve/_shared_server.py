@@ -46,6 +46,7 @@ MAX_MODELS_ENV = "NBSERVE_SHARED_MAX_MODELS"  # how many may be loaded at once (
 VERSION_ENV = "NBSERVE_VERSION"  # read by each Bento's nbserve_serving at import
 BATCHING_ENV = "NBSERVE_BATCHING"
 PREFIX = "/m/"
+BUSY_PREFIX = "busy-"  # busy-<pid>.json: the slots with requests in flight in that process
 CONTROL = "/_nbserve/"
 # The modules every nbserve Bento carries under the same names (nbserve/_bundle.py copies them).
 BENTO_MODULES = ("nbserve_service", "nbserve_serving", "nbserve_kinds", "nbserve_flavor_calls",
@@ -111,6 +112,10 @@ class SharedServer:
         self.loads: dict[str, int] = {}  # how often each version was loaded (an eviction makes it 2)
         self.evictions: dict[str, int] = {}
         self._lock = asyncio.Lock()  # one load or unload at a time (sys.modules is shared)
+        self.busy: dict[str, int] = {}  # requests in flight by slot
+        # BUSY_PREFIX<pid>.json beside the manifest: the slots at work now (read by the agent after a crash)
+        self._busy_fd = os.open(os.path.join(os.path.dirname(os.path.abspath(manifest)), f"{BUSY_PREFIX}{os.getpid()}.json"),
+                                os.O_RDWR | os.O_CREAT, 0o600)
         self.started = time.time()
 
     # -- the manifest ------------------------------------------------------------------------
@@ -169,21 +174,38 @@ class SharedServer:
             await _json(send, 404, {"error": f"no version in {path}: expected /m/<deployment>/<N>[-<start>]/..."})
             return
         key = f"{parts[0]}/{parts[1]}"
+        self._busy(key, +1)
         try:
-            model = await self.get(key)
-        except ModelUnavailable as exc:
-            await _json(send, exc.status, {"error": exc.message})
-            return
-        model.in_flight += 1
-        model.requests += 1
-        model.last_used = time.monotonic()
-        # as Ray Serve does with a route prefix: the path keeps the prefix, root_path names it
-        inner = dict(scope, root_path=scope.get("root_path", "") + f"{PREFIX}{key}")
-        try:
-            await model.app(inner, receive, send)
-        finally:
-            model.in_flight -= 1
+            try:
+                model = await self.get(key)
+            except ModelUnavailable as exc:
+                await _json(send, exc.status, {"error": exc.message})
+                return
+            model.in_flight += 1
+            model.requests += 1
             model.last_used = time.monotonic()
+            # as Ray Serve does with a route prefix: the path keeps the prefix, root_path names it
+            inner = dict(scope, root_path=scope.get("root_path", "") + f"{PREFIX}{key}")
+            try:
+                await model.app(inner, receive, send)
+            finally:
+                model.in_flight -= 1
+                model.last_used = time.monotonic()
+        finally:
+            self._busy(key, -1)
+
+    def _busy(self, key: str, change: int) -> None:
+        """Count a slot's requests (a load included); when the set of busy slots changes, write
+        it down, so that if this process dies the agent knows which models were at work."""
+        count = self.busy.get(key, 0) + change
+        if count > 0:
+            self.busy[key] = count
+        else:
+            self.busy.pop(key, None)
+        if (count == 1 and change > 0) or count == 0:
+            data = json.dumps(sorted(self.busy)).encode()
+            os.pwrite(self._busy_fd, data, 0)  # two syscalls, only when a slot starts or stops being busy
+            os.ftruncate(self._busy_fd, len(data))
 
     # -- loading -------------------------------------------------------------------------------
 

@@ -128,7 +128,8 @@ def test_the_least_recently_used_model_is_unloaded_and_loaded_again_on_its_next_
         np.testing.assert_allclose(dep.predict(X_test), model.predict(X_test))
 
 
-def test_a_model_that_crashes_its_server_takes_down_only_that_server_which_comes_back(fresh_home, iris, forest):
+def test_a_model_that_crashes_its_server_takes_down_only_that_server_and_is_then_put_in_one_of_its_own(
+        fresh_home, iris, forest):
     _, X_test, _, _ = iris
     start_agent(fresh_home)
     crasher = nbserve.deploy(CrashesOnSentinel(forest), "crasher", X_test, engine="shared", progress=False)
@@ -142,10 +143,26 @@ def test_a_model_that_crashes_its_server_takes_down_only_that_server_which_comes
     _wait(lambda: "restarted" in set(calm.events()["kind"]), timeout=90, what="the shared server's restart")
     exited = calm.events().query("kind == 'process_exited'")
     assert len(exited) >= 1 and "code 3" in exited.iloc[0]["message"]
-    after = shared_servers(fresh_home)
-    assert len(after) == 1 and after[0].pid != before[0].pid
+    assert shared_servers(fresh_home)[0].pid != before[0].pid
     np.testing.assert_allclose(calm.predict(X_test), offset_model(iris, 7).predict(X_test))
+    # it was at work each time the server died: after the second time it gets a server of its own
+    for _ in range(3):
+        if "quarantined" in set(crasher.events()["kind"]):
+            break
+        with pytest.raises(nbserve.errors.NbserveError):
+            crasher.predict(poison)
+        time.sleep(1.0)
+    _wait(lambda: "quarantined" in set(crasher.events()["kind"]), timeout=60, what="the quarantine")
+    _wait(lambda: crasher.refresh().status == "serving" and _models(crasher)["models"]
+          and _models(crasher)["models"][0]["server"] == "agent-w1-crasher-v1", timeout=90, what="its own server")
     np.testing.assert_array_equal(crasher.predict(X_test), forest.predict(X_test))
+    exits = len(calm.events().query("kind == 'process_exited'"))
+    with pytest.raises(nbserve.errors.NbserveError):
+        crasher.predict(poison)  # now it takes down its own server only
+    _wait(lambda: crasher.refresh().status == "serving" and _models(crasher)["models"]
+          and _models(crasher)["models"][0]["server"] == "agent-w1-crasher-v1", timeout=90, what="its restart")
+    assert len(calm.events().query("kind == 'process_exited'")) == exits, "its old neighbours are safe from it"
+    np.testing.assert_allclose(calm.predict(X_test), offset_model(iris, 7).predict(X_test))
     np.testing.assert_array_equal(dedicated.predict(X_test), forest.predict(X_test))
     assert "process_exited" not in set(dedicated.events()["kind"]), "a dedicated server is not touched"
 

@@ -60,7 +60,8 @@ class Manager:
                 name, number, what, data),
         )
         if isinstance(local, Supervisor):  # versions deployed with engine="shared" share model servers
-            shared = SharedEngine(home, registry, local, memory=shared_memory, max_models=shared_models)
+            shared = SharedEngine(home, registry, local, memory=shared_memory, max_models=shared_models,
+                                  on_exit=lambda proc: self.deployments.on_process_exit(proc))
             others = {"shared": shared, **(others or {})}
         self.engine = Engines(local, others, default=default_engine)
         engine_ = self.engine

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +49,7 @@ SERVER_SCRIPT = "nbserve_shared_server.py"  # its copy, run by each environment'
 SHARED_ENV = "NBSERVE_SHARED_SERVER"  # the server's name, in the environment of its processes
 STATUS_SECONDS = 2.0  # how often the servers are asked what they hold
 RESTART_BACKOFF = (0.0, 1.0, 5.0, 15.0)  # a server that keeps dying is started again more slowly
+QUARANTINE_AFTER = 2  # a version at work at this many deaths in a row of its server gets a server of its own
 
 
 @dataclass
@@ -66,6 +68,7 @@ class SharedServerProcess:
     slots: dict[str, dict[str, Any]] = field(default_factory=dict)  # what versions.json says
     status: dict[str, Any] = field(default_factory=dict)  # what it answered last, by slot
     deaths: int = 0  # exits in a row without a quiet minute between
+    suspects: dict[str, int] = field(default_factory=dict)  # slots at work at each of those exits, counted
     last_death: float = 0.0
     stopping: bool = False
 
@@ -179,9 +182,12 @@ class SharedEngine:
     enforcement = "shared"  # no per-version caps: the server's LRU bounds its models' memory
 
     def __init__(self, home: Home, registry: Registry, local: Supervisor, *, memory: int | None = None,
-                 max_models: int | None = None) -> None:
+                 max_models: int | None = None, on_exit: Callable[[SharedVersion], None] | None = None) -> None:
         self.home = home
         self.registry = registry
+        self.on_exit = on_exit  # a version taken out of its server (quarantined): the services restart it
+        # versions that crashed their server again and again: each runs in a server of its own
+        self.quarantined: set[tuple[str, int]] = set()
         self.local = local  # builds the environments (and says so while it does)
         self.memory = memory
         self.max_models = max_models
@@ -214,7 +220,8 @@ class SharedEngine:
         if existing is not None and existing.alive() and not replace:
             return existing
         prepared = await self.local.prepare_environment(deployment, version, environment)
-        server = await self._server_for(prepared, workers)
+        alone = f"-{deployment}-v{version}" if (deployment, version) in self.quarantined else ""
+        server = await self._server_for(prepared, workers, alone)
         proc = SharedVersion(deployment, version, bento_tag, server, f"{deployment}/{version}-{secrets.token_hex(3)}",
                              batching=batching)
         server.slots[proc.slot] = {"bento_tag": bento_tag, "batching": batching}
@@ -256,8 +263,8 @@ class SharedEngine:
         raise DeployFailed(f"{proc.deployment} v{proc.version} was not ready in its shared server after "
                            f"{READY_TIMEOUT:.0f} s", hint="raise NBSERVE_READY_TIMEOUT for slow models")
 
-    async def _server_for(self, prepared: Prepared, workers: int) -> SharedServerProcess:
-        name = f"{prepared.key or 'agent'}-w{workers}"
+    async def _server_for(self, prepared: Prepared, workers: int, alone: str = "") -> SharedServerProcess:
+        name = f"{prepared.key or 'agent'}-w{workers}{alone}"
         lock = self._starting.setdefault(name, asyncio.Lock())
         async with lock:
             server = self.servers.get(name)
@@ -464,15 +471,27 @@ class SharedEngine:
         now = time.monotonic()
         server.deaths = server.deaths + 1 if now - server.last_death < 60 else 1
         server.last_death = now
-        versions = [p for p in self.processes.values() if p.server is server]
+        await self._kill(server)  # its workers may outlive it
+        culprits = self._culprits(server)
+        versions = [p for p in self.processes.values() if p.server is server and p not in culprits]
+        for proc in culprits:
+            self._quarantine(proc, code)
         for proc in versions:
             self.registry.add_event(
                 Event.PROCESS_EXITED, f"the shared server {server.name} exited (code {code}); starting it again "
                 f"(its {len(versions)} version(s) load again on their next request)",
                 deployment=proc.deployment, version=proc.version,
                 data={"returncode": code, "server": server.name, "log": str(server.log_path)})
-        await self._kill(server)  # its workers may outlive it
-        await asyncio.sleep(RESTART_BACKOFF[min(server.deaths - 1, len(RESTART_BACKOFF) - 1)])
+        if culprits and not server.slots:
+            await self._stop_server(server)
+        else:
+            await asyncio.sleep(RESTART_BACKOFF[min(server.deaths - 1, len(RESTART_BACKOFF) - 1)])
+        for proc in culprits:  # after the server is back or gone: the services start it elsewhere
+            if self.on_exit is not None:
+                try:
+                    self.on_exit(proc)
+                except Exception:  # noqa: BLE001
+                    log.exception("exit handler failed")
         if server.stopping or self.servers.get(server.name) is not server:
             return
         try:
@@ -484,6 +503,39 @@ class SharedEngine:
             self.registry.add_event(Event.RESTARTED, f"v{proc.version} restarted (its shared server {server.name} "
                                     f"exited with code {code})", deployment=proc.deployment, version=proc.version,
                                     data={"server": server.name})
+
+    def _culprits(self, server: SharedServerProcess) -> list[SharedVersion]:
+        """The versions of a dead server that were at work (a request or a load in flight) when
+        it died, this time and the time before (within a minute): those take it down. Read from
+        the busy-<pid>.json files its processes keep (nbserve/_shared_server.py)."""
+        busy: set[str] = set()
+        for path in server.directory.glob("busy-*.json"):
+            try:
+                busy.update(json.loads(path.read_text() or "[]"))
+            except (OSError, ValueError):
+                pass
+            path.unlink(missing_ok=True)
+        if server.deaths == 1:
+            server.suspects = {}
+        for slot in busy:
+            server.suspects[slot] = server.suspects.get(slot, 0) + 1
+        return [p for p in self.processes.values()
+                if p.server is server and server.suspects.get(p.slot, 0) >= QUARANTINE_AFTER]
+
+    def _quarantine(self, proc: SharedVersion, code: int | None) -> None:
+        """Take a version that keeps crashing its server out of it: it will run in a server of its own."""
+        server = proc.server
+        server.slots.pop(proc.slot, None)
+        server.write_slots()
+        server.suspects.pop(proc.slot, None)
+        self.quarantined.add((proc.deployment, proc.version))
+        if self.processes.get((proc.deployment, proc.version)) is proc:
+            del self.processes[(proc.deployment, proc.version)]
+        self.registry.add_event(
+            Event.QUARANTINED, f"v{proc.version} was at work each time the shared server {server.name} died "
+            f"({server.deaths} times in a row, the last with code {code}): it now runs in a shared server of its own, "
+            "and the others are safe from it", deployment=proc.deployment, version=proc.version,
+            data={"server": server.name, "returncode": code})
 
     async def _read_status(self, server: SharedServerProcess) -> None:
         try:
