@@ -56,6 +56,7 @@ export type EventKind =
   | 'replica_restored'
   | 'model_loaded'
   | 'model_evicted'
+  | 'quarantined'
   | 'schedule_added'
   | 'schedule_paused'
   | 'schedule_resumed'
