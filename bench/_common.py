@@ -309,8 +309,13 @@ def stop_agents(homes: list[Any], marker: str) -> None:
         except Exception as exc:  # noqa: BLE001 - a bench reports and goes on cleaning up
             print(f"warning: stopping the agent of {home.root} failed: {exc}")
     time.sleep(0.5)
+    reap_and_say(marker)
+
+
+def reap_and_say(marker: str, label: str = "") -> None:
+    """Kill whatever this run left behind under ``marker`` and say so (it should be none)."""
     left = reap(marker)
-    print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
+    print(f"{label}processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
     for line in left:
         print(f"  {line}")
 

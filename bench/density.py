@@ -30,7 +30,6 @@ shared deployment >= 0.9x the dedicated one's throughput; an evicted model's fir
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -229,11 +228,7 @@ def main() -> None:
                 print()
                 evicted(args, run_root)
         finally:
-            with contextlib.suppress(Exception):
-                left = c.reap(str(run_root))
-                print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
-                for line in left:
-                    print(f"  {line}")
+            c.reap_and_say(str(run_root))
 
 
 if __name__ == "__main__":

@@ -758,10 +758,7 @@ def main() -> None:
                 print()
                 memory(args, run_root)
         finally:
-            left = c.reap(str(run_root))
-            print("processes left behind: " + ("none" if not left else f"{len(left)} (killed now):"))
-            for line in left:
-                print(f"  {line}")
+            c.reap_and_say(str(run_root))
 
 
 if __name__ == "__main__":
