@@ -19,16 +19,19 @@ Each request carries the same rows in one of three wire formats, POSTed to the s
             "data": [[...], ...]}}``
 
 v2 and mlflow are translated in the serving process by the ASGI middleware ``Protocols``
-(nbserve/_serving.py, with nbserve/_protocols.py's adapters) and answered by the version's own
-``/predict`` route; on the stable URL a ``/v2/models/`` path also takes the agent's router call
-(V2's versions are named in its path). All three must answer the same predictions (and the
+(nbserve/_serving.py, with nbserve/_protocols.py's adapters) and answered by the function behind
+the version's own ``/predict`` route, called in process (``Serving.call``: no second JSON
+encoding of the rows); on the stable URL a ``/v2/models/`` path also takes the agent's router
+call (V2's versions are named in its path). All three must answer the same predictions (and the
 forest's) before anything is timed.
 
-Part ``call``, in this process: what the middleware itself costs, without HTTP or the model.
-``Protocols`` wraps a stub ASGI app that answers ``/predict`` at once with the deployment's real
-answer; microseconds per request through it in each format, against the stub hit on ``/predict``
-directly (median of ``--timeit-rounds`` timeit rounds of >= 0.2 s). It takes the deployment's
-bundle (schema, outputs) and answers, so ``--parts call`` alone still deploys.
+Part ``call``, in this process, with a model that costs nothing: the version's ``Serving`` with a
+model answering the deployment's real answer at once. ``/predict``: its function as BentoML calls
+it (the body's JSON parsed, a DataFrame of its records, the function in a thread, the answer
+encoded), without BentoML's HTTP layer; V2 and MLflow: the whole ``Protocols`` middleware around
+the same function. Microseconds per request (median of ``--timeit-rounds`` timeit rounds of
+>= 0.2 s). It takes the deployment's bundle (schema, outputs) and answers, so ``--parts call``
+alone still deploys.
 
 Part ``http``: load from a separate process (wrk when installed, else bench/_common.py's Python
 keep-alive generator), closed loop at each concurrency: a warm-up per target, then ``--rounds``
@@ -90,19 +93,16 @@ def predictions(protocol: str, answer: Any) -> list:
 # -- part 1: the middleware in this process ------------------------------------------------
 
 
-def stub_app(answer: bytes, rows: int) -> Any:
-    """An ASGI app that reads the request and answers ``answer`` at once, as /predict would."""
-    head = {"type": "http.response.start", "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode()),
-                        (b"x-nbserve-rows", str(rows).encode())]}
-    tail = {"type": "http.response.body", "body": answer}
+def stub_service(answer: list) -> Any:
+    """The version's ``Serving`` (its schema check, its answer's conversion, the thread its
+    model runs in) with a model that answers ``answer`` at once: what is left of a request
+    in process once the model costs nothing."""
+    import numpy as np
+    from nbserve import _serving
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send(head)
-        await send(tail)
-
-    return app
+    service = _serving.Serving()
+    service._start({"predict": lambda frame: np.asarray(answer)})  # also what the middleware calls
+    return service
 
 
 def asgi_request(app: Any, path: str, body: bytes, repeat: int) -> Any:
@@ -132,6 +132,25 @@ def asgi_request(app: Any, path: str, body: bytes, repeat: int) -> Any:
     return many
 
 
+def predict_call(service: Any, body: bytes, repeat: int) -> Any:
+    """``repeat`` answers of the function behind ``/predict`` to ``body``, as BentoML calls it
+    (its JSON parsed, a DataFrame of its records, the function in a thread), without HTTP."""
+    import anyio
+    import pandas as pd
+    from nbserve import _serving
+
+    async def many() -> bytes:
+        out = b""
+        for _ in range(repeat):
+            frame = pd.DataFrame(json.loads(body)["data"])
+            answer = await anyio.to_thread.run_sync(service._answer, "predict", frame,
+                                                    _serving._InProcessContext({}))
+            out = json.dumps(answer.tolist()).encode()
+        return out
+
+    return many
+
+
 def call(args: argparse.Namespace, bundle: dict, cases: dict[int, dict[str, bytes]],
          answers: dict[int, bytes]) -> None:
     from kinds import per_call_us
@@ -141,22 +160,26 @@ def call(args: argparse.Namespace, bundle: dict, cases: dict[int, dict[str, byte
     repeat = 100
     loop = asyncio.new_event_loop()
     try:
-        print(f"\nthe Protocols middleware in this process, around a stub /predict (median of {args.timeit_rounds} "
-              f"timeit rounds, {repeat} requests per call):")
+        print(f"\nin this process, a model that costs nothing (median of {args.timeit_rounds} timeit rounds, "
+              f"{repeat} requests per call): the function behind /predict as BentoML calls it, against "
+              f"the Protocols middleware calling it:")
         header = f"{'rows':>4} {'format':<8}| {'us/request':>10} {'added us':>9}"
         print(header)
         print("-" * len(header))
         for rows in args.rows:
-            stub = stub_app(answers[rows], rows)
-            wrapped = _serving.Protocols(stub)
+            service = stub_service(json.loads(answers[rows]))
+            wrapped = _serving.Protocols(None)  # it never calls the app for these formats
             base = None
             for protocol in PROTOCOLS:
-                app = stub if protocol == "predict" else wrapped
-                many = asgi_request(app, PATHS[protocol], cases[rows][protocol], repeat)
-                got = json.loads(loop.run_until_complete(asgi_request(app, PATHS[protocol],
-                                                                      cases[rows][protocol], 1)()))
+                if protocol == "predict":
+                    many = predict_call(service, cases[rows][protocol], repeat)
+                    once = predict_call(service, cases[rows][protocol], 1)
+                else:
+                    many = asgi_request(wrapped, PATHS[protocol], cases[rows][protocol], repeat)
+                    once = asgi_request(wrapped, PATHS[protocol], cases[rows][protocol], 1)
+                got = json.loads(loop.run_until_complete(once()))
                 if predictions(protocol, got) != json.loads(answers[rows]):
-                    raise RuntimeError(f"{protocol} through the middleware answered {got}")
+                    raise RuntimeError(f"{protocol} in process answered {got}")
                 us = per_call_us(lambda many=many: loop.run_until_complete(many()), args.timeit_rounds) / repeat
                 base = us if protocol == "predict" else base
                 added = "" if protocol == "predict" else f"{us - base:>+9.1f}"

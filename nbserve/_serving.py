@@ -9,10 +9,14 @@ that do not match get a 422 naming the columns (or the items, for other kinds of
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import threading
+import types
 import typing as t
 
+import anyio
 import numpy as np
 import pandas as pd
 from bentoml.validators import DataframeSchema
@@ -40,6 +44,10 @@ _WORKER = str(os.getpid())
 # The serving process reads its batching settings from the environment (set by the agent,
 # or by hand when the Bento is served elsewhere): {"max_batch_size": 100, "max_latency_ms": 60000}.
 BATCHING: dict | None = json.loads(os.environ.get(BATCHING_ENV) or "null")
+# This version's service instance (Serving._start), which the Protocols middleware calls in
+# process. A module global is this version's own: a shared server loads each version's copy.
+_SERVICE: Serving | None = None
+_ONE_MODEL_CALL = threading.Lock()
 
 
 def configure(bundle: dict) -> None:
@@ -316,11 +324,10 @@ class Files:
         return await self.app(dict(scope, headers=headers), replay, send)
 
 
-def _json_body(headers: list[tuple[bytes, bytes]], body: bytes,
-               dropped: tuple[bytes, ...] = ()) -> tuple[list[tuple[bytes, bytes]], t.Callable[[], t.Any]]:
+def _json_body(headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[list[tuple[bytes, bytes]], t.Callable[[], t.Any]]:
     """The headers and the ASGI ``receive`` of a request whose JSON body a middleware wrote
     in place of the one it read."""
-    headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length", *dropped)]
+    headers = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length")]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     done = False
 
@@ -337,14 +344,18 @@ def _json_body(headers: list[tuple[bytes, bytes]], body: bytes,
 # Request headers the adapters read (ASGI names are lower case).
 _READ_HEADERS = (b"content-type", b"inference-header-content-length")
 # Headers of the API's answer a protocol's answer keeps (the agent counts rows from them).
-_KEPT_HEADERS = (b"x-nbserve-worker", b"x-nbserve-rows", b"x-nbserve-batch-rows", b"x-nbserve-shed", b"retry-after")
+_KEPT_HEADERS = ("x-nbserve-worker", "x-nbserve-rows", "x-nbserve-batch-rows", "x-nbserve-shed", "retry-after")
+_UNEXPECTED = {"error": "An unexpected error has occurred, please check the server log."}  # BentoML's words
+
+logger = logging.getLogger("nbserve.serving")
 
 
 class Protocols:
     """ASGI middleware: requests in another wire format (Open Inference V2, MLflow's
     ``/invocations``, OpenAI embeddings; nbserve_protocols.py) are translated by their adapter
-    and answered by the version's own API routes, so the schema check, batching and errors
-    are those of ``/predict``; the answers are translated back."""
+    and answered by the functions behind the version's own API routes, called in process
+    (:meth:`Serving.call`), so the schema check, batching and errors are those of ``/predict``
+    without a second JSON encoding and parse of the rows; the answers are translated back."""
 
     def __init__(self, app: t.Any) -> None:
         self.app = app
@@ -370,9 +381,8 @@ class Protocols:
         kept: list[tuple[bytes, bytes]] = []
         if isinstance(plan, _protocols.Call):
             answers = {}
-            request = json.dumps({"data": plan.data}).encode()
             for api in plan.apis:
-                status, kept, answer = await self._ask(scope, api, request, plan.headers)
+                status, kept, answer = await _call(api, plan.data, plan.headers)
                 if status != 200:
                     plan = adapter.failed(status, answer)
                     break
@@ -406,30 +416,36 @@ class Protocols:
         document["paths"].update(_protocols.openapi_paths(SERVED))
         await JSONResponse(document)(scope, receive, send)
 
-    async def _ask(self, scope: t.Any, api: str, body: bytes,
-                   extra: t.Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
-        """One call of the version's API route, in process: its status, kept headers, JSON answer."""
-        # the client's own generation settings never pass: only the adapter's, in ``extra``
-        headers, receive = _json_body(scope["headers"], body, (_protocols.GENERATION_HEADER.encode(),))
-        route = scope.get("root_path", "") + f"/{api}"
-        inner = dict(scope, method="POST", path=route, raw_path=route.encode(), query_string=b"",
-                     headers=headers + list(extra))
-        status, kept, chunks = 500, [], []
 
-        async def collect(message: dict) -> None:
-            nonlocal status, kept
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                kept = [(k.lower(), v) for k, v in message.get("headers", []) if k.lower() in _KEPT_HEADERS]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+async def _call(api: str, data: t.Any,
+                extra: t.Sequence[tuple[bytes, bytes]] = ()) -> tuple[int, list[tuple[bytes, bytes]], t.Any]:
+    """One call of the version's API function, in process: its status, kept headers and JSON
+    answer, as its route would have answered ``{"data": data}``. Only the adapter's own headers
+    (``extra``: generation settings) reach it, never the client's."""
+    if _SERVICE is None:
+        return 503, [(b"retry-after", b"1")], {"error": "this version is still starting"}
+    ctx = _InProcessContext({k.decode("latin-1"): v.decode("latin-1") for k, v in extra})
+    try:
+        status, answer = await _SERVICE.call(api, data, ctx)
+    except Exception:  # the model's own failure: logged with its traceback, answered as BentoML does
+        logger.exception("%s of %s failed", api, SERVED.name)
+        status, answer = 500, _UNEXPECTED
+    kept = [(k.encode(), v.encode()) for k, v in ctx.response.headers.items() if k in _KEPT_HEADERS]
+    return status, kept, answer
 
-        await self.app(inner, receive, collect)
-        raw = b"".join(chunks)
-        try:
-            return status, kept, json.loads(raw)
-        except ValueError:
-            return status, kept, raw.decode("utf-8", "replace")
+
+class _InProcessContext:
+    """What the API functions use of ``bentoml.Context``, for a call made in process."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.request = types.SimpleNamespace(headers=headers)
+        self.response = types.SimpleNamespace(headers={}, status_code=200)
+
+
+def _json_answer(out: t.Any) -> t.Any:
+    if isinstance(out, JSONResponse):
+        return json.loads(out.body)
+    return out.tolist() if isinstance(out, np.ndarray) else out
 
 
 # BentoML serves its Swagger UI at "/"; "/docs" is where users look for it.
@@ -442,10 +458,37 @@ class Serving:
     its methods' calls and the typed APIs (``nbserve/_service_template.py``)."""
 
     def _start(self, predictors: dict[str, t.Callable[[t.Any], t.Any]]) -> None:
+        global _SERVICE
         self._predictors = predictors
         answers = _jsonable if _KIND is None else _plain
         self._batchers = ({api: _Batcher(f, answers, **BATCHING) for api, f in predictors.items()}
                           if BATCHING else {})
+        _SERVICE = self
+
+    async def call(self, api: str, data: t.Any, ctx: t.Any) -> tuple[int, t.Any]:
+        """``api`` answering ``data`` (a ``{"data": ...}`` request's value) as its route would,
+        without HTTP: the status and the JSON answer. Without batching the model runs in a
+        thread, one call at a time with the route's own (:meth:`_predict`)."""
+        if _KIND is None:
+            try:
+                data = pd.DataFrame(data)  # what the route's Rows makes of a request's records
+            except (ValueError, TypeError) as exc:
+                return 400, {"error": f"the rows do not make a table: {exc}"}
+            if BATCHING:
+                out = await self._answer_batched(api, data, ctx)
+            else:
+                out = await anyio.to_thread.run_sync(self._answer, api, data, ctx)
+        elif BATCHING:
+            out = await self._answer_any_batched(api, data, ctx)
+        else:
+            out = await anyio.to_thread.run_sync(self._answer_any, api, data, ctx)
+        return ctx.response.status_code, _json_answer(out)
+
+    def _predict(self, api: str, inputs: t.Any) -> t.Any:
+        # BentoML runs a sync API in one thread at a time; the in-process calls of the
+        # Protocols middleware come from other threads, so they take turns with it here.
+        with _ONE_MODEL_CALL:
+            return self._predictors[api](inputs)
 
     @staticmethod
     def _checked(data: pd.DataFrame, ctx: t.Any) -> t.Any:
@@ -472,7 +515,7 @@ class Serving:
 
     def _answer(self, api: str, data: pd.DataFrame, ctx: t.Any) -> t.Any:
         frame = self._checked(data, ctx)
-        return frame if isinstance(frame, JSONResponse) else _jsonable(self._predictors[api](frame))
+        return frame if isinstance(frame, JSONResponse) else _jsonable(self._predict(api, frame))
 
     def _answer_any(self, api: str, data: t.Any, ctx: t.Any) -> t.Any:
         inputs = self._decoded(data, ctx)
@@ -480,14 +523,14 @@ class Serving:
             return inputs
         raw = ctx.request.headers.get(_protocols.GENERATION_HEADER)
         if raw is None:
-            return _plain(self._predictors[api](inputs))
+            return _plain(self._predict(api, inputs))
         try:  # this request's generation settings (OpenAI's completions), for this call only
             token = _flavor_calls.GENERATION.set(_flavor_calls.generation_options(raw))
         except ValueError as exc:
             ctx.response.status_code = 422
             return JSONResponse({"error": str(exc)}, status_code=422)
         try:
-            return _plain(self._predictors[api](inputs))
+            return _plain(self._predict(api, inputs))
         finally:
             _flavor_calls.GENERATION.reset(token)
 

@@ -6,7 +6,9 @@ splits like ``/predict``; bad input in each gets a 4xx that names what is wrong.
 from __future__ import annotations
 
 import base64
+import concurrent.futures as cf
 import json
+import threading
 import os
 import subprocess
 import time
@@ -25,6 +27,36 @@ pytestmark = pytest.mark.slow
 TEXTS = ["great pasta", "cold soup and the food was awful", "lovely service", "slow bad service",
          "good food", "the pasta was cold", "warm bread", "bad wine"]
 SENTIMENT = [1, 0, 1, 0, 1, 0, 1, 0]
+
+
+class OneAtATime:
+    """A notebook's model that is not thread-safe: it fails when called twice at once, and on
+    any row with sepal_length == 99."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.classes_ = model.classes_
+        self._busy = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"model": self.model, "classes_": self.classes_}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _busy=threading.Lock())
+
+    def predict(self, X):
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("called while another call was running")
+        try:
+            if (X["sepal_length"] == 99).any():
+                raise ValueError("sepal_length 99 is out of range")
+            time.sleep(0.002)  # long enough for overlapping calls to meet
+            return self.model.predict(X)
+        finally:
+            self._busy.release()
+
+
+OneAtATime.__module__ = "__main__"  # pickled by value, as if defined in a notebook
 
 
 def _post(url: str, **kwargs) -> httpx.Response:
@@ -153,6 +185,48 @@ def test_mlflow_payload_forms_answer_what_pyfunc_predict_would(iris_dep, iris, f
         assert refused.status_code == 400, (case, refused.text)
         assert refused.json()["error_code"] == "BAD_REQUEST" and message in refused.json()["message"], case
     assert _post(url, content=b"a", headers={"content-type": "application/xml"}).status_code == 415
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["unbatched", "batched"])
+def test_each_format_reaches_the_model_as_predict_does_and_its_failures_stay_its_own(module_home, iris, forest,
+                                                                                       batching):
+    """V2 and MLflow requests are answered in the server process by the function behind
+    ``/predict``: the same answers, rows headers and model failures, and never a second model
+    call beside one of ``/predict``'s (sync APIs run one at a time in BentoML)."""
+    _, X_test, _, _ = iris
+    name = f"proto-direct-{int(batching)}"
+    dep = nbserve.deploy(OneAtATime(forest), name, X_test, progress=False,
+                         **({"batching": True, "max_latency_ms": 5000} if batching else {"batching": False}))
+    poisoned = X_test.iloc[[0]].assign(sepal_length=99.0)
+
+    def request(i: int) -> tuple[int, pd.DataFrame, str, httpx.Response]:
+        rows = poisoned if i % 10 == 3 else X_test.iloc[i % len(X_test):i % len(X_test) + 1 + i % 3]
+        form = ("predict", "v2", "mlflow")[i % 3]
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            if form == "predict":
+                sent = client.post(f"{dep.url}/predict", json={"data": rows.to_dict(orient="records")})
+            elif form == "v2":
+                sent = client.post(f"{dep.url}/v2/models/{name}/infer", json={"inputs": _columns(rows)})
+            else:
+                sent = client.post(f"{dep.url}/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
+        return i, rows, form, sent
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(request, range(120)))
+    for i, rows, form, sent in answers:
+        if i % 10 == 3:  # the model failed on these rows: this request alone gets the error
+            assert sent.status_code == 500, (form, sent.text)
+            error = sent.json()
+            assert "unexpected error" in (error.get("error") or error.get("message", "")), (form, error)
+            continue
+        assert sent.status_code == 200, (form, sent.text)
+        assert sent.headers["x-nbserve-rows"] == str(len(rows)), form
+        got = sent.json()
+        predicted = {"predict": lambda: got, "v2": lambda: got["outputs"][0]["data"],
+                     "mlflow": lambda: got["predictions"]}[form]()
+        assert predicted == forest.predict(rows).tolist(), (form, got)
+    rows = X_test.iloc[:2]  # the version that was serving still serves
+    assert _post(f"{dep.url}/v2/models/{name}/infer", json={"inputs": _columns(rows)}).status_code == 200
 
 
 def test_the_docs_page_lists_each_protocol_with_a_request_that_works(iris_dep):
