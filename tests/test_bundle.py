@@ -401,3 +401,7 @@ def test_parity_compares_a_vector_per_row_element_by_element():
     other = compare_predictions([[0.1, 0.9], [0.5, 0.5]], [[0.1, 0.9], [0.5, 0.6]], inputs)
     assert other["status"] == "failed" and other["examples"][0]["row"] == 1
     assert compare_predictions([[1, 2]], [[1, 2, 3]], inputs.head(1))["status"] == "failed"
+    # a model's NaN comes back as JSON's null (BentoML writes it so): the same answer, not a mismatch
+    nan = float("nan")
+    assert compare_predictions([[nan, 0.5], nan], [[None, 0.5], None], inputs)["status"] == "passed"
+    assert compare_predictions([[nan, 0.5]], [[0.0, 0.5]], inputs.head(1))["status"] == "failed"

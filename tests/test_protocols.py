@@ -56,7 +56,20 @@ class OneAtATime:
             self._busy.release()
 
 
-OneAtATime.__module__ = "__main__"  # pickled by value, as if defined in a notebook
+class Unsure:
+    """A notebook's model whose first class's probability is not a number (NaN)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.classes_ = model.classes_
+
+    def predict_proba(self, X):
+        out = self.model.predict_proba(X)
+        out[:, 0] = np.nan
+        return out
+
+
+OneAtATime.__module__ = Unsure.__module__ = "__main__"  # pickled by value, as if defined in a notebook
 
 
 def _post(url: str, **kwargs) -> httpx.Response:
@@ -227,6 +240,36 @@ def test_each_format_reaches_the_model_as_predict_does_and_its_failures_stay_its
         assert predicted == forest.predict(rows).tolist(), (form, got)
     rows = X_test.iloc[:2]  # the version that was serving still serves
     assert _post(f"{dep.url}/v2/models/{name}/infer", json={"inputs": _columns(rows)}).status_code == 200
+
+
+def test_bentoml_requests_are_answered_in_process_as_its_route_would(module_home, iris, forest):
+    """``{"data": ...}`` to an API is answered in the server process (Protocols -> Serving.call);
+    a body with anything more goes to BentoML's route. Both answer alike, NaN as null included
+    (so parity passes for a model that answers NaN), and BentoML's own 400s stay its own."""
+    _, X_test, _, _ = iris
+    dep = nbserve.deploy(Unsure(forest), "proto-unsure", X_test, method="predict_proba", progress=False)
+    rows = X_test.iloc[:3].to_dict(orient="records")
+    in_process = _post(f"{dep.url}/predict", json={"data": rows})
+    routed = _post(f"{dep.url}/predict", json={"data": rows, "note": "BentoML ignores it"})
+    for answer in (in_process, routed):
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == [[None, *p[1:]] for p in forest.predict_proba(X_test.iloc[:3]).tolist()]
+        assert answer.headers["x-nbserve-rows"] == "3"
+        assert answer.headers["server"] == "BentoML Service/proto-unsure"
+    assert in_process.content == routed.content
+    missing = _post(f"{dep.url}/predict", json={"data": [{"sepal_length": 1.0}]})
+    assert missing.status_code == 422 and missing.json()["missing_columns"] == ["sepal_width", "petal_length",
+                                                                                 "petal_width"]
+    for body in ({"rows": rows}, [1]):
+        refused = _post(f"{dep.url}/predict", json=body)
+        assert refused.status_code == 400 and "validation error" in refused.json()["error"], refused.text
+    with pytest.raises(Exception):  # not JSON: BentoML's own answer, as before
+        _post(f"{dep.url}/predict", content=b"{nope").raise_for_status()
+    import bentoml
+
+    with bentoml.SyncHTTPClient(dep.url) as client:  # BentoML's client, in-process path and all
+        got = client.predict(data=X_test.iloc[:2])
+    assert np.asarray(got)[:, 1:].tolist() == forest.predict_proba(X_test.iloc[:2])[:, 1:].tolist()
 
 
 def test_the_docs_page_lists_each_protocol_with_a_request_that_works(iris_dep):
