@@ -53,18 +53,47 @@ _ONE_MODEL_CALL = threading.Lock()
 def configure(bundle: dict) -> None:
     """Take the version's input schema from its bundle: the columns of a DataFrame, or
     another kind of input (text, N-D arrays, records, images), checked by that kind."""
-    global _COLUMNS, _NAMES, _POSITIONAL, _DTYPES, _ALL_NUMERIC, _KIND, KIND_DATA, SERVED
+    global _COLUMNS, _NAMES, _POSITIONAL, _DTYPES, _ALL_NUMERIC, _KIND, KIND_DATA, SERVED, _UNIFORM, _INDEX
     schema = bundle.get("schema", {})
     _COLUMNS = schema.get("columns", [])
     _NAMES = [c["name"] for c in _COLUMNS]
     _POSITIONAL = bool(schema.get("positional"))
     _DTYPES = [c["dtype"] for c in _COLUMNS]
     _ALL_NUMERIC = all(c["kind"] in _NUMERIC for c in _COLUMNS)
+    # Columns all of one float or int dtype: records are built straight into one array (_records_frame).
+    dtypes = set(_DTYPES)
+    _UNIFORM = (_UNIFORM_TYPES[_DTYPES[0]], _DTYPES[0]) if (
+        _COLUMNS and not _POSITIONAL and len(dtypes) == 1 and _DTYPES[0] in _UNIFORM_TYPES) else None
+    _INDEX = pd.Index(_NAMES)
     _KIND = _kinds.from_spec(schema) if schema.get("kind", "frame") != "frame" else None
     # The OpenAPI document describes such a request's data (its check stays the kind's own).
     KIND_DATA = t.Annotated[t.Any, WithJsonSchema(_KIND.json_schema() if _KIND is not None else {})]
     # what the other wire formats (nbserve_protocols.py) need to know of this version
     SERVED = _protocols.Served(bundle, os.environ.get(VERSION_ENV) or None)
+
+
+# Python types a JSON value of a uniform schema's dtype may have (JSON writes 2.0 as 2 at times).
+# (float32 is not among them: the check leaves JSON's float64 columns as they are for it.)
+_UNIFORM_TYPES = {"float64": (float, int), "int64": (int,)}
+
+
+def _records_frame(data: t.Any) -> pd.DataFrame:
+    """A request's records as the DataFrame BentoML's ``Rows`` makes of them
+    (``pd.DataFrame(data)``), for _conform to check. Records of a uniform schema (every
+    column float64, or every column int64) whose values are all numbers of it are built straight
+    into one array in the schema's order: what _conform would make of pandas' frame, in
+    ~10 us instead of ~270 us for one row of 13 columns (pandas 3). Anything else is pandas'."""
+    if _UNIFORM is not None and type(data) is list and data:
+        types, dtype = _UNIFORM
+        width = len(_NAMES)
+        try:
+            rows = [[record[n] for n in _NAMES] for record in data
+                    if type(record) is dict and len(record) == width]
+            if len(rows) == len(data) and all(type(v) in types for row in rows for v in row):
+                return pd.DataFrame(np.array(rows, dtype=dtype), columns=_INDEX, copy=False)
+        except (KeyError, TypeError, OverflowError):
+            pass
+    return pd.DataFrame(data)
 
 
 def _bundle_beside() -> dict:
@@ -531,7 +560,7 @@ class Serving:
         thread, one call at a time with the route's own (:meth:`_predict`)."""
         if _KIND is None:
             try:
-                data = pd.DataFrame(data)  # what the route's Rows makes of a request's records
+                data = _records_frame(data)  # what the route's Rows makes of a request's records
             except (ValueError, TypeError) as exc:
                 return 400, {"error": f"the rows do not make a table: {exc}"}
             if BATCHING:

@@ -332,6 +332,33 @@ def test_request_check_fast_path_and_conversions_agree():
     assert text.status_code == 422 and b'"a"' in text.body
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])  # float32: pandas' path, always
+def test_records_of_a_uniform_schema_make_the_frame_pandas_would(dtype):
+    """The in-process path builds a uniform schema's records straight into an array: after
+    the request check it must be the frame (or the 422) BentoML's pd.DataFrame(records) gives."""
+    kind = "int" if dtype == "int64" else "float"
+    helpers = _service_helpers([{"name": n, "kind": kind, "dtype": dtype} for n in ("a", "b", "c")])
+    records_frame, conform = helpers["_records_frame"], helpers["_conform"]
+    nan = float("nan")
+    cases = [
+        [{"a": 1.5, "b": 2.0, "c": -3.25}], [{"c": 3, "a": 1, "b": 2}, {"b": 5, "c": 6, "a": 4}],
+        [{"a": 1.0, "b": 2, "c": nan}], [{"a": 1.0, "b": 2.0}], [{"a": 1, "b": 2, "c": 3, "d": 4}],
+        [{"a": True, "b": 2.0, "c": 3.0}], [{"a": "1", "b": 2.0, "c": 3.0}], [{"a": None, "b": 2.0, "c": 3.0}],
+        [{"a": 2 ** 70, "b": 1, "c": 1}], [{"a": 0.5, "b": 1, "c": 1}], [[1.0, 2.0, 3.0]], [],
+    ]
+    for records in cases:
+        want = conform(pd.DataFrame(records))
+        have = conform(records_frame(records))
+        if isinstance(want, pd.DataFrame):
+            assert isinstance(have, pd.DataFrame), (records, have.body)
+            pd.testing.assert_frame_equal(have, want, check_index_type=False)
+        else:
+            assert not isinstance(have, pd.DataFrame) and (have.status_code, have.body) == (
+                want.status_code, want.body), records
+    fast = records_frame([{"a": 1, "b": 2, "c": 3}])
+    assert fast.to_numpy().dtype == ("int64" if dtype == "float32" else dtype)  # the array path, or pandas' ints
+
+
 def test_deploy_progress_shows_a_warning_after_live_without_failing(capsys):
     from nbserve._display import Progress
 
