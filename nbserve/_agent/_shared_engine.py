@@ -462,12 +462,22 @@ class SharedEngine:
                 for server in list(self.servers.values()):
                     await self._read_status(server)
 
+    @staticmethod
+    async def _exit_code(server: SharedServerProcess) -> int | None:
+        """The code it exited with; None for a server adopted from an earlier agent. A process
+        seen gone may not be reapable yet (its threads still exiting), so wait a moment."""
+        if server.popen is None:
+            return None
+        for _ in range(40):
+            if server.popen.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        return server.popen.returncode
+
     async def _revive(self, server: SharedServerProcess) -> None:
         """A server that exited on its own (a model crashed it): say so for each of its
         versions and start it again on its port; its models load again on demand."""
-        if server.popen is not None:
-            server.popen.poll()
-        code = server.popen.returncode if server.popen is not None else None
+        code = await self._exit_code(server)
         now = time.monotonic()
         server.deaths = server.deaths + 1 if now - server.last_death < 60 else 1
         server.last_death = now
