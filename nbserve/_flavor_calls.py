@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 __all__ = ["GENERATION", "generation_options", "json_ready", "load_model", "load_pipeline", "load_torch", "pipeline_answers", "pipeline_params",
-           "torch_call"]
+           "torch_call", "xgboost_call"]
 
 # model metadata: the notebook pipeline's call settings, as JSON (metadata takes no None)
 PIPELINE_PARAMS = "nbserve_pipeline_params"
@@ -183,3 +183,13 @@ def load_pipeline(model_ref: t.Any) -> t.Any:
     params = json.loads(stored.info.metadata.get(PIPELINE_PARAMS) or "{}")
     with _quiet_deprecations():
         return bentoml.transformers.load_model(stored, **params)
+
+
+def xgboost_call(model: t.Any, method: str, frame: t.Any) -> t.Any:
+    """``method`` of an XGBoost model on ``frame``: a Booster takes its rows as a DMatrix (the
+    frame's column names kept, for the Booster's check of its features); an estimator, as it is."""
+    if type(model).__name__ == "Booster":
+        import xgboost
+
+        frame = xgboost.DMatrix(frame)
+    return model(frame) if method == "__call__" else getattr(model, method)(frame)

@@ -187,6 +187,57 @@ class _TransformersFiveShim:
             delattr(transformers.utils, name)
 
 
+@dataclass(frozen=True)
+class XGBoostFlavor(Flavor):
+    """An XGBoost model: a scikit-learn-API estimator (``XGBClassifier``, ``XGBRegressor``...) is
+    called as it is; a ``Booster`` answers a ``DMatrix`` only, so each request's rows become one
+    (their column names kept: the Booster checks them against its features)."""
+
+    def serve_expr(self, method: str) -> str:
+        return f"{_CALLS}.xgboost_call(self.model, {method!r}, frame)"
+
+    def call(self, model: Any, method: str, data: Any) -> Any:
+        return _flavor_calls.xgboost_call(model, method, data)
+
+    def save(self, name: str, model: Any, metadata: dict[str, Any]) -> str:
+        import importlib
+
+        # that module's function, once: importing "bentoml.xgboost" again may load it anew
+        save_model = importlib.import_module(self.bentoml_module).save_model
+        with _DistributionOfModule(save_model.__globals__):
+            return str(save_model(name, model, metadata=metadata).tag)
+
+
+class _DistributionOfModule:
+    """BentoML's saver records the version of the distribution named like the framework's module
+    (``importlib.metadata.version("xgboost")``), and xgboost-cpu, XGBoost's wheel without CUDA,
+    installs that module under another name: while saving, a name with no distribution of its own
+    is looked up through the distribution that installed the module of that name."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace  # the saver's globals
+
+    def __enter__(self) -> "_DistributionOfModule":
+        self.original = original = self.namespace.get("get_pkg_version")
+
+        def version(name: str) -> str:
+            try:
+                return original(name)
+            except _metadata.PackageNotFoundError:
+                installed_by = _metadata.packages_distributions().get(name)
+                if not installed_by:
+                    raise
+                return _metadata.version(installed_by[0])
+
+        if original is not None:
+            self.namespace["get_pkg_version"] = version
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.original is not None:
+            self.namespace["get_pkg_version"] = self.original
+
+
 _FLAVORS: list[Flavor] = []
 
 
@@ -196,7 +247,7 @@ def register_flavor(flavor: Flavor, *, first: bool = False) -> None:
 
 
 register_flavor(
-    Flavor(
+    XGBoostFlavor(
         "xgboost",
         "bentoml.xgboost",
         lambda m: _module_of(m).startswith("xgboost")

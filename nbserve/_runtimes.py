@@ -1,8 +1,8 @@
 """Which runtime serves a version: the native model, or the model compiled to ONNX.
 
 ``runtime="auto"`` converts a model nbserve knows how to convert (scikit-learn estimators and
-pipelines through skl2onnx, LightGBM Boosters through onnxmltools, PyTorch modules through
-torch.onnx), runs the compiled graph with onnxruntime on the reference sample
+pipelines through skl2onnx, LightGBM Boosters and XGBoost models through onnxmltools, PyTorch
+modules through torch.onnx), runs the compiled graph with onnxruntime on the reference sample
 in the kernel, and keeps it only when it answers what the native model answers: labels and
 strings identical, numbers within ``TOLERANCE``. Otherwise the version serves the native model
 and records why. ``runtime="onnx"`` fails the deploy with that reason instead; ``"native"``
@@ -34,6 +34,7 @@ _CONVERTIBLE_METHODS = ("predict", "predict_proba")
 # flavor -> (the methods its graph answers, the converter packages: a Booster's input types are skl2onnx's)
 _CONVERTERS = {"sklearn": (_CONVERTIBLE_METHODS, ("skl2onnx",)),
                "lightgbm": (("predict",), ("onnxmltools", "skl2onnx")),
+               "xgboost": (_CONVERTIBLE_METHODS, ("onnxmltools", "skl2onnx")),
                "pytorch": (("__call__",), ("torch",))}
 _LOCALE = "C.UTF-8"  # onnxruntime's StringNormalizer needs a locale every Linux has
 
@@ -100,7 +101,7 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
     converter = _CONVERTERS.get(flavor)
     if converter is None:
         raise _NotConvertible(f"no ONNX converter for the {flavor} flavor here (nbserve compiles scikit-learn "
-                              "estimators and pipelines, and LightGBM Boosters)")
+                              "estimators and pipelines, LightGBM Boosters, XGBoost models and PyTorch modules)")
     methods, packages = converter
     other = [m for m in answered if m not in methods]
     if other:
@@ -117,8 +118,10 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
         feeds = [({"feed": "tensor", "input": "X", "dtype": dtype, "keep_shape": True}, inputs)]
     else:
         feeds = _feeds(kind, inputs, np)
-    if flavor == "lightgbm":  # a Booster takes one float tensor (it compares in float32 too)
+    if flavor in ("lightgbm", "xgboost"):  # one float tensor (their trees compare in float32 too)
         feeds = [f for f in feeds if f[0]["feed"] == "tensor"][:1]
+    # a Booster's predict is its probabilities or values; an estimator's, its labels (see _outputs)
+    booster = flavor == "lightgbm" or type(model).__name__ == "Booster"
     for spec, initial_types in feeds:
         try:
             with warnings.catch_warnings():  # the converter's notes on opsets are not the user's business
@@ -128,7 +131,7 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
             raise _NotConvertible(f"{packages[0]} cannot convert it: {type(exc).__name__}: {_short(exc)}",
                                   tried=True) from None
         graph = onx.SerializeToString()
-        spec["outputs"] = _outputs(flavor, [o.name for o in onx.graph.output], answered, np)
+        spec["outputs"] = _outputs(flavor, booster, [o.name for o in onx.graph.output], answered, np)
         try:
             differs = _differs(graph, spec, inputs, answered, np)
         except Exception as exc:  # noqa: BLE001 - onnxruntime refused the graph or the input
@@ -145,14 +148,16 @@ def _convert(flavor: str, model: Any, initial_types: list[Any]) -> tuple[Any, st
     ``initial_types`` is the sample it is traced with)."""
     if flavor == "pytorch":
         return _export_torch(model, initial_types)
-    if flavor == "lightgbm":
+    if flavor in ("lightgbm", "xgboost"):
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
         # onnxmltools checks its own type classes, not skl2onnx's of the same name
         initial_types = [(name, FloatTensorType(kind.shape)) for name, kind in initial_types]
-        return (onnxmltools.convert_lightgbm(model, initial_types=initial_types, zipmap=False),
-                f"onnxmltools {onnxmltools.__version__}")
+        named = f"onnxmltools {onnxmltools.__version__}"
+        if flavor == "xgboost":
+            return onnxmltools.convert_xgboost(_without_feature_names(model), initial_types=initial_types), named
+        return onnxmltools.convert_lightgbm(model, initial_types=initial_types, zipmap=False), named
     import skl2onnx
 
     return (skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model)),
@@ -179,12 +184,22 @@ def _export_torch(module: Any, sample: Any) -> tuple[Any, str]:
     return onnx.load_from_string(buffer.getvalue()), f"torch.onnx {torch.__version__}"
 
 
-def _outputs(flavor: str, names: list[str], answered: dict[str, Any], np: Any) -> dict[str, Any]:
+def _without_feature_names(model: Any) -> Any:
+    """A copy of an XGBoost model whose Booster has no feature names: onnxmltools reads each
+    split's feature as ``f<column index>``, and a DataFrame's column names are not that."""
+    import copy
+
+    unnamed = copy.deepcopy(model)
+    (unnamed.get_booster() if hasattr(unnamed, "get_booster") else unnamed).feature_names = None
+    return unnamed
+
+
+def _outputs(flavor: str, booster: bool, names: list[str], answered: dict[str, Any], np: Any) -> dict[str, Any]:
     """Which graph output answers each method. A Booster's ``predict`` is its probabilities (one
     column of them for a binary objective) or its values; scikit-learn's are label then probabilities."""
     if flavor == "pytorch":
         return {"__call__": names[0]}
-    if flavor != "lightgbm":
+    if not booster:
         return {m: names[i] for i, m in enumerate(_CONVERTIBLE_METHODS) if m in answered}
     if "probabilities" not in names:
         return {"predict": names[0]}

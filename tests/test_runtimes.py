@@ -83,6 +83,36 @@ def test_a_lightgbm_booster_compiles_for_each_objective(objective):
     assert chosen.details["converter"].startswith("onnxmltools")
 
 
+def _xgboost_models():
+    xgb = pytest.importorskip("xgboost", reason="XGBoost is in the test extra (xgboost-cpu)")
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
+
+    params = {"n_estimators": 20, "max_depth": 3, "n_jobs": 1}
+    wine, cancer, diabetes = (load(return_X_y=True, as_frame=True) for load in
+                              (load_wine, load_breast_cancer, load_diabetes))
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+                        xgb.DMatrix(*cancer), num_boost_round=20)
+    return {"multiclass": (xgb.XGBClassifier(**params).fit(*wine), wine[0]),
+            "binary": (xgb.XGBClassifier(**params).fit(*cancer), cancer[0]),
+            "regression": (xgb.XGBRegressor(**params).fit(*diabetes), diabetes[0]),
+            "booster": (booster, cancer[0])}
+
+
+@pytest.mark.parametrize("shape", ["multiclass", "binary", "regression", "booster"])
+def test_an_xgboost_model_compiles_for_each_objective(shape):
+    pytest.importorskip("onnxmltools", reason="XGBoost models compile through nbserve[fast] (onnxmltools)")
+    from nbserve._flavors import flavor_for
+
+    model, X = _xgboost_models()[shape]
+    flavor = flavor_for(model)
+    assert flavor.name == "xgboost"
+    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
+    answered = {m: np.asarray(flavor.call(model, m, X)) for m in methods}
+    chosen = choose_runtime("auto", model, flavor="xgboost", kind="frame", inputs=X, answered=answered)
+    assert chosen.name == "onnx", chosen.reason
+    assert chosen.details["converter"].startswith("onnxmltools")
+
+
 def test_what_nothing_converts_is_native_without_a_fallback(iris, forest):
     _, X_test, _, _ = iris
     chosen = choose_runtime("auto", forest, flavor="picklable", kind="frame", inputs=X_test,
@@ -189,3 +219,19 @@ def test_a_compiled_lightgbm_booster_serves_its_probabilities(module_home):
     dep = nbserve.deploy(booster, "cancer-fast", X, progress=False)
     assert dep.metadata()["model"]["runtime"]["name"] == "onnx"
     np.testing.assert_allclose(dep.predict(X.head(50)), booster.predict(X.head(50)), **TOLERANCE)
+
+
+@pytest.mark.slow
+def test_xgboost_models_deploy_compiled_and_a_booster_through_a_dmatrix(module_home):
+    pytest.importorskip("onnxmltools", reason="XGBoost models compile through nbserve[fast] (onnxmltools)")
+    models = _xgboost_models()
+    classifier, X = models["multiclass"]
+    dep = nbserve.deploy(classifier, "wine-xgb", X, progress=False)
+    assert dep.metadata()["model"]["runtime"]["name"] == "onnx"
+    assert dep.predict(X.head(30)).tolist() == classifier.predict(X.head(30)).tolist()
+
+    booster, X = models["booster"]  # a Booster answers a DMatrix, which nbserve builds from the frame
+    dep = nbserve.deploy(booster, "cancer-xgb", X, progress=False, runtime="native")
+    assert dep.metadata()["model"]["runtime"]["name"] == "native"
+    import xgboost
+    np.testing.assert_allclose(dep.predict(X.head(30)), booster.predict(xgboost.DMatrix(X.head(30))), **TOLERANCE)
