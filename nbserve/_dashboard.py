@@ -100,7 +100,7 @@ class Dashboard(widgets.VBox):
             self._stop.wait(self.refresh)
 
     def _update(self) -> None:
-        from ._plots import figure_png, plot_drift, plot_latency
+        from ._plots import figure_png, plot_latency
 
         dep = self.deployment.refresh()
         summary = dep.summary(self.window)

@@ -26,7 +26,6 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 __all__ = ["Deployment"]
