@@ -20,8 +20,14 @@ Part ``http``: three targets, all on 127.0.0.1, one worker each:
 
   onnx      nbserve's stable URL of ``deploy(forest, "wine-onnx", X, runtime="onnx")``
   native    nbserve's stable URL of ``deploy(forest, "wine-native", X, runtime="native")``
+  onnx-direct  the onnx version's own server, hit on its upstream port (no proxy): what the
+            stable URL adds (p50, and the agent's CPU per request) is onnx minus this
   baseline  the same forest saved with ``bentoml.sklearn.save_model`` in a store of its own and
             served by plain ``bentoml serve`` of the hand-written service in bench/_bento_wine.py
+
+``--workers N`` gives the two nbserve deployments N workers (the baseline keeps one): issue
+#16's agent target is stated at >= 1,000 requests/s, more than one worker of the compiled forest
+serves on this machine.
 
 Each request is one row as JSON, ``{"data": [row]}`` (the first wine); all three must answer the
 same label before anything is timed, and each deployment's ``/metadata`` must name the runtime
@@ -48,13 +54,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402  (sets BENTOML_DO_NOT_TRACK / UV_OFFLINE first)
 
-TARGETS = ("onnx", "native", "baseline")
+TARGETS = ("onnx", "onnx-direct", "native", "baseline")
 DEPLOYMENT = {"onnx": "wine-onnx", "native": "wine-native"}
 BASELINE_MODEL = "wine-forest"  # the name bench/_bento_wine.py loads
 ROWS = (1, 100)
 METHODS = ("predict", "predict_proba")
 CALL_TARGET = 2.0
 RPS_TARGET = 1.0
+# issue #16's data path: what the stable URL adds over the same server hit on its own port
+AGENT_US_TARGET = 60.0  # agent CPU per request, at >= 1,000 requests/s
+AGENT_RPS_FLOOR = 1000.0
+ADDED_P50_TARGET_MS = 0.2
 
 
 def met(ok: bool) -> str:
@@ -163,7 +173,7 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
         urls, servers = {"baseline": baseline_url}, {}
         for name in ("onnx", "native"):
             t0 = time.monotonic()
-            dep = nbserve.deploy(forest, DEPLOYMENT[name], X, runtime=name, workers=1, progress=False)
+            dep = nbserve.deploy(forest, DEPLOYMENT[name], X, runtime=name, workers=args.workers, progress=False)
             elapsed = time.monotonic() - t0
             version = dep.refresh().versions[-1]
             serving = dep.metadata()["model"]["runtime"]
@@ -172,6 +182,9 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
             urls[name] = dep.url
             procs = server_tree_of(c.split_url(version["upstream_url"])[1], marker)
             servers[name] = lambda procs=procs: procs
+            if name == "onnx":
+                urls["onnx-direct"] = version["upstream_url"]
+                servers["onnx-direct"] = servers[name]
             print(f"deployed {DEPLOYMENT[name]} v{dep.version} in {elapsed:.1f} s, runtime {serving['name']}"
                   f"{' (' + serving['converter'] + ')' if serving.get('converter') else ''}; stable URL {dep.url}, "
                   f"upstream {version['upstream_url']} ({len(procs)} processes)")
@@ -220,7 +233,7 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
                     mine = c.cpu_of(ours) - ours0 + out["load_cpu_s"]  # what this run used is not "others"
                     out["others_cores"] = max(0.0, c.busy_seconds() - busy0 - mine) / wall
                     results.setdefault((conc, name), []).append(out)
-                    print(f"  c={conc} round {rnd + 1} {name:<8} {out['rps']:7.1f} rps p50 {out['p50_ms']:6.2f} ms "
+                    print(f"  c={conc} round {rnd + 1} {name:<11} {out['rps']:7.1f} rps p50 {out['p50_ms']:6.2f} ms "
                           f"p99 {out['p99_ms']:6.2f} ms errors {int(out['errors'])} "
                           f"(others {out['others_cores']:.2f} cores)", flush=True)
         report(args, tool, results)
@@ -238,7 +251,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
 
     print(f"\nwine RandomForest (50 trees), POST /predict with 1 row, load: {tool}; "
           f"medians of {args.rounds} interleaved {args.seconds:g} s runs per target")
-    header = (f"{'conc':>4} {'target':<9}| {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | "
+    header = (f"{'conc':>4} {'target':<11}| {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | "
               f"{'server CPU us/req':>17} {'agent':>6} | {'others':>6}")
     print(header)
     print("-" * len(header))
@@ -246,7 +259,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
         for name in TARGETS:
             errors = sum(int(r["errors"]) for r in results[(conc, name)])
             agent = f"{med(conc, name, 'agent_us'):>6.0f}" if name != "baseline" else f"{'-':>6}"
-            print(f"{conc:>4} {name:<9}| {med(conc, name, 'rps'):>7.1f} {med(conc, name, 'p50_ms'):>7.2f} "
+            print(f"{conc:>4} {name:<11}| {med(conc, name, 'rps'):>7.1f} {med(conc, name, 'p50_ms'):>7.2f} "
                   f"{med(conc, name, 'p99_ms'):>7.2f} {errors:>6} | {med(conc, name, 'server_us'):>17.0f} "
                   f"{agent} | {med(conc, name, 'others_cores'):>6.2f}")
     print()
@@ -256,6 +269,14 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
             p50, base50 = med(conc, "onnx", "p50_ms"), med(conc, base, "p50_ms")
             print(f"c={conc} onnx/{base:<8} throughput {ratio:.2f}x (target >= {RPS_TARGET:g}x: "
                   f"{met(ratio >= RPS_TARGET)}), p50 {p50 / base50:.2f}x ({p50 - base50:+.2f} ms)")
+    for conc in args.concurrency:
+        added = med(conc, "onnx", "p50_ms") - med(conc, "onnx-direct", "p50_ms")
+        agent_us, rps = med(conc, "onnx", "agent_us"), med(conc, "onnx", "rps")
+        floor = "" if rps >= AGENT_RPS_FLOOR else f", below the target's {AGENT_RPS_FLOOR:,.0f} requests/s"
+        print(f"c={conc} stable URL over the onnx server direct: added p50 {added * 1000:+.0f} us (target <= "
+              f"{ADDED_P50_TARGET_MS * 1000:.0f} us: {met(added <= ADDED_P50_TARGET_MS)}), agent CPU {agent_us:.0f} "
+              f"us/req at {rps:,.0f} requests/s (target <= {AGENT_US_TARGET:.0f} us: "
+              f"{met(agent_us <= AGENT_US_TARGET)}{floor})")
     print("onnx/native = nbserve's stable URL, compiled vs the forest itself; onnx/baseline = compiled behind "
           "nbserve's stable URL vs the forest in a hand-written service (bench/_bento_wine.py), plain `bentoml "
           "serve`, no proxy; others = cores busy with processes not of this bench")
@@ -264,6 +285,7 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", choices=("call", "http"), default=["call", "http"])
+    ap.add_argument("--workers", type=int, default=1, help="workers of the two nbserve deployments")
     c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
     print(f"machine: {c.machine_line()}")
