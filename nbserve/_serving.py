@@ -162,7 +162,7 @@ def _conform(data: pd.DataFrame) -> pd.DataFrame | JSONResponse:
             if bad.any():
                 type_errors[name] = {"expected": dtype, "got": repr(values[bad].iloc[0])}
                 continue
-            if not converted.isna().any():
+            if kind == "float" or not converted.isna().any():  # a missing int stays float (NaN)
                 converted = converted.astype(dtype)
             out[name] = converted
         elif kind == "datetime":

@@ -359,6 +359,16 @@ def test_records_of_a_uniform_schema_make_the_frame_pandas_would(dtype):
     assert fast.to_numpy().dtype == ("int64" if dtype == "float32" else dtype)  # the array path, or pandas' ints
 
 
+def test_a_float32_schema_gets_float32_columns_with_or_without_missing_values():
+    """JSON parses numbers to float64: the request check casts them to the sample's float32,
+    also where a value is missing (the model sees what the kernel's sample had)."""
+    helpers = _service_helpers([{"name": n, "kind": "float", "dtype": "float32"} for n in ("a", "b")])
+    conform = helpers["_conform"]
+    for frame in (pd.DataFrame({"a": [1.5, 2.0], "b": [3.0, 4.0]}), pd.DataFrame({"a": [1.5, None], "b": [3, 4]})):
+        conformed = conform(frame)
+        assert [str(d) for d in conformed.dtypes] == ["float32", "float32"], frame
+
+
 def test_deploy_progress_shows_a_warning_after_live_without_failing(capsys):
     from nbserve._display import Progress
 
