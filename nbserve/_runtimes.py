@@ -139,7 +139,9 @@ def _compile(model: Any, *, flavor: str, kind: str, inputs: Any,
         if differs is None:
             return graph, spec, f"{named} ({spec.get('dtype', 'strings')} input)"
         failures.append(differs)
-    raise _NotConvertible(failures[-1] if failures else f"no ONNX input for the {kind} kind", tried=bool(failures))
+    # a differing answer says more than a graph onnxruntime refused for another input type
+    differing = [f for f in failures if not f.startswith("onnxruntime could not run it")]
+    raise _NotConvertible((differing or failures or [f"no ONNX input for the {kind} kind"])[0], tried=bool(failures))
 
 
 
@@ -160,8 +162,60 @@ def _convert(flavor: str, model: Any, initial_types: list[Any]) -> tuple[Any, st
         return onnxmltools.convert_lightgbm(model, initial_types=initial_types, zipmap=False), named
     import skl2onnx
 
-    return (skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model)),
+    extra: dict[str, Any] = {}
+    if _register_boosting_converters(model):  # onnxmltools writes ai.onnx.ml opset 3 trees
+        extra["target_opset"] = {"": skl2onnx.get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    return (skl2onnx.to_onnx(model, initial_types=initial_types, options=_options(model), **extra),
             f"skl2onnx {skl2onnx.__version__}")
+
+
+# (module, estimator, the name skl2onnx knows it by, classifier?, onnxmltools' converter)
+_BOOSTING_ESTIMATORS = (
+    ("lightgbm", "LGBMClassifier", "LightGbmLGBMClassifier", True, "lightgbm.operator_converters.LightGbm"),
+    ("lightgbm", "LGBMRegressor", "LightGbmLGBMRegressor", False, "lightgbm.operator_converters.LightGbm"),
+    ("xgboost", "XGBClassifier", "XGBoostXGBClassifier", True, "xgboost.operator_converters.XGBoost"),
+    ("xgboost", "XGBRegressor", "XGBoostXGBRegressor", False, "xgboost.operator_converters.XGBoost"),
+)
+_registered: set[str] = set()
+
+
+def _register_boosting_converters(model: Any) -> bool:
+    """skl2onnx converts LightGBM's and XGBoost's scikit-learn estimators (alone, or as a
+    pipeline's step) once onnxmltools' converters are registered for them, as skl2onnx's own
+    examples do. Only for libraries already imported (the model's): nothing heavy is imported.
+    True when ``model`` holds one of those estimators."""
+    import sys
+
+    from sklearn.base import BaseEstimator
+
+    parts = [model, *(v for v in model.get_params(deep=True).values() if isinstance(v, BaseEstimator))]
+    held = {f"{type(p).__module__.split('.')[0]}.{type(p).__name__}" for p in parts}
+    found = False
+    for module, estimator, alias, classifier, converter in _BOOSTING_ESTIMATORS:
+        if f"{module}.{estimator}" not in held or module not in sys.modules:
+            continue
+        found = True
+        if alias in _registered:
+            continue
+        try:
+            from skl2onnx import update_registered_converter
+            from skl2onnx.common.shape_calculator import (
+                calculate_linear_classifier_output_shapes,
+                calculate_linear_regressor_output_shapes,
+            )
+
+            cls = getattr(importlib.import_module(module), estimator)
+            convert = getattr(importlib.import_module(f"onnxmltools.convert.{converter}"),
+                              f"convert_{module}")
+        except (ImportError, AttributeError):  # no onnxmltools: skl2onnx says it has no converter
+            return False
+        if classifier:
+            update_registered_converter(cls, alias, calculate_linear_classifier_output_shapes, convert,
+                                        options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+        else:
+            update_registered_converter(cls, alias, calculate_linear_regressor_output_shapes, convert)
+        _registered.add(alias)
+    return found
 
 
 def _export_torch(module: Any, sample: Any) -> tuple[Any, str]:

@@ -83,6 +83,36 @@ def test_a_lightgbm_booster_compiles_for_each_objective(objective):
     assert chosen.details["converter"].startswith("onnxmltools")
 
 
+def _lightgbm_estimators():
+    lgb = pytest.importorskip("lightgbm", reason="LightGBM is in the test extra")
+    pytest.importorskip("onnxmltools", reason="LightGBM's estimators compile through nbserve[fast] (onnxmltools)")
+    from sklearn.datasets import load_diabetes, load_wine
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    params = {"n_estimators": 20, "verbose": -1, "n_jobs": 1}
+    wine, diabetes = load_wine(return_X_y=True, as_frame=True), load_diabetes(return_X_y=True, as_frame=True)
+    return {"classifier": (lgb.LGBMClassifier(**params).fit(*wine), wine[0]),
+            "regressor": (lgb.LGBMRegressor(**params).fit(*diabetes), diabetes[0]),
+            "pipeline": (make_pipeline(StandardScaler(), lgb.LGBMClassifier(**params)).fit(*wine), wine[0])}
+
+
+@pytest.mark.parametrize("shape", ["classifier", "regressor", "pipeline"])
+def test_lightgbm_estimators_alone_or_in_a_pipeline_compile_through_skl2onnx(shape):
+    """LGBMClassifier and LGBMRegressor are scikit-learn estimators (the sklearn flavor):
+    skl2onnx converts them, alone or as a pipeline's step, with onnxmltools' converters."""
+    from nbserve._flavors import flavor_for
+
+    model, X = _lightgbm_estimators()[shape]
+    flavor = flavor_for(model)
+    assert flavor.name == "sklearn"
+    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
+    answered = {m: np.asarray(flavor.call(model, m, X)) for m in methods}
+    chosen = choose_runtime("auto", model, flavor="sklearn", kind="frame", inputs=X, answered=answered)
+    assert chosen.name == "onnx", chosen.reason
+    assert chosen.details["converter"].startswith("skl2onnx")
+
+
 def _xgboost_models():
     xgb = pytest.importorskip("xgboost", reason="XGBoost is in the test extra (xgboost-cpu)")
     from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
@@ -235,3 +265,11 @@ def test_xgboost_models_deploy_compiled_and_a_booster_through_a_dmatrix(module_h
     assert dep.metadata()["model"]["runtime"]["name"] == "native"
     import xgboost
     np.testing.assert_allclose(dep.predict(X.head(30)), booster.predict(xgboost.DMatrix(X.head(30))), **TOLERANCE)
+
+
+@pytest.mark.slow
+def test_a_pipeline_ending_in_an_lgbm_classifier_deploys_compiled(module_home):
+    model, X = _lightgbm_estimators()["pipeline"]
+    dep = nbserve.deploy(model, "wine-lgbm", X, progress=False)
+    assert dep.metadata()["model"]["runtime"]["name"] == "onnx"
+    assert dep.predict(X.head(30)).tolist() == model.predict(X.head(30)).tolist()
