@@ -101,16 +101,21 @@ def _lightgbm_estimators():
 def test_lightgbm_estimators_alone_or_in_a_pipeline_compile_through_skl2onnx(shape):
     """LGBMClassifier and LGBMRegressor are scikit-learn estimators (the sklearn flavor):
     skl2onnx converts them, alone or as a pipeline's step, with onnxmltools' converters."""
-    from nbserve._flavors import flavor_for
-
     model, X = _lightgbm_estimators()[shape]
-    flavor = flavor_for(model)
-    assert flavor.name == "sklearn"
-    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
-    answered = {m: np.asarray(flavor.call(model, m, X)) for m in methods}
-    chosen = choose_runtime("auto", model, flavor="sklearn", kind="frame", inputs=X, answered=answered)
+    chosen = _chosen_as_deploy_would(model, X, flavor="sklearn")
     assert chosen.name == "onnx", chosen.reason
     assert chosen.details["converter"].startswith("skl2onnx")
+
+
+def _chosen_as_deploy_would(model, X, *, flavor):
+    """The runtime deploy picks: the model's flavor checked, its methods' answers on X replayed."""
+    from nbserve._flavors import flavor_for
+
+    found = flavor_for(model)
+    assert found.name == flavor
+    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
+    answered = {m: np.asarray(found.call(model, m, X)) for m in methods}
+    return choose_runtime("auto", model, flavor=flavor, kind="frame", inputs=X, answered=answered)
 
 
 def _xgboost_models():
@@ -131,14 +136,8 @@ def _xgboost_models():
 @pytest.mark.parametrize("shape", ["multiclass", "binary", "regression", "booster"])
 def test_an_xgboost_model_compiles_for_each_objective(shape):
     pytest.importorskip("onnxmltools", reason="XGBoost models compile through nbserve[fast] (onnxmltools)")
-    from nbserve._flavors import flavor_for
-
     model, X = _xgboost_models()[shape]
-    flavor = flavor_for(model)
-    assert flavor.name == "xgboost"
-    methods = ["predict", "predict_proba"] if hasattr(model, "predict_proba") else ["predict"]
-    answered = {m: np.asarray(flavor.call(model, m, X)) for m in methods}
-    chosen = choose_runtime("auto", model, flavor="xgboost", kind="frame", inputs=X, answered=answered)
+    chosen = _chosen_as_deploy_would(model, X, flavor="xgboost")
     assert chosen.name == "onnx", chosen.reason
     assert chosen.details["converter"].startswith("onnxmltools")
 
