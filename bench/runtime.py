@@ -1,6 +1,6 @@
 """Compiled runtime (issue #16): a forest compiled to ONNX vs the forest itself, in this process and over HTTP.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/runtime.py [--parts call http] [--seconds 5] [--rounds 3]
+    PYTHONPATH=$PWD .venv/bin/python bench/runtime.py [--parts call models http] [--seconds 5] [--rounds 3]
                                                       [--warmup 2] [--concurrency 1 8] [--timeit-rounds 7]
                                                       [--load auto|wrk|python]
 
@@ -15,6 +15,12 @@ Part ``call``, in this process: ``forest.predict(frame)`` vs the compiled ``pred
 ``predict_proba`` alike, for a 1-row and a 100-row DataFrame; timeit, median of ``--timeit-rounds``
 rounds of at least 0.2 s each; microseconds per call and the speedup. The compiled call includes
 turning the DataFrame into the graph's float32 tensor, as in the server.
+
+Part ``models`` (not run by default): the 50-tree forest again, a 200-tree forest, a 100-round
+LightGBM Booster and a 100-tree XGBClassifier on the same data (where installed): the seconds
+``choose_runtime`` takes to convert each and replay the 178-row sample through onnxruntime (what
+``runtime="auto"`` adds to a deploy; target <= 1 s for the 50-tree forest), the graph's size, and
+the call native vs compiled for 1 and 100 rows.
 
 Part ``http``: three targets, all on 127.0.0.1, one worker each:
 
@@ -45,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,6 +67,7 @@ BASELINE_MODEL = "wine-forest"  # the name bench/_bento_wine.py loads
 ROWS = (1, 100)
 METHODS = ("predict", "predict_proba")
 CALL_TARGET = 2.0
+CONVERT_TARGET_S = 1.0
 RPS_TARGET = 1.0
 # issue #16's data path: what the stable URL adds over the same server hit on its own port
 AGENT_US_TARGET = 60.0  # agent CPU per request, at >= 1,000 requests/s
@@ -128,6 +136,82 @@ def call(args: argparse.Namespace) -> None:
         ratio = speedups[(method, 1)]
         print(f"{method} 1 row: compiled {ratio:.1f}x the forest (target >= {CALL_TARGET:g}x: "
               f"{met(ratio >= CALL_TARGET)})")
+
+
+# -- part 3: bigger models, and what compiling adds to a deploy ---------------------------
+
+
+def other_models() -> dict[str, tuple[Any, Any, str, tuple[str, ...]]]:
+    """name -> (model, its data, its flavor, the methods timed): where the gain differs."""
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    found: dict[str, tuple[Any, Any, str, tuple[str, ...]]] = {
+        "forest, 50 trees": (RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X, "sklearn", METHODS),
+        "forest, 200 trees": (RandomForestClassifier(n_estimators=200, random_state=0).fit(X, y), X, "sklearn",
+                              METHODS),
+    }
+    try:
+        import lightgbm as lgb
+
+        booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+                            lgb.Dataset(X, y), num_boost_round=100)
+        found["LightGBM Booster, 100 rounds"] = (booster, X, "lightgbm", ("predict",))
+    except ImportError:
+        print("LightGBM not installed: its row is left out (pip install lightgbm)")
+    try:
+        import xgboost as xgb
+
+        found["XGBClassifier, 100 trees"] = (xgb.XGBClassifier(n_estimators=100, n_jobs=1).fit(X, y), X, "xgboost",
+                                             METHODS)
+    except ImportError:
+        print("XGBoost not installed: its row is left out (pip install xgboost-cpu)")
+    return found
+
+
+def models(args: argparse.Namespace) -> None:
+    """Per model: the conversion and its parity replay on the 178-row sample (what runtime="auto"
+    adds to a deploy, median of --timeit-rounds conversions), and the call, 1 and 100 rows."""
+    import numpy as np
+
+    from kinds import per_call_us
+    from nbserve._flavors import flavor_named
+    from nbserve._onnx_runtime import OnnxModel
+    from nbserve._runtimes import TOLERANCE, choose_runtime
+
+    print(f"\nconversion + parity replay, and the call (median of {args.timeit_rounds} rounds):")
+    header = (f"{'model':<29} | {'convert s':>9} {'graph KiB':>9} | {'method':<13} {'rows':>4} | "
+              f"{'native us':>10} {'onnx us':>9} {'speedup':>8}")
+    print(header)
+    print("-" * len(header))
+    for name, (model, X, flavor, methods) in other_models().items():
+        call = flavor_named(flavor).call
+        answered = {m: np.asarray(call(model, m, X)) for m in methods}
+        seconds, chosen = [], None
+        for _ in range(args.timeit_rounds):
+            t0 = time.perf_counter()
+            chosen = choose_runtime("onnx", model, flavor=flavor, kind="frame", inputs=X, answered=answered)
+            seconds.append(time.perf_counter() - t0)
+            if chosen.name != "onnx":
+                raise RuntimeError(f"{name} did not compile: {chosen.reason}")
+        compiled_model = OnnxModel(chosen.graph, chosen.spec)
+        first = True
+        for rows in ROWS:
+            frame = X.iloc[:rows]
+            for method in methods:
+                native, fast = (lambda: call(model, method, frame)), (lambda: getattr(compiled_model, method)(frame))
+                want, have = np.asarray(native()), np.asarray(fast())
+                same = np.array_equal(want, have) if want.dtype.kind in "iub" else np.allclose(want, have, **TOLERANCE)
+                if not same:
+                    raise RuntimeError(f"{name}: compiled {method} on {rows} rows differs")
+                native_us, onnx_us = per_call_us(native, args.timeit_rounds), per_call_us(fast, args.timeit_rounds)
+                lead = (f"{name:<29} | {statistics.median(seconds):>9.2f} {len(chosen.graph) / 1024:>9.0f}" if first
+                        else f"{'':<29} | {'':>9} {'':>9}")
+                first = False
+                print(f"{lead} | {method:<13} {rows:>4} | {native_us:>10.1f} {onnx_us:>9.1f} "
+                      f"{native_us / onnx_us:>7.1f}x", flush=True)
+    print(f"conversion target (the 50-tree forest): <= {CONVERT_TARGET_S:g} s, with its parity replay")
 
 
 # -- part 2: over HTTP ---------------------------------------------------------------------
@@ -284,13 +368,15 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", nargs="+", choices=("call", "http"), default=["call", "http"])
+    ap.add_argument("--parts", nargs="+", choices=("call", "models", "http"), default=["call", "http"])
     ap.add_argument("--workers", type=int, default=1, help="workers of the two nbserve deployments")
     c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
     print(f"machine: {c.machine_line()}")
     if "call" in args.parts:
         call(args)
+    if "models" in args.parts:
+        models(args)
     if "http" in args.parts:
         tool = c.load_tool(args.load)
         print(f"\nload: {c.load_tool_description(tool)}")
