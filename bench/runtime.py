@@ -22,7 +22,7 @@ LightGBM Booster and a 100-tree XGBClassifier on the same data (where installed)
 ``runtime="auto"`` adds to a deploy; target <= 1 s for the 50-tree forest), the graph's size, and
 the call native vs compiled for 1 and 100 rows.
 
-Part ``http``: three targets, all on 127.0.0.1, one worker each:
+Part ``http``: four or five targets, all on 127.0.0.1, one worker each:
 
   onnx      nbserve's stable URL of ``deploy(forest, "wine-onnx", X, runtime="onnx")``
   native    nbserve's stable URL of ``deploy(forest, "wine-native", X, runtime="native")``
@@ -31,11 +31,15 @@ Part ``http``: three targets, all on 127.0.0.1, one worker each:
   baseline  the same forest saved with ``bentoml.sklearn.save_model`` in a store of its own and
             served by plain ``bentoml serve`` of the hand-written service in bench/_bento_wine.py
 
+  mlflow    `mlflow models serve` of the same forest (MLflow's defaults: one uvicorn worker), when
+            a venv with mlflow is at .venv-mlflow (or --mlflow-python); sent MLflow's own
+            `/invocations` request, `{"dataframe_split": ...}` of the same row
+
 ``--workers N`` gives the two nbserve deployments N workers (the baseline keeps one): issue
 #16's agent target is stated at >= 1,000 requests/s, more than one worker of the compiled forest
 serves on this machine.
 
-Each request is one row as JSON, ``{"data": [row]}`` (the first wine); all three must answer the
+Each request is one row as JSON, ``{"data": [row]}`` (the first wine); all must answer the
 same label before anything is timed, and each deployment's ``/metadata`` must name the runtime
 asked. Load comes from a separate process (wrk when installed, else bench/_common.py's Python
 generator), closed loop at each concurrency: a warm-up per target, then ``--rounds`` interleaved
@@ -51,7 +55,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,7 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c  # noqa: E402  (sets BENTOML_DO_NOT_TRACK / UV_OFFLINE first)
 
-TARGETS = ("onnx", "onnx-direct", "native", "baseline")
+TARGETS = ("onnx", "onnx-direct", "native", "baseline")  # and "mlflow" where its venv is there
+MLFLOW_PYTHON = c.ROOT / ".venv-mlflow" / "bin" / "python"
 DEPLOYMENT = {"onnx": "wine-onnx", "native": "wine-native"}
 BASELINE_MODEL = "wine-forest"  # the name bench/_bento_wine.py loads
 ROWS = (1, 100)
@@ -69,6 +76,7 @@ METHODS = ("predict", "predict_proba")
 CALL_TARGET = 2.0
 CONVERT_TARGET_S = 1.0
 RPS_TARGET = 1.0
+ISSUE_RPS_TARGET, ISSUE_P50_TARGET = 5.0, 0.5  # issue #16, onnx vs plain `bentoml serve`
 # issue #16's data path: what the stable URL adds over the same server hit on its own port
 AGENT_US_TARGET = 60.0  # agent CPU per request, at >= 1,000 requests/s
 AGENT_RPS_FLOOR = 1000.0
@@ -227,6 +235,22 @@ def baseline_serve(store: Path, root: Path) -> tuple[c.ProcessTree, str]:
     return tree, f"http://{c.HOST}:{port}"
 
 
+def mlflow_serve(python: Path, root: Path) -> tuple[c.ProcessTree, str]:
+    """`mlflow models serve` of the same forest (saved by bench/_mlflow_wine.py in mlflow's venv),
+    its defaults (one uvicorn worker, access log on), on 127.0.0.1."""
+    model = root / "mlflow-model"
+    env = c.child_env(MLFLOW_TRACKING_URI=(root / "mlruns").as_uri(), MLFLOW_DISABLE_TELEMETRY="true",
+                      DO_NOT_TRACK="true", PATH=f"{python.parent}:{os.environ.get('PATH', '')}")
+    saved = subprocess.run([str(python), str(c.BENCH / "_mlflow_wine.py"), str(model)], env=env, cwd=root,
+                           capture_output=True, text=True, timeout=300)
+    if saved.returncode != 0:
+        raise RuntimeError(f"saving the MLflow model failed: {saved.stderr[-800:]}")
+    port = c.free_port()
+    tree = c.ProcessTree([str(python.parent / "mlflow"), "models", "serve", "-m", str(model), "--env-manager", "local",
+                          "-h", c.HOST, "-p", str(port), "-w", "1"], env=env, cwd=root, log_path=root / "mlflow.log")
+    return tree, f"http://{c.HOST}:{port}"
+
+
 def label_of(answer: Any) -> Any:
     """The one label of a one-row answer, whatever wraps it."""
     while isinstance(answer, dict) and len(answer) == 1:
@@ -247,7 +271,8 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
 
     marker = str(root)
     store = root / "baseline-bentoml"
-    tree = None
+    tree = mlflow_tree = None
+    targets = TARGETS
     home = Home.resolve()
     try:
         forest, X = wine_forest()
@@ -255,6 +280,13 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
         tree, baseline_url = baseline_serve(store, root)
         print(f"baseline: {tag} served by _bento_wine:WineForest at {baseline_url} (pid {tree.pid})")
         urls, servers = {"baseline": baseline_url}, {}
+        if args.mlflow_python.exists():
+            mlflow_tree, urls["mlflow"] = mlflow_serve(args.mlflow_python, root)
+            targets = (*TARGETS, "mlflow")
+            print(f"mlflow: `mlflow models serve` of the same forest at {urls['mlflow']} (pid {mlflow_tree.pid})")
+        else:
+            print(f"mlflow: left out, no {args.mlflow_python} (python3 -m venv .venv-mlflow && "
+                  ".venv-mlflow/bin/pip install mlflow scikit-learn==<this venv's>)")
         for name in ("onnx", "native"):
             t0 = time.monotonic()
             dep = nbserve.deploy(forest, DEPLOYMENT[name], X, runtime=name, workers=args.workers, progress=False)
@@ -275,41 +307,51 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
         c.wait_until_ok(baseline_url, "GET", "/readyz", timeout=180, alive=tree.alive)
         tree.refresh()
         servers["baseline"] = lambda: (tree.refresh(), list(tree.known.values()))[1]
+        requests = {name: ("/predict", json.dumps({"data": X.iloc[:1].to_dict(orient="records")}).encode())
+                    for name in targets}
+        if mlflow_tree is not None:
+            c.wait_until_ok(urls["mlflow"], "GET", "/ping", timeout=180, alive=mlflow_tree.alive)
+            mlflow_tree.refresh()
+            servers["mlflow"] = lambda: (mlflow_tree.refresh(), list(mlflow_tree.known.values()))[1]
+            split = X.iloc[:1].to_dict(orient="split")
+            requests["mlflow"] = ("/invocations", json.dumps(
+                {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}).encode())
         agent = find_agent(home)
         assert agent is not None, "the agent is not running after deploy"
         agent_proc = psutil.Process(agent.pid)
 
-        body = json.dumps({"data": X.iloc[:1].to_dict(orient="records")}).encode()
+        body = requests["onnx"][1]
         answers = {}
-        for name in TARGETS:
-            status, payload = c.request(urls[name], "POST", "/predict", body, timeout=30)
+        for name in targets:
+            status, payload = c.request(urls[name], "POST", *requests[name], timeout=30)
             if status != 200:
-                raise RuntimeError(f"{name} /predict answered {status}: {payload[:300]!r}")
+                raise RuntimeError(f"{name} {requests[name][0]} answered {status}: {payload[:300]!r}")
             answers[name] = json.loads(payload)
         labels = {name: label_of(a) for name, a in answers.items()}
         same = len({json.dumps(v) for v in labels.values()}) == 1
         print(f"request: POST /predict, {len(body)} B, 1 row -> {json.dumps(answers['onnx'])[:60]} (baseline "
-              f"{json.dumps(answers['baseline'])[:40]}); same label from all three: {same}")
+              f"{json.dumps(answers['baseline'])[:40]}); same label from all: {same}")
         if not same:
             raise RuntimeError(f"the targets answered different labels: {answers}")
 
         tree.refresh()
         ours = c.our_processes(marker)  # servers, agent, the agent's servers: all name the scratch root
+        ours += servers["mlflow"]() if mlflow_tree is not None else []  # its uvicorn names no path of ours
         work = {}
-        for name in TARGETS:  # one per target: _common.load keeps its script per directory
+        for name in targets:  # one per target: _common.load keeps its script per directory
             work[name] = root / "load" / name
             work[name].mkdir(parents=True, exist_ok=True)
         print(f"warm-up: {args.warmup:g} s per target at concurrency {max(args.concurrency)}")
-        for name in TARGETS:
-            c.load(urls[name], "/predict", body, max(args.concurrency), args.warmup, tool, work[name])
+        for name in targets:
+            c.load(urls[name], *requests[name], max(args.concurrency), args.warmup, tool, work[name])
         results: dict[tuple[int, str], list[dict[str, float]]] = {}
         for conc in args.concurrency:
             for rnd in range(args.rounds):
-                for name in (TARGETS if rnd % 2 == 0 else tuple(reversed(TARGETS))):
+                for name in (targets if rnd % 2 == 0 else tuple(reversed(targets))):
                     procs = servers[name]()
                     server0, agent0, ours0 = c.cpu_of(procs), c.cpu_of([agent_proc]), c.cpu_of(ours)
                     busy0, wall0 = c.busy_seconds(), time.monotonic()
-                    out = c.load(urls[name], "/predict", body, conc, args.seconds, tool, work[name])
+                    out = c.load(urls[name], *requests[name], conc, args.seconds, tool, work[name])
                     wall = time.monotonic() - wall0
                     n = max(1, out["requests"])
                     out["server_us"] = (c.cpu_of(procs) - server0) / n * 1e6
@@ -320,8 +362,12 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
                     print(f"  c={conc} round {rnd + 1} {name:<11} {out['rps']:7.1f} rps p50 {out['p50_ms']:6.2f} ms "
                           f"p99 {out['p99_ms']:6.2f} ms errors {int(out['errors'])} "
                           f"(others {out['others_cores']:.2f} cores)", flush=True)
-        report(args, tool, results)
+        report(args, tool, results, targets)
     finally:
+        if mlflow_tree is not None:
+            survivors = mlflow_tree.stop()
+            if survivors:
+                print(f"warning: mlflow processes survived SIGKILL: {survivors}")
         if tree is not None:
             survivors = tree.stop()
             if survivors:
@@ -329,7 +375,7 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
         c.stop_agents([home], marker)
 
 
-def report(args: argparse.Namespace, tool: str, results: dict) -> None:
+def report(args: argparse.Namespace, tool: str, results: dict, targets: tuple[str, ...]) -> None:
     def med(conc: int, name: str, key: str) -> float:
         return c.median([r[key] for r in results[(conc, name)]])
 
@@ -340,19 +386,28 @@ def report(args: argparse.Namespace, tool: str, results: dict) -> None:
     print(header)
     print("-" * len(header))
     for conc in args.concurrency:
-        for name in TARGETS:
+        for name in targets:
             errors = sum(int(r["errors"]) for r in results[(conc, name)])
-            agent = f"{med(conc, name, 'agent_us'):>6.0f}" if name != "baseline" else f"{'-':>6}"
+            agent = f"{med(conc, name, 'agent_us'):>6.0f}" if name not in ("baseline", "mlflow") else f"{'-':>6}"
             print(f"{conc:>4} {name:<11}| {med(conc, name, 'rps'):>7.1f} {med(conc, name, 'p50_ms'):>7.2f} "
                   f"{med(conc, name, 'p99_ms'):>7.2f} {errors:>6} | {med(conc, name, 'server_us'):>17.0f} "
                   f"{agent} | {med(conc, name, 'others_cores'):>6.2f}")
     print()
     for conc in args.concurrency:
-        for base in ("native", "baseline"):
+        for base in [b for b in ("native", "baseline", "mlflow") if b in targets]:
             ratio = med(conc, "onnx", "rps") / med(conc, base, "rps")
             p50, base50 = med(conc, "onnx", "p50_ms"), med(conc, base, "p50_ms")
             print(f"c={conc} onnx/{base:<8} throughput {ratio:.2f}x (target >= {RPS_TARGET:g}x: "
                   f"{met(ratio >= RPS_TARGET)}), p50 {p50 / base50:.2f}x ({p50 - base50:+.2f} ms)")
+    # issue #16's own targets against plain `bentoml serve`: >= 5x throughput at c=8, p50 <= 0.5x at c=1
+    if 8 in args.concurrency:
+        ratio = med(8, "onnx", "rps") / med(8, "baseline", "rps")
+        print(f"issue #16: onnx/baseline throughput at c=8 {ratio:.2f}x (target >= {ISSUE_RPS_TARGET:g}x: "
+              f"{met(ratio >= ISSUE_RPS_TARGET)})")
+    if 1 in args.concurrency:
+        ratio = med(1, "onnx", "p50_ms") / med(1, "baseline", "p50_ms")
+        print(f"issue #16: onnx/baseline p50 at c=1 {ratio:.2f}x (target <= {ISSUE_P50_TARGET:g}x: "
+              f"{met(ratio <= ISSUE_P50_TARGET)})")
     for conc in args.concurrency:
         added = med(conc, "onnx", "p50_ms") - med(conc, "onnx-direct", "p50_ms")
         agent_us, rps = med(conc, "onnx", "agent_us"), med(conc, "onnx", "rps")
@@ -370,6 +425,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", nargs="+", choices=("call", "models", "http"), default=["call", "http"])
     ap.add_argument("--workers", type=int, default=1, help="workers of the two nbserve deployments")
+    ap.add_argument("--mlflow-python", type=Path, default=MLFLOW_PYTHON,
+                    help="the Python of a venv with mlflow and this venv's scikit-learn (the mlflow target)")
     c.add_load_arguments(ap, seconds=5.0, rounds=3, warmup=2.0)
     args = ap.parse_args()
     print(f"machine: {c.machine_line()}")
