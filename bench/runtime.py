@@ -87,13 +87,13 @@ def met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def wine_forest() -> tuple[Any, Any]:
-    """(the fitted 50-tree forest, the wine feature DataFrame)."""
+def wine_forest(trees: int = 50) -> tuple[Any, Any]:
+    """(the fitted forest, 50 trees unless asked, the wine feature DataFrame)."""
     from sklearn.datasets import load_wine
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = load_wine(return_X_y=True, as_frame=True)
-    return RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X
+    return RandomForestClassifier(n_estimators=trees, random_state=0).fit(X, y), X
 
 
 def compiled(forest: Any, X: Any) -> tuple[Any, Any]:
@@ -152,14 +152,10 @@ def call(args: argparse.Namespace) -> None:
 def other_models() -> dict[str, tuple[Any, Any, str, tuple[str, ...]]]:
     """name -> (model, its data, its flavor, the methods timed): where the gain differs."""
     from sklearn.datasets import load_wine
-    from sklearn.ensemble import RandomForestClassifier
 
     X, y = load_wine(return_X_y=True, as_frame=True)
     found: dict[str, tuple[Any, Any, str, tuple[str, ...]]] = {
-        "forest, 50 trees": (RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X, "sklearn", METHODS),
-        "forest, 200 trees": (RandomForestClassifier(n_estimators=200, random_state=0).fit(X, y), X, "sklearn",
-                              METHODS),
-    }
+        f"forest, {trees} trees": (wine_forest(trees)[0], X, "sklearn", METHODS) for trees in (50, 200)}
     try:
         import lightgbm as lgb
 
@@ -235,6 +231,12 @@ def baseline_serve(store: Path, root: Path) -> tuple[c.ProcessTree, str]:
     return tree, f"http://{c.HOST}:{port}"
 
 
+def processes_of(tree: c.ProcessTree) -> list[Any]:
+    """Every process the tree has had, read again (for CPU per request)."""
+    tree.refresh()
+    return list(tree.known.values())
+
+
 def mlflow_serve(python: Path, root: Path) -> tuple[c.ProcessTree, str]:
     """`mlflow models serve` of the same forest (saved by bench/_mlflow_wine.py in mlflow's venv),
     its defaults (one uvicorn worker, access log on), on 127.0.0.1."""
@@ -306,13 +308,13 @@ def http(args: argparse.Namespace, tool: str, root: Path) -> None:
                   f"upstream {version['upstream_url']} ({len(procs)} processes)")
         c.wait_until_ok(baseline_url, "GET", "/readyz", timeout=180, alive=tree.alive)
         tree.refresh()
-        servers["baseline"] = lambda: (tree.refresh(), list(tree.known.values()))[1]
+        servers["baseline"] = lambda: processes_of(tree)
         requests = {name: ("/predict", json.dumps({"data": X.iloc[:1].to_dict(orient="records")}).encode())
                     for name in targets}
         if mlflow_tree is not None:
             c.wait_until_ok(urls["mlflow"], "GET", "/ping", timeout=180, alive=mlflow_tree.alive)
             mlflow_tree.refresh()
-            servers["mlflow"] = lambda: (mlflow_tree.refresh(), list(mlflow_tree.known.values()))[1]
+            servers["mlflow"] = lambda: processes_of(mlflow_tree)
             split = X.iloc[:1].to_dict(orient="split")
             requests["mlflow"] = ("/invocations", json.dumps(
                 {"dataframe_split": {"columns": split["columns"], "data": split["data"]}}).encode())

@@ -186,10 +186,7 @@ def _register_boosting_converters(model: Any) -> bool:
     True when ``model`` holds one of those estimators."""
     import sys
 
-    from sklearn.base import BaseEstimator
-
-    parts = [model, *(v for v in model.get_params(deep=True).values() if isinstance(v, BaseEstimator))]
-    held = {f"{type(p).__module__.split('.')[0]}.{type(p).__name__}" for p in parts}
+    held = {f"{type(p).__module__.split('.')[0]}.{type(p).__name__}" for p in _estimators_in(model)}
     found = False
     for module, estimator, alias, classifier, converter in _BOOSTING_ESTIMATORS:
         if f"{module}.{estimator}" not in held or module not in sys.modules:
@@ -303,14 +300,20 @@ def _feeds(kind: str, inputs: Any, np: Any) -> list[tuple[dict[str, Any], list[A
     return feeds
 
 
+def _estimators_in(model: Any) -> list[Any]:
+    """The model and every estimator it holds (a pipeline's steps, their own parts)."""
+    from sklearn.base import BaseEstimator
+
+    return [model, *(v for v in model.get_params(deep=True).values() if isinstance(v, BaseEstimator))]
+
+
 def _options(model: Any) -> dict[Any, dict[str, Any]]:
     """Per estimator class: probabilities as a plain tensor (no ZipMap), text in a locale that exists."""
-    from sklearn.base import BaseEstimator, is_classifier
+    from sklearn.base import is_classifier
     from sklearn.pipeline import Pipeline
 
-    estimators = [model, *(v for v in model.get_params(deep=True).values() if isinstance(v, BaseEstimator))]
     options: dict[Any, dict[str, Any]] = {}
-    for est in estimators:
+    for est in _estimators_in(model):
         if is_classifier(est) and not isinstance(est, Pipeline) and hasattr(est, "predict_proba"):
             options[type(est)] = {"zipmap": False}
         elif type(est).__name__ in ("TfidfVectorizer", "CountVectorizer"):
